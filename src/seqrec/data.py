@@ -1,0 +1,344 @@
+"""Cleaned interactions as per-user chronological sequences in CSR form.
+
+``Dataset.from_interactions`` takes a polars frame with columns ``user``, ``item`` and optionally
+``timestamp`` and ``rating`` (raw ids of any type), cleans it and maps ids:
+
+* optional rating threshold (``min_rating``), optional dedupe of repeated (user, item) pairs
+  (the earliest interaction is kept);
+* iterated k-core on users and items until every user and item has at least ``k_core``
+  interactions (the paper uses 5);
+* dense item ids ``1..N`` ordered by raw id, with ``PAD = 0`` reserved for padding;
+  users ``0..U-1`` ordered by raw id;
+* each user's interactions ordered by timestamp, ties (and files without timestamps) kept in
+  file order: the sort is stable.
+
+The result holds ``offsets`` (int64, U+1) and ``items`` (int32): user ``u``'s sequence is
+``items[offsets[u]:offsets[u+1]]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import polars as pl
+
+from seqrec.errors import SeqrecError
+
+PAD = 0
+FORMAT_VERSION = 1
+DEFAULT_K_CORE = 5
+CATALOG_COLUMNS = ("raw_id", "title", "genres", "year")
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """How raw interactions are filtered before ids are mapped."""
+
+    min_rating: float | None = None
+    dedupe: bool = False
+    k_core: int | None = None  # None: the format's default (5 for raw logs, 0 for already-filtered paper files)
+
+    def __post_init__(self) -> None:
+        if self.k_core is not None and self.k_core < 0:
+            raise SeqrecError(f"k_core must be >= 0, got {self.k_core}")
+
+
+class IdMap:
+    """An immutable map between raw ids and dense internal ids ``offset .. offset+len-1``.
+
+    Lookups accept the raw id or its string form (``50`` and ``"50"`` find the same item).
+    """
+
+    def __init__(self, raw: Sequence[Any] | np.ndarray | pl.Series, offset: int) -> None:
+        self.raw = raw.to_numpy() if isinstance(raw, pl.Series) else np.asarray(raw)
+        self.offset = offset
+        self._index: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def _lookup_table(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {str(r): i + self.offset for i, r in enumerate(self.raw.tolist())}
+        return self._index
+
+    def get(self, raw: Any) -> int | None:
+        """Internal id of one raw id, or None when unknown."""
+        return self._lookup_table().get(str(raw))
+
+    def lookup(self, raws: Iterable[Any]) -> tuple[np.ndarray, list[Any]]:
+        """Internal ids of the known raw ids (in order) and the list of unknown ones."""
+        table = self._lookup_table()
+        known, unknown = [], []
+        for r in raws:
+            i = table.get(str(r))
+            if i is None:
+                unknown.append(r)
+            else:
+                known.append(i)
+        return np.asarray(known, dtype=np.int64), unknown
+
+    def to_raw(self, internal: np.ndarray | Sequence[int]) -> list[Any]:
+        """Raw ids of internal ids (as Python values)."""
+        idx = np.asarray(internal, dtype=np.int64) - self.offset
+        return self.raw[idx].tolist()
+
+
+def _summary(user: np.ndarray, n_items: int) -> dict[str, Any]:
+    """Counts and history-length percentiles from a user column (any dtype)."""
+    if len(user) == 0:
+        return {"users": 0, "items": n_items, "interactions": 0}
+    _, lengths = np.unique(user, return_counts=True)
+    n_users = len(lengths)
+    pct = np.percentile(lengths, [5, 25, 50, 75, 95]).round(1).tolist()
+    return {
+        "users": int(n_users),
+        "items": int(n_items),
+        "interactions": int(len(user)),
+        "density": float(len(user) / max(1, n_users * max(1, n_items))),
+        "length_mean": float(lengths.mean()),
+        "length_min": int(lengths.min()),
+        "length_max": int(lengths.max()),
+        "length_percentiles": dict(zip(["p5", "p25", "p50", "p75", "p95"], pct)),
+    }
+
+
+def _frame_summary(frame: pl.DataFrame) -> dict[str, Any]:
+    user = frame["user"].to_numpy()
+    return _summary(user, frame["item"].n_unique() if frame.height else 0)
+
+
+def k_core(frame: pl.DataFrame, k: int) -> tuple[pl.DataFrame, list[dict[str, int]]]:
+    """Iterated k-core: drop users and items with fewer than k interactions until none is left.
+
+    Returns the filtered frame and one record per pass (users, items, interactions left).
+    """
+    steps: list[dict[str, int]] = []
+    if k <= 1:
+        return frame, steps
+    while True:
+        before = frame.height
+        frame = frame.filter(pl.len().over("user") >= k)
+        frame = frame.filter(pl.len().over("item") >= k)
+        steps.append(
+            {"users": frame["user"].n_unique(), "items": frame["item"].n_unique(), "interactions": frame.height}
+        )
+        if frame.height == before or frame.height == 0:
+            return frame, steps
+
+
+def _normalise_catalog(catalog: pl.DataFrame | None, raw_items: pl.Series) -> pl.DataFrame:
+    """One catalogue row per internal item 1..N with columns item, raw_id, title, genres, year."""
+    base = pl.DataFrame({"item": np.arange(1, len(raw_items) + 1, dtype=np.int32), "raw_id": raw_items})
+    if catalog is None or catalog.height == 0:
+        return base.with_columns(
+            pl.lit(None, dtype=pl.String).alias("title"),
+            pl.lit([], dtype=pl.List(pl.String)).alias("genres"),
+            pl.lit(None, dtype=pl.Int32).alias("year"),
+        )
+    cat = catalog.select(
+        pl.col("raw_id").cast(pl.String).alias("_key"),
+        (pl.col("title") if "title" in catalog.columns else pl.lit(None)).cast(pl.String).alias("title"),
+        (pl.col("genres") if "genres" in catalog.columns else pl.lit([])).cast(pl.List(pl.String)).alias("genres"),
+        (pl.col("year") if "year" in catalog.columns else pl.lit(None)).cast(pl.Int32).alias("year"),
+    ).unique("_key", keep="first", maintain_order=True)
+    out = base.with_columns(pl.col("raw_id").cast(pl.String).alias("_key")).join(cat, on="_key", how="left")
+    return out.sort("item").drop("_key").with_columns(pl.col("genres").fill_null([]))
+
+
+@dataclass
+class Dataset:
+    """Per-user chronological sequences of internal item ids (CSR) plus the id maps and catalogue."""
+
+    offsets: np.ndarray
+    items: np.ndarray
+    user_ids: IdMap
+    item_ids: IdMap
+    catalog: pl.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_interactions(
+        cls,
+        frame: pl.DataFrame,
+        catalog: pl.DataFrame | None = None,
+        config: CleanConfig = CleanConfig(),
+        name: str = "data",
+        source: str = "",
+    ) -> "Dataset":
+        for col in ("user", "item"):
+            if col not in frame.columns:
+                raise SeqrecError(f"{source or name}: interactions need a '{col}' column, got {frame.columns}")
+        frame = frame.with_row_index("_row")
+        before = _frame_summary(frame)
+        cleaning: dict[str, Any] = {"config": asdict(config)}
+        if config.min_rating is not None:
+            if "rating" not in frame.columns:
+                raise SeqrecError(f"{source or name}: min_rating={config.min_rating} given but the data has no rating")
+            frame = frame.filter(pl.col("rating") >= config.min_rating)
+            cleaning["after_min_rating"] = frame.height
+        order = ["user", "timestamp", "_row"] if "timestamp" in frame.columns else ["user", "_row"]
+        frame = frame.sort(order, maintain_order=True)
+        if config.dedupe:
+            frame = frame.unique(["user", "item"], keep="first", maintain_order=True)
+            cleaning["after_dedupe"] = frame.height
+        k = DEFAULT_K_CORE if config.k_core is None else config.k_core
+        cleaning["k_core"] = k
+        frame, steps = k_core(frame, k)
+        cleaning["k_core_steps"] = steps
+        if frame.height == 0:
+            trail = "; ".join(
+                f"pass {i + 1}: {s['users']} users, {s['items']} items, {s['interactions']} interactions"
+                for i, s in enumerate(steps)
+            )
+            raise SeqrecError(
+                f"{source or name}: nothing left after cleaning (min_rating={config.min_rating}, "
+                f"k_core={k}; started with {before['users']} users, {before['items']} items, "
+                f"{before['interactions']} interactions; {trail or 'no k-core pass'})"
+            )
+        raw_items = frame["item"].unique().sort()
+        raw_users = frame["user"].unique().sort()
+        item_code = frame["item"].rank("dense").cast(pl.Int32)  # 1..N in raw-id order
+        user_code = frame["user"].rank("dense").cast(pl.Int64) - 1
+        user_np = user_code.to_numpy()
+        offsets = np.zeros(len(raw_users) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(user_np, minlength=len(raw_users)), out=offsets[1:])
+        ds = cls(
+            offsets=offsets,
+            items=item_code.to_numpy().astype(np.int32),
+            user_ids=IdMap(raw_users, offset=0),
+            item_ids=IdMap(raw_items, offset=1),
+            catalog=_normalise_catalog(catalog, raw_items),
+        )
+        ds.meta = {
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "source": source,
+            "has_timestamps": "timestamp" in frame.columns,
+            "before": before,
+            "cleaning": cleaning,
+        }
+        ds.meta.update(ds.counts())
+        return ds
+
+    @classmethod
+    def from_sequences(cls, sequences: Sequence[Sequence[Any]], name: str = "sequences", k_core: int = 0) -> "Dataset":
+        """Build from a list of per-user item lists already in time order (handy in tests)."""
+        users = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
+        items = [i for s in sequences for i in s]
+        frame = pl.DataFrame({"user": users, "item": items})
+        return cls.from_interactions(frame, config=CleanConfig(k_core=k_core), name=name)
+
+    # ----------------------------------------------------------------- views
+    @property
+    def n_users(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_interactions(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sequence(self, user: int) -> np.ndarray:
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(self.offsets.astype(np.int64).tobytes())
+        h.update(self.items.astype(np.int32).tobytes())
+        return h.hexdigest()[:16]
+
+    def counts(self) -> dict[str, Any]:
+        stats = _summary(np.repeat(np.arange(self.n_users), self.lengths), self.n_items)
+        stats["fingerprint"] = self.fingerprint()
+        return stats
+
+    def item_genres(self) -> list[str]:
+        """Sorted list of all genres in the catalogue."""
+        return sorted(set(self.catalog["genres"].explode().drop_nulls().to_list()))
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike, force: bool = False) -> Path:
+        """Write a prepared data set folder atomically (temp folder, then rename)."""
+        path = Path(path)
+        if path.exists() and not force:
+            raise SeqrecError(f"{path} already exists; pass --force (force=True) to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            np.savez(tmp / "sequences.npz", offsets=self.offsets, items=self.items)
+            pl.DataFrame({"raw_id": self.user_ids.raw}).write_parquet(tmp / "users.parquet")
+            self.catalog.write_parquet(tmp / "catalog.parquet")
+            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
+            replace_dir(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Dataset":
+        path = Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.is_file():
+            raise SeqrecError(f"{path}: not a prepared data set (no meta.json)")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise SeqrecError(
+                f"{meta_file}: format_version {meta.get('format_version')!r}, this seqrec reads {FORMAT_VERSION}"
+            )
+        try:
+            with np.load(path / "sequences.npz") as z:
+                offsets, items = z["offsets"], z["items"]
+            users = pl.read_parquet(path / "users.parquet")["raw_id"]
+            catalog = pl.read_parquet(path / "catalog.parquet")
+        except (OSError, KeyError, ValueError) as e:
+            raise SeqrecError(f"{path}: prepared data set is incomplete or damaged ({e})") from e
+        return cls(offsets, items, IdMap(users, 0), IdMap(catalog["raw_id"], 1), catalog, meta)
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Move a finished temp folder into place; an existing folder is replaced only once the new one is whole."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file via a temp file + fsync + rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
