@@ -1,0 +1,426 @@
+"""The `seqrec` command: parsing, progress and printing around the library's functions."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from seqrec.errors import SeqrecError
+
+MODEL_HELP = "a baseline name (popularity, genre, markov, ar2, hybrid), 'all', or a model folder"
+
+
+# ---------------------------------------------------------------------------- shared options
+def _add_data_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    if many:
+        p.add_argument("data", nargs="+", metavar="DATA", help="data sets: paths (file or folder) or names (synthetic, ml-100k, …)")
+    else:
+        p.add_argument("data", metavar="DATA", help="a path (file or folder, format recognised) or a name (synthetic, ml-100k, …)")
+    g = p.add_argument_group("cleaning")
+    g.add_argument("--min-rating", type=float, default=None, help="keep interactions rated at least this (implicit feedback)")
+    g.add_argument("--dedupe", action="store_true", help="keep only the first of repeated (user, item) pairs")
+    g.add_argument("--k-core", type=int, default=None, help="min interactions per user and item (default 5; 0 for the paper's already-filtered files)")
+    g.add_argument("--user-col", default=None, help="user column name (CSV/Parquet)")
+    g.add_argument("--item-col", default=None, help="item column name")
+    g.add_argument("--time-col", default=None, help="timestamp column name")
+    g.add_argument("--rating-col", default=None, help="rating column name")
+    g.add_argument("--sep", default=None, help="field separator (sniffed when absent)")
+
+
+def _load(spec: str, args: argparse.Namespace):
+    from seqrec.data import CleanConfig
+    from seqrec.readers import load_dataset
+
+    config = CleanConfig(min_rating=args.min_rating, dedupe=args.dedupe, k_core=args.k_core)
+    return load_dataset(
+        spec, config, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
+        rating_col=args.rating_col, sep=args.sep,
+    )
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--k", default="1,5,10,20", help="cut-offs, comma-separated (default 1,5,10,20)")
+    p.add_argument("--no-exclude-seen", action="store_true", help="rank items the user already saw too (repeat consumption)")
+    p.add_argument("--negatives", choices=["uniform", "popularity"], default="uniform", help="sampled protocol: how negatives are drawn")
+    p.add_argument("--n-negatives", type=int, default=100, help="sampled protocol: negatives per user (paper: 100)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _eval_config(args: argparse.Namespace, protocol: str):
+    from seqrec.evaluate import EvalConfig
+
+    try:
+        ks = tuple(int(k) for k in args.k.split(","))
+    except ValueError:
+        raise SeqrecError(f"--k: expected comma-separated integers like 1,5,10, got {args.k!r}") from None
+    return EvalConfig(
+        split=args.split, protocol=protocol, ks=ks, n_negatives=args.n_negatives, negatives=args.negatives,
+        exclude_seen=not args.no_exclude_seen, seed=args.seed,
+    )
+
+
+def _scorer(spec: str, loo):
+    """A fitted baseline by name, or the scorer stored in a model folder (checked against the data)."""
+    from seqrec.baselines import BASELINES, make_baseline
+
+    if spec in BASELINES:
+        return make_baseline(spec, loo)
+    path = Path(spec)
+    if not path.exists():
+        raise SeqrecError(f"unknown model {spec!r}: expected one of {', '.join(BASELINES)}, 'all', or a model folder")
+    from seqrec.folder import load_folder
+
+    bundle = load_folder(path)
+    theirs, ours = bundle.dataset.fingerprint(), loo.data.fingerprint()
+    if theirs != ours:
+        raise SeqrecError(
+            f"{path}: the model was trained on data set {bundle.dataset.meta.get('name')!r} (fingerprint {theirs}), "
+            f"not on this one (fingerprint {ours}); evaluate it on the same data and cleaning options"
+        )
+    return bundle.scorer
+
+
+def _model_specs(specs: Sequence[str], data) -> list[str]:
+    from seqrec.baselines import BASELINES
+
+    out: list[str] = []
+    for s in specs:
+        if s == "all":
+            out += [b for b in BASELINES if b != "genre" or data.item_genres()]
+        else:
+            out.append(s)
+    return out
+
+
+def _label(spec: str) -> str:
+    return Path(spec).name if Path(spec).exists() else spec
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_download(args: argparse.Namespace) -> None:
+    from seqrec.download import download
+
+    path = download(args.name, args.dir, quiet=args.quiet, force=args.force)
+    print(path)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    t = time.perf_counter()
+    ds = _load(args.data, args)
+    ds.save(args.out, force=args.force)
+    print(f"wrote {args.out}: {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions "
+          f"(fingerprint {ds.fingerprint()}) in {time.perf_counter() - t:.1f} s")
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    ds = _load(args.data, args)
+    before, after = ds.meta.get("before", {}), ds.counts()
+    if args.json:
+        print(json.dumps({"before": before, "after": after, "cleaning": ds.meta.get("cleaning", {})}, default=str))
+        return
+    from seqrec.report import markdown_table
+
+    keys = ["users", "items", "interactions", "density", "length_mean", "length_min", "length_max"]
+    rows = [{"": k, "before cleaning": before.get(k), "after cleaning": after.get(k)} for k in keys]
+    for p in ("p5", "p25", "p50", "p75", "p95"):
+        rows.append({"": f"length {p}", "before cleaning": before.get("length_percentiles", {}).get(p),
+                     "after cleaning": after["length_percentiles"][p]})
+    print(f"{ds.meta.get('name')} ({ds.meta.get('source') or 'generated'})")
+    print(markdown_table(rows))
+
+
+def _evaluate_rows(data_specs: Sequence[str], model_specs: Sequence[str], protocols: Sequence[str], args) -> list[dict]:
+    from seqrec.evaluate import evaluate
+    from seqrec.split import LeaveOneOut
+
+    rows = []
+    for dspec in data_specs:
+        ds = _load(dspec, args)
+        loo = LeaveOneOut(ds)
+        for mspec in _model_specs(model_specs, ds):
+            t = time.perf_counter()
+            scorer = _scorer(mspec, loo)
+            for protocol in protocols:
+                metrics = evaluate(scorer, loo, _eval_config(args, protocol), progress=not args.quiet)
+                rows.append({"data": ds.meta.get("name", dspec), "model": _label(mspec), "protocol": protocol, **metrics,
+                             "seconds": round(time.perf_counter() - t, 2)})
+    return rows
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    rows = _evaluate_rows([args.data], [args.model], [args.protocol], args)
+    if args.json:
+        print(json.dumps(rows[0] if len(rows) == 1 else rows))
+        return
+    from seqrec.report import markdown_table
+
+    print(markdown_table(rows, ["data", "model", "protocol", "HR@10", "NDCG@10", "MRR", "users", "seconds"]))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    protocols = [p.strip() for p in args.protocol.split(",")]
+    for p in protocols:
+        if p not in ("full", "sampled"):
+            raise SeqrecError(f"--protocol: expected full, sampled or full,sampled, got {p!r}")
+    rows = _evaluate_rows(args.data, args.model or ["all"], protocols, args)
+    if args.json:
+        print(json.dumps(rows))
+        return
+    from seqrec.report import bar_chart, markdown_table
+
+    cols = ["HR@10", "NDCG@10", "MRR"]
+    table = []
+    for r in rows:
+        row = {"data": r["data"], "model": r["model"]}
+        if r["protocol"] == protocols[0]:
+            table.append(row)
+        else:
+            row = next(t for t in table if t["data"] == r["data"] and t["model"] == r["model"])
+        tag = "full" if r["protocol"] == "full" else "sampled-100"
+        row.update({f"{c} {tag}": r[c] for c in cols})
+    print(markdown_table(table))
+    if args.chart:
+        full = [r for r in rows if r["protocol"] == protocols[0]]
+        print(f"chart: {bar_chart(full, 'NDCG@10', args.chart)}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from seqrec.api import SASRec
+
+    options = {f.name: getattr(args, f.name) for f in _train_fields() if getattr(args, f.name) is not None}
+    if args.quiet:
+        options["quiet"] = True
+    ds = _load(args.data, args)
+    model = SASRec(**options).fit(ds, out_dir=args.out, resume=args.resume)
+    from seqrec.report import markdown_table
+
+    res = model.result_
+    print(markdown_table([{"split": "valid (best)", **_pick(res.best_valid)}, {"split": "test", **_pick(res.test)}]))
+    print(f"model folder: {args.out}")
+
+
+def _pick(m: dict) -> dict:
+    return {k: m.get(k) for k in ("HR@10", "NDCG@10", "MRR")}
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from seqrec.train import plot_run
+
+    print(plot_run(args.run_dir))
+
+
+def _print_items(items: list, as_json: bool, extra: dict | None = None) -> None:
+    rows = [dataclasses.asdict(i) if dataclasses.is_dataclass(i) else dict(i) for i in items]
+    if as_json:
+        print(json.dumps({"items": rows, **(extra or {})}, default=str))
+        return
+    from seqrec.report import markdown_table
+
+    for r in rows:
+        if isinstance(r.get("genres"), list):
+            r["genres"] = ", ".join(r["genres"])
+    print(markdown_table(rows))
+    for k, v in (extra or {}).items():
+        if v:
+            print(f"{k}: {v}")
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    from seqrec.recommend import Recommender
+
+    rec = Recommender.from_folder(args.model)
+    if (args.history is None) == (args.user is None):
+        raise SeqrecError("give exactly one of --history 1,2,3 or --user ID")
+    if args.user is not None:
+        result = rec.recommend_users([args.user], k=args.k)[0]
+    else:
+        history = [h.strip() for h in args.history.split(",") if h.strip()]
+        result = rec.recommend(history, k=args.k)
+    _print_items(result.items, args.json, {"unknown_items": result.unknown_items, "fallback": result.fallback})
+
+
+def cmd_similar(args: argparse.Namespace) -> None:
+    from seqrec.recommend import Recommender
+
+    _print_items(Recommender.from_folder(args.model).similar_items(args.item, k=args.k), args.json)
+
+
+def cmd_export_items(args: argparse.Namespace) -> None:
+    from seqrec.folder import load_folder
+    from seqrec.recommend import export_items
+
+    print(export_items(load_folder(args.model).dataset, args.out))
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from seqrec.folder import load_folder
+    from seqrec.recommend import export_onnx
+
+    out = args.out or str(Path(args.model) / "model.onnx")
+    print(export_onnx(load_folder(args.model).scorer, out))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from seqrec.serve import run
+
+    run(args.model, host=args.host, port=args.port, workers=args.workers)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from seqrec.demo import demo
+
+    demo(args.data, host=args.host, port=args.port, quiet=args.quiet, retrain=args.retrain, serve=not args.no_serve)
+
+
+# ---------------------------------------------------------------------------- train flags from the configs
+def _train_fields() -> list[dataclasses.Field]:
+    from seqrec.model import SASRecConfig
+    from seqrec.train import TrainConfig
+
+    skip = {"n_items", "quiet"}
+    return [f for cls in (SASRecConfig, TrainConfig) for f in dataclasses.fields(cls) if f.name not in skip]
+
+
+def _flag_type(field: dataclasses.Field, owner: type) -> Any:
+    hint = typing.get_type_hints(owner).get(field.name, str)
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    base = args[0]
+    if base is bool:
+        return lambda s: s.lower() in ("1", "true", "yes", "on")
+    if typing.get_origin(base) is tuple:
+        return lambda s: tuple(float(x) for x in s.split(","))
+    return base if base in (int, float, str) else str
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from seqrec.model import SASRecConfig
+    from seqrec.train import TrainConfig
+
+    for cls in (SASRecConfig, TrainConfig):
+        g = p.add_argument_group(f"{cls.__name__} (defaults as in the Python API)")
+        names = {f.name for f in _train_fields()}
+        for f in dataclasses.fields(cls):
+            if f.name not in names:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else None
+            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f, cls), default=None,
+                           help=f"default: {default}")
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqrec", description="SASRec sequential recommendation: data, training, evaluation, serving")
+    p.add_argument("--version", action="version", version=f"seqrec {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        return sp
+
+    sp = add("download", cmd_download, "download a MovieLens data set from GroupLens")
+    sp.add_argument("name", help="ml-100k, ml-1m, ml-latest-small, ml-20m, ml-25m or ml-32m")
+    sp.add_argument("--dir", default=None, help="where to put it (default $SEQREC_DATA or ~/.cache/seqrec)")
+    sp.add_argument("--force", action="store_true", help="download again even if present")
+
+    sp = add("prepare", cmd_prepare, "clean a data set and write a compact prepared folder")
+    _add_data_args(sp)
+    sp.add_argument("--out", required=True, help="output folder")
+    sp.add_argument("--force", action="store_true", help="replace an existing output folder")
+
+    sp = add("stats", cmd_stats, "counts and history lengths before and after cleaning")
+    _add_data_args(sp)
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("evaluate", cmd_evaluate, "evaluate one model (or all baselines) leave-one-out")
+    _add_data_args(sp)
+    sp.add_argument("--model", default="popularity", help=MODEL_HELP)
+    sp.add_argument("--protocol", choices=["full", "sampled"], default="full", help="full ranking (default) or 1+100 sampled")
+    _add_eval_args(sp)
+    sp.add_argument("--json", action="store_true", help="print one JSON object (keys like 'NDCG@10')")
+
+    sp = add("compare", cmd_compare, "evaluate several models on several data sets: a table and a bar chart")
+    _add_data_args(sp, many=True)
+    sp.add_argument("--model", action="append", help=f"repeatable; {MODEL_HELP} (default all baselines)")
+    sp.add_argument("--protocol", default="full,sampled", help="full, sampled or full,sampled (default)")
+    sp.add_argument("--chart", default=None, help="write a bar chart of NDCG@10 to this PNG")
+    _add_eval_args(sp)
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("train", cmd_train, "train SASRec; writes a model folder with metrics.jsonl and a resumable checkpoint")
+    _add_data_args(sp)
+    sp.add_argument("--out", required=True, help="run / model folder")
+    sp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    _add_train_args(sp)
+
+    sp = add("plot", cmd_plot, "draw a run's learning curves as PNG")
+    sp.add_argument("run_dir")
+
+    sp = add("recommend", cmd_recommend, "recommend items for a history or a known user")
+    sp.add_argument("model", help="model folder")
+    sp.add_argument("--history", default=None, help="raw item ids, comma-separated, oldest first")
+    sp.add_argument("--user", default=None, help="a user id from the training data")
+    sp.add_argument("-k", type=int, default=10)
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("similar", cmd_similar, "items most similar to an item (cosine of item embeddings)")
+    sp.add_argument("model")
+    sp.add_argument("item")
+    sp.add_argument("-k", type=int, default=10)
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("export-items", cmd_export_items, "write the item table (internal id, raw id, title, genres) as CSV")
+    sp.add_argument("model")
+    sp.add_argument("--out", required=True)
+
+    sp = add("export-onnx", cmd_export_onnx, "export the model's scorer to ONNX")
+    sp.add_argument("model")
+    sp.add_argument("--out", default=None, help="default: MODEL/model.onnx")
+
+    sp = add("serve", cmd_serve, "serve a model folder over HTTP (FastAPI), with a web page at /")
+    sp.add_argument("model")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--workers", type=int, default=1)
+
+    sp = add("demo", cmd_demo, "train (or reuse) a small SASRec and serve it with the web page")
+    sp.add_argument("data", nargs="?", default="synthetic")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--retrain", action="store_true", help="ignore the cached model")
+    sp.add_argument("--no-serve", action="store_true", help="train and print the table, do not start the service")
+    return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("seqrec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SeqrecError as e:
+        print(f"seqrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqrec: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

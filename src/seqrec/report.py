@@ -1,0 +1,63 @@
+"""Result tables and charts: the printing side of the CLI and the benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A Markdown table (pastes into the README as is); numbers right-aligned."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0].keys())
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(r.get(c), (int, float)) for r in rows if r.get(c) is not None) for c in columns]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "| " + " | ".join(parts) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(columns), rule, *(line(r) for r in cells)])
+
+
+def bar_chart(rows: Sequence[dict[str, Any]], metric: str, path: str | Path, group: str = "data", label: str = "model") -> Path:
+    """Grouped bar chart of one metric (e.g. NDCG@10) per model, one group per data set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from seqrec.data import atomic_write_bytes
+
+    groups = list(dict.fromkeys(r[group] for r in rows))
+    labels = list(dict.fromkeys(r[label] for r in rows))
+    width = 0.8 / max(1, len(labels))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) * max(1, len(labels)) / 2), 4))
+    x = np.arange(len(groups))
+    for j, name in enumerate(labels):
+        vals = [next((r[metric] for r in rows if r[group] == g and r[label] == name), 0.0) for g in groups]
+        ax.bar(x + j * width - 0.4 + width / 2, vals, width, label=name)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by model")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
