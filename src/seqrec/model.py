@@ -1,0 +1,229 @@
+"""SASRec (Kang & McAuley, ICDM 2018): a causal self-attention encoder over item histories.
+
+Reads top to bottom: the config, one attention layer, the point-wise feed-forward layer, a block
+of the two, and the model.
+
+Inputs are LEFT-padded LongTensors ``[B, L]`` of internal item ids (``PAD = 0``), ``L <= max_len``.
+Positions are counted from the right: column ``j`` of an ``L``-wide input gets position index
+``max_len - L + j``, so the most recent item always has position ``max_len - 1`` and cropping
+all-padding columns on the left changes nothing.
+
+Padding never leaks into real positions: embeddings and every block's output are multiplied by
+the non-pad mask, and attention uses a mask that is causal AND hides padded keys. A padded query
+may still attend to itself (its own key), so no attention row is fully masked and nothing turns
+into NaN, in the forward or the backward pass, even for an all-padding row.
+
+The output layer is the item embedding itself (shared weights): the score of item ``i`` after a
+history is ``hidden[:, -1] @ item_embeddings()[i]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqrec.data import PAD
+from seqrec.errors import SeqrecError
+
+ACTIVATIONS = ("gelu", "relu")
+NORMS = ("pre", "post")
+
+
+@dataclass
+class SASRecConfig:
+    n_items: int  # catalogue size N; the embedding has N+1 rows, row 0 = PAD
+    hidden: int = 50
+    blocks: int = 2
+    heads: int = 1
+    max_len: int = 50
+    dropout: float = 0.2
+    activation: str = "gelu"  # "gelu" | "relu"
+    norm: str = "pre"  # "pre" (default, trains more stably) | "post" (the paper)
+
+    def __post_init__(self) -> None:
+        for name in ("n_items", "hidden", "blocks", "heads", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SeqrecError(f"model config: {name} must be an integer, got {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise SeqrecError(f"model config: dropout must be a number, got {self.dropout!r}")
+        self.dropout = float(self.dropout)
+        if self.n_items < 1:
+            raise SeqrecError(f"model config: n_items must be >= 1, got {self.n_items}")
+        if self.hidden < 1:
+            raise SeqrecError(f"model config: hidden must be >= 1, got {self.hidden}")
+        if self.blocks < 1:
+            raise SeqrecError(f"model config: blocks must be >= 1, got {self.blocks}")
+        if self.heads < 1:
+            raise SeqrecError(f"model config: heads must be >= 1, got {self.heads}")
+        if self.hidden % self.heads != 0:
+            raise SeqrecError(
+                f"model config: hidden ({self.hidden}) must be divisible by heads ({self.heads})"
+            )
+        if self.max_len < 1:
+            raise SeqrecError(f"model config: max_len must be >= 1, got {self.max_len}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SeqrecError(f"model config: dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ACTIVATIONS:
+            raise SeqrecError(f"model config: activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.norm not in NORMS:
+            raise SeqrecError(f"model config: norm must be one of {NORMS}, got {self.norm!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SASRecConfig":
+        if not isinstance(d, dict):
+            raise SeqrecError(f"model config: expected a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SeqrecError(f"model config: unknown keys {unknown}; allowed: {sorted(known)}")
+        if "n_items" not in d:
+            raise SeqrecError("model config: n_items is missing")
+        return cls(**d)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention; ``mask`` [B, 1, L, L] says which keys each query may see."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)  # 3 x [B, L, d]
+        q = q.view(B, L, self.heads, d // self.heads).transpose(1, 2)  # [B, h, L, d/h]
+        k = k.view(B, L, self.heads, d // self.heads).transpose(1, 2)
+        v = v.view(B, L, self.heads, d // self.heads).transpose(1, 2)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, h, L, d/h]
+        y = y.transpose(1, 2).reshape(B, L, d)  # [B, L, d]
+        return self.proj(y)
+
+
+class FeedForward(nn.Module):
+    """Point-wise FFN of width d (as in the paper): Linear, activation, dropout, Linear."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.hidden, cfg.hidden)
+        self.act = nn.GELU() if cfg.activation == "gelu" else nn.ReLU()
+        self.drop = nn.Dropout(cfg.dropout)
+        self.fc2 = nn.Linear(cfg.hidden, cfg.hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(self.act(self.fc1(x))))  # [B, L, d]
+
+
+class Block(nn.Module):
+    """Attention then FFN, each with dropout, a residual connection and LayerNorm (pre or post)."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.pre = cfg.norm == "pre"
+        self.ln1 = nn.LayerNorm(cfg.hidden)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.hidden)
+        self.ffn = FeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pre:
+            x = x + self.drop(self.attn(self.ln1(x), mask))
+            x = x + self.drop(self.ffn(self.ln2(x)))
+        else:
+            x = self.ln1(x + self.drop(self.attn(x, mask)))
+            x = self.ln2(x + self.drop(self.ffn(x)))
+        return x  # [B, L, d]
+
+
+class SASRecModel(nn.Module):
+    """SASRec encoder; implements the ``Scorer`` protocol (``max_len``, ``n_items``, ``score``)."""
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.n_items = config.n_items
+        self.max_len = config.max_len
+        d = config.hidden
+        self.scale = math.sqrt(d)
+        self.item_emb = nn.Embedding(config.n_items + 1, d, padding_idx=PAD)  # also the output layer
+        self.pos_emb = nn.Embedding(config.max_len, d)
+        self.emb_drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.blocks))
+        self.final_norm = nn.LayerNorm(d)
+        self.apply(self._init_weights)
+        with torch.no_grad():
+            self.item_emb.weight[PAD].zero_()
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def item_embeddings(self) -> torch.Tensor:
+        """The output weights, shared with the input embedding: [N+1, d] (row 0 = PAD, zero)."""
+        return self.item_emb.weight
+
+    @staticmethod
+    def attention_mask(keep: torch.Tensor) -> torch.Tensor:
+        """[B, L] non-pad mask -> [B, 1, L, L] bool: query i sees key j iff j <= i and (j is real or j == i)."""
+        L = keep.shape[1]
+        causal = torch.ones(L, L, dtype=torch.bool, device=keep.device).tril()  # [L, L]
+        eye = torch.eye(L, dtype=torch.bool, device=keep.device)  # [L, L]
+        return (causal & (keep[:, None, :] | eye)).unsqueeze(1)  # [B, 1, L, L]
+
+    def forward(self, histories: torch.Tensor) -> torch.Tensor:
+        """Left-padded ids [B, L] (L <= max_len) -> hidden states [B, L, d], zero at padded positions."""
+        if histories.dim() != 2:
+            raise ValueError(f"histories must be [B, L], got shape {tuple(histories.shape)}")
+        B, L = histories.shape
+        if L > self.max_len:
+            raise ValueError(f"histories have {L} columns, more than max_len={self.max_len}")
+        keep = histories != PAD  # [B, L]
+        keep_f = keep.unsqueeze(-1).to(self.item_emb.weight.dtype)  # [B, L, 1]
+        pos = self.pos_emb.weight[self.max_len - L :]  # [L, d], counted from the right
+        x = self.item_emb(histories) * self.scale + pos  # [B, L, d]
+        x = self.emb_drop(x) * keep_f
+        mask = self.attention_mask(keep)  # [B, 1, L, L]
+        for block in self.blocks:
+            x = block(x, mask) * keep_f  # [B, L, d]
+        return self.final_norm(x) * keep_f  # [B, L, d]
+
+    def score(self, histories: torch.Tensor) -> torch.Tensor:
+        """Left-padded ids [B, L] (any L) -> scores [B, N+1] for the next item (column 0 is PAD).
+
+        Only the last ``max_len`` columns are read. Scoring always runs in inference mode (no
+        dropout, no gradients); the module's train/eval mode is restored afterwards. The scores
+        come back on the device of ``histories``.
+        """
+        if histories.dim() != 2:
+            raise ValueError(f"histories must be [B, L], got shape {tuple(histories.shape)}")
+        device = histories.device
+        weight = self.item_emb.weight
+        h = histories[:, -self.max_len :].to(weight.device, torch.long)  # [B, L']
+        if h.shape[1] == 0:
+            h = torch.full((h.shape[0], 1), PAD, dtype=torch.long, device=weight.device)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                last = self.forward(h)[:, -1, :]  # [B, d]
+                scores = last @ weight.T  # [B, N+1]
+        finally:
+            self.train(was_training)
+        return scores.to(device)
