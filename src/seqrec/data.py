@@ -187,7 +187,7 @@ class Dataset:
             frame = frame.filter(pl.col("rating") >= config.min_rating)
             cleaning["after_min_rating"] = frame.height
         order = ["user", "timestamp", "_row"] if "timestamp" in frame.columns else ["user", "_row"]
-        frame = frame.sort(order, maintain_order=True)
+        frame = frame.sort(order)  # "_row" makes the order total: ties keep file order
         if config.dedupe:
             frame = frame.unique(["user", "item"], keep="first", maintain_order=True)
             cleaning["after_dedupe"] = frame.height
