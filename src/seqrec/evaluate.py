@@ -1,0 +1,340 @@
+"""One evaluator for every model that implements ``Scorer``.
+
+Protocols
+---------
+* ``full`` (default): every catalogue item is a candidate. Items in the user's *whole* input
+  history are removed (``exclude_seen=True``) except the target itself, which is always scored.
+* ``sampled`` (Kang & McAuley 2018): the target competes with ``n_negatives`` items the user never
+  interacted with (not anywhere in the user's sequence, held-out targets included), drawn without
+  replacement per user, uniformly or in proportion to training counts, from ``numpy``'s
+  ``Generator(seed)``. Draws are reproducible for a given seed, user subset and batch size.
+
+Ranks are 0-based and **pessimistic**: a candidate whose score ties the target's counts against
+the target. A model that gives every item the same score therefore ranks each target last among
+its candidates and gets no free hits. NaN scores count as ``-inf``.
+
+Metrics (one target per user, averaged over users)
+--------------------------------------------------
+* ``HR@K`` = 1 if rank < K; ``NDCG@K`` = 1 / log2(rank + 2) if rank < K else 0;
+  ``MRR`` = 1 / (rank + 1) over the full rank (no cut-off).
+* With a single relevant item ``Recall@K`` equals ``HR@K`` and ``Precision@K`` is ``HR@K / K``.
+* ``Coverage@K``: the fraction of the catalogue's N items that appear in at least one user's
+  top-K list. Under ``full`` the list is drawn from all candidates (seen items excluded); under
+  ``sampled`` it is the top K of the user's 1 + n_negatives candidates, so it mostly measures how
+  varied the sampled candidates are and is not comparable with the full-protocol value.
+* ``users``: how many users were evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from seqrec.errors import SeqrecError
+from seqrec.split import LeaveOneOut, Segments
+
+NEG_INF = float("-inf")
+_MAX_ROUNDS = 30
+_MAX_DRAW = 4096
+_CHUNK = 128  # rows ranked at a time in reused buffers (cache-sized, no fresh allocations)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything that scores every item for a batch of histories (baselines, SASRec)."""
+
+    max_len: int
+    n_items: int
+
+    def score(self, histories: torch.Tensor) -> torch.Tensor:
+        """[B, L] left-padded internal item ids (0 = PAD) -> [B, n_items + 1] scores (column 0 ignored)."""
+        ...
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and how; values are checked at construction."""
+
+    split: Literal["valid", "test"] = "test"
+    protocol: Literal["full", "sampled"] = "full"
+    ks: tuple[int, ...] = (1, 5, 10, 20)
+    n_negatives: int = 100
+    negatives: Literal["uniform", "popularity"] = "uniform"
+    exclude_seen: bool = True
+    batch_size: int = 1024
+    seed: int = 0
+    max_users: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in ("valid", "test"):
+            raise SeqrecError(f"split must be 'valid' or 'test', got {self.split!r}")
+        if self.protocol not in ("full", "sampled"):
+            raise SeqrecError(f"protocol must be 'full' or 'sampled', got {self.protocol!r}")
+        if self.negatives not in ("uniform", "popularity"):
+            raise SeqrecError(f"negatives must be 'uniform' or 'popularity', got {self.negatives!r}")
+        ks = (self.ks,) if isinstance(self.ks, int) else self.ks
+        try:
+            ks_ok = len(ks) > 0 and all(_is_int(k) and k >= 1 for k in ks)
+        except TypeError:
+            ks_ok = False
+        if not ks_ok:
+            raise SeqrecError(f"ks must be a non-empty list of positive integers, got {self.ks!r}")
+        object.__setattr__(self, "ks", tuple(sorted({int(k) for k in ks})))
+        for name in ("n_negatives", "batch_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise SeqrecError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_int(self.seed):
+            raise SeqrecError(f"seed must be an integer, got {self.seed!r}")
+        if self.max_users is not None and (not _is_int(self.max_users) or self.max_users < 1):
+            raise SeqrecError(f"max_users must be a positive integer or None, got {self.max_users!r}")
+        if not isinstance(self.exclude_seen, (bool, np.bool_)):
+            raise SeqrecError(f"exclude_seen must be true or false, got {self.exclude_seen!r}")
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+# --------------------------------------------------------------------------- pure helpers
+def rank_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Pessimistic 0-based rank of ``scores[b, targets[b]]`` within row b: LongTensor [B].
+
+    Every other column whose score is >= the target's counts against it (ties lose); NaN is -inf.
+    """
+    scores = torch.nan_to_num(scores.float(), nan=NEG_INF, posinf=math.inf, neginf=NEG_INF)
+    return _ranks(scores, targets.to(scores.device, torch.int64))
+
+
+def _ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    t = scores.gather(1, targets[:, None])
+    return (scores >= t).sum(1) - 1
+
+
+def metrics_from_ranks(ranks: torch.Tensor | np.ndarray, ks: tuple[int, ...] | list[int]) -> dict[str, float]:
+    """HR@K, NDCG@K, Precision@K, Recall@K for each K and MRR from 0-based ranks (one target per user)."""
+    r = ranks if isinstance(ranks, torch.Tensor) else torch.as_tensor(np.asarray(ranks))
+    r = r.detach().cpu().double()
+    if r.numel() == 0:
+        raise SeqrecError("no ranks to compute metrics from (no users evaluated)")
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = (r < k).double()
+        hr = float(hit.mean())
+        out[f"HR@{k}"] = hr
+        out[f"NDCG@{k}"] = float((hit / torch.log2(r + 2)).mean())
+        out[f"Precision@{k}"] = hr / k
+        out[f"Recall@{k}"] = hr
+    out["MRR"] = float((1.0 / (r + 1)).mean())
+    return out
+
+
+# --------------------------------------------------------------------------- negatives
+def _member(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Elementwise ``query in sorted_keys`` via binary search."""
+    if len(sorted_keys) == 0:
+        return np.zeros(query.shape, dtype=bool)
+    idx = np.minimum(np.searchsorted(sorted_keys, query), len(sorted_keys) - 1)
+    return sorted_keys[idx] == query
+
+
+def sample_negatives(
+    exclude: Segments,
+    n_items: int,
+    n: int,
+    rng: np.random.Generator,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """``n`` distinct items per row of ``exclude``, never one of that row's items: int64 [B, n].
+
+    Uniform over items 1..n_items, or proportional to ``weights`` (length n_items + 1; items of
+    weight 0 are never drawn). Oversampled candidates are drawn in bulk and rejected with a sorted
+    (row, item) key membership test; rows still short are redrawn (a loop over rounds, not items).
+    The scheme is sequential sampling without replacement, as ``Generator.choice(replace=False)``.
+    """
+    n_rows, width = len(exclude), n_items + 1
+    allowed = np.ones(width, dtype=bool) if weights is None else np.asarray(weights) > 0
+    allowed[0] = False
+    rows, items = exclude.flat()
+    keys = np.unique(rows.astype(np.int64) * width + items)
+    k_row, k_item = keys // width, keys % width
+    blocked = allowed[k_item]
+    avail = int(allowed.sum()) - np.bincount(k_row[blocked], minlength=n_rows)
+    if n_rows and avail.min() < n:
+        raise SeqrecError(
+            f"sampled evaluation needs {n} negatives per user but some user has only {int(avail.min())} "
+            f"eligible items (catalogue of {n_items}); lower n_negatives or use protocol='full'"
+        )
+    if weights is None:
+        cdf = None
+        accept = 1.0 - np.bincount(k_row, minlength=n_rows) / n_items
+    else:
+        w = np.where(allowed, np.asarray(weights, dtype=np.float64), 0.0)
+        cdf = np.cumsum(w[1:])
+        accept = 1.0 - np.bincount(k_row, weights=w[k_item], minlength=n_rows) / cdf[-1]
+
+    def draw(count: int, size: int) -> np.ndarray:
+        if cdf is None:
+            return rng.integers(1, width, size=(count, size), dtype=np.int64)
+        u = rng.random((count, size)) * cdf[-1]
+        return np.minimum(np.searchsorted(cdf, u, side="right"), n_items - 1).astype(np.int64) + 1
+
+    out = np.zeros((n_rows, n), dtype=np.int64)
+    have = np.zeros(n_rows, dtype=np.int64)
+    pending = np.arange(n_rows)
+    for _ in range(_MAX_ROUNDS):
+        if len(pending) == 0:
+            return out
+        need = n - have[pending]
+        size = int(min(_MAX_DRAW, np.max(np.ceil(need / np.maximum(accept[pending], 1e-3) * 1.2)) + 8))
+        combined = np.concatenate([out[pending], draw(len(pending), size)], axis=1)
+        ok = np.concatenate([np.arange(n)[None, :] < have[pending][:, None], np.ones((len(pending), size), bool)], 1)
+        ckeys = pending[:, None] * width + combined
+        ok &= ~_member(keys, ckeys) & allowed[combined]
+        # Drop repeats: stable sort per row, later copies of a key are duplicates.
+        ckeys = np.where(ok, ckeys, -1 - np.arange(ckeys.size).reshape(ckeys.shape))
+        order = np.argsort(ckeys, axis=1, kind="stable")
+        s = np.take_along_axis(ckeys, order, axis=1)
+        dup_sorted = np.zeros_like(ok)
+        dup_sorted[:, 1:] = s[:, 1:] == s[:, :-1]
+        dup = np.empty_like(ok)
+        np.put_along_axis(dup, order, dup_sorted, axis=1)
+        ok &= ~dup
+        cum = np.cumsum(ok, axis=1)
+        take = ok & (cum <= n)
+        r_idx, _ = np.nonzero(take)
+        out[pending[r_idx], cum[take] - 1] = combined[take]
+        have[pending] = np.minimum(cum[:, -1], n)
+        pending = pending[have[pending] < n]
+    for row in pending:  # pathological rows only (nearly every likely item already seen)
+        mask = allowed.copy()
+        mask[exclude.sequence(row)] = False
+        mask[out[row, : have[row]]] = False
+        pool = np.flatnonzero(mask)
+        p = None if weights is None else w[pool] / w[pool].sum()
+        out[row, have[row] :] = rng.choice(pool, n - have[row], replace=False, p=p)
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+def _select_users(n_users: int, config: EvalConfig) -> np.ndarray:
+    if config.max_users is None or config.max_users >= n_users:
+        return np.arange(n_users)
+    rng = np.random.default_rng(config.seed)
+    return np.sort(rng.choice(n_users, size=config.max_users, replace=False))
+
+
+def _checked(scores: torch.Tensor, batch: int, n_items: int) -> torch.Tensor:
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or tuple(scores.shape) != (batch, n_items + 1):
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise SeqrecError(f"scorer returned {shape}, expected [{batch}, {n_items + 1}] scores")
+    return scores.detach()
+
+
+def _full_chunk(work, targets, seen_rows, seen_items, flags) -> torch.Tensor:
+    """Ranks for one chunk of rows whose scores were copied into ``work`` (modified in place).
+
+    Seen items and PAD are set to -inf, the target's own score is restored, then every other
+    column with a score >= the target's counts against it.
+    """
+    ar = torch.arange(len(targets), device=work.device)
+    work.nan_to_num_(nan=NEG_INF, posinf=math.inf, neginf=NEG_INF)
+    t = work[ar, targets]
+    if len(seen_rows):
+        work[seen_rows, seen_items] = NEG_INF
+    work[:, 0] = NEG_INF
+    work[ar, targets] = t
+    ranks = torch.ge(work, t[:, None], out=flags).sum(1, dtype=torch.int32).long() - 1
+    lost = torch.isneginf(t)
+    if lost.any():  # a -inf target ties every remaining candidate: its rank is their number
+        excl = torch.zeros_like(flags)
+        excl[seen_rows, seen_items] = True
+        excl[:, 0] = True
+        excl[ar, targets] = True
+        ranks = torch.where(lost, (~excl).sum(1), ranks)
+    return ranks
+
+
+def _update_coverage(cover: dict[int, torch.Tensor], scores: torch.Tensor, item_ids: torch.Tensor | None) -> None:
+    kmax = min(max(cover), scores.shape[1])
+    vals, idx = torch.topk(scores, kmax, dim=1)
+    if item_ids is not None:
+        idx = item_ids.gather(1, idx)
+    for k, seen in cover.items():
+        top, ok = idx[:, :k], ~torch.isneginf(vals[:, :k])
+        seen[top[ok].cpu()] = True
+
+
+def evaluate(scorer: Scorer, loo: LeaveOneOut, config: EvalConfig = EvalConfig(), progress: bool = False) -> dict[str, float]:
+    """Evaluate ``scorer`` on the validation or test targets of ``loo``; see the module notes.
+
+    Returns ``HR@K, NDCG@K, Precision@K, Recall@K, Coverage@K`` for each K in ``config.ks``, ``MRR``
+    and ``users``. Ranks are pessimistic: ties with the target count against it, so a constant
+    scorer ranks every target last among its candidates (no free hits).
+    """
+    n_items = loo.data.n_items
+    if int(scorer.n_items) != n_items:
+        raise SeqrecError(f"scorer knows {scorer.n_items} items but the data set has {n_items}")
+    users, segs, targets = loo.inputs(config.split)
+    if len(users) == 0:
+        raise SeqrecError(f"no users to evaluate: nobody has at least 3 interactions ({loo.data.n_users} users)")
+    sel = _select_users(len(users), config)
+    sampled = config.protocol == "sampled"
+    rng = np.random.default_rng(config.seed)
+    weights = None
+    if sampled:
+        if config.negatives == "popularity":
+            weights = loo.train().counts(n_items).astype(np.float64)
+        o = loo.data.offsets
+        whole = Segments(loo.data.items, o[users], o[users + 1])
+    cover = {k: torch.zeros(n_items + 1, dtype=torch.bool) for k in config.ks}
+    all_ranks = []
+    batches = [sel[i : i + config.batch_size] for i in range(0, len(sel), config.batch_size)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=f"evaluate {config.split} ({config.protocol})", unit="batch")
+    max_len = int(scorer.max_len)
+    work = flags = None
+    with torch.inference_mode():
+        for rows in batches:
+            histories = segs.left_padded(max_len, rows)
+            scores = _checked(scorer.score(histories), len(rows), n_items)
+            dev = scores.device
+            tgt = torch.from_numpy(targets[rows]).to(dev)
+            if sampled:
+                negs = sample_negatives(whole.subset(rows), n_items, config.n_negatives, rng, weights)
+                cand = torch.cat([tgt[:, None], torch.from_numpy(negs).to(dev)], dim=1)
+                cand_scores = scores.gather(1, cand).float()
+                cand_scores.nan_to_num_(nan=NEG_INF, posinf=math.inf, neginf=NEG_INF)
+                all_ranks.append(_ranks(cand_scores, torch.zeros_like(tgt)).cpu())
+                _update_coverage(cover, cand_scores, cand)
+                continue
+            r, i = segs.subset(rows).flat() if config.exclude_seen else (np.empty(0, np.int64),) * 2
+            bounds = np.searchsorted(r, np.arange(0, len(rows) + _CHUNK, _CHUNK))
+            if work is None or work.device != dev:
+                work = torch.empty((_CHUNK, n_items + 1), dtype=torch.float32, device=dev)
+                flags = torch.empty((_CHUNK, n_items + 1), dtype=torch.bool, device=dev)
+            for c, lo in enumerate(range(0, len(rows), _CHUNK)):
+                hi = min(lo + _CHUNK, len(rows))
+                w = work[: hi - lo]
+                w.copy_(scores[lo:hi])
+                seen = slice(bounds[c], bounds[c + 1])
+                r_t = torch.from_numpy(r[seen].astype(np.int64) - lo).to(dev)
+                i_t = torch.from_numpy(i[seen].astype(np.int64)).to(dev)
+                all_ranks.append(_full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo]).cpu())
+                _update_coverage(cover, w, None)
+    out = metrics_from_ranks(torch.cat(all_ranks), config.ks)
+    for k, seen in cover.items():
+        out[f"Coverage@{k}"] = float(seen[1:].sum()) / n_items
+    out["users"] = len(sel)
+    return {key: out[key] for key in _key_order(config.ks)}
+
+
+def _key_order(ks: tuple[int, ...]) -> list[str]:
+    keys = [f"{m}@{k}" for m in ("HR", "NDCG", "Precision", "Recall", "Coverage") for k in ks]
+    return keys + ["MRR", "users"]

@@ -1,0 +1,297 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from seqrec.data import Dataset
+from seqrec.errors import SeqrecError
+from seqrec.evaluate import EvalConfig, Scorer, evaluate, metrics_from_ranks, rank_of_targets, sample_negatives
+from seqrec.split import LeaveOneOut, Segments
+
+INF = math.inf
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread avoids spin-wait overhead."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class TableScorer:
+    """Fixed score rows looked up by the (unpadded) history."""
+
+    def __init__(self, n_items, table, max_len=10):
+        self.n_items, self.max_len = n_items, max_len
+        self.table = {k: torch.tensor([0.0, *v]) for k, v in table.items()}
+
+    def score(self, histories):
+        return torch.stack([self.table[tuple(i for i in h.tolist() if i)] for h in histories])
+
+
+class OracleScorer:
+    """Knows each user's target (users come in evaluation order); optionally also loves the rest
+    of the user's sequence even more, which only matters if those items become candidates."""
+
+    def __init__(self, loo, split="test", boost_rest=False):
+        self.n_items, self.max_len = loo.data.n_items, 5
+        users, _, self.targets = loo.inputs(split)
+        o = loo.data.offsets
+        self.whole = Segments(loo.data.items, o[users], o[users + 1])
+        self.boost_rest, self.pos = boost_rest, 0
+
+    def score(self, histories):
+        rows = np.arange(self.pos, self.pos + len(histories))
+        self.pos += len(histories)
+        out = torch.zeros(len(histories), self.n_items + 1)
+        if self.boost_rest:
+            r, i = self.whole.subset(rows).flat()
+            out[torch.from_numpy(r), torch.from_numpy(i.astype(np.int64))] = 2.0
+        out[torch.arange(len(rows)), torch.from_numpy(self.targets[rows])] = 1.0
+        return out
+
+
+class RandomScorer:
+    def __init__(self, n_items, seed=0):
+        self.n_items, self.max_len = n_items, 1
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def score(self, histories):
+        return torch.rand(len(histories), self.n_items + 1, generator=self.gen)
+
+
+class HashScorer:
+    """Deterministic pseudo-random scores that depend only on the history's last item."""
+
+    def __init__(self, n_items):
+        self.n_items, self.max_len = n_items, 3
+
+    def score(self, histories):
+        j = torch.arange(self.n_items + 1, dtype=torch.float64)[None, :]
+        last = histories[:, -1:].double()
+        return torch.frac(torch.sin(j * 12.9898 + last * 78.233) * 43758.5453).float()
+
+
+class ConstantScorer:
+    def __init__(self, n_items, value=0.0):
+        self.n_items, self.max_len, self.value = n_items, 2, value
+
+    def score(self, histories):
+        return torch.full((len(histories), self.n_items + 1), self.value)
+
+
+@pytest.fixture
+def tiny():
+    # Raw ids 1..6 all occur, so internal ids equal raw ids.
+    ds = Dataset.from_sequences([[1, 2, 3, 4], [5, 6, 1], [2, 5, 2]])
+    return LeaveOneOut(ds)
+
+
+# Test inputs: (1,2,3)->4, (5,6)->1, (2,5)->2 (the target 2 is also in its own history).
+TABLE = {
+    (1, 2, 3): [9, 8, 7, 5, 6, 1],  # target 4 (5); seen 1,2,3 beat it; item 5 (6) beats it
+    (5, 6): [3, 3, 0, 4, 10, 9],  # target 1 (3); item 2 ties, item 4 beats; seen 5,6 beat it
+    (2, 5): [3, 4, 2, 1, 9, 0],  # target 2 (4) is seen but still scored; seen item 5 beats it
+}
+
+
+def approx(x):
+    return pytest.approx(x, rel=1e-6, abs=1e-9)
+
+
+def test_rank_of_targets_hand_computed():
+    scores = torch.tensor([[0.1, 0.5, 0.3, 0.5], [0.1, 0.5, 0.3, 0.5], [float("nan"), 0.2, 0.2, 0.0]])
+    assert rank_of_targets(scores, torch.tensor([1, 2, 1])).tolist() == [1, 2, 1]
+    # A NaN target counts as -inf: everything ties or beats it.
+    assert rank_of_targets(scores[2:], torch.tensor([0])).tolist() == [3]
+    # Constant scores: the target is last, no free hit.
+    assert rank_of_targets(torch.ones(2, 7), torch.tensor([0, 6])).tolist() == [6, 6]
+
+
+def test_metrics_from_ranks_hand_computed():
+    m = metrics_from_ranks(torch.tensor([0, 1, 4, 10]), (1, 5))
+    assert m["HR@1"] == approx(0.25) and m["NDCG@1"] == approx(0.25)
+    assert m["HR@5"] == approx(0.75) and m["Recall@5"] == approx(0.75)
+    assert m["Precision@5"] == approx(0.15) and m["Precision@1"] == approx(0.25)
+    assert m["NDCG@5"] == approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 4)
+    assert m["MRR"] == approx((1 + 1 / 2 + 1 / 5 + 1 / 11) / 4)
+    with pytest.raises(SeqrecError):
+        metrics_from_ranks(np.array([], dtype=np.int64), (10,))
+
+
+def test_full_ranking_excludes_seen_and_scores_target(tiny):
+    m = evaluate(TableScorer(6, TABLE), tiny, EvalConfig(ks=(1, 2, 3)))
+    # ranks: [1, 2, 0]
+    assert m["users"] == 3
+    assert m["HR@1"] == approx(1 / 3) and m["HR@2"] == approx(2 / 3) and m["HR@3"] == approx(1.0)
+    assert m["NDCG@2"] == approx((1 / math.log2(3) + 1) / 3)
+    assert m["NDCG@3"] == approx((1 / math.log2(3) + 1 / math.log2(4) + 1) / 3)
+    assert m["MRR"] == approx((1 / 2 + 1 / 3 + 1) / 3)
+    assert m["Precision@2"] == approx(2 / 3 / 2) and m["Recall@2"] == m["HR@2"]
+    # top-1 lists: {5}, {4}, {2}; top-3 lists cover every item
+    assert m["Coverage@1"] == approx(3 / 6) and m["Coverage@3"] == approx(1.0)
+    assert list(m)[-2:] == ["MRR", "users"]
+
+
+def test_full_ranking_without_exclusion(tiny):
+    m = evaluate(TableScorer(6, TABLE), tiny, EvalConfig(ks=(1, 2, 5), exclude_seen=False))
+    # ranks: [4, 4, 1]
+    assert m["HR@1"] == 0.0 and m["HR@2"] == approx(1 / 3) and m["HR@5"] == approx(1.0)
+    assert m["MRR"] == approx((1 / 5 + 1 / 5 + 1 / 2) / 3)
+    assert m["Coverage@1"] == approx(2 / 6)  # top-1 lists: {1}, {5}, {5}
+
+
+def test_constant_and_nan_scores_get_no_free_hits(tiny):
+    # candidates other than the target: {5,6}, {2,3,4}, {1,3,4,6} -> ranks 2, 3, 4
+    expected_mrr = (1 / 3 + 1 / 4 + 1 / 5) / 3
+    for scorer in (ConstantScorer(6), ConstantScorer(6, float("nan")), ConstantScorer(6, -INF)):
+        m = evaluate(scorer, tiny, EvalConfig(ks=(1, 2, 3)))
+        assert m["HR@1"] == 0.0 and m["HR@2"] == 0.0 and m["HR@3"] == approx(1 / 3)
+        assert m["MRR"] == approx(expected_mrr)
+
+
+def test_valid_split_uses_valid_targets(tiny):
+    # valid inputs: (1,2)->3, (5,)->6, (2,)->5
+    table = {(1, 2): [0, 0, 1, 0, 0, 0], (5,): [0, 0, 0, 0, 0, 1], (2,): [0, 0, 0, 0, 1, 0]}
+    m = evaluate(TableScorer(6, table), tiny, EvalConfig(split="valid", ks=(1,)))
+    assert m["HR@1"] == 1.0 and m["MRR"] == 1.0
+
+
+@pytest.fixture
+def random_loo():
+    rng = np.random.default_rng(0)
+    return LeaveOneOut(Dataset.from_sequences(rng.integers(0, 1000, size=(4000, 3)).tolist()))
+
+
+def test_oracle_and_random_scorers(random_loo):
+    n = random_loo.data.n_items
+    assert n == 1000
+    assert isinstance(RandomScorer(n), Scorer)
+    m = evaluate(OracleScorer(random_loo), random_loo)
+    assert m["HR@1"] == 1.0 and m["NDCG@10"] == 1.0 and m["MRR"] == 1.0
+    m = evaluate(RandomScorer(n), random_loo, EvalConfig(ks=(10,)))
+    assert 0.006 < m["HR@10"] < 0.014  # ~ 10 / 998 candidates
+    assert 0.005 < m["MRR"] < 0.011  # ~ H(998) / 998 = 0.0075
+
+
+def test_batches_and_chunks_do_not_change_results(random_loo):
+    n = random_loo.data.n_items
+    a = evaluate(HashScorer(n), random_loo, EvalConfig(batch_size=1024))
+    b = evaluate(HashScorer(n), random_loo, EvalConfig(batch_size=77))
+    assert a == b
+
+
+def test_max_users_subsample_is_seeded(random_loo):
+    n = random_loo.data.n_items
+    cfg = EvalConfig(max_users=500, seed=3)
+    a = evaluate(HashScorer(n), random_loo, cfg)
+    assert a["users"] == 500
+    assert a == evaluate(HashScorer(n), random_loo, cfg)
+    assert a != evaluate(HashScorer(n), random_loo, EvalConfig(max_users=500, seed=4))
+
+
+def test_sampled_protocol(random_loo):
+    n = random_loo.data.n_items
+    # Every other item of the user's sequence is loved more than the target: never a negative.
+    m = evaluate(OracleScorer(random_loo, "valid", boost_rest=True), random_loo, EvalConfig("valid", "sampled"))
+    assert m["HR@1"] == 1.0
+    m = evaluate(ConstantScorer(n), random_loo, EvalConfig(protocol="sampled", ks=(10, 100)))
+    assert m["HR@10"] == 0.0 and m["HR@100"] == 0.0 and m["MRR"] == approx(1 / 101)
+    m = evaluate(RandomScorer(n), random_loo, EvalConfig(protocol="sampled", ks=(10,)))
+    assert abs(m["HR@10"] - 10 / 101) < 0.015
+    cfg = EvalConfig(protocol="sampled", negatives="popularity", seed=5)
+    assert evaluate(HashScorer(n), random_loo, cfg) == evaluate(HashScorer(n), random_loo, cfg)
+
+
+def _zipf_sequences(n_users=300, n_items=400, length=20, seed=0):
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, n_items + 1)
+    seqs = [rng.choice(n_items, size=length, replace=False, p=p / p.sum()).tolist() for _ in range(n_users)]
+    seqs.append(list(range(n_items)))  # every item occurs
+    return Dataset.from_sequences(seqs)
+
+
+def test_sample_negatives_properties():
+    ds = _zipf_sequences()
+    segs = Segments(ds.items, ds.offsets[:-2], ds.offsets[1:-1])  # all but the all-items user
+    n = ds.n_items
+    negs = sample_negatives(segs, n, 100, np.random.default_rng(1))
+    assert negs.shape == (len(segs), 100)
+    assert negs.min() >= 1 and negs.max() <= n
+    for row in range(len(segs)):
+        assert len(set(negs[row].tolist())) == 100
+        assert not set(negs[row].tolist()) & set(segs.sequence(row).tolist())
+    again = sample_negatives(segs, n, 100, np.random.default_rng(1))
+    other = sample_negatives(segs, n, 100, np.random.default_rng(2))
+    assert np.array_equal(negs, again) and not np.array_equal(negs, other)
+
+
+
+def test_sample_negatives_by_popularity():
+    rng = np.random.default_rng(0)
+    ds = Dataset.from_sequences(rng.permuted(np.tile(np.arange(400), (300, 1)), axis=1)[:, :5].tolist() + [list(range(400))])
+    segs = Segments(ds.items, ds.offsets[:-2], ds.offsets[1:-1])
+    n = ds.n_items
+    weights = np.zeros(n + 1)
+    weights[1:] = 1.0 / np.arange(1, n + 1)  # item 1 most popular
+    pop = sample_negatives(segs, n, 100, np.random.default_rng(1), weights=weights)
+    uni = sample_negatives(segs, n, 100, np.random.default_rng(1))
+    for negs in (pop, uni):
+        for row in range(len(segs)):
+            assert len(set(negs[row].tolist())) == 100
+            assert not set(negs[row].tolist()) & set(segs.sequence(row).tolist())
+    drawn, drawn_uni = np.bincount(pop.ravel(), minlength=n + 1), np.bincount(uni.ravel(), minlength=n + 1)
+    assert drawn[1:21].mean() > 3 * drawn[-200:].mean()
+    assert drawn[1:21].sum() > 2 * drawn_uni[1:21].sum()
+    assert np.array_equal(pop, sample_negatives(segs, n, 100, np.random.default_rng(1), weights=weights))
+    # items of weight 0 are never drawn
+    weights[1:11] = 0.0
+    assert sample_negatives(segs, n, 100, np.random.default_rng(1), weights=weights).min() > 10
+
+
+def test_sample_negatives_too_few_items():
+    ds = Dataset.from_sequences([[1, 2, 3], [4, 5, 6]])
+    segs = Segments(ds.items, ds.offsets[:-1], ds.offsets[1:])
+    with pytest.raises(SeqrecError, match="negatives"):
+        sample_negatives(segs, ds.n_items, 4, np.random.default_rng(0))
+    negs = sample_negatives(segs, ds.n_items, 3, np.random.default_rng(0))
+    assert sorted(negs[0].tolist()) == [4, 5, 6] and sorted(negs[1].tolist()) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"split": "train"},
+        {"protocol": "all"},
+        {"ks": ()},
+        {"ks": (0, 10)},
+        {"ks": (1.5,)},
+        {"n_negatives": 0},
+        {"negatives": "zipf"},
+        {"batch_size": 0},
+        {"max_users": 0},
+        {"seed": "x"},
+    ],
+)
+def test_config_validation(kwargs):
+    with pytest.raises(SeqrecError):
+        EvalConfig(**kwargs)
+
+
+def test_config_normalises_ks():
+    assert EvalConfig(ks=[10, 1, 10]).ks == (1, 10)
+
+
+def test_scorer_mismatch_is_reported(tiny):
+    with pytest.raises(SeqrecError, match="items"):
+        evaluate(ConstantScorer(7), tiny)
+
+    class Wrong(ConstantScorer):
+        def score(self, histories):
+            return torch.zeros(len(histories), 3)
+
+    with pytest.raises(SeqrecError, match="expected"):
+        evaluate(Wrong(6), tiny)
