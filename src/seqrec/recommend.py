@@ -1,0 +1,410 @@
+"""Recommendations for raw item ids, loaded once and answered fast.
+
+``Recommender`` wraps any ``Scorer`` (SASRec or a baseline) and the ``Dataset`` it was trained on.
+Raw ids go in and come out (``50`` and ``"50"`` find the same item); unknown ids are skipped and
+reported; an empty or wholly unknown history gets the popularity ranking (training counts) with
+``fallback=True``. Nothing here raises for an odd history: only unknown *users* and *items* asked
+for by id raise ``UnknownIdError`` (a ``SeqrecError`` and a ``LookupError``; the service answers 404).
+
+The hot path avoids per-call polars work: popularity, raw ids, titles and genres are precomputed as
+tensors and Python lists indexed by internal id, so building a top-k answer costs O(k).
+
+``similar_items`` uses the cosine similarity of item embeddings when the scorer has
+``item_embeddings()`` (SASRec). Scorers without embeddings (the baselines) fall back to counts of
+items that are adjacent in some training sequence (either order), kept as a ``scipy.sparse`` CSR
+matrix; only items that co-occur at least once are returned, so the list may hold fewer than k.
+
+Backends: ``"torch"`` calls ``scorer.score`` under ``torch.inference_mode``; ``"onnx"`` runs the
+graph written by ``export_onnx`` with onnxruntime (scores equal torch within 1e-4).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+import torch
+
+from seqrec.data import PAD, Dataset, atomic_write_bytes
+from seqrec.errors import SeqrecError
+from seqrec.split import left_pad
+
+NEG_INF = float("-inf")
+BACKENDS = ("torch", "onnx")
+SCORE_CHUNK = 1024  # histories per scorer call in batch paths (bounds memory at chunk x (N+1) floats)
+
+
+class UnknownIdError(SeqrecError, LookupError):
+    """A user or item asked for by id is not in the training data (the service answers 404)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    rank: int
+    item_id: Any  # raw id
+    score: float
+    title: str | None
+    genres: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendResult:
+    items: list[Item]
+    unknown_items: list[Any]
+    fallback: bool
+
+
+class Recommender:
+    """Top-k recommendations over raw ids for one scorer and its training data set."""
+
+    def __init__(self, scorer: Any, dataset: Dataset, name: str = "model", backend: str = "torch", *,
+                 config: dict | None = None, metrics: dict | None = None, onnx_path: str | os.PathLike | None = None,
+                 onnx_threads: int = 1) -> None:
+        if backend not in BACKENDS:
+            raise SeqrecError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if int(scorer.n_items) != dataset.n_items:
+            raise SeqrecError(f"scorer has {scorer.n_items} items but the data set has {dataset.n_items}")
+        self.scorer, self.dataset, self.name, self.backend = scorer, dataset, name, backend
+        self.max_len = int(scorer.max_len)
+        self.n_items = dataset.n_items
+        if config is None and hasattr(getattr(scorer, "config", None), "to_dict"):
+            config = scorer.config.to_dict()
+        self.config, self.metrics = dict(config or {}), dict(metrics or {})
+        counts = np.bincount(dataset.items, minlength=self.n_items + 1).astype(np.int64)
+        counts[PAD] = 0
+        self.counts = counts
+        self._popularity = torch.from_numpy(counts.astype(np.float32))  # [N+1]
+        cat = dataset.catalog.sort("item")
+        self._raw: list[Any] = [None, *dataset.item_ids.raw.tolist()]
+        self._titles: list[str | None] = [None, *cat["title"].to_list()]
+        self._genres: list[list[str]] = [[], *[list(g or []) for g in cat["genres"].to_list()]]
+        self._years: list[int | None] = [None, *cat["year"].to_list()]
+        self._search = pl.DataFrame({
+            "item": np.arange(1, self.n_items + 1, dtype=np.int64),
+            "title": cat["title"].fill_null("").str.to_lowercase(),
+            "raw": pl.Series([str(r) for r in self._raw[1:]], dtype=pl.String).str.to_lowercase(),
+            "pop": counts[1:],
+        })
+        self._unit_emb: torch.Tensor | None = None
+        self._cooc: Any = None
+        self._session = None
+        if backend == "onnx":
+            self._session = self._open_onnx(onnx_path, onnx_threads)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike, backend: str = "torch", name: str | None = None,
+                    onnx_threads: int = 1) -> "Recommender":
+        """Load a model folder (``seqrec.folder``); the ONNX backend uses ``model.onnx`` there if present."""
+        from seqrec.folder import load_folder
+
+        bundle = load_folder(path)
+        onnx_file = Path(path) / "model.onnx"
+        return cls(bundle.scorer, bundle.dataset, name=name or Path(path).resolve().name, backend=backend,
+                   config=bundle.config, metrics=bundle.metrics,
+                   onnx_path=onnx_file if onnx_file.is_file() else None, onnx_threads=onnx_threads)
+
+    def _open_onnx(self, path: str | os.PathLike | None, threads: int):
+        import onnxruntime as ort
+
+        if path is None:  # export to a private temp folder that lives as long as this object
+            tmp = tempfile.mkdtemp(prefix="seqrec-onnx-")
+            weakref.finalize(self, shutil.rmtree, tmp, True)
+            path = export_onnx(self.scorer, Path(tmp) / "model.onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    # ------------------------------------------------------------------ scoring core
+    def _score(self, batch: torch.Tensor) -> torch.Tensor:
+        """[B, L] left-padded internal ids -> float32 [B, N+1] scores that may be changed in place."""
+        if self._session is not None:
+            out = self._session.run(None, {"histories": batch.numpy()})[0]
+            return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+        out = self.scorer.score(batch)
+        if out.dtype != torch.float32:
+            out = out.float()
+        if out._is_view() or not out.is_contiguous():  # e.g. a baseline's expanded count vector
+            out = out.contiguous().clone()
+        return out
+
+    def _scores_for(self, seqs: Sequence[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
+        """Scores [B, N+1] for internal-id histories; rows with no known item get popularity."""
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        empty = lengths == 0
+        rows = np.flatnonzero(~empty)
+        if not empty.any() and len(rows) <= SCORE_CHUNK:
+            return self._score(self._batch(seqs, rows, lengths)), empty
+        scores = self._popularity.expand(len(seqs), -1).clone()
+        for lo in range(0, len(rows), SCORE_CHUNK):
+            part = rows[lo : lo + SCORE_CHUNK]
+            scores[torch.from_numpy(part)] = self._score(self._batch(seqs, part, lengths))
+        return scores, empty
+
+    def _batch(self, seqs: Sequence[np.ndarray], rows: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
+        """Left-padded [len(rows), max_len] LongTensor of the most recent items of ``seqs[rows]``."""
+        if len(rows) == 1:  # single history: skip the concatenation
+            s = np.asarray(seqs[rows[0]][-self.max_len :], dtype=np.int64)
+            batch = torch.zeros(1, self.max_len, dtype=torch.long)
+            batch[0, self.max_len - len(s) :] = torch.from_numpy(s)
+            return batch
+        flat = np.concatenate([seqs[i] for i in rows])
+        ends = np.cumsum(lengths[rows])
+        return left_pad(flat, ends - lengths[rows], ends, self.max_len)
+
+    def _top(self, scores: torch.Tensor, seqs: Sequence[np.ndarray], k: int, exclude_seen: bool,
+             allowed: torch.Tensor | None = None, banned: np.ndarray | None = None) -> list[list[Item]]:
+        """Mask padding, seen, non-allowed and banned items in place, take the top k of every row."""
+        scores[:, PAD] = NEG_INF
+        if exclude_seen:
+            lengths = [len(s) for s in seqs]
+            if sum(lengths):
+                rows = np.repeat(np.arange(len(seqs)), lengths)
+                cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
+                scores[torch.from_numpy(rows), torch.from_numpy(cols)] = NEG_INF
+        if allowed is not None:
+            scores.masked_fill_(~allowed, NEG_INF)
+        if banned is not None and len(banned):
+            scores[:, torch.from_numpy(banned)] = NEG_INF
+        k = max(0, min(int(k), self.n_items))
+        values, index = torch.topk(scores, k, dim=1)
+        return [self._items(v, i) for v, i in zip(values.tolist(), index.tolist())]
+
+    def _items(self, values: list[float], index: list[int]) -> list[Item]:
+        raw, titles, genres = self._raw, self._titles, self._genres
+        out = []
+        for rank, (v, i) in enumerate(zip(values, index), start=1):
+            if v == NEG_INF or v != v:  # masked candidates (and NaN) end the list
+                break
+            out.append(Item(rank, raw[i], v, titles[i], genres[i]))
+        return out
+
+    def _lookup(self, raws: Sequence[Any] | None) -> np.ndarray | None:
+        return None if raws is None else self.dataset.item_ids.lookup(raws)[0]
+
+    # ------------------------------------------------------------------ public API
+    def recommend(self, history: Sequence[Any], k: int = 10, exclude_seen: bool = True,
+                  include: Sequence[Any] | None = None, exclude: Sequence[Any] | None = None) -> RecommendResult:
+        """Top-k raw ids after ``history`` (oldest first). Only the last ``max_len`` known items are read.
+
+        ``include`` restricts the candidates to those raw ids, ``exclude`` removes raw ids; unknown ids
+        in either are ignored. Unknown history ids are skipped and listed in ``unknown_items``.
+        """
+        ids, unknown = self.dataset.item_ids.lookup(history)
+        allowed = None
+        if include is not None:
+            allowed = torch.zeros(self.n_items + 1, dtype=torch.bool)
+            allowed[torch.from_numpy(self._lookup(include))] = True
+        with torch.inference_mode():
+            scores, fallback = self._scores_for([ids])
+            items = self._top(scores, [ids], k, exclude_seen, allowed, self._lookup(exclude))[0]
+        return RecommendResult(items, unknown, bool(fallback[0]))
+
+    def recommend_many(self, histories: Sequence[Sequence[Any]], k: int = 10,
+                       exclude_seen: bool = True) -> list[RecommendResult]:
+        """``recommend`` for many histories: one scorer call per chunk of 1,024 and one top-k over the matrix."""
+        looked = [self.dataset.item_ids.lookup(h) for h in histories]
+        return self._recommend_internal([ids for ids, _ in looked], [u for _, u in looked], k, exclude_seen)
+
+    def recommend_users(self, user_ids: Sequence[Any], k: int = 10, exclude_seen: bool = True) -> list[RecommendResult]:
+        """Recommendations for users of the training data, from their stored sequences."""
+        users = self.dataset.user_ids
+        internal = [users.get(u) for u in user_ids]
+        missing = [u for u, i in zip(user_ids, internal) if i is None]
+        if missing:
+            raise UnknownIdError(f"unknown user id(s): {missing[:10]}")
+        seqs = [self.dataset.sequence(u).astype(np.int64) for u in internal]
+        return self._recommend_internal(seqs, [[] for _ in seqs], k, exclude_seen)
+
+    def _recommend_internal(self, seqs: list[np.ndarray], unknown: list[list], k: int,
+                            exclude_seen: bool) -> list[RecommendResult]:
+        if not seqs:
+            return []
+        with torch.inference_mode():
+            scores, fallback = self._scores_for(seqs)
+            tops = self._top(scores, seqs, k, exclude_seen)
+        return [RecommendResult(t, u, bool(f)) for t, u, f in zip(tops, unknown, fallback.tolist())]
+
+    def score(self, history: Sequence[Any], items: Sequence[Any]) -> list[float]:
+        """Scores of the raw ``items`` after ``history`` (popularity counts when no history id is known)."""
+        cand, missing = self.dataset.item_ids.lookup(items)
+        if missing:
+            raise UnknownIdError(f"unknown item id(s): {missing[:10]}")
+        ids, _ = self.dataset.item_ids.lookup(history)
+        with torch.inference_mode():
+            scores, _ = self._scores_for([ids])
+            return scores[0, torch.from_numpy(cand)].tolist()
+
+    def _internal_item(self, item_id: Any) -> int:
+        i = self.dataset.item_ids.get(item_id)
+        if i is None:
+            raise UnknownIdError(f"unknown item id: {item_id!r}")
+        return i
+
+    def similar_items(self, item: Any, k: int = 10) -> list[Item]:
+        """Items most like ``item``: cosine of item embeddings, else adjacent-item co-occurrence counts."""
+        i = self._internal_item(item)
+        k = max(0, min(int(k), self.n_items - 1))
+        if hasattr(self.scorer, "item_embeddings"):
+            with torch.inference_mode():
+                if self._unit_emb is None:
+                    emb = self.scorer.item_embeddings().detach().float().cpu()
+                    self._unit_emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                sims = self._unit_emb @ self._unit_emb[i]  # [N+1]
+                sims[PAD] = NEG_INF
+                sims[i] = NEG_INF
+                values, index = torch.topk(sims, k)
+                return self._items(values.tolist(), index.tolist())
+        row = self._cooccurrence()[i]
+        cols, counts = row.indices, row.data
+        order = np.lexsort((-self.counts[cols], -counts))[:k]  # by count, then popularity
+        return self._items(counts[order].astype(float).tolist(), cols[order].tolist())
+
+    def _cooccurrence(self):
+        if self._cooc is None:
+            from scipy import sparse
+
+            items = self.dataset.items.astype(np.int64)
+            starts = np.zeros(len(items), dtype=bool)
+            starts[self.dataset.offsets[:-1][self.dataset.lengths > 0]] = True
+            same = ~starts[1:]  # position p+1 continues the sequence of position p
+            a, b = items[:-1][same], items[1:][same]
+            keep = a != b
+            a, b = a[keep], b[keep]
+            n = self.n_items + 1
+            m = sparse.coo_matrix((np.ones(2 * len(a), dtype=np.int64), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
+            self._cooc = m.tocsr()
+            self._cooc.sum_duplicates()
+        return self._cooc
+
+    def item(self, item_id: Any) -> dict[str, Any]:
+        """Catalogue facts of one raw item id."""
+        return self._item_dict(self._internal_item(item_id))
+
+    def _item_dict(self, i: int) -> dict[str, Any]:
+        return {"item_id": self._raw[i], "title": self._titles[i], "genres": self._genres[i],
+                "year": self._years[i], "popularity": int(self.counts[i])}
+
+    def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Items whose title (or raw id) contains ``query``, case-insensitive; prefix matches first,
+        then by popularity. An empty query lists the most popular items."""
+        q = str(query).strip().lower()
+        frame = self._search
+        if q:
+            frame = frame.filter(pl.col("title").str.contains(q, literal=True) | pl.col("raw").str.contains(q, literal=True))
+        frame = frame.with_columns(
+            (pl.col("title").str.starts_with(q) | (pl.col("raw") == q)).alias("prefix")
+        ).sort(["prefix", "pop", "item"], descending=[True, True, False]).head(max(0, int(limit)))
+        return [self._item_dict(i) for i in frame["item"].to_list()]
+
+    def info(self) -> dict[str, Any]:
+        """Facts about the model and its data for ``GET /model``; non-finite numbers become None."""
+        return _json_safe({
+            "name": self.name, "backend": self.backend, "scorer": type(self.scorer).__name__,
+            "max_len": self.max_len, "n_items": self.n_items,
+            "has_embeddings": hasattr(self.scorer, "item_embeddings"),
+            "config": self.config, "metrics": self.metrics, "data": self.dataset.counts(),
+            "data_name": self.dataset.meta.get("name"),
+        })
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.generic,)):
+        return _json_safe(value.item())
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class _ScoreGraph(torch.nn.Module):
+    """The graph ``export_onnx`` traces: histories [B, L] int64 -> scores [B, N+1] float32."""
+
+    def __init__(self, scorer: Any) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, histories: torch.Tensor) -> torch.Tensor:
+        return self.scorer.score(histories).float()
+
+
+def export_onnx(scorer: Any, path: str | os.PathLike, opset: int = 17) -> Path:
+    """Write ``scorer.score`` as an ONNX graph (input ``histories`` [B, max_len] int64, output
+    ``scores`` [B, N+1], dynamic batch), atomically. Uses the TorchScript-based exporter."""
+    import warnings
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    L, n = int(scorer.max_len), int(scorer.n_items)
+    example = torch.randint(1, n + 1, (2, L), generator=torch.Generator().manual_seed(0))
+    example[0, : L // 2] = PAD
+    module = _ScoreGraph(scorer)
+    if isinstance(scorer, torch.nn.Module):
+        was_training = scorer.training
+        scorer.eval()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), tmp, input_names=["histories"], output_names=["scores"],
+                              dynamic_axes={"histories": {0: "batch"}, "scores": {0: "batch"}},
+                              opset_version=opset, dynamo=False)
+        _patch_bool_eyelike(tmp)
+        os.replace(tmp, path)
+    except Exception as e:
+        raise SeqrecError(f"could not export {type(scorer).__name__} to ONNX: {e}") from e
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(scorer, torch.nn.Module):
+            scorer.train(was_training)
+    return path
+
+
+def _patch_bool_eyelike(path: str) -> None:
+    """onnxruntime has no boolean EyeLike (``torch.eye(dtype=bool)``): compute it in float and cast."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(path)
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*onnx.shape_inference.infer_shapes(model).graph.value_info, *graph.input]}
+    nodes, changed = [], False
+    for node in graph.node:
+        if node.op_type == "EyeLike" and types.get(node.output[0], types.get(node.input[0])) == TensorProto.BOOL:
+            x, y = node.input[0], node.output[0]
+            nodes.append(helper.make_node("Cast", [x], [x + "_f"], to=TensorProto.FLOAT, name=node.name + "_in"))
+            nodes.append(helper.make_node("EyeLike", [x + "_f"], [y + "_f"], dtype=TensorProto.FLOAT, name=node.name))
+            nodes.append(helper.make_node("Cast", [y + "_f"], [y], to=TensorProto.BOOL, name=node.name + "_out"))
+            changed = True
+        else:
+            nodes.append(node)
+    if changed:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        onnx.save(model, path)
+
+
+def export_items(dataset: Dataset, path: str | os.PathLike) -> Path:
+    """Write items.csv (item = internal id, raw_id, title, genres joined with ``|``) atomically."""
+    frame = dataset.catalog.sort("item").select(
+        pl.col("item"), pl.col("raw_id").cast(pl.String), pl.col("title"), pl.col("genres").list.join("|"),
+    )
+    atomic_write_bytes(path, frame.write_csv().encode("utf-8"))
+    return Path(path)

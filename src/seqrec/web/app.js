@@ -1,0 +1,245 @@
+// seqrec web page: search items, build a history, see recommendations update live.
+// Plain JavaScript, no build step; talks to the same service (/items, /recommend, /model).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const STORE = "seqrec.history";
+const state = { history: [], selected: null, recSeq: 0, searchSeq: 0, similarSeq: 0 };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) if (c != null) node.append(c);
+  return node;
+}
+
+const titleOf = (item) => item.title || `Item ${item.item_id}`;
+const sameId = (a, b) => String(a) === String(b);
+
+async function api(path, options = {}) {
+  const res = await fetch(path, {
+    headers: { "Content-Type": "application/json" },
+    ...options,
+  });
+  if (!res.ok) {
+    let detail = res.statusText;
+    try { const body = await res.json(); detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail); } catch (_) { /* keep statusText */ }
+    throw new Error(`${res.status}: ${detail}`);
+  }
+  return res.json();
+}
+
+function showError(err) {
+  const box = $("error");
+  if (!err) { box.classList.add("hidden"); box.textContent = ""; return; }
+  box.textContent = String(err.message || err);
+  box.classList.remove("hidden");
+}
+
+function chips(genres) {
+  if (!genres || !genres.length) return null;
+  return el("span", { class: "chips" }, ...genres.slice(0, 4).map((g) => el("span", { class: "chip", text: g })));
+}
+
+function itemText(item, meta) {
+  return el("span", { class: "item-text" },
+    el("span", { class: "item-title", text: titleOf(item), title: titleOf(item) }),
+    el("span", { class: "item-meta", text: meta }));
+}
+
+// ------------------------------------------------------------------ history
+function saveHistory() {
+  try { localStorage.setItem(STORE, JSON.stringify(state.history)); } catch (_) { /* private mode */ }
+}
+
+function loadHistory() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(STORE) || "[]");
+    if (Array.isArray(saved)) state.history = saved.filter((x) => x && x.item_id != null);
+  } catch (_) { state.history = []; }
+}
+
+function addToHistory(item) {
+  state.history.push({ item_id: item.item_id, title: item.title, genres: item.genres || [] });
+  historyChanged();
+}
+
+function moveHistory(from, to) {
+  if (to < 0 || to >= state.history.length || from === to) return;
+  const [moved] = state.history.splice(from, 1);
+  state.history.splice(to, 0, moved);
+  historyChanged();
+}
+
+function removeHistory(index) {
+  state.history.splice(index, 1);
+  historyChanged();
+}
+
+function historyChanged() {
+  saveHistory();
+  renderHistory();
+  refreshRecommendations();
+}
+
+function renderHistory() {
+  const list = $("history");
+  list.replaceChildren();
+  const n = state.history.length;
+  $("history-count").textContent = String(n);
+  $("history-empty").classList.toggle("hidden", n > 0);
+  state.history.forEach((item, i) => {
+    const li = el("li", { draggable: "true", "data-testid": "history-item", "data-item-id": String(item.item_id) },
+      itemText(item, (item.genres || []).join(", ") || `id ${item.item_id}`),
+      el("span", { class: "tools" },
+        el("button", { class: "icon", type: "button", title: "Move up", "aria-label": "Move up", "data-testid": "move-up", text: "↑", onclick: () => moveHistory(i, i - 1) }),
+        el("button", { class: "icon", type: "button", title: "Move down", "aria-label": "Move down", "data-testid": "move-down", text: "↓", onclick: () => moveHistory(i, i + 1) }),
+        el("button", { class: "icon", type: "button", title: "Remove", "aria-label": "Remove", "data-testid": "remove", text: "✕", onclick: () => removeHistory(i) })));
+    li.querySelector('[data-testid="move-up"]').disabled = i === 0;
+    li.querySelector('[data-testid="move-down"]').disabled = i === n - 1;
+    li.querySelector(".item-text").addEventListener("click", () => showSimilar(item));
+    li.addEventListener("dragstart", (e) => { li.classList.add("dragging"); e.dataTransfer.setData("text/plain", String(i)); });
+    li.addEventListener("dragend", () => li.classList.remove("dragging"));
+    li.addEventListener("dragover", (e) => { e.preventDefault(); li.classList.add("drop-target"); });
+    li.addEventListener("dragleave", () => li.classList.remove("drop-target"));
+    li.addEventListener("drop", (e) => {
+      e.preventDefault();
+      li.classList.remove("drop-target");
+      const from = Number(e.dataTransfer.getData("text/plain"));
+      if (Number.isInteger(from)) moveHistory(from, i);
+    });
+    list.append(li);
+  });
+}
+
+// ------------------------------------------------------------------ recommendations
+async function refreshRecommendations() {
+  const seq = ++state.recSeq;
+  $("rec-status").textContent = "updating…";
+  try {
+    const body = JSON.stringify({ history: state.history.map((x) => x.item_id), k: 10 });
+    const data = await api("/recommend", { method: "POST", body });
+    if (seq !== state.recSeq) return; // a newer request is on its way
+    renderRecommendations(data);
+    $("rec-status").textContent = `${data.items.length} items · ${data.took_ms.toFixed(1)} ms`;
+    showError(null);
+  } catch (err) {
+    if (seq === state.recSeq) { $("rec-status").textContent = ""; showError(err); }
+  }
+}
+
+function renderRecommendations(data) {
+  $("fallback-note").classList.toggle("hidden", !data.fallback);
+  const unknown = $("unknown-note");
+  unknown.classList.toggle("hidden", !data.unknown_items.length);
+  unknown.textContent = data.unknown_items.length ? `Not in the catalogue (skipped): ${data.unknown_items.join(", ")}` : "";
+  const scores = data.items.map((x) => x.score);
+  const hi = Math.max(...scores), lo = Math.min(...scores);
+  const list = $("recommendations");
+  list.replaceChildren();
+  for (const item of data.items) {
+    const width = hi > lo ? 15 + 85 * (item.score - lo) / (hi - lo) : 100;
+    const card = el("li", { class: "rec", "data-testid": "recommendation", "data-item-id": String(item.item_id), tabindex: "0" },
+      el("span", { class: "rank", text: `#${item.rank}` }),
+      el("span", { class: "item-title", text: titleOf(item), title: titleOf(item) }),
+      chips(item.genres),
+      el("button", { class: "add", type: "button", "data-testid": "add-recommendation", text: "+ history",
+        onclick: (e) => { e.stopPropagation(); addToHistory(item); } }),
+      el("span", { class: "score" }, el("span", { class: "bar" }, el("span", { style: `width:${width.toFixed(0)}%` })),
+        el("span", { "data-testid": "score", text: item.score.toFixed(3) })));
+    if (state.selected != null && sameId(state.selected, item.item_id)) card.classList.add("selected");
+    card.addEventListener("click", () => showSimilar(item));
+    card.addEventListener("keydown", (e) => { if (e.key === "Enter") showSimilar(item); });
+    list.append(card);
+  }
+}
+
+// ------------------------------------------------------------------ similar items
+async function showSimilar(item) {
+  const seq = ++state.similarSeq;
+  state.selected = item.item_id;
+  document.querySelectorAll(".rec").forEach((c) => c.classList.toggle("selected", sameId(c.dataset.itemId, item.item_id)));
+  $("similar-hint").classList.add("hidden");
+  const source = $("similar-source");
+  source.classList.remove("hidden");
+  source.replaceChildren(el("span", { class: "muted small", text: "Like " }), el("strong", { text: titleOf(item) }));
+  try {
+    const data = await api(`/items/${encodeURIComponent(item.item_id)}/similar?k=10`);
+    if (seq !== state.similarSeq) return;
+    const list = $("similar");
+    list.replaceChildren();
+    for (const s of data.items) {
+      list.append(el("li", { "data-testid": "similar-item", "data-item-id": String(s.item_id) },
+        itemText(s, `${(s.genres || []).join(", ") || `id ${s.item_id}`} · ${s.score.toFixed(3)}`),
+        el("button", { class: "add", type: "button", "data-testid": "add-similar", text: "Add", onclick: () => addToHistory(s) })));
+    }
+    if (!data.items.length) list.append(el("li", { class: "muted small", text: "No similar items found." }));
+  } catch (err) { showError(err); }
+}
+
+// ------------------------------------------------------------------ search
+let searchTimer = null;
+function onSearchInput() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(runSearch, 200);
+}
+
+async function runSearch() {
+  const query = $("search-input").value.trim();
+  const seq = ++state.searchSeq;
+  const list = $("search-results");
+  if (!query) { list.replaceChildren(); $("search-empty").classList.add("hidden"); return; }
+  try {
+    const data = await api(`/items?query=${encodeURIComponent(query)}&limit=20`);
+    if (seq !== state.searchSeq) return;
+    list.replaceChildren();
+    $("search-empty").classList.toggle("hidden", data.items.length > 0);
+    for (const item of data.items) {
+      const meta = [item.year, (item.genres || []).join(", "), `${item.popularity} plays`].filter(Boolean).join(" · ");
+      list.append(el("li", { "data-testid": "search-result", "data-item-id": String(item.item_id) },
+        itemText(item, meta),
+        el("button", { class: "add", type: "button", "data-testid": "add-item", text: "Add", onclick: () => addToHistory(item) })));
+    }
+  } catch (err) { showError(err); }
+}
+
+// ------------------------------------------------------------------ model facts
+async function loadModel() {
+  try {
+    const m = await api("/model");
+    $("model-badge").textContent = `${m.name} · ${m.scorer}`;
+    const pct = (v) => (typeof v === "number" ? v.toFixed(4) : null);
+    const num = (v) => (typeof v === "number" ? v.toLocaleString() : null);
+    const mc = (m.config && typeof m.config.model === "object" && m.config.model) || m.config || {};
+    const test = (m.metrics && typeof m.metrics.test === "object" && m.metrics.test) || m.metrics || {};
+    const facts = [
+      ["Model", m.name], ["Scorer", m.scorer], ["Backend", m.backend], ["Data", m.data_name],
+      ["Items", num(m.n_items)], ["Users", num(m.data.users)], ["Interactions", num(m.data.interactions)],
+      ["History read", m.max_len != null ? `${m.max_len} items` : null],
+      ["Hidden size", mc.hidden], ["Blocks", mc.blocks], ["Heads", mc.heads],
+      ["Test HR@10", pct(test["HR@10"])], ["Test NDCG@10", pct(test["NDCG@10"])],
+    ];
+    const dl = $("model-facts");
+    dl.replaceChildren();
+    for (const [k, v] of facts) {
+      if (v == null || v === "") continue;
+      dl.append(el("dt", { text: k }), el("dd", { text: String(v), "data-testid": `fact-${k.toLowerCase().replace(/[^a-z0-9]+/g, "-")}` }));
+    }
+  } catch (err) { showError(err); }
+}
+
+function init() {
+  $("search-input").addEventListener("input", onSearchInput);
+  $("clear-history").addEventListener("click", () => { state.history = []; historyChanged(); });
+  loadHistory();
+  renderHistory();
+  loadModel();
+  refreshRecommendations();
+}
+
+document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,241 @@
+"""The HTTP service: every route, the older aliases, 404/413/422, metrics, and a schemathesis run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import schemathesis
+import torch
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+
+from seqrec.recommend import Recommender
+from seqrec.serve import create_app
+from test_recommend import TITLES, CountScorer, make_scorer, tiny_dataset
+
+MAX_BATCH = 5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The test client scores on its own thread; one intra-op thread keeps that fast (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _build() -> tuple[Recommender, object]:
+    data = tiny_dataset()
+    rec = Recommender(make_scorer(data.n_items), data, name="tiny", metrics={"HR@10": 0.5, "bad": float("nan")})
+    return rec, create_app(rec, max_batch=MAX_BATCH, max_body_bytes=20_000)
+
+
+REC, APP = _build()  # module level: schemathesis loads the schema at collection time
+
+
+@pytest.fixture(scope="module")
+def rec() -> Recommender:
+    return REC
+
+
+@pytest.fixture(scope="module")
+def app():
+    return APP
+
+
+@pytest.fixture(scope="module")
+def client(app) -> TestClient:
+    return TestClient(app)
+
+
+def item_ids(body: dict) -> list:
+    return [i["item_id"] for i in body["items"]]
+
+
+def test_recommend(client: TestClient, rec: Recommender) -> None:
+    r = client.post("/recommend", json={"history": [101, "102", 999], "k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    expected = rec.recommend([101, 102], k=3)
+    assert item_ids(body) == [i.item_id for i in expected.items]
+    assert body["unknown_items"] == [999] and body["fallback"] is False and body["model"] == "tiny"
+    assert body["items"][0].keys() == {"rank", "item_id", "score", "title", "genres"}
+    assert body["items"][0]["title"] == TITLES[body["items"][0]["item_id"]][0]
+    assert body["took_ms"] >= 0
+    assert client.post("/recommend", json={"history": []}).json()["fallback"] is True
+    full = client.post("/recommend", json={"history": [101], "k": 20, "exclude_seen": False}).json()
+    assert 101 in item_ids(full)
+    only = client.post("/recommend", json={"history": [101], "include": [104, 105], "exclude": [105]}).json()
+    assert item_ids(only) == [104]
+
+
+def test_recommend_older_names(client: TestClient) -> None:
+    new = client.post("/recommend", json={"history": [101, 102], "k": 4, "exclude_seen": False}).json()
+    old = client.post("/recommend", json={"user_history": [101, 102], "top_k": 4, "exclude_history": False}).json()
+    assert item_ids(new) == item_ids(old) and len(item_ids(old)) == 4
+
+
+def test_batch_and_its_older_name(client: TestClient, rec: Recommender) -> None:
+    histories = [[101, 102], [], [104, "nope"]]
+    body = client.post("/recommend/batch", json={"histories": histories, "k": 3}).json()
+    assert [item_ids(x) for x in body["results"]] == [[i.item_id for i in rec.recommend(h, k=3).items] for h in histories]
+    assert [x["fallback"] for x in body["results"]] == [False, True, False]
+    assert body["results"][2]["unknown_items"] == ["nope"]
+    old = client.post("/recommend_batch", json={"user_histories": histories, "top_k": 3}).json()
+    assert old["results"] == body["results"]
+
+
+def test_batch_over_the_limit_is_413(client: TestClient) -> None:
+    r = client.post("/recommend/batch", json={"histories": [[101]] * (MAX_BATCH + 1)})
+    assert r.status_code == 413 and str(MAX_BATCH) in r.json()["detail"]
+
+
+def test_body_over_the_limit_is_413(client: TestClient) -> None:
+    big = {"history": ["x" * 200] * 200}  # ~40 kB > 20 kB
+    assert client.post("/recommend", json=big).status_code == 413
+
+    def chunks():  # streamed without Content-Length
+        data = json.dumps(big).encode()
+        for i in range(0, len(data), 4096):
+            yield data[i : i + 4096]
+
+    r = client.post("/recommend", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "20000" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"k": 3}, "history"),
+    ({"history": "101"}, "history"),
+    ({"history": [101], "k": 0}, "k"),
+    ({"history": [101], "k": 1001}, "k"),
+    ({"history": [101], "k": "many"}, "k"),
+    ({"history": [1.5]}, "history"),
+    ({"history": [{"id": 1}]}, "history"),
+    ({"history": [101], "exclude_seen": "perhaps"}, "exclude_seen"),
+])
+def test_bad_input_is_422_naming_the_field(client: TestClient, body: dict, field: str) -> None:
+    r = client.post("/recommend", json=body)
+    assert r.status_code == 422
+    assert any(field in e["loc"] for e in r.json()["detail"])
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    r = client.post("/recommend", content=b'{"history": [1,', headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    r = client.post("/recommend", content=b"\xff\xfe", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert client.get("/users/u0/recommendations?k=0").status_code == 422
+    assert client.get("/items/101/similar?k=abc").status_code == 422
+
+
+def test_users(client: TestClient, rec: Recommender) -> None:
+    body = client.get("/users/u0/recommendations", params={"k": 4}).json()
+    assert body["user_id"] == "u0"
+    assert item_ids(body) == [i.item_id for i in rec.recommend_users(["u0"], k=4)[0].items]
+    r = client.get("/users/ghost/recommendations")
+    assert r.status_code == 404 and "ghost" in r.json()["detail"]
+
+
+def test_items_search_and_similar(client: TestClient) -> None:
+    assert client.get("/items/103").json() == {"item_id": 103, "title": "Alien", "genres": ["Horror", "Sci-Fi"],
+                                               "year": 1992, "popularity": 3}
+    assert client.get("/items/nope").status_code == 404
+    found = client.get("/items", params={"query": "STAR", "limit": 3}).json()
+    assert found["query"] == "STAR" and len(found["items"]) == 3
+    assert all("star" in x["title"].lower() for x in found["items"])
+    sim = client.get("/items/101/similar", params={"k": 3}).json()
+    assert sim["item"]["item_id"] == 101 and sim["method"] == "embedding" and len(sim["items"]) == 3
+    old = client.get("/similar_items/101", params={"top_k": 3}).json()
+    assert item_ids(old) == item_ids(sim)
+    assert client.get("/items/999/similar").status_code == 404
+    assert client.get("/similar_items/999").status_code == 404
+
+
+def test_similar_for_a_baseline_uses_cooccurrence() -> None:
+    data = tiny_dataset()
+    client = TestClient(create_app(Recommender(CountScorer(data), data, name="counts")))
+    sim = client.get("/items/106/similar").json()
+    assert sim["method"] == "cooccurrence" and item_ids(sim) == [107, 109, 108]
+
+
+def test_operations(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"ready": True, "model": "tiny"}
+    m = client.get("/model").json()
+    assert m["name"] == "tiny" and m["n_items"] == 12 and m["max_len"] == 5 and m["has_embeddings"]
+    assert m["metrics"] == {"HR@10": 0.5, "bad": None}  # NaN is not JSON
+    assert m["data"]["users"] == 15 and m["data"]["interactions"] == 47
+    assert client.get("/docs").status_code == 200
+    assert "/recommend" in client.get("/openapi.json").json()["paths"]
+
+
+def test_not_ready_without_a_model() -> None:
+    client = TestClient(create_app(None))
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code == 503
+    assert client.post("/recommend", json={"history": [1]}).status_code == 503
+
+
+def test_metrics_count_requests_per_route_template(client: TestClient) -> None:
+    client.get("/items/101")
+    client.get("/items/nope")
+    text = client.get("/metrics").text
+    assert 'seqrec_http_requests_total{method="GET",route="/items/{item_id}",status="200"}' in text
+    assert 'seqrec_http_requests_total{method="GET",route="/items/{item_id}",status="404"}' in text
+    assert 'seqrec_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/recommend"}' in text
+    assert "/items/101" not in text  # templates, not raw paths
+
+
+def test_web_page_is_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="search-input"' in page.text
+    for name in ("app.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_unexpected_errors_are_json_500_and_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec, app = _build()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(rec, "recommend", broken)
+    with pytest.raises(RuntimeError):  # the test client sees the bug
+        TestClient(app).post("/recommend", json={"history": [101]})
+    r = TestClient(app, raise_server_exceptions=False).post("/recommend", json={"history": [101]})
+    assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+
+
+# ---------------------------------------------------------------------------- schemathesis
+CALLS: list[int] = []
+
+
+# The byte limit on bodies (413) is not expressible in OpenAPI: a schema-valid body can exceed it (10,000
+# ids of 256 characters), and an invalid one (an array over maxItems) may be refused for its size first.
+REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "413", "429", "5xx"]
+CONFIG = schemathesis.config.SchemathesisConfig.from_dict({"checks": {
+    "negative_data_rejection": {"expected-statuses": REJECTED},
+    "positive_data_acceptance": {"expected-statuses": ACCEPTED},
+}})
+SCHEMA_APP = create_app(REC, max_batch=MAX_BATCH)  # default 1 MB body limit
+schema = schemathesis.openapi.from_asgi("/openapi.json", SCHEMA_APP, config=CONFIG)
+
+
+@schema.parametrize()
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_schema_conformance(case) -> None:
+    """No 5xx and no response that breaks the declared schema, for generated valid and invalid requests."""
+    response = case.call_and_validate()
+    CALLS.append(response.status_code)
+
+
+def test_schemathesis_made_enough_requests() -> None:
+    if not CALLS:
+        pytest.skip("run together with test_schema_conformance")
+    print(f"schemathesis: {len(CALLS)} requests, statuses {sorted(set(CALLS))}")
+    assert len(CALLS) >= 1000, len(CALLS)
+    assert not [c for c in CALLS if c >= 500]
