@@ -206,6 +206,7 @@ class NegativeSampler:
         cdf = torch.cumsum(self.probs, 0)
         self._cdf = cdf / cdf[-1]
         self._log_q = torch.cat([torch.tensor([-math.inf], dtype=torch.float64), self.probs.log()]).float()
+        self._log_q_on: dict[torch.device, torch.Tensor] = {}  # the [N+1] table, cached per device
 
     @staticmethod
     def _popularity(counts: np.ndarray | None, n_items: int, alpha: float) -> np.ndarray:
@@ -229,6 +230,8 @@ class NegativeSampler:
 
     def sample(self, pos: torch.Tensor, k: int) -> torch.Tensor:
         """Negatives [M, k] (int64, on ``pos``'s device), none equal to ``pos`` in its row."""
+        if k < 1:
+            raise SeqrecError(f"number of negatives must be >= 1, got {k}")
         pos_cpu = pos.detach().to("cpu", torch.long).reshape(-1)
         neg = self._draw((pos_cpu.shape[0], k))
         for _ in range(3):
@@ -243,4 +246,7 @@ class NegativeSampler:
 
     def log_prob(self, items: torch.Tensor) -> torch.Tensor:
         """Log sampling probability of each item id (float32, same shape and device as ``items``)."""
-        return self._log_q.to(items.device)[items.long()]
+        table = self._log_q_on.get(items.device)
+        if table is None:
+            table = self._log_q_on[items.device] = self._log_q.to(items.device)
+        return table[items.long()]

@@ -90,6 +90,23 @@ class SASRecConfig:
         return cls(**d)
 
 
+class Dropout(nn.Module):
+    """``nn.Dropout``, but on CPU the mask comes from ``rand_like`` (about twice as fast as the
+    bernoulli kernel there); elsewhere it is ``F.dropout``."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype) * (1.0 / (1.0 - self.p))
+        return x * keep
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention; ``mask`` [B, 1, L, L] says which keys each query may see."""
 
@@ -119,7 +136,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(cfg.hidden, cfg.hidden)
         self.act = nn.GELU() if cfg.activation == "gelu" else nn.ReLU()
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.fc2 = nn.Linear(cfg.hidden, cfg.hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +153,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.hidden)
         self.ffn = FeedForward(cfg)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.pre:
@@ -160,7 +177,7 @@ class SASRecModel(nn.Module):
         self.scale = math.sqrt(d)
         self.item_emb = nn.Embedding(config.n_items + 1, d, padding_idx=PAD)  # also the output layer
         self.pos_emb = nn.Embedding(config.max_len, d)
-        self.emb_drop = nn.Dropout(config.dropout)
+        self.emb_drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.blocks))
         self.final_norm = nn.LayerNorm(d)
         self.apply(self._init_weights)
@@ -182,9 +199,9 @@ class SASRecModel(nn.Module):
     @staticmethod
     def attention_mask(keep: torch.Tensor) -> torch.Tensor:
         """[B, L] non-pad mask -> [B, 1, L, L] bool: query i sees key j iff j <= i and (j is real or j == i)."""
-        L = keep.shape[1]
-        causal = torch.ones(L, L, dtype=torch.bool, device=keep.device).tril()  # [L, L]
-        eye = torch.eye(L, dtype=torch.bool, device=keep.device)  # [L, L]
+        idx = torch.arange(keep.shape[1], device=keep.device)
+        causal = idx[:, None] >= idx[None, :]  # [L, L] (plain comparisons export cleanly to ONNX)
+        eye = idx[:, None] == idx[None, :]  # [L, L]
         return (causal & (keep[:, None, :] | eye)).unsqueeze(1)  # [B, 1, L, L]
 
     def forward(self, histories: torch.Tensor) -> torch.Tensor:
