@@ -160,6 +160,11 @@ function renderRecommendations(data) {
 }
 
 // ------------------------------------------------------------------ similar items
+function similarity(method, score) {
+  if (method === "cooccurrence") return `together ${Math.round(score)}×`;
+  return `cosine ${score.toFixed(2)}`;
+}
+
 async function showSimilar(item) {
   const seq = ++state.similarSeq;
   state.selected = item.item_id;
@@ -175,7 +180,7 @@ async function showSimilar(item) {
     list.replaceChildren();
     for (const s of data.items) {
       list.append(el("li", { "data-testid": "similar-item", "data-item-id": String(s.item_id) },
-        itemText(s, `${(s.genres || []).join(", ") || `id ${s.item_id}`} · ${s.score.toFixed(3)}`),
+        itemText(s, `${(s.genres || []).join(", ") || `id ${s.item_id}`} · ${similarity(data.method, s.score)}`),
         el("button", { class: "add", type: "button", "data-testid": "add-similar", text: "Add", onclick: () => addToHistory(s) })));
     }
     if (!data.items.length) list.append(el("li", { class: "muted small", text: "No similar items found." }));
@@ -220,7 +225,7 @@ async function loadModel() {
     const facts = [
       ["Model", m.name], ["Scorer", m.scorer], ["Backend", m.backend], ["Data", m.data_name],
       ["Items", num(m.n_items)], ["Users", num(m.data.users)], ["Interactions", num(m.data.interactions)],
-      ["History read", m.max_len != null ? `${m.max_len} items` : null],
+      ["History read", m.max_len != null ? `last ${m.max_len} item${m.max_len === 1 ? "" : "s"}` : null],
       ["Hidden size", mc.hidden], ["Blocks", mc.blocks], ["Heads", mc.heads],
       ["Test HR@10", pct(test["HR@10"])], ["Test NDCG@10", pct(test["NDCG@10"])],
     ];

@@ -1,0 +1,164 @@
+"""The web page in a real headless Chromium (Playwright): search, build a history, live recommendations."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright for Python is not installed")
+uvicorn = pytest.importorskip("uvicorn")
+
+from seqrec.recommend import Recommender  # noqa: E402
+from seqrec.serve import create_app  # noqa: E402
+from test_recommend import make_scorer, tiny_dataset  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """uvicorn on a free port, in a thread."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the server scores on its own thread
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+    torch.set_num_threads(before)
+
+
+def rec_ids(page) -> list[str]:
+    return page.locator('[data-testid="recommendation"]').evaluate_all("els => els.map(e => e.dataset.itemId)")
+
+
+def add_by_search(page, query: str, title: str) -> None:
+    before = rec_ids(page)
+    page.fill("#search-input", query)
+    result = page.locator('[data-testid="search-result"]', has_text=title).first
+    result.wait_for(timeout=10_000)
+    result.locator('[data-testid="add-item"]').click()
+    page.wait_for_function(  # recommendations update live
+        "before => JSON.stringify([...document.querySelectorAll('[data-testid=recommendation]')]"
+        ".map(e => e.dataset.itemId)) !== before", arg=__import__("json").dumps(before), timeout=10_000)
+
+
+def test_search_history_recommendations_similar(browser, tmp_path) -> None:
+    data = tiny_dataset()
+    app = create_app(Recommender(make_scorer(data.n_items), data, name="tiny-sasrec"))
+    with Server(app) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        # first view: popular items as a fallback, the model's facts
+        page.locator('[data-testid="recommendation"]').first.wait_for(timeout=10_000)
+        assert page.locator('[data-testid="fallback-note"]').is_visible()
+        page.locator('[data-testid="fact-items"]').wait_for(timeout=10_000)
+        assert page.locator('[data-testid="fact-items"]').inner_text() == "12"
+        assert "tiny-sasrec" in page.locator('[data-testid="model-badge"]').inner_text()
+
+        add_by_search(page, "star w", "Star Wars")
+        assert not page.locator('[data-testid="fallback-note"]').is_visible()
+        add_by_search(page, "ALIEN", "Alien")
+        add_by_search(page, "toy", "Toy Story")
+
+        history = page.locator('[data-testid="history-item"]')
+        assert history.evaluate_all("els => els.map(e => e.dataset.itemId)") == ["101", "103", "104"]
+        assert page.locator('[data-testid="history-count"]').inner_text() == "3"
+        recs = rec_ids(page)
+        assert len(recs) == 9 and not {"101", "103", "104"} & set(recs)  # 12 items, 3 seen
+        cards = page.locator('[data-testid="recommendation"]')
+        assert cards.first.locator(".item-title").inner_text() != ""
+        assert float(cards.first.locator('[data-testid="score"]').inner_text()) >= float(
+            cards.last.locator('[data-testid="score"]').inner_text())
+
+        # reorder: the last item moves up; then remove the first
+        before = rec_ids(page)
+        history.nth(2).locator('[data-testid="move-up"]').click()
+        page.wait_for_function("() => document.querySelectorAll('[data-testid=history-item]')[1].dataset.itemId === '104'")
+        assert history.evaluate_all("els => els.map(e => e.dataset.itemId)") == ["101", "104", "103"]
+        history.nth(0).locator('[data-testid="remove"]').click()
+        page.wait_for_function("() => document.querySelectorAll('[data-testid=history-item]').length === 2")
+        page.wait_for_function("() => document.querySelectorAll('[data-testid=recommendation]').length === 10")
+        assert rec_ids(page) != before
+
+        # similar items for a clicked recommendation
+        cards.first.click()
+        page.locator('[data-testid="similar-item"]').first.wait_for(timeout=10_000)
+        assert page.locator('[data-testid="similar-item"]').count() == 10  # every other item, by cosine
+        assert page.locator('[data-testid="similar-source"]').is_visible()
+
+        shot = tmp_path / "web.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        assert not errors, errors
+        assert not page.locator('[data-testid="error"]').is_visible()
+        page.close()
+
+
+@pytest.mark.realdata
+def test_screenshot_on_movielens(browser, shared_data: Path, tmp_path) -> None:
+    """The page on MovieLens 100k with the AR-1 baseline; writes docs/screenshot.png once, if missing."""
+    from seqrec.baselines import make_baseline
+    from seqrec.readers import load_dataset
+    from seqrec.split import LeaveOneOut
+
+    if not (shared_data / "ml-100k").is_dir():
+        pytest.skip("ml-100k not in the shared data")
+    data = load_dataset(shared_data / "ml-100k")
+    app = create_app(Recommender(make_baseline("markov", LeaveOneOut(data)), data, name="ml-100k · markov"))
+    with Server(app) as url:
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.goto(url + "/")
+        page.locator('[data-testid="recommendation"]').first.wait_for(timeout=10_000)
+        for query, title in [("star wars", "Star Wars"), ("empire", "Empire Strikes Back"), ("raiders", "Raiders")]:
+            add_by_search(page, query, title)
+        page.fill("#search-input", "star")
+        page.locator('[data-testid="search-result"]').nth(3).wait_for(timeout=10_000)
+        page.locator('[data-testid="recommendation"]').first.click()
+        page.locator('[data-testid="similar-item"]').first.wait_for(timeout=10_000)
+        shot = tmp_path / "screenshot.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert len(page.locator('[data-testid="history-item"]').all()) == 3
+        if not DOCS_SCREENSHOT.exists():
+            DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+            shutil.copy(shot, DOCS_SCREENSHOT)
+        page.close()
