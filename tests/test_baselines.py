@@ -94,14 +94,20 @@ def test_hybrid_alpha_is_tuned_on_the_grid():
     assert fixed.alpha == 0.0 and fixed.tuning == {}
     pop = make_baseline("popularity", loo)
     h = hist([3, 4], [10])
-    assert torch.equal(torch.argsort(fixed.score(h)[:, 1:], dim=1, stable=True), torch.argsort(pop.score(h)[:, 1:], dim=1, stable=True))
+    def order(s):
+        return torch.argsort(s[:, 1:], dim=1, stable=True)
+
+    assert torch.equal(order(fixed.score(h)), order(pop.score(h)))
     with pytest.raises(SeqrecError):
         Hybrid(5, alpha=1.5)
 
 
 def _genre_loo():
     frame = pl.DataFrame(
-        {"user": [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3], "item": ["c1", "c2", "c1", "d1", "d1", "d2", "d1", "c3", "c3", "d1", "c2", "x"]}
+        {
+            "user": [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3],
+            "item": ["c1", "c2", "c1", "d1", "d1", "d2", "d1", "c3", "c3", "d1", "c2", "x"],
+        }
     )
     catalog = pl.DataFrame(
         {

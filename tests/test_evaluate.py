@@ -232,7 +232,8 @@ def test_sample_negatives_properties():
 
 def test_sample_negatives_by_popularity():
     rng = np.random.default_rng(0)
-    ds = Dataset.from_sequences(rng.permuted(np.tile(np.arange(400), (300, 1)), axis=1)[:, :5].tolist() + [list(range(400))])
+    short = rng.permuted(np.tile(np.arange(400), (300, 1)), axis=1)[:, :5].tolist()
+    ds = Dataset.from_sequences(short + [list(range(400))])
     segs = Segments(ds.items, ds.offsets[:-2], ds.offsets[1:-1])
     n = ds.n_items
     weights = np.zeros(n + 1)

@@ -60,7 +60,9 @@ def _count_matrix(row_ids: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: in
     return m
 
 
-def _add_rows(out: torch.Tensor, matrix: sp.csr_matrix, row_ids: np.ndarray, weight: float, where: np.ndarray | None = None) -> None:
+def _add_rows(
+    out: torch.Tensor, matrix: sp.csr_matrix, row_ids: np.ndarray, weight: float, where: np.ndarray | None = None
+) -> None:
     """``out[b] += weight * matrix[row_ids[b]]`` for the batch rows ``where`` (default all), vectorised."""
     batch = np.arange(len(row_ids)) if where is None else np.flatnonzero(where)
     if len(batch) == 0:

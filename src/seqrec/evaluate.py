@@ -23,6 +23,9 @@ Metrics (one target per user, averaged over users)
   ``sampled`` it is the top K of the user's 1 + n_negatives candidates, so it mostly measures how
   varied the sampled candidates are and is not comparable with the full-protocol value.
 * ``users``: how many users were evaluated.
+
+Under ``sampled`` the negatives are never items of the user's sequence, so ``exclude_seen`` has
+no effect there. ``ks`` is stored sorted and without repeats.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from seqrec.split import LeaveOneOut, Segments
 NEG_INF = float("-inf")
 _MAX_ROUNDS = 30
 _MAX_DRAW = 4096
-_CHUNK = 128  # rows ranked at a time in reused buffers (cache-sized, no fresh allocations)
+_CHUNK = 128  # rows ranked at a time on the CPU, in reused buffers (no fresh page-faulting allocations)
 
 
 @runtime_checkable
@@ -266,10 +269,12 @@ def _update_coverage(cover: dict[int, torch.Tensor], scores: torch.Tensor, item_
         idx = item_ids.gather(1, idx)
     for k, seen in cover.items():
         top, ok = idx[:, :k], ~torch.isneginf(vals[:, :k])
-        seen[top[ok].cpu()] = True
+        seen[top[ok]] = True
 
 
-def evaluate(scorer: Scorer, loo: LeaveOneOut, config: EvalConfig = EvalConfig(), progress: bool = False) -> dict[str, float]:
+def evaluate(
+    scorer: Scorer, loo: LeaveOneOut, config: EvalConfig = EvalConfig(), progress: bool = False
+) -> dict[str, float]:
     """Evaluate ``scorer`` on the validation or test targets of ``loo``; see the module notes.
 
     Returns ``HR@K, NDCG@K, Precision@K, Recall@K, Coverage@K`` for each K in ``config.ks``, ``MRR``
@@ -291,7 +296,7 @@ def evaluate(scorer: Scorer, loo: LeaveOneOut, config: EvalConfig = EvalConfig()
             weights = loo.train().counts(n_items).astype(np.float64)
         o = loo.data.offsets
         whole = Segments(loo.data.items, o[users], o[users + 1])
-    cover = {k: torch.zeros(n_items + 1, dtype=torch.bool) for k in config.ks}
+    cover: dict[int, torch.Tensor] = {}
     all_ranks = []
     batches = [sel[i : i + config.batch_size] for i in range(0, len(sel), config.batch_size)]
     if progress:
@@ -305,32 +310,35 @@ def evaluate(scorer: Scorer, loo: LeaveOneOut, config: EvalConfig = EvalConfig()
             histories = segs.left_padded(max_len, rows)
             scores = _checked(scorer.score(histories), len(rows), n_items)
             dev = scores.device
+            if not cover:
+                cover = {k: torch.zeros(n_items + 1, dtype=torch.bool, device=dev) for k in config.ks}
             tgt = torch.from_numpy(targets[rows]).to(dev)
             if sampled:
                 negs = sample_negatives(whole.subset(rows), n_items, config.n_negatives, rng, weights)
                 cand = torch.cat([tgt[:, None], torch.from_numpy(negs).to(dev)], dim=1)
                 cand_scores = scores.gather(1, cand).float()
                 cand_scores.nan_to_num_(nan=NEG_INF, posinf=math.inf, neginf=NEG_INF)
-                all_ranks.append(_ranks(cand_scores, torch.zeros_like(tgt)).cpu())
+                all_ranks.append(_ranks(cand_scores, torch.zeros_like(tgt)))
                 _update_coverage(cover, cand_scores, cand)
                 continue
             r, i = segs.subset(rows).flat() if config.exclude_seen else (np.empty(0, np.int64),) * 2
-            bounds = np.searchsorted(r, np.arange(0, len(rows) + _CHUNK, _CHUNK))
+            chunk = _CHUNK if dev.type == "cpu" else config.batch_size  # accelerators: whole batch
+            bounds = np.searchsorted(r, np.arange(0, len(rows) + chunk, chunk))
             if work is None or work.device != dev:
-                work = torch.empty((_CHUNK, n_items + 1), dtype=torch.float32, device=dev)
-                flags = torch.empty((_CHUNK, n_items + 1), dtype=torch.bool, device=dev)
-            for c, lo in enumerate(range(0, len(rows), _CHUNK)):
-                hi = min(lo + _CHUNK, len(rows))
+                work = torch.empty((chunk, n_items + 1), dtype=torch.float32, device=dev)
+                flags = torch.empty((chunk, n_items + 1), dtype=torch.bool, device=dev)
+            for c, lo in enumerate(range(0, len(rows), chunk)):
+                hi = min(lo + chunk, len(rows))
                 w = work[: hi - lo]
                 w.copy_(scores[lo:hi])
                 seen = slice(bounds[c], bounds[c + 1])
                 r_t = torch.from_numpy(r[seen].astype(np.int64) - lo).to(dev)
                 i_t = torch.from_numpy(i[seen].astype(np.int64)).to(dev)
-                all_ranks.append(_full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo]).cpu())
+                all_ranks.append(_full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo]))
                 _update_coverage(cover, w, None)
-    out = metrics_from_ranks(torch.cat(all_ranks), config.ks)
+    out = metrics_from_ranks(torch.cat(all_ranks).cpu(), config.ks)
     for k, seen in cover.items():
-        out[f"Coverage@{k}"] = float(seen[1:].sum()) / n_items
+        out[f"Coverage@{k}"] = int(seen[1:].sum()) / n_items
     out["users"] = len(sel)
     return {key: out[key] for key in _key_order(config.ks)}
 
