@@ -1,0 +1,203 @@
+"""``SASRec``: a scikit-learn-style estimator over the model, trainer, evaluator and model folders.
+
+The constructor takes the fields of ``SASRecConfig`` (except ``n_items``, which comes from the
+data) and of ``TrainConfig``, the same names as the ``seqrec train`` flags; ``config_fields()``
+lists them with type, default and help for front ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from seqrec.data import PAD, Dataset
+from seqrec.errors import SeqrecError
+from seqrec.model import SASRecConfig, SASRecModel
+from seqrec.train import CHECKPOINT, METRICS, RESULT, TrainConfig, TrainResult, train
+
+MODEL_HELP = {
+    "hidden": "embedding / hidden size d",
+    "blocks": "self-attention blocks",
+    "heads": "attention heads (hidden must be divisible by heads)",
+    "max_len": "how many recent items the model reads",
+    "dropout": "dropout rate (paper: 0.2 for MovieLens, 0.5 for sparse data)",
+    "activation": "feed-forward activation: gelu | relu",
+    "norm": "LayerNorm placement: pre | post (the paper)",
+}
+RUN_FILES = (CHECKPOINT, METRICS, RESULT, "training.png")
+
+
+class ConfigField(NamedTuple):
+    name: str
+    type: type
+    default: Any
+    help: str
+
+
+def _base_type(hint: Any) -> type:
+    """int / float / str / bool / tuple for a field annotation (``X | None`` gives X, ``int | float`` float)."""
+    if typing.get_origin(hint) is tuple:
+        return tuple
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if float in args:
+        return float
+    return args[0] if isinstance(args[0], type) else str
+
+
+def config_fields() -> list[ConfigField]:
+    """(name, type, default, help) of every option ``SASRec(...)`` takes: model fields, then training."""
+    out = []
+    for cls in (SASRecConfig, TrainConfig):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "n_items":
+                continue
+            help_text = f.metadata.get("help") or MODEL_HELP.get(f.name, "")
+            out.append(ConfigField(f.name, _base_type(hints[f.name]), f.default, help_text))
+    return out
+
+
+def _model_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(SASRecConfig) if f.name != "n_items"]
+
+
+class SASRec:
+    """Fit SASRec on a data set, evaluate it, score histories, save and load model folders.
+
+    ``fit`` sets ``model_`` (the trained ``SASRecModel``), ``dataset_`` and ``result_`` (a
+    ``TrainResult``). Options are checked when the estimator is built.
+    """
+
+    def __init__(self, hidden: int = 50, blocks: int = 2, heads: int = 1, max_len: int = 50, dropout: float = 0.2,
+                 activation: str = "gelu", norm: str = "pre", loss: str = "ce", **train_options: Any) -> None:
+        self.model_options = dict(hidden=hidden, blocks=blocks, heads=heads, max_len=max_len, dropout=dropout,
+                                  activation=activation, norm=norm)
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        for name in train_options:
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known | set(self.model_options)), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise SeqrecError(f"unknown SASRec option {name!r}{hint} (see seqrec.api.config_fields())")
+        SASRecConfig(n_items=1, **self.model_options)  # validate now, not after loading the data
+        self.train_config = TrainConfig(loss=loss, **train_options)
+        self.model_: SASRecModel | None = None
+        self.dataset_: Dataset | None = None
+        self.result_: TrainResult | None = None
+        self._fitted_config: TrainConfig | None = None
+
+    def __repr__(self) -> str:
+        opts = {**self.model_options, **self.train_config.to_dict()}
+        return "SASRec(" + ", ".join(f"{k}={v!r}" for k, v in opts.items()) + ")"
+
+    def get_params(self) -> dict[str, Any]:
+        return {**self.model_options, **self.train_config.to_dict()}
+
+    # ------------------------------------------------------------------ training
+    def fit(self, data: Any, out_dir: str | os.PathLike | None = None, resume: bool = False,
+            valid: bool = True) -> "SASRec":
+        """Train on ``data`` (a Dataset, or anything ``seqrec.readers.load_dataset`` reads).
+
+        ``valid=False`` skips validation and early stopping and keeps the last weights. With
+        ``out_dir`` the run (metrics.jsonl, checkpoint) goes there and the folder ends up a model
+        folder that ``SASRec.load`` reads; ``resume=True`` continues an interrupted run.
+        """
+        from seqrec.split import LeaveOneOut
+
+        ds = self._dataset(data)
+        cfg = self.train_config if valid else dataclasses.replace(self.train_config, eval_every=0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = SASRecModel(SASRecConfig(n_items=ds.n_items, **self.model_options))
+        self.result_ = train(model, LeaveOneOut(ds), cfg, out_dir=out_dir, resume=resume)
+        self.model_, self.dataset_, self._fitted_config = model.eval(), ds, cfg
+        if out_dir is not None:
+            self.save(out_dir, force=True, keep_files=RUN_FILES)
+        return self
+
+    @staticmethod
+    def _dataset(data: Any) -> Dataset:
+        if isinstance(data, Dataset):
+            return data
+        from seqrec.readers import load_dataset
+
+        return load_dataset(data)
+
+    def _check_fitted(self) -> SASRecModel:
+        if self.model_ is None or self.dataset_ is None:
+            raise SeqrecError("this SASRec is not fitted yet; call fit(data) or SASRec.load(folder) first")
+        return self.model_
+
+    # ------------------------------------------------------------------ use
+    def evaluate(self, data: Any = None, protocol: str = "full", split: str = "test", **eval_options: Any) -> dict[str, float]:
+        """Leave-one-out metrics on the training data set (or ``data`` with the same item ids)."""
+        from seqrec.evaluate import EvalConfig, evaluate
+        from seqrec.split import LeaveOneOut
+
+        model = self._check_fitted()
+        ds = self.dataset_ if data is None else self._dataset(data)
+        if ds is not self.dataset_ and not np.array_equal(ds.item_ids.raw.astype(str), self.dataset_.item_ids.raw.astype(str)):
+            raise SeqrecError("evaluate: the data set's items differ from those the model was trained on")
+        known = {f.name for f in dataclasses.fields(EvalConfig)} - {"split", "protocol"}
+        unknown = sorted(set(eval_options) - known)
+        if unknown:
+            raise SeqrecError(f"evaluate: unknown options {unknown}; allowed: {sorted(known)}")
+        return evaluate(model, LeaveOneOut(ds), EvalConfig(split=split, protocol=protocol, **eval_options))
+
+    def score(self, histories: torch.Tensor | np.ndarray | Sequence[Sequence[int]]) -> torch.Tensor:
+        """Scores [B, N+1] (column 0 = PAD) for histories of internal item ids.
+
+        ``histories`` is a left-padded LongTensor / array [B, L] or a list of id lists (any lengths).
+        """
+        model = self._check_fitted()
+        if isinstance(histories, torch.Tensor):
+            h = histories.long()
+        elif isinstance(histories, np.ndarray) and histories.ndim == 2:
+            h = torch.from_numpy(histories.astype(np.int64))
+        else:
+            seqs = [list(s)[-model.max_len:] for s in histories]
+            width = max([len(s) for s in seqs] + [1])
+            h = torch.tensor([[PAD] * (width - len(s)) + s for s in seqs], dtype=torch.long).reshape(len(seqs), width)
+        if h.dim() != 2:
+            raise SeqrecError(f"score: histories must be [B, L], got shape {tuple(h.shape)}")
+        if len(h) and (int(h.min()) < 0 or int(h.max()) > model.n_items):
+            raise SeqrecError(f"score: item ids must be in 0..{model.n_items} (internal ids, 0 = padding)")
+        return model.score(h)
+
+    # ------------------------------------------------------------------ persistence
+    def metrics(self) -> dict[str, Any]:
+        r = self.result_
+        if r is None:
+            return {}
+        return {"best_epoch": r.best_epoch, "valid": r.best_valid, "test": r.test, "seconds": r.seconds}
+
+    def save(self, path: str | os.PathLike, force: bool = False, keep_files: tuple[str, ...] = ()) -> Path:
+        """Write a model folder (see ``seqrec.folder``)."""
+        from seqrec.folder import save_folder
+
+        model = self._check_fitted()
+        cfg = self._fitted_config or self.train_config
+        return save_folder(path, model, self.dataset_, cfg.to_dict(), self.metrics(), force=force, keep_files=keep_files)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SASRec":
+        """Read a SASRec model folder written by ``save`` or ``fit(out_dir=...)``."""
+        from seqrec.folder import load_folder
+
+        bundle = load_folder(path)
+        if bundle.config["kind"] != "sasrec":
+            raise SeqrecError(f"{path}: holds the {bundle.config['kind']} baseline, not SASRec; use seqrec.folder.load_folder")
+        model_cfg = {k: v for k, v in bundle.config["model"].items() if k != "n_items"}
+        est = cls(**model_cfg, **bundle.config["train"])
+        est.model_, est.dataset_ = bundle.scorer, bundle.dataset
+        est._fitted_config = est.train_config
+        m = bundle.metrics
+        est.result_ = TrainResult(int(m.get("best_epoch", 0)), dict(m.get("valid", {})), dict(m.get("test", {})),
+                                  [], float(m.get("seconds", 0.0)))
+        return est

@@ -1,0 +1,105 @@
+"""The training hot path's data: cropped, length-bucketed batches and the loss objective.
+
+Each user's training segment ``s`` gives one example: input ``s[:-1]``, target ``s[1:]``, both cut
+to the last ``max_len`` positions (a single-item segment gives nothing). Users are sorted by
+length (seeded noise on the key randomises order within a length), cut into groups of
+``batch_size * grad_accum``, and the group order is shuffled every epoch (``np.random`` seeded with
+``(seed, epoch)``, so an epoch's batches never depend on earlier epochs). A batch is cropped to its
+longest real history and built with index arithmetic, no per-user Python loop; the loss reads
+only real positions (``hidden[flat] -> [M, d]``).
+
+``cfg`` is a ``seqrec.train.TrainConfig`` (read for seed, bucket, batch_size, grad_accum, loss,
+negatives, negative_sampling, pop_alpha, mix, gbce_t).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqrec.data import PAD
+from seqrec.errors import SeqrecError
+from seqrec.split import LeaveOneOut
+
+
+class Batches:
+    """Index arrays for every training example, and each epoch's cropped batches (CPU tensors)."""
+
+    def __init__(self, loo: LeaveOneOut, max_len: int, cfg: Any) -> None:
+        seg = loo.train()
+        n = np.minimum(seg.lengths - 1, max_len)
+        keep = n > 0
+        self.items = loo.data.items.astype(np.int64)
+        self.ends = (seg.ends[keep] - 1).astype(np.int64)  # input ends (exclusive); targets = inputs + 1
+        self.n = n[keep].astype(np.int64)  # real positions per example
+        self.cfg = cfg
+        if len(self.n) == 0:
+            raise SeqrecError("no training examples: every user has fewer than 2 training interactions")
+
+    def plan(self, epoch: int) -> list[tuple[np.ndarray, int, bool]]:
+        """[(rows, positions in their accumulation group, last of the group?)] in step order."""
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        if self.cfg.bucket:
+            order = np.argsort(self.n + rng.random(len(self.n)) * 3.0, kind="stable")
+        else:
+            order = rng.permutation(len(self.n))
+        size, bs = self.cfg.batch_size * self.cfg.grad_accum, self.cfg.batch_size
+        out = []
+        for g in rng.permutation(math.ceil(len(order) / size)):
+            rows = order[g * size : (g + 1) * size]
+            total, starts = int(self.n[rows].sum()), range(0, len(rows), bs)
+            out += [(rows[i : i + bs], total, i == starts[-1]) for i in starts]
+        return out
+
+    def build(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs [B, L] left-padded, L = longest real length; flat indices of real positions [M]; targets [M])."""
+        n = self.n[rows]
+        width = int(n.max())
+        ar = np.arange(width)
+        idx = self.ends[rows, None] - width + ar  # [B, L] positions in the item array
+        real = ar >= (width - n)[:, None]
+        x = np.where(real, self.items[np.maximum(idx, 0)], PAD)
+        flat = np.flatnonzero(real)
+        return torch.from_numpy(x), torch.from_numpy(flat), torch.from_numpy(self.items[idx.ravel()[flat] + 1])
+
+
+class Objective:
+    """The configured loss. Negatives are drawn on the CPU for a whole epoch at once (seeded by
+    ``(seed, epoch)``); each batch gathers the embedding rows its targets and negatives need once."""
+
+    def __init__(self, cfg: Any, n_items: int, counts: np.ndarray) -> None:
+        from seqrec import losses
+
+        self.losses, self.cfg, self.n_items = losses, cfg, n_items
+        self.gen = torch.Generator()
+        self.sampler = None if cfg.loss == "ce" else losses.NegativeSampler(
+            n_items, counts, mode=cfg.negative_sampling, alpha=cfg.pop_alpha, mix=cfg.mix, generator=self.gen)
+        self.log_q = cfg.loss == "sampled-softmax" and cfg.negative_sampling != "uniform"
+
+    def prepare(self, targets: list[torch.Tensor], epoch: int) -> list[tuple[torch.Tensor, ...]]:
+        """Per batch, CPU tensors for ``__call__``: (pos,) or (pos, neg, rows[, log_q_pos, log_q_neg])."""
+        if self.sampler is None:
+            return [(t,) for t in targets]
+        self.gen.manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        negs = self.sampler.sample(torch.cat(targets), self.cfg.negatives).split([len(t) for t in targets])
+        out = []
+        for pos, neg in zip(targets, negs):
+            rows, inv = torch.unique(torch.cat([pos, neg.reshape(-1)]), return_inverse=True)
+            extra = (self.sampler.log_prob(pos), self.sampler.log_prob(neg)) if self.log_q else ()
+            out.append((inv[: len(pos)], inv[len(pos) :].view(neg.shape), rows, *extra))
+        return out
+
+    def __call__(self, h: torch.Tensor, emb: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None = None,
+                 rows: torch.Tensor | None = None, *log_q: torch.Tensor) -> torch.Tensor:
+        L = self.losses
+        if self.sampler is None:
+            return L.ce_loss(h, pos, emb)
+        e = emb.index_select(0, rows)  # [R, d]: pos and neg index into these rows
+        if self.cfg.loss == "bce":
+            return L.bce_loss(h, pos, neg, e)
+        if self.cfg.loss == "gbce":
+            return L.gbce_loss(h, pos, neg, e, self.n_items, t=self.cfg.gbce_t)
+        return L.sampled_softmax_loss(h, pos, neg, e, *log_q)

@@ -1,0 +1,416 @@
+"""Training: config, loop, validation with early stopping, resumable checkpoints, progress, plots.
+
+Batches come from ``seqrec.batches`` (length-bucketed, cropped, built with index arithmetic); the
+loss reads real positions only and is normalised by the positions in the whole accumulation
+group, so ``grad_accum=2, batch_size=64`` takes the same steps as ``batch_size=128``.
+
+The checkpoint (``seqrec.checkpoint``) is one safetensors file with JSON metadata, rewritten
+atomically after every epoch (and every ``checkpoint_every_steps`` optimizer steps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from seqrec.batches import Batches, Objective
+from seqrec.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from seqrec.data import atomic_write_text
+from seqrec.errors import SeqrecError
+from seqrec.evaluate import EvalConfig, evaluate
+from seqrec.split import LeaveOneOut
+
+LOSSES = ("bce", "ce", "sampled-softmax", "gbce")
+DEFAULT_NEGATIVES = {"bce": 1, "ce": 0, "sampled-softmax": 256, "gbce": 256}
+CHOICES = {
+    "loss": LOSSES,
+    "negative_sampling": ("uniform", "popularity", "mixed"),
+    "optimizer": ("adam", "adamw"),
+    "schedule": ("cosine", "constant"),
+    "precision": ("fp32", "bf16", "fp16"),
+}
+CHECKPOINT, METRICS, RESULT = "checkpoint.safetensors", "metrics.jsonl", "result.json"
+_RESUME_MAY_CHANGE = {"epochs", "patience", "quiet", "device", "threads", "compile", "eval_max_users",
+                      "checkpoint_every_steps", "eval_every"}
+
+
+class TrainingDiverged(SeqrecError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass
+class TrainConfig:
+    """How SASRec is trained; checked at construction (errors name the field)."""
+
+    loss: str = _opt("ce", "bce | ce (full softmax) | sampled-softmax | gbce")
+    n_negatives: int | None = _opt(None, "negatives per position (default: 1 for bce, 256 for sampled-softmax/gbce)")
+    negative_sampling: str = _opt("uniform", "uniform | popularity | mixed")
+    pop_alpha: float = _opt(1.0, "popularity sampling: probability ~ count ** pop_alpha")
+    mix: float = _opt(0.5, "mixed sampling: share of popularity draws")
+    gbce_t: float = _opt(0.75, "gBCE calibration t in [0, 1]")
+    optimizer: str = _opt("adam", "adam | adamw")
+    lr: float = _opt(1e-3, "peak learning rate")
+    betas: tuple[float, float] = _opt((0.9, 0.98), "Adam betas, two floats")
+    weight_decay: float = _opt(0.0, "weight decay on weight matrices and embeddings (L2 for adam)")
+    warmup_steps: float | int = _opt(0, "linear warm-up: optimizer steps, or a fraction (< 1) of all steps")
+    schedule: str = _opt("cosine", "after warm-up: cosine decay to 0 over all epochs, or constant")
+    grad_clip: float | None = _opt(1.0, "clip the gradient norm to this (None: off)")
+    grad_accum: int = _opt(1, "micro-batches per optimizer step")
+    precision: str = _opt("fp32", "fp32 | bf16 | fp16 (autocast; fp16 needs a GPU)")
+    device: str = _opt("auto", "auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps")
+    threads: int | None = _opt(None, "torch CPU threads (None: torch's default)")
+    compile: bool = _opt(False, "torch.compile the model for training")
+    epochs: int = _opt(200, "maximum epochs")
+    batch_size: int = _opt(128, "sequences per micro-batch")
+    eval_every: int = _opt(1, "validate every E epochs (0: never; then the last weights are kept)")
+    eval_max_users: int | None = _opt(None, "validate on a seeded sample of this many users")
+    patience: int | None = _opt(5, "stop after this many validations without a better NDCG@10 (None: off)")
+    seed: int = _opt(0, "seed for batch order, dropout and negatives")
+    checkpoint_every_steps: int | None = _opt(None, "also checkpoint every N optimizer steps")
+    quiet: bool = _opt(False, "no progress bars")
+    bucket: bool = _opt(True, "length-bucketed batches (off: uniformly shuffled)")
+
+    def __post_init__(self) -> None:
+        def check(name: str, ok: bool, expected: str) -> None:
+            if not ok:
+                raise SeqrecError(f"train config: {name} must be {expected}, got {getattr(self, name)!r}")
+
+        for name, options in CHOICES.items():
+            check(name, getattr(self, name) in options, "one of " + ", ".join(options))
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("eval_every", 0), ("seed", None)):
+            v = getattr(self, name)
+            check(name, _is_int(v) and (lo is None or v >= lo), "an integer" + (f" >= {lo}" if lo is not None else ""))
+        for name in ("n_negatives", "threads", "eval_max_users", "patience", "checkpoint_every_steps"):
+            v = getattr(self, name)
+            check(name, v is None or (_is_int(v) and v >= 1), "an integer >= 1 or None")
+        for name, lo, hi in (("lr", 0, math.inf), ("weight_decay", 0, math.inf), ("pop_alpha", 0, math.inf),
+                             ("mix", 0, 1), ("gbce_t", 0, 1), ("grad_clip", 0, math.inf)):
+            v = getattr(self, name)
+            if name == "grad_clip" and v is None:
+                continue
+            check(name, _is_num(v) and lo <= v <= hi and (v > 0 or name not in ("lr", "grad_clip")),
+                  f"a number in [{lo}, {hi}]" + (" and > 0" if name in ("lr", "grad_clip") else ""))
+            setattr(self, name, float(v))
+        betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
+        check("betas", len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas), "two numbers in [0, 1)")
+        self.betas = tuple(float(b) for b in betas)
+        w = self.warmup_steps
+        check("warmup_steps", _is_num(w) and w >= 0 and (w < 1 or float(w).is_integer()),
+              "a whole number of steps >= 0 or a fraction in (0, 1)")
+        self.warmup_steps = int(w) if float(w).is_integer() else float(w)
+        for name in ("compile", "quiet", "bucket"):
+            check(name, isinstance(getattr(self, name), bool), "true or false")
+        d = self.device
+        check("device", isinstance(d, str) and (d in ("auto", "cpu", "cuda", "mps") or (d[:5] == "cuda:" and d[5:].isdigit())),
+              "auto, cpu, cuda, cuda:N or mps")
+        check("n_negatives", self.loss != "ce" or self.n_negatives is None, "None with loss='ce' (it uses every item)")
+
+    @property
+    def negatives(self) -> int:
+        """Negatives per position actually used (the loss's default when n_negatives is None)."""
+        return DEFAULT_NEGATIVES[self.loss] if self.n_negatives is None else self.n_negatives
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise SeqrecError(f"train config: expected a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SeqrecError(f"train config: unknown keys {unknown}; allowed: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, Any]]
+    seconds: float
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate before optimizer step ``step`` (0-based)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SeqrecError(f"train config: device {name!r} asked for but CUDA is not available")
+    return torch.device(name)
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    fused = device.type in ("cpu", "cuda")
+    return cls(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
+
+
+class _OnDevice:
+    """Scorer view of a model on an accelerator: scores stay on the device for the evaluator."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.max_len, self.n_items = model.max_len, model.n_items
+
+    def score(self, histories: torch.Tensor) -> torch.Tensor:
+        return self.model.score(histories.to(self.device))
+
+
+# ----------------------------------------------------------------------------- training
+class _Run:
+    """One training run: its objects, its state (``st``, JSON-able) and its checkpoint."""
+
+    def __init__(self, model: torch.nn.Module, loo: LeaveOneOut, cfg: TrainConfig, out_dir: str | Path | None) -> None:
+        if model.n_items != loo.data.n_items:
+            raise SeqrecError(f"the model has {model.n_items} items but the data set has {loo.data.n_items}")
+        self.device = device = resolve_device(cfg.device)
+        if cfg.precision == "fp16" and device.type == "cpu":
+            raise SeqrecError("train config: precision 'fp16' needs a GPU; use 'bf16' or 'fp32' on the CPU")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.ckpt = self.out / CHECKPOINT if self.out is not None else None
+        if self.out is not None and self.out.is_dir() and any(self.out.iterdir()) and not any(
+                (self.out / n).exists() for n in (CHECKPOINT, METRICS, "config.json")):
+            raise SeqrecError(f"{self.out} is a non-empty folder that is not a seqrec run; choose a new or empty one")
+        self.model, self.loo, self.cfg = model.to(device), loo, cfg
+        self.data = Batches(loo, model.max_len, cfg)
+        self.objective = Objective(cfg, model.n_items, loo.train().counts(model.n_items))
+        self.fwd = torch.compile(model, dynamic=True) if cfg.compile else model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = _optimizer(model, cfg, device)
+        total = math.ceil(len(self.data.n) / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs  # optimizer steps
+        w = cfg.warmup_steps
+        warmup = int(round(w * total)) if isinstance(w, float) else w
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, warmup, total, cfg.schedule))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
+        self.scorer = model if device.type == "cpu" else _OnDevice(model, device)
+        self.st: dict[str, Any] = {
+            "epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_seconds": 0.0, "best_metric": None,
+            "best_epoch": 0, "best_valid": {}, "bad_evals": 0, "history": [], "finished": False, "seconds": 0.0}
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ checkpoint
+    def save(self) -> None:
+        if self.ckpt is not None:
+            meta = {**self.st, "train": self.cfg.to_dict(), "model": self.model.config.to_dict(),
+                    "fingerprint": self.loo.data.fingerprint()}
+            save_checkpoint(self.ckpt, meta, self.model, self.opt, self.sched, self.scaler, self.best_state,
+                            {"loss_sum": self.loss_sum.reshape(1)}, self.device)
+
+    def restore(self) -> None:
+        """Continue from ``out_dir/checkpoint.safetensors`` (a fresh start when there is none)."""
+        if self.ckpt is None:
+            raise SeqrecError("resume=True needs out_dir (where the checkpoint is)")
+        if not self.ckpt.is_file():
+            return
+        meta, tensors = load_checkpoint(self.ckpt)
+        where = f"{self.ckpt}: cannot resume:"
+        if meta["fingerprint"] != self.loo.data.fingerprint():
+            raise SeqrecError(f"{where} it was trained on other data (fingerprint {meta['fingerprint']})")
+        if meta["model"] != self.model.config.to_dict():
+            raise SeqrecError(f"{where} its model config {meta['model']} differs from {self.model.config.to_dict()}")
+        ours = self.cfg.to_dict()
+        diff = sorted(k for k, v in meta["train"].items() if k not in _RESUME_MAY_CHANGE and ours.get(k) != v)
+        if diff:
+            raise SeqrecError(f"{where} train options {diff} changed (only {sorted(_RESUME_MAY_CHANGE)} may)")
+        self.best_state, extra = restore_checkpoint(meta, tensors, self.model, self.opt, self.sched, self.scaler,
+                                                    self.device)
+        self.loss_sum = extra["loss_sum"].reshape(()).to(self.device, torch.float64)
+        self.st.update({k: meta[k] for k in self.st})
+
+    def diverged(self, where: str) -> TrainingDiverged:
+        kept = f"the last good checkpoint {self.ckpt} is kept" if self.ckpt and self.ckpt.exists() else "no checkpoint"
+        return TrainingDiverged(f"training diverged: the loss became {float(self.loss_sum)} in {where}; {kept}. "
+                                f"Try a lower lr (now {self.cfg.lr}), warm-up, or grad_clip.")
+
+    # ------------------------------------------------------------------ loop
+    def epoch(self, epoch: int, tqdm: Callable) -> dict[str, Any]:
+        """Train one epoch (from ``step_in_epoch`` on); returns its metrics row."""
+        cfg, st, dev = self.cfg, self.st, self.device
+        if st["step_in_epoch"] == 0:
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout; restored from the checkpoint mid-epoch
+        plan = self.data.plan(epoch)
+        built = [self.data.build(rows) for rows, _, _ in plan]
+        extras = self.objective.prepare([b[2] for b in built], epoch)
+        positions = sum(len(b[1]) for b in built)
+        self.model.train()
+        bar = tqdm(total=len(plan), initial=st["step_in_epoch"], desc=f"epoch {epoch}", unit="batch", leave=False,
+                   disable=cfg.quiet)
+        t0 = time.perf_counter() - st["epoch_seconds"]
+        for bi in range(st["step_in_epoch"], len(plan)):
+            _, group_m, last = plan[bi]
+            x, flat, *extra = (t.to(dev, non_blocking=True) for t in (built[bi][0], built[bi][1], *extras[bi]))
+            with self.autocast():
+                h = self.fwd(x)
+                loss = self.objective(h.reshape(-1, h.shape[-1]).index_select(0, flat), self.model.item_embeddings(), *extra)
+            self.scaler.scale(loss * (len(flat) / group_m)).backward()
+            self.loss_sum += loss.detach().double() * len(flat)
+            st["step_in_epoch"] = bi + 1
+            if last:
+                if cfg.grad_clip is not None:
+                    self.scaler.unscale_(self.opt)
+                    torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
+                self.scaler.step(self.opt)
+                self.scaler.update()
+                self.opt.zero_grad(set_to_none=True)
+                self.sched.step()
+                st["global_step"] += 1
+                if cfg.checkpoint_every_steps and st["global_step"] % cfg.checkpoint_every_steps == 0:
+                    if not math.isfinite(float(self.loss_sum)):
+                        raise self.diverged(f"epoch {epoch}")
+                    st["epoch_seconds"] = time.perf_counter() - t0
+                    self.save()
+            bar.update(1)
+            if bi % 50 == 0 or bi + 1 == len(plan):
+                seen = float(self.loss_sum)
+                if not math.isfinite(seen):
+                    bar.close()
+                    raise self.diverged(f"epoch {epoch}, batch {bi + 1}")
+                if not cfg.quiet:
+                    done = sum(len(b[1]) for b in built[: bi + 1])
+                    rate = len(self.data.n) * (bi + 1) / len(plan) / max(1e-9, time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{seen / max(1, done):.4f}", seq_s=f"{rate:.0f}")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        return {"epoch": epoch, "loss": float(self.loss_sum) / max(1, positions), "lr": self.opt.param_groups[0]["lr"],
+                "seconds": round(seconds, 4), "seq_per_s": round(len(self.data.n) / max(seconds, 1e-9), 1)}
+
+    def validate(self, row: dict[str, Any]) -> None:
+        """Validation NDCG@10, best weights and the early-stopping counter."""
+        st, t = self.st, time.perf_counter()
+        metrics = evaluate(self.scorer, self.loo, EvalConfig(split="valid", max_users=self.cfg.eval_max_users))
+        row["valid"], row["eval_seconds"] = metrics, round(time.perf_counter() - t, 4)
+        if st["best_metric"] is None or metrics["NDCG@10"] > st["best_metric"]:
+            st.update(best_metric=metrics["NDCG@10"], best_epoch=row["epoch"], best_valid=metrics, bad_evals=0)
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            st["bad_evals"] += 1
+            st["finished"] = self.cfg.patience is not None and st["bad_evals"] >= self.cfg.patience
+
+    def fit(self, callback: Callable[[dict[str, Any]], Any] | None) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        cfg, st = self.cfg, self.st
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / METRICS, "".join(json.dumps(r) + "\n" for r in st["history"]))
+        bar = tqdm(total=cfg.epochs, initial=st["epoch"], desc="epochs", unit="epoch", disable=cfg.quiet)
+        while not st["finished"] and st["epoch"] < cfg.epochs:
+            row = self.epoch(st["epoch"] + 1, tqdm)
+            if cfg.eval_every and (row["epoch"] % cfg.eval_every == 0 or row["epoch"] == cfg.epochs):
+                self.validate(row)
+            st["history"].append(row)
+            st.update(epoch=row["epoch"], step_in_epoch=0, epoch_seconds=0.0)
+            st["seconds"] += row["seconds"] + row.get("eval_seconds", 0.0)
+            self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.save()
+            if self.out is not None:
+                with open(self.out / METRICS, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                    f.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", best_ndcg10=f"{st['best_metric'] or 0:.4f}", seq_s=row["seq_per_s"])
+            if callback is not None and callback(row) is False:
+                break
+        bar.close()
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        else:
+            st["best_epoch"] = st["epoch"]
+        self.model.eval()
+        test = evaluate(self.scorer, self.loo, EvalConfig(split="test"))
+        result = TrainResult(st["best_epoch"], st["best_valid"], test, st["history"], st["seconds"])
+        if self.out is not None:
+            summary = {k: v for k, v in asdict(result).items() if k != "history"}
+            atomic_write_text(self.out / RESULT, json.dumps(summary, indent=2) + "\n")
+        return result
+
+
+def train(model: torch.nn.Module, loo: LeaveOneOut, config: TrainConfig, out_dir: str | Path | None = None,
+          resume: bool = False, callback: Callable[[dict[str, Any]], Any] | None = None) -> TrainResult:
+    """Train ``model`` on ``loo.train()``; validate, stop early, reload the best weights, test once.
+
+    ``callback(row)`` runs after each epoch (after its checkpoint); returning False stops training.
+    With ``out_dir``: ``metrics.jsonl`` (one row per epoch), ``checkpoint.safetensors`` and
+    ``result.json``; ``resume=True`` continues from the checkpoint there (a fresh start if none).
+    Seeds torch's global generator (dropout) from ``config.seed``.
+    """
+    run = _Run(model, loo, config, out_dir)
+    if resume:
+        run.restore()
+    return run.fit(callback)
+
+
+def plot_run(run_dir: str | Path) -> Path:
+    """PNG of the training loss and validation NDCG@10 / HR@10 per epoch from ``metrics.jsonl``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS
+    if not path.is_file():
+        raise SeqrecError(f"{run_dir}: no {METRICS} (not a training run folder)")
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise SeqrecError(f"{path}: line {e.lineno}: not JSON ({e.msg})") from e
+    if not rows:
+        raise SeqrecError(f"{path}: no epochs recorded yet")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot([r["epoch"] for r in rows], [r["loss"] for r in rows], marker=".")
+    ax1.set(xlabel="epoch", ylabel="training loss", title="loss")
+    evals = [r for r in rows if "valid" in r]
+    for key in ("NDCG@10", "HR@10"):
+        ax2.plot([r["epoch"] for r in evals], [r["valid"][key] for r in evals], marker="o", label=key)
+    ax2.set(xlabel="epoch", ylabel="validation", title="validation")
+    ax2.legend()
+    fig.tight_layout()
+    png = run_dir / "training.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png

@@ -1,0 +1,334 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import seqrec.train as T
+from seqrec.batches import Batches, Objective
+from seqrec.baselines import make_baseline
+from seqrec.data import PAD, Dataset
+from seqrec.errors import SeqrecError
+from seqrec.evaluate import EvalConfig, evaluate
+from seqrec.model import SASRecConfig, SASRecModel
+from seqrec.split import LeaveOneOut, left_pad
+from seqrec.train import TrainConfig, TrainingDiverged, lr_factor, plot_run, train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and immune to busy shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def planted(n_users=400, n_items=50, shuffle=False, seed=0) -> Dataset:
+    """Each user draws a random set of items and consumes it in one hidden global order.
+
+    Item co-occurrence is uniform, so only the order carries signal: the next item is one ranked
+    just above the last. Shuffling each sequence removes it (the same items, the same counts)."""
+    rng = np.random.default_rng(seed)
+    rank = rng.permutation(n_items) + 1
+    seqs = []
+    for _ in range(n_users):
+        s = rank[np.sort(rng.choice(n_items, rng.integers(6, 13), replace=False))]
+        if shuffle:
+            rng.shuffle(s)
+        seqs.append(s.tolist())
+    return Dataset.from_sequences(seqs)
+
+
+def small(n_users=60, n_items=25, seed=1) -> Dataset:
+    rng = np.random.default_rng(seed)
+    return Dataset.from_sequences([rng.integers(1, n_items + 1, rng.integers(1, 14)).tolist() for _ in range(n_users)])
+
+
+def model_for(ds, seed=0, **kw) -> SASRecModel:
+    torch.manual_seed(seed)
+    return SASRecModel(SASRecConfig(**{"n_items": ds.n_items, "hidden": 16, "blocks": 1, "max_len": 8, **kw}))
+
+
+def quick(**kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "batch_size": 16, "quiet": True, "lr": 3e-3, **kw})
+
+
+# ----------------------------------------------------------------- config
+@pytest.mark.parametrize("field, value", [
+    ("loss", "hinge"), ("n_negatives", 0), ("negative_sampling", "zipf"), ("pop_alpha", -1), ("mix", 1.5),
+    ("gbce_t", 2), ("optimizer", "sgd"), ("lr", 0), ("lr", "fast"), ("betas", (0.9,)), ("betas", (0.9, 1.0)),
+    ("weight_decay", -0.1), ("warmup_steps", -1), ("warmup_steps", 2.5), ("schedule", "step"), ("grad_clip", 0),
+    ("grad_accum", 0), ("precision", "int8"), ("device", "tpu"), ("threads", 0), ("compile", "yes"),
+    ("epochs", 0), ("batch_size", 1.5), ("eval_every", -1), ("eval_max_users", 0), ("patience", 0),
+    ("seed", "x"), ("checkpoint_every_steps", 0), ("quiet", 1), ("bucket", None),
+])
+def test_config_rejects_bad_values_naming_the_field(field, value):
+    kw = {"loss": "bce"} if field == "n_negatives" else {}
+    with pytest.raises(SeqrecError, match=field):
+        TrainConfig(**{**kw, field: value})
+
+
+def test_config_json_round_trip_and_unknown_keys():
+    cfg = TrainConfig(loss="gbce", n_negatives=64, betas=[0.8, 0.9], warmup_steps=0.1, grad_clip=None, patience=None)
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert TrainConfig.from_dict(d) == cfg and cfg.betas == (0.8, 0.9)
+    assert set(d) == {f.name for f in T.fields(TrainConfig)}
+    with pytest.raises(SeqrecError, match="lrr"):
+        TrainConfig.from_dict({**d, "lrr": 1})
+    with pytest.raises(SeqrecError, match="n_negatives"):
+        TrainConfig(loss="ce", n_negatives=5)
+    assert TrainConfig(loss="bce").negatives == 1 and TrainConfig(loss="gbce").negatives == 256
+    assert TrainConfig(warmup_steps=100.0).warmup_steps == 100
+    assert all(f.metadata.get("help") for f in T.fields(TrainConfig))
+
+
+def test_lr_schedule_values():
+    assert [lr_factor(s, 4, 100, "constant") for s in (0, 1, 3, 4, 99)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    assert lr_factor(0, 0, 100, "cosine") == 1.0
+    assert lr_factor(50, 0, 100, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 0, 100, "cosine") == pytest.approx(0.0)
+
+
+# ----------------------------------------------------------------- batches
+def test_batches_match_left_pad_and_cover_every_example_once():
+    ds = small()
+    loo = LeaveOneOut(ds)
+    b = Batches(loo, 5, TrainConfig(batch_size=7, grad_accum=2))
+    seg = loo.train()
+    users = np.flatnonzero(seg.lengths >= 2)
+    plan = b.plan(3)
+    rows = np.concatenate([r for r, _, _ in plan])
+    assert sorted(rows.tolist()) == list(range(len(users)))
+    assert sum(last for _, _, last in plan) == math.ceil(len(users) / 14)
+    for r, total, _ in plan:
+        x, flat, pos = b.build(r)
+        u = users[r]
+        want_x = left_pad(ds.items, seg.starts[u], seg.ends[u] - 1, 5)
+        want_y = left_pad(ds.items, seg.starts[u] + 1, seg.ends[u], 5)
+        width = x.shape[1]
+        assert width == int((want_x != PAD).sum(1).max())
+        assert torch.equal(x, want_x[:, 5 - width:])
+        assert torch.equal(pos, want_y[:, 5 - width:].reshape(-1)[flat])
+        assert (pos != PAD).all() and len(flat) == int((want_y != PAD).sum())
+    assert [r.tolist() for r, _, _ in b.plan(3)] == [r.tolist() for r, _, _ in plan]
+    assert [r.tolist() for r, _, _ in b.plan(4)] != [r.tolist() for r, _, _ in plan]
+
+
+def test_bucketing_keeps_batches_short():
+    ds = small(n_users=300)
+    loo = LeaveOneOut(ds)
+    cells = {}
+    for bucket in (True, False):
+        b = Batches(loo, 8, TrainConfig(batch_size=16, bucket=bucket))
+        cells[bucket] = sum(b.build(r)[0].numel() for r, _, _ in b.plan(1))
+    assert cells[True] < 0.8 * cells[False]
+
+
+# ----------------------------------------------------------------- learning
+def ndcg(ds, loss):
+    loo = LeaveOneOut(ds)
+    m = model_for(ds, hidden=32, max_len=20, dropout=0.1)
+    lr = {"ce": 5e-3, "bce": 2e-3}[loss]
+    cfg = TrainConfig(loss=loss, epochs=40, lr=lr, batch_size=64, quiet=True, patience=5)
+    return train(m, loo, cfg).test["NDCG@10"], evaluate(make_baseline("popularity", loo), loo, EvalConfig())["NDCG@10"]
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_learns_the_planted_order_and_not_from_shuffled_sequences(loss):
+    ordered, pop = ndcg(planted(), loss)
+    shuffled, pop_shuffled = ndcg(planted(shuffle=True), loss)
+    assert ordered >= max(3 * pop, 0.15), (ordered, pop)
+    assert ordered >= (3 if loss == "ce" else 1.5) * pop_shuffled, (ordered, pop_shuffled)  # more than counts give
+    assert shuffled < 3 * pop_shuffled and shuffled < ordered / 1.5, (shuffled, pop_shuffled, ordered)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(loss="bce", n_negatives=3, negative_sampling="popularity"), dict(loss="gbce", n_negatives=8),
+    dict(loss="sampled-softmax", n_negatives=8), dict(loss="sampled-softmax", negative_sampling="mixed", mix=0.3),
+    dict(optimizer="adamw", weight_decay=0.1, warmup_steps=0.2, schedule="constant", grad_clip=None),
+    dict(bucket=False, precision="bf16"),
+])
+def test_every_loss_and_option_trains(kw):
+    ds = small()
+    r = train(model_for(ds), LeaveOneOut(ds), quick(**kw))
+    assert len(r.history) == 2 and all(math.isfinite(h["loss"]) for h in r.history)
+    assert set(r.test) >= {"NDCG@10", "HR@10", "MRR"}
+
+
+def losses_of(ds, **kw):
+    return [h["loss"] for h in train(model_for(ds), LeaveOneOut(ds), quick(eval_every=0, **kw)).history]
+
+
+def test_options_change_the_run():
+    ds = small()
+    base = losses_of(ds)
+    assert losses_of(ds) == base  # deterministic
+    for kw in (dict(seed=1), dict(loss="bce"), dict(loss="bce", n_negatives=4), dict(lr=1e-2), dict(batch_size=8),
+               dict(bucket=False), dict(betas=(0.5, 0.9)), dict(grad_clip=1e-4), dict(warmup_steps=3)):
+        assert losses_of(ds, **kw) != base, kw
+    bce = losses_of(ds, loss="bce", negative_sampling="uniform")
+    for kw in (dict(negative_sampling="popularity"), dict(negative_sampling="mixed"), dict(loss="gbce", n_negatives=1)):
+        assert losses_of(ds, loss=kw.pop("loss", "bce"), **kw) != bce, kw
+    assert losses_of(ds, loss="gbce", n_negatives=4, gbce_t=0.2) != losses_of(ds, loss="gbce", n_negatives=4)
+    assert losses_of(ds, loss="bce", negative_sampling="mixed", mix=0.9) != losses_of(ds, loss="bce", negative_sampling="mixed")
+    assert losses_of(ds, loss="bce", negative_sampling="popularity", pop_alpha=0.1) != losses_of(ds, loss="bce", negative_sampling="popularity")
+
+
+def test_schedule_in_history_and_weight_decay():
+    ds = small()
+    rows = train(model_for(ds), LeaveOneOut(ds), quick(epochs=3, eval_every=0)).history
+    assert rows[0]["lr"] > rows[1]["lr"] > rows[2]["lr"] == pytest.approx(0.0)
+    rows = train(model_for(ds), LeaveOneOut(ds), quick(epochs=3, eval_every=0, schedule="constant")).history
+    assert [r["lr"] for r in rows] == [3e-3] * 3
+    norms = {}
+    for opt in ("adam", "adamw"):
+        for wd in (0.0, 0.5):
+            m = model_for(ds)
+            train(m, LeaveOneOut(ds), quick(optimizer=opt, weight_decay=wd, eval_every=0, lr=1e-2))
+            norms[opt, wd] = float(m.blocks[0].ffn.fc1.weight.detach().norm())
+    assert norms["adamw", 0.5] < norms["adamw", 0.0] and norms["adam", 0.5] < norms["adam", 0.0]
+    assert norms["adam", 0.0] == norms["adamw", 0.0] and norms["adam", 0.5] != norms["adamw", 0.5]
+
+
+def test_grad_accum_equals_the_big_batch():
+    ds = small(n_users=90)
+    weights = []
+    for bs, acc in ((32, 1), (16, 2), (8, 4)):
+        m = model_for(ds, dropout=0.0)
+        train(m, LeaveOneOut(ds), quick(batch_size=bs, grad_accum=acc, eval_every=0))
+        weights.append(torch.cat([p.detach().ravel() for p in m.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-5) and torch.allclose(weights[0], weights[2], atol=1e-5)
+
+
+# ----------------------------------------------------------------- validation, files, resume
+def test_early_stopping_keeps_the_best_weights(monkeypatch):
+    ds = small()
+    scores = iter([0.3, 0.5, 0.4, 0.2, 0.1, 0.9])
+    monkeypatch.setattr(T, "evaluate", lambda s, loo, c: {"NDCG@10": next(scores) if c.split == "valid" else 0.0})
+    snaps = {}
+    m = model_for(ds)
+    r = train(m, LeaveOneOut(ds), quick(epochs=6, patience=2),
+              callback=lambda row: snaps.__setitem__(row["epoch"], {k: v.clone() for k, v in m.state_dict().items()}))
+    assert r.best_epoch == 2 and r.best_valid == {"NDCG@10": 0.5} and len(r.history) == 4
+    assert all(torch.equal(v, snaps[2][k]) for k, v in m.state_dict().items())
+    assert not m.training
+
+
+def test_eval_every_and_eval_max_users_and_stop_by_callback(tmp_path):
+    ds = small(n_users=80)
+    r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=5, eval_every=2, eval_max_users=10, patience=None),
+              out_dir=tmp_path, callback=lambda row: row["epoch"] < 4)
+    assert [("valid" in h) for h in r.history] == [False, True, False, True]
+    assert r.history[1]["valid"]["users"] == 10 and r.test["users"] == len(LeaveOneOut(ds).eval_users)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+    assert {"epoch", "loss", "lr", "seconds", "seq_per_s"} <= set(rows[0]) and "valid" in rows[1]
+    assert json.loads((tmp_path / "result.json").read_text())["best_epoch"] == r.best_epoch
+    png = plot_run(tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SeqrecError, match="metrics.jsonl"):
+        plot_run(tmp_path / "nowhere")
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_after_an_interrupted_epoch_gives_the_same_run(tmp_path):
+    ds = small()
+    cfg = quick(epochs=4, loss="bce", n_negatives=2, patience=None)
+    full = train(model_for(ds), LeaveOneOut(ds), cfg, out_dir=tmp_path / "a")
+
+    def stop_after_2(row):
+        if row["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(model_for(ds), LeaveOneOut(ds), cfg, out_dir=tmp_path / "b", callback=stop_after_2)
+    resumed = train(model_for(ds, seed=5), LeaveOneOut(ds), cfg, out_dir=tmp_path / "b", resume=True)
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and k != "seq_per_s"} for r in rows]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    assert resumed.test == full.test and resumed.best_valid == full.best_valid
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_resume_mid_epoch_from_step_checkpoints(tmp_path, monkeypatch):
+    ds = small(n_users=90)
+    cfg = quick(epochs=2, checkpoint_every_steps=2, eval_every=0)
+    full = train(model_for(ds), LeaveOneOut(ds), cfg, out_dir=tmp_path / "a")
+    saves, save = [], T._Run.save
+
+    def crash_inside_epoch_2(self):
+        save(self)
+        saves.append(self.st["step_in_epoch"])
+        if self.st["epoch"] == 1 and self.st["step_in_epoch"] > 0:
+            raise Stop
+
+    monkeypatch.setattr(T._Run, "save", crash_inside_epoch_2)
+    with pytest.raises(Stop):
+        train(model_for(ds), LeaveOneOut(ds), cfg, out_dir=tmp_path / "b")
+    monkeypatch.setattr(T._Run, "save", save)
+    assert saves[-1] > 0 and 0 in saves  # stopped inside epoch 2
+    resumed = train(model_for(ds), LeaveOneOut(ds), cfg, out_dir=tmp_path / "b", resume=True)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    assert resumed.test == full.test
+
+
+def test_resume_refuses_changed_options_and_other_folders(tmp_path):
+    ds = small()
+    train(model_for(ds), LeaveOneOut(ds), quick(epochs=1), out_dir=tmp_path / "run")
+    with pytest.raises(SeqrecError, match="lr"):
+        train(model_for(ds), LeaveOneOut(ds), quick(epochs=2, lr=0.5), out_dir=tmp_path / "run", resume=True)
+    r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=2), out_dir=tmp_path / "run", resume=True)
+    assert [h["epoch"] for h in r.history] == [1, 2]  # epochs may grow
+    with pytest.raises(SeqrecError, match="out_dir"):
+        train(model_for(ds), LeaveOneOut(ds), quick(), resume=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("keep")
+    with pytest.raises(SeqrecError, match="not a seqrec run"):
+        train(model_for(ds), LeaveOneOut(ds), quick(), out_dir=tmp_path / "mine")
+    with pytest.raises(SeqrecError, match="fp16"):
+        train(model_for(ds), LeaveOneOut(ds), quick(precision="fp16", device="cpu"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    ds = small()
+    call = Objective.__call__
+    state = {"epoch2": False}
+
+    def poisoned(self, *a, **k):
+        loss = call(self, *a, **k)
+        return loss * float("nan") if state["epoch2"] else loss
+
+    monkeypatch.setattr(Objective, "__call__", poisoned)
+
+    def arm(row):
+        state["epoch2"] = True
+
+    with pytest.raises(TrainingDiverged, match="diverged") as err:
+        train(model_for(ds), LeaveOneOut(ds), quick(epochs=3), out_dir=tmp_path, callback=arm)
+    assert isinstance(err.value, SeqrecError) and "checkpoint" in str(err.value)
+    good = (tmp_path / "checkpoint.safetensors").read_bytes()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "checkpoint.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["seqrec_checkpoint"])
+        assert all(torch.isfinite(f.get_tensor(k)).all() for k in f.keys() if k.startswith("model."))
+    assert meta["epoch"] == 1 and (tmp_path / "checkpoint.safetensors").read_bytes() == good
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_threads_and_devices(monkeypatch):
+    ds = small()
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    train(model_for(ds), LeaveOneOut(ds), quick(epochs=1, threads=3, eval_every=0))
+    assert calls == [3]
+    assert T.resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert T.resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(SeqrecError, match="CUDA"):
+            T.resolve_device("cuda")
