@@ -1,0 +1,137 @@
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seqrec.data import Dataset
+from seqrec.errors import SeqrecError
+from seqrec.split import LeaveOneOut
+from seqrec.synthetic import DEFAULT_SEED, GENRES, generate
+
+
+@pytest.fixture(scope="module")
+def default():
+    return generate()
+
+
+def test_default_seed_is_zero():
+    assert DEFAULT_SEED == 0
+
+
+def test_deterministic_by_seed(default):
+    inter, cat = default
+    again_inter, again_cat = generate(seed=DEFAULT_SEED)
+    assert inter.equals(again_inter) and cat.equals(again_cat)
+    other, _ = generate(seed=1)
+    assert not inter.equals(other)
+
+
+def test_columns_and_dtypes(default):
+    inter, cat = default
+    assert inter.schema == pl.Schema({"user": pl.Int64, "item": pl.Int64, "timestamp": pl.Int64})
+    assert cat.schema == pl.Schema(
+        {"raw_id": pl.Int64, "title": pl.String, "genres": pl.List(pl.String), "year": pl.Int64}
+    )
+    assert inter.null_count().sum_horizontal().item() == 0
+    assert cat.null_count().sum_horizontal().item() == 0
+
+
+def test_timestamps_strictly_increase_per_user(default):
+    inter, _ = default
+    user, ts = inter["user"].to_numpy(), inter["timestamp"].to_numpy()
+    assert np.all(np.diff(user) >= 0)  # sorted by user
+    same = user[1:] == user[:-1]
+    assert np.all(np.diff(ts)[same] > 0)
+    assert ts.min() >= 946_684_800  # not before 2000
+
+
+def test_catalogue_covers_items(default):
+    inter, cat = default
+    assert cat["raw_id"].to_list() == list(range(1, 1501))
+    assert set(inter["item"].unique().to_list()) <= set(cat["raw_id"].to_list())
+    assert cat["title"].n_unique() == cat.height  # readable and distinct
+    assert cat["title"].str.len_chars().min() > 3
+    n_genres = cat["genres"].list.len()
+    assert n_genres.min() >= 1 and n_genres.max() <= 3
+    assert set(cat["genres"].explode().unique().to_list()) == set(GENRES[:12])
+    assert cat["year"].min() >= 1970 and cat["year"].max() <= 2024
+    sequels = cat.filter(pl.col("title").str.contains(r" II: "))
+    assert 100 <= sequels.height <= 200  # about one per series
+
+
+def test_no_repeats_and_plausible_size(default):
+    inter, _ = default
+    assert inter.select(pl.struct("user", "item").is_duplicated().any()).item() is False
+    lengths = inter.group_by("user").len()["len"].to_numpy()
+    assert len(lengths) == 2000
+    assert lengths.min() >= 5 and lengths.max() <= 200
+    assert 30 <= lengths.mean() <= 50
+    assert np.median(lengths) < lengths.mean()  # long-tailed
+    assert 60_000 <= inter.height <= 100_000
+    counts = inter.group_by("item").len()["len"].sort(descending=True).to_numpy()
+    assert counts[0] > 10 * np.median(counts)  # Zipf-like head
+
+
+def test_series_parts_follow_in_order(default):
+    inter, cat = default
+    # series part k+1 ("Base II: ...", "Base III: ...") is watched after part k by the same user
+    parts = cat.filter(pl.col("title").str.contains(r" [IV]+: ")).with_columns(
+        pl.col("title").str.extract(r"^(.*) ([IV]+): ").alias("base"),
+        pl.col("title").str.extract(r" ([IV]+): ").alias("roman"),
+    )
+    roman = {"II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
+    firsts = cat.select(pl.col("raw_id"), pl.col("title").alias("base"), pl.lit(1).alias("part"))
+    series = pl.concat(
+        [firsts, parts.select("raw_id", "base", pl.col("roman").replace_strict(roman, return_dtype=pl.Int32).alias("part"))]
+    ).filter(pl.col("base").is_in(parts["base"].implode()))
+    seen = inter.with_row_index("pos").join(series, left_on="item", right_on="raw_id")
+    pairs = seen.join(seen, on=["user", "base"], suffix="_next").filter(pl.col("part_next") == pl.col("part") + 1)
+    assert pairs.height > 1000
+    assert (pairs["pos_next"] > pairs["pos"]).all()
+    assert (pairs["pos_next"] - pairs["pos"]).max() <= 2  # at most one item in between
+
+
+def test_fast():
+    t = time.perf_counter()
+    generate(seed=3)
+    assert time.perf_counter() - t < 3.0
+
+
+def test_small_and_edge_sizes():
+    inter, cat = generate(seed=5, n_users=30, n_items=300, n_genres=3, n_series=10, n_hubs=4, max_length=50)
+    assert inter["user"].n_unique() == 30 and cat.height == 300
+    assert set(cat["genres"].explode().to_list()) <= set(GENRES[:3])
+    inter, _ = generate(n_users=20, n_series=0, n_hubs=0)
+    assert inter["user"].n_unique() == 20
+    _, cat = generate(n_users=5, n_genres=20)
+    assert "Genre 20" in set(cat["genres"].explode().to_list())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(n_items=500), dict(n_users=0), dict(p_hub=0.9, p_other=0.2), dict(min_length=10, mean_length=5)],
+)
+def test_invalid_arguments(kwargs):
+    with pytest.raises(SeqrecError):
+        generate(**kwargs)
+
+
+def test_dataset_round_trip(default):
+    ds = Dataset.from_interactions(*default, name="synthetic")
+    assert ds.n_users == 2000 and ds.n_items >= 1450
+    assert ds.catalog["title"].null_count() == 0
+    assert len(ds.item_genres()) == 12
+
+
+def test_planted_order_ar2_beats_ar1_beats_popularity(default):
+    baselines = pytest.importorskip("seqrec.baselines")
+    evaluate_mod = pytest.importorskip("seqrec.evaluate")
+    loo = LeaveOneOut(Dataset.from_interactions(*default, name="synthetic"))
+    config = evaluate_mod.EvalConfig(split="test", ks=(10,))
+    ndcg = {
+        name: evaluate_mod.evaluate(baselines.make_baseline(name, loo), loo, config)["NDCG@10"]
+        for name in ("popularity", "markov", "ar2")
+    }
+    assert ndcg["ar2"] >= 1.3 * ndcg["markov"], ndcg
+    assert ndcg["markov"] >= 3.0 * ndcg["popularity"], ndcg
