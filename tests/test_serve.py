@@ -178,6 +178,18 @@ def test_not_ready_without_a_model() -> None:
     assert client.post("/recommend", json={"history": [1]}).status_code == 503
 
 
+def test_app_factory_loads_the_folder_named_in_the_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = pytest.importorskip("seqrec.folder", reason="seqrec.folder has not landed yet")
+    from seqrec.serve import ENV_MODEL, app_from_env
+
+    path = folder.save_folder(tmp_path / "model", REC.scorer, REC.dataset, config={}, metrics={})
+    monkeypatch.setenv(ENV_MODEL, str(path))
+    client = TestClient(app_from_env())
+    assert client.get("/ready").json() == {"ready": True, "model": "model"}
+    assert item_ids(client.post("/recommend", json={"history": [101]}).json()) == [
+        i.item_id for i in REC.recommend([101]).items]
+
+
 def test_metrics_count_requests_per_route_template(client: TestClient) -> None:
     client.get("/items/101")
     client.get("/items/nope")

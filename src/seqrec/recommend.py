@@ -39,14 +39,14 @@ from seqrec.split import left_pad
 
 NEG_INF = float("-inf")
 BACKENDS = ("torch", "onnx")
-SCORE_CHUNK = 1024  # histories per scorer call in batch paths (bounds memory at chunk x (N+1) floats)
+SCORE_CHUNK = 256  # histories per scorer call in batch paths (bounds memory at chunk x (N+1) floats)
 
 
 class UnknownIdError(SeqrecError, LookupError):
     """A user or item asked for by id is not in the training data (the service answers 404)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Item:
     rank: int
     item_id: Any  # raw id
@@ -96,6 +96,7 @@ class Recommender:
         self._unit_emb: torch.Tensor | None = None
         self._cooc: Any = None
         self._session = None
+        self._info: dict[str, Any] | None = None
         if backend == "onnx":
             self._session = self._open_onnx(onnx_path, onnx_threads)
 
@@ -139,16 +140,16 @@ class Recommender:
         return out
 
     def _scores_for(self, seqs: Sequence[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
-        """Scores [B, N+1] for internal-id histories; rows with no known item get popularity."""
+        """Scores [B, N+1] for up to SCORE_CHUNK internal-id histories (one scorer call) and the
+        rows without any known item, which get popularity instead."""
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
         empty = lengths == 0
         rows = np.flatnonzero(~empty)
-        if not empty.any() and len(rows) <= SCORE_CHUNK:
+        if len(rows) == len(seqs):
             return self._score(self._batch(seqs, rows, lengths)), empty
         scores = self._popularity.expand(len(seqs), -1).clone()
-        for lo in range(0, len(rows), SCORE_CHUNK):
-            part = rows[lo : lo + SCORE_CHUNK]
-            scores[torch.from_numpy(part)] = self._score(self._batch(seqs, part, lengths))
+        if len(rows):
+            scores[torch.from_numpy(rows)] = self._score(self._batch(seqs, rows, lengths))
         return scores, empty
 
     def _batch(self, seqs: Sequence[np.ndarray], rows: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
@@ -212,7 +213,7 @@ class Recommender:
 
     def recommend_many(self, histories: Sequence[Sequence[Any]], k: int = 10,
                        exclude_seen: bool = True) -> list[RecommendResult]:
-        """``recommend`` for many histories: one scorer call per chunk of 1,024 and one top-k over the matrix."""
+        """``recommend`` for many histories, vectorised: one scorer call and one top-k per chunk of 256."""
         looked = [self.dataset.item_ids.lookup(h) for h in histories]
         return self._recommend_internal([ids for ids, _ in looked], [u for _, u in looked], k, exclude_seen)
 
@@ -228,12 +229,14 @@ class Recommender:
 
     def _recommend_internal(self, seqs: list[np.ndarray], unknown: list[list], k: int,
                             exclude_seen: bool) -> list[RecommendResult]:
-        if not seqs:
-            return []
+        out: list[RecommendResult] = []
         with torch.inference_mode():
-            scores, fallback = self._scores_for(seqs)
-            tops = self._top(scores, seqs, k, exclude_seen)
-        return [RecommendResult(t, u, bool(f)) for t, u, f in zip(tops, unknown, fallback.tolist())]
+            for lo in range(0, len(seqs), SCORE_CHUNK):  # score, mask and rank chunk by chunk: bounded memory
+                part = seqs[lo : lo + SCORE_CHUNK]
+                scores, fallback = self._scores_for(part)
+                tops = self._top(scores, part, k, exclude_seen)
+                out += [RecommendResult(t, u, f) for t, u, f in zip(tops, unknown[lo : lo + SCORE_CHUNK], fallback.tolist())]
+        return out
 
     def score(self, history: Sequence[Any], items: Sequence[Any]) -> list[float]:
         """Scores of the raw ``items`` after ``history`` (popularity counts when no history id is known)."""
@@ -309,6 +312,11 @@ class Recommender:
 
     def info(self) -> dict[str, Any]:
         """Facts about the model and its data for ``GET /model``; non-finite numbers become None."""
+        if self._info is None:
+            self._info = self._facts()
+        return self._info
+
+    def _facts(self) -> dict[str, Any]:
         return _json_safe({
             "name": self.name, "backend": self.backend, "scorer": type(self.scorer).__name__,
             "max_len": self.max_len, "n_items": self.n_items,
@@ -365,7 +373,6 @@ def export_onnx(scorer: Any, path: str | os.PathLike, opset: int = 17) -> Path:
             torch.onnx.export(module, (example,), tmp, input_names=["histories"], output_names=["scores"],
                               dynamic_axes={"histories": {0: "batch"}, "scores": {0: "batch"}},
                               opset_version=opset, dynamo=False)
-        _patch_bool_eyelike(tmp)
         os.replace(tmp, path)
     except Exception as e:
         raise SeqrecError(f"could not export {type(scorer).__name__} to ONNX: {e}") from e
@@ -374,31 +381,6 @@ def export_onnx(scorer: Any, path: str | os.PathLike, opset: int = 17) -> Path:
         if isinstance(scorer, torch.nn.Module):
             scorer.train(was_training)
     return path
-
-
-def _patch_bool_eyelike(path: str) -> None:
-    """onnxruntime has no boolean EyeLike (``torch.eye(dtype=bool)``): compute it in float and cast."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    model = onnx.load(path)
-    graph = model.graph
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in [*onnx.shape_inference.infer_shapes(model).graph.value_info, *graph.input]}
-    nodes, changed = [], False
-    for node in graph.node:
-        if node.op_type == "EyeLike" and types.get(node.output[0], types.get(node.input[0])) == TensorProto.BOOL:
-            x, y = node.input[0], node.output[0]
-            nodes.append(helper.make_node("Cast", [x], [x + "_f"], to=TensorProto.FLOAT, name=node.name + "_in"))
-            nodes.append(helper.make_node("EyeLike", [x + "_f"], [y + "_f"], dtype=TensorProto.FLOAT, name=node.name))
-            nodes.append(helper.make_node("Cast", [y + "_f"], [y], to=TensorProto.BOOL, name=node.name + "_out"))
-            changed = True
-        else:
-            nodes.append(node)
-    if changed:
-        del graph.node[:]
-        graph.node.extend(nodes)
-        onnx.save(model, path)
 
 
 def export_items(dataset: Dataset, path: str | os.PathLike) -> Path:
