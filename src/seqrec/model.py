@@ -236,11 +236,13 @@ class SASRecModel(nn.Module):
         if h.shape[1] == 0:
             h = torch.full((h.shape[0], 1), PAD, dtype=torch.long, device=weight.device)
         was_training = self.training
-        self.eval()
+        if was_training:  # switching modes walks every submodule: only do it when needed
+            self.eval()
         try:
             with torch.no_grad():
                 last = self.forward(h)[:, -1, :]  # [B, d]
                 scores = last @ weight.T  # [B, N+1]
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         return scores.to(device)
