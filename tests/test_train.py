@@ -332,3 +332,21 @@ def test_threads_and_devices(monkeypatch):
         assert T.resolve_device("auto").type in ("cpu", "mps")
         with pytest.raises(SeqrecError, match="CUDA"):
             T.resolve_device("cuda")
+
+
+@pytest.mark.parametrize("m, n", [(0, 10), (5, 10), (300, 4000)])
+def test_fused_ce_equals_the_reference_loss(m, n):
+    from seqrec.batches import fused_ce_loss
+    from seqrec.losses import ce_loss
+
+    torch.manual_seed(0)
+    h0, e0 = torch.randn(m, 8), torch.randn(n + 1, 8)
+    pos = torch.randint(1, n + 1, (m,))
+    out = []
+    for fn in (ce_loss, fused_ce_loss):
+        h, e = h0.clone().requires_grad_(), e0.clone().requires_grad_()
+        loss = fn(h, pos, e) * 3.0
+        loss.backward()
+        out.append((loss.detach(), h.grad, e.grad))
+    for a, b in zip(*out):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

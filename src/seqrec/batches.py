@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from seqrec.data import PAD
 from seqrec.errors import SeqrecError
@@ -66,6 +67,45 @@ class Batches:
         return torch.from_numpy(x), torch.from_numpy(flat), torch.from_numpy(self.items[idx.ravel()[flat] + 1])
 
 
+class FusedSoftmaxCE(torch.autograd.Function):
+    """Summed full-catalogue cross-entropy (PAD column excluded) whose gradients are computed in
+    the forward pass, ``rows`` rows at a time, while each chunk's logits are still in cache; the
+    backward pass only scales them. The same value and gradients as ``losses.ce_loss`` (times M),
+    without ever holding, or re-reading from memory, the whole [M, N] logit matrix."""
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, emb: torch.Tensor, pos: torch.Tensor, rows: int) -> torch.Tensor:
+        dev = h.device.type
+        low = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None  # bf16/fp16 matmuls
+        w = emb[1:]
+        w_mm = w.to(low) if low else w
+        g_h, g_emb = torch.empty_like(h), torch.zeros_like(emb)
+        total = h.new_zeros(())
+        with torch.autocast(dev, enabled=False):
+            for a in range(0, h.shape[0], rows):
+                hc, p = h[a : a + rows], pos[a : a + rows, None] - 1
+                z = torch.log_softmax((hc.to(w_mm.dtype) @ w_mm.T).float(), 1)  # [c, N]
+                total -= z.gather(1, p).sum()
+                z = z.exp_().scatter_add_(1, p, torch.full(p.shape, -1.0, dtype=z.dtype, device=z.device))
+                g_h[a : a + rows] = z.to(w_mm.dtype) @ w_mm  # z = softmax - one-hot = d loss / d logits
+                g_emb[1:].addmm_(z.T, hc)
+        ctx.save_for_backward(g_h, g_emb)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        g_h, g_emb = ctx.saved_tensors
+        return g_h * grad, g_emb * grad, None, None
+
+
+def fused_ce_loss(h: torch.Tensor, pos: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """Mean full-softmax cross-entropy, as ``losses.ce_loss``; chunks of about 1M logits on the
+    CPU (cache-sized), 64M on accelerators."""
+    budget = 2**20 if h.device.type == "cpu" else 2**26
+    rows = max(1, budget // max(1, emb.shape[0] - 1))
+    return FusedSoftmaxCE.apply(h.float(), emb.float(), pos, rows) / max(1, h.shape[0])
+
+
 class Objective:
     """The configured loss. Negatives are drawn on the CPU for a whole epoch at once (seeded by
     ``(seed, epoch)``); each batch gathers the embedding rows its targets and negatives need once."""
@@ -96,8 +136,10 @@ class Objective:
                  rows: torch.Tensor | None = None, *log_q: torch.Tensor) -> torch.Tensor:
         L = self.losses
         if self.sampler is None:
-            return L.ce_loss(h, pos, emb)
-        e = emb.index_select(0, rows)  # [R, d]: pos and neg index into these rows
+            return fused_ce_loss(h, pos, emb)
+        # [R, d]: pos and neg index these rows. A sparse gradient adds into the embedding's dense
+        # one (from the model's input lookup) row by row instead of via a second [N+1, d] buffer.
+        e = F.embedding(rows, emb, sparse=emb.device.type in ("cpu", "cuda"))
         if self.cfg.loss == "bce":
             return L.bce_loss(h, pos, neg, e)
         if self.cfg.loss == "gbce":
