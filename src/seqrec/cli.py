@@ -7,7 +7,6 @@ import dataclasses
 import json
 import sys
 import time
-import typing
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -194,7 +193,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from seqrec.api import SASRec
 
-    options = {f.name: getattr(args, f.name) for f in _train_fields() if getattr(args, f.name) is not None}
+    from seqrec.api import config_fields
+
+    options = {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name, None) is not None}
     if args.quiet:
         options["quiet"] = True
     ds = _load(args.data, args)
@@ -280,38 +281,30 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- train flags from the configs
-def _train_fields() -> list[dataclasses.Field]:
-    from seqrec.model import SASRecConfig
-    from seqrec.train import TrainConfig
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
-    skip = {"n_items", "quiet"}
-    return [f for cls in (SASRecConfig, TrainConfig) for f in dataclasses.fields(cls) if f.name not in skip]
 
-
-def _flag_type(field: dataclasses.Field, owner: type) -> Any:
-    hint = typing.get_type_hints(owner).get(field.name, str)
-    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    base = args[0]
-    if base is bool:
-        return lambda s: s.lower() in ("1", "true", "yes", "on")
-    if typing.get_origin(base) is tuple:
-        return lambda s: tuple(float(x) for x in s.split(","))
-    return base if base in (int, float, str) else str
+def _flag_type(kind: type) -> Any:
+    if kind is bool:
+        return _parse_bool
+    if kind is tuple:
+        return lambda text: tuple(float(x) for x in text.split(","))
+    return kind
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from seqrec.model import SASRecConfig
-    from seqrec.train import TrainConfig
+    from seqrec.api import config_fields
 
-    for cls in (SASRecConfig, TrainConfig):
-        g = p.add_argument_group(f"{cls.__name__} (defaults as in the Python API)")
-        names = {f.name for f in _train_fields()}
-        for f in dataclasses.fields(cls):
-            if f.name not in names:
-                continue
-            default = f.default if f.default is not dataclasses.MISSING else None
-            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f, cls), default=None,
-                           help=f"default: {default}")
+    g = p.add_argument_group("model and training options (the Python API's names and defaults)")
+    for f in config_fields():
+        if f.name != "quiet":
+            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.type), default=None,
+                           help=f"{f.help} (default: {f.default})")
 
 
 # ---------------------------------------------------------------------------- parser
