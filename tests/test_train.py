@@ -59,9 +59,9 @@ def quick(**kw) -> TrainConfig:
 @pytest.mark.parametrize("field, value", [
     ("loss", "hinge"), ("n_negatives", 0), ("negative_sampling", "zipf"), ("pop_alpha", -1), ("mix", 1.5),
     ("gbce_t", 2), ("optimizer", "sgd"), ("lr", 0), ("lr", "fast"), ("betas", (0.9,)), ("betas", (0.9, 1.0)),
-    ("weight_decay", -0.1), ("warmup_steps", -1), ("warmup_steps", 2.5), ("schedule", "step"), ("grad_clip", 0),
+    ("weight_decay", -0.1), ("warmup_steps", -1), ("warmup_steps", 2.5), ("schedule", "step"), ("grad_clip", -1),
     ("grad_accum", 0), ("precision", "int8"), ("device", "tpu"), ("threads", 0), ("compile", "yes"),
-    ("epochs", 0), ("batch_size", 1.5), ("eval_every", -1), ("eval_max_users", 0), ("patience", 0),
+    ("epochs", 0), ("batch_size", 1.5), ("eval_every", -1), ("eval_max_users", 0), ("patience", -2),
     ("seed", "x"), ("checkpoint_every_steps", 0), ("quiet", 1), ("bucket", None),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
@@ -81,6 +81,7 @@ def test_config_json_round_trip_and_unknown_keys():
         TrainConfig(loss="ce", n_negatives=5)
     assert TrainConfig(loss="bce").negatives == 1 and TrainConfig(loss="gbce").negatives == 256
     assert TrainConfig(warmup_steps=100.0).warmup_steps == 100
+    assert TrainConfig(grad_clip=0, patience=0).grad_clip is None and TrainConfig(patience=0).patience is None
     assert all(f.metadata.get("help") for f in T.fields(TrainConfig))
 
 
@@ -148,7 +149,7 @@ def test_learns_the_planted_order_and_not_from_shuffled_sequences(loss):
     dict(loss="bce", n_negatives=3, negative_sampling="popularity"), dict(loss="gbce", n_negatives=8),
     dict(loss="sampled-softmax", n_negatives=8), dict(loss="sampled-softmax", negative_sampling="mixed", mix=0.3),
     dict(optimizer="adamw", weight_decay=0.1, warmup_steps=0.2, schedule="constant", grad_clip=None),
-    dict(bucket=False, precision="bf16"),
+    dict(bucket=False, precision="bf16", quiet=False),
 ])
 def test_every_loss_and_option_trains(kw):
     ds = small()
@@ -166,7 +167,8 @@ def test_options_change_the_run():
     base = losses_of(ds)
     assert losses_of(ds) == base  # deterministic
     for kw in (dict(seed=1), dict(loss="bce"), dict(loss="bce", n_negatives=4), dict(lr=1e-2), dict(batch_size=8),
-               dict(bucket=False), dict(betas=(0.5, 0.9)), dict(grad_clip=1e-4), dict(warmup_steps=3)):
+               dict(bucket=False), dict(betas=(0.5, 0.9)), dict(grad_clip=1e-4), dict(warmup_steps=3),
+               dict(precision="bf16")):
         assert losses_of(ds, **kw) != base, kw
     bce = losses_of(ds, loss="bce", negative_sampling="uniform")
     for kw in (dict(negative_sampling="popularity"), dict(negative_sampling="mixed"), dict(loss="gbce", n_negatives=1)):
@@ -325,8 +327,15 @@ def test_threads_and_devices(monkeypatch):
     ds = small()
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    train(model_for(ds), LeaveOneOut(ds), quick(epochs=1, threads=3, eval_every=0))
-    assert calls == [3]
+    r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=1, threads=3, eval_every=0))
+    assert calls == [3, 1]  # set for training, then restored
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(T.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(T.os, "getloadavg", lambda: (1.8, 1.0, 1.0))
+    assert T._free_cores() == 1  # a busy machine: one thread
+    monkeypatch.setattr(T.os, "getloadavg", lambda: (0.2, 1.0, 1.0))
+    assert T._free_cores() is None  # idle: torch's default
+    assert r.history[0]["threads"] == 1
     assert T.resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
         assert T.resolve_device("auto").type in ("cpu", "mps")

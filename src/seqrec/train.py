@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -74,17 +75,18 @@ class TrainConfig:
     weight_decay: float = _opt(0.0, "weight decay on weight matrices and embeddings (L2 for adam)")
     warmup_steps: float | int = _opt(0, "linear warm-up: optimizer steps, or a fraction (< 1) of all steps")
     schedule: str = _opt("cosine", "after warm-up: cosine decay to 0 over all epochs, or constant")
-    grad_clip: float | None = _opt(1.0, "clip the gradient norm to this (None: off)")
+    grad_clip: float | None = _opt(1.0, "clip the gradient norm to this (None or 0: off)")
     grad_accum: int = _opt(1, "micro-batches per optimizer step")
     precision: str = _opt("fp32", "fp32 | bf16 | fp16 (autocast; fp16 needs a GPU)")
     device: str = _opt("auto", "auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps")
-    threads: int | None = _opt(None, "torch CPU threads (None: torch's default)")
+    threads: int | None = _opt(None, "torch CPU threads while training (None: torch's default, fewer when the "
+                                     "load average says other work holds the cores)")
     compile: bool = _opt(False, "torch.compile the model for training")
     epochs: int = _opt(200, "maximum epochs")
     batch_size: int = _opt(128, "sequences per micro-batch")
     eval_every: int = _opt(1, "validate every E epochs (0: never; then the last weights are kept)")
     eval_max_users: int | None = _opt(None, "validate on a seeded sample of this many users")
-    patience: int | None = _opt(5, "stop after this many validations without a better NDCG@10 (None: off)")
+    patience: int | None = _opt(5, "stop after this many validations without a better NDCG@10 (None or 0: off)")
     seed: int = _opt(0, "seed for batch order, dropout and negatives")
     checkpoint_every_steps: int | None = _opt(None, "also checkpoint every N optimizer steps")
     quiet: bool = _opt(False, "no progress bars")
@@ -95,6 +97,9 @@ class TrainConfig:
             if not ok:
                 raise SeqrecError(f"train config: {name} must be {expected}, got {getattr(self, name)!r}")
 
+        for name in ("grad_clip", "patience"):  # 0 is "off" too, which a command-line flag can say
+            if getattr(self, name) == 0 and not isinstance(getattr(self, name), bool):
+                setattr(self, name, None)
         for name, options in CHOICES.items():
             check(name, getattr(self, name) in options, "one of " + ", ".join(options))
         for name, lo in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("eval_every", 0), ("seed", None)):
@@ -164,6 +169,17 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def _free_cores() -> int | None:
+    """Fewer intra-op threads than torch's default when other processes keep the cores busy (load
+    average): an OpenMP thread waiting for a descheduled sibling makes every small op many times
+    slower. None (keep the default) when the cores look free."""
+    try:
+        free = round((os.cpu_count() or 1) - os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return None
+    return None if free >= torch.get_num_threads() else max(1, free)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -205,8 +221,7 @@ class _Run:
         self.device = device = resolve_device(cfg.device)
         if cfg.precision == "fp16" and device.type == "cpu":
             raise SeqrecError("train config: precision 'fp16' needs a GPU; use 'bf16' or 'fp32' on the CPU")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        self.threads = cfg.threads or (_free_cores() if device.type == "cpu" else None)
         self.out = Path(out_dir) if out_dir is not None else None
         self.ckpt = self.out / CHECKPOINT if self.out is not None else None
         if self.out is not None and self.out.is_dir() and any(self.out.iterdir()) and not any(
@@ -316,7 +331,8 @@ class _Run:
         bar.close()
         seconds = time.perf_counter() - t0
         return {"epoch": epoch, "loss": float(self.loss_sum) / max(1, positions), "lr": self.opt.param_groups[0]["lr"],
-                "seconds": round(seconds, 4), "seq_per_s": round(len(self.data.n) / max(seconds, 1e-9), 1)}
+                "seconds": round(seconds, 4), "seq_per_s": round(len(self.data.n) / max(seconds, 1e-9), 1),
+                "threads": torch.get_num_threads()}
 
     def validate(self, row: dict[str, Any]) -> None:
         """Validation NDCG@10, best weights and the early-stopping counter."""
@@ -379,9 +395,16 @@ def train(model: torch.nn.Module, loo: LeaveOneOut, config: TrainConfig, out_dir
     Seeds torch's global generator (dropout) from ``config.seed``.
     """
     run = _Run(model, loo, config, out_dir)
-    if resume:
-        run.restore()
-    return run.fit(callback)
+    before = torch.get_num_threads()
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    try:
+        if resume:
+            run.restore()
+        return run.fit(callback)
+    finally:
+        if run.threads:
+            torch.set_num_threads(before)
 
 
 def plot_run(run_dir: str | Path) -> Path:
