@@ -1,0 +1,134 @@
+"""Accuracy of SASRec's losses at equal training time, beside the best baseline.
+
+Each loss trains for the same wall-clock budget (``--budget`` seconds, validation excluded), then
+the best-on-validation weights are evaluated once on the test split, full ranking and the paper's
+1+100 sampled protocol. Prints a Markdown table with the ratios that matter:
+the best loss vs ``bce`` with one negative, and SASRec vs the best baseline.
+
+    python benchmarks/accuracy.py ../shared/data/ml-100k --budget 120
+    python benchmarks/accuracy.py ../shared/data/amazon-games/games.txt --budget 600 --losses ce,bce --dropout 0.5
+
+``--track-sampled N`` also evaluates the test split's sampled protocol every N epochs during
+training and reports when it first reached ``--target`` (time to quality; this peeks at the
+test split on purpose, it is a measurement, not model selection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from seqrec.baselines import BASELINES, make_baseline
+from seqrec.errors import SeqrecError
+from seqrec.evaluate import EvalConfig, evaluate
+from seqrec.model import SASRecConfig, SASRecModel
+from seqrec.readers import load_dataset
+from seqrec.report import markdown_table
+from seqrec.split import LeaveOneOut
+from seqrec.train import TrainConfig, train
+
+LOSS_PRESETS = {
+    "bce": dict(loss="bce", n_negatives=1),
+    "ce": dict(loss="ce"),
+    "gbce": dict(loss="gbce", n_negatives=256, gbce_t=0.75),
+    "sampled-softmax": dict(loss="sampled-softmax", n_negatives=256),
+}
+
+
+def run_loss(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> dict:
+    model = SASRecModel(SASRecConfig(n_items=loo.data.n_items, hidden=args.hidden, blocks=args.blocks,
+                                     heads=args.heads, max_len=args.max_len, dropout=args.dropout))
+    config = TrainConfig(**LOSS_PRESETS[name], epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
+                         eval_every=args.eval_every, patience=args.patience, device=args.device,
+                         threads=args.threads, quiet=True, schedule="constant", seed=args.seed)
+    spent, reached = 0.0, None
+    sampled = EvalConfig(split="test", protocol="sampled")
+
+    def callback(row: dict) -> bool:
+        nonlocal spent, reached
+        spent += row["seconds"]
+        if args.track_sampled and reached is None and row["epoch"] % args.track_sampled == 0:
+            ndcg = evaluate(model, loo, sampled)["NDCG@10"]
+            print(f"  {name} epoch {row['epoch']}: {spent:.0f} s, sampled NDCG@10 {ndcg:.4f}", file=sys.stderr)
+            if ndcg >= args.target:
+                reached = (row["epoch"], spent)
+        return spent < args.budget
+
+    t = time.perf_counter()
+    result = train(model, loo, config, callback=callback)
+    full = result.test
+    samp = evaluate(model, loo, sampled)
+    row = {"model": f"SASRec {name}", "epochs": len(result.history), "train s": round(spent, 1),
+           "HR@10": full["HR@10"], "NDCG@10": full["NDCG@10"], "MRR": full["MRR"],
+           "HR@10 s100": samp["HR@10"], "NDCG@10 s100": samp["NDCG@10"]}
+    if args.track_sampled:
+        row["reached target"] = f"epoch {reached[0]}, {reached[1]:.0f} s" if reached else "no"
+    print(f"  {name}: {time.perf_counter() - t:.0f} s in all", file=sys.stderr)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data")
+    p.add_argument("--losses", default="bce,ce,gbce,sampled-softmax")
+    p.add_argument("--budget", type=float, default=120, help="training seconds per loss (validation excluded)")
+    p.add_argument("--max-epochs", type=int, default=1000)
+    p.add_argument("--hidden", type=int, default=50)
+    p.add_argument("--blocks", type=int, default=2)
+    p.add_argument("--heads", type=int, default=1)
+    p.add_argument("--max-len", type=int, default=200)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--patience", type=int, default=0, help="0: train for the whole budget")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--track-sampled", type=int, default=0, metavar="N")
+    p.add_argument("--target", type=float, default=0.536, help="sampled NDCG@10 to reach (paper, Games: 0.536)")
+    p.add_argument("--no-baselines", action="store_true")
+    args = p.parse_args()
+
+    ds = load_dataset(args.data)
+    loo = LeaveOneOut(ds)
+    rows = []
+    if not args.no_baselines:
+        for b in BASELINES:
+            try:
+                scorer = make_baseline(b, loo)
+            except SeqrecError:
+                continue
+            full = evaluate(scorer, loo, EvalConfig(split="test"))
+            samp = evaluate(scorer, loo, EvalConfig(split="test", protocol="sampled"))
+            rows.append({"model": b, "HR@10": full["HR@10"], "NDCG@10": full["NDCG@10"], "MRR": full["MRR"],
+                         "HR@10 s100": samp["HR@10"], "NDCG@10 s100": samp["NDCG@10"]})
+    best_baseline = max(rows, key=lambda r: r["NDCG@10"]) if rows else None
+    losses = [s.strip() for s in args.losses.split(",")]
+    for name in losses:
+        if name not in LOSS_PRESETS:
+            raise SystemExit(f"unknown loss {name!r}; expected {', '.join(LOSS_PRESETS)}")
+        rows.append(run_loss(name, loo, args))
+    sas = [r for r in rows if r["model"].startswith("SASRec")]
+    bce = next((r for r in sas if r["model"] == "SASRec bce"), None)
+    for r in rows:
+        if bce:
+            r["× bce"] = round(r["NDCG@10"] / max(bce["NDCG@10"], 1e-12), 2)
+        if best_baseline:
+            r["× best baseline"] = round(r["NDCG@10"] / max(best_baseline["NDCG@10"], 1e-12), 2)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or "cpu"
+    print(f"\n{ds.meta.get('name')}: {ds.n_users:,} users, {ds.n_items:,} items; test split, full ranking "
+          f"(HR@10, NDCG@10, MRR) and sampled 1+100 (s100). {args.budget:.0f} s of training per loss on {device}, "
+          f"{args.threads} thread(s); hidden {args.hidden}, {args.blocks} blocks, max_len {args.max_len}, "
+          f"dropout {args.dropout}, batch {args.batch_size}, lr {args.lr}. {datetime.date.today()}, torch {torch.__version__}.\n")
+    print(markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()
