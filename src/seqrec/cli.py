@@ -236,7 +236,7 @@ def _print_items(items: list, as_json: bool, extra: dict | None = None) -> None:
 def cmd_recommend(args: argparse.Namespace) -> None:
     from seqrec.recommend import Recommender
 
-    rec = Recommender.from_folder(args.model)
+    rec = Recommender.from_folder(args.model, backend="torch")
     if (args.history is None) == (args.user is None):
         raise SeqrecError("give exactly one of --history 1,2,3 or --user ID")
     if args.user is not None:
@@ -250,7 +250,7 @@ def cmd_recommend(args: argparse.Namespace) -> None:
 def cmd_similar(args: argparse.Namespace) -> None:
     from seqrec.recommend import Recommender
 
-    _print_items(Recommender.from_folder(args.model).similar_items(args.item, k=args.k), args.json)
+    _print_items(Recommender.from_folder(args.model, backend="torch").similar_items(args.item, k=args.k), args.json)
 
 
 def cmd_export_items(args: argparse.Namespace) -> None:
@@ -271,7 +271,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from seqrec.serve import run
 
-    run(args.model, host=args.host, port=args.port, workers=args.workers)
+    run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -383,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--workers", type=int, default=1)
+    sp.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                    help="auto: ONNX Runtime for SASRec (faster), torch for baselines")
 
     sp = add("demo", cmd_demo, "train (or reuse) a small SASRec and serve it with the web page")
     sp.add_argument("data", nargs="?", default="synthetic")

@@ -273,7 +273,7 @@ def app_from_env() -> FastAPI:
     if not path:
         raise SeqrecError(f"set {ENV_MODEL} to a model folder")
     _set_threads(os.environ.get(ENV_THREADS))
-    return create_app(Recommender.from_folder(path, backend=os.environ.get(ENV_BACKEND, "torch")))
+    return create_app(Recommender.from_folder(path, backend=os.environ.get(ENV_BACKEND, "auto")))
 
 
 def _set_threads(threads: Any) -> None:
@@ -284,7 +284,7 @@ def _set_threads(threads: Any) -> None:
 
 
 def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-        backend: str = "torch", threads: int | None = 1, access_log: bool = True) -> None:
+        backend: str = "auto", threads: int | None = 1, access_log: bool = True) -> None:
     """Serve a model folder with uvicorn; several workers each load the model (via ``app_from_env``).
 
     ``threads`` sets torch's intra-op threads per worker (default 1: one history is too small to
