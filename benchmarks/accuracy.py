@@ -58,6 +58,8 @@ def run_loss(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> dict:
             print(f"  {name} epoch {row['epoch']}: {spent:.0f} s, sampled NDCG@10 {ndcg:.4f}", file=sys.stderr)
             if ndcg >= args.target:
                 reached = (row["epoch"], spent)
+                if args.stop_at_target:
+                    return False
         return spent < args.budget
 
     t = time.perf_counter()
@@ -93,6 +95,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--track-sampled", type=int, default=0, metavar="N")
     p.add_argument("--target", type=float, default=0.536, help="sampled NDCG@10 to reach (paper, Games: 0.536)")
+    p.add_argument("--stop-at-target", action="store_true", help="with --track-sampled: stop once the target is reached")
     p.add_argument("--no-baselines", action="store_true")
     args = p.parse_args()
 
