@@ -20,7 +20,6 @@ import datetime
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 

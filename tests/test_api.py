@@ -19,14 +19,6 @@ from seqrec.train import TrainConfig
 TINY = dict(hidden=16, blocks=1, max_len=8, epochs=2, batch_size=32, quiet=True, lr=3e-3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data() -> Dataset:
     rng = np.random.default_rng(0)

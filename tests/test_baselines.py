@@ -8,17 +8,8 @@ import torch
 from seqrec.baselines import AR2, BASELINES, Genre, Hybrid, Markov, Popularity, make_baseline
 from seqrec.data import CleanConfig, Dataset
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import EvalConfig, Scorer, evaluate
+from seqrec.evaluate import Scorer, evaluate
 from seqrec.split import LeaveOneOut
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread avoids spin-wait overhead."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def hist(*rows, length=None):

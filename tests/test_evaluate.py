@@ -12,15 +12,6 @@ from seqrec.split import LeaveOneOut, Segments
 INF = math.inf
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread avoids spin-wait overhead."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TableScorer:
     """Fixed score rows looked up by the (unpadded) history."""
 

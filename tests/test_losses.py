@@ -16,14 +16,6 @@ from seqrec.losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to busy shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # Tiny catalogue, d = 2: item 1 = (1, 0), item 2 = (0, 1), item 3 = (1, 1); row 0 = PAD.
 EMB = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 # hidden (1, 2) scores item 1 -> 1, item 2 -> 2, item 3 -> 3.

@@ -10,14 +10,6 @@ from seqrec.model import SASRecConfig, SASRecModel
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to busy shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 def make(**kw) -> SASRecModel:
     torch.manual_seed(kw.pop("seed", 0))
     cfg = dict(n_items=30, hidden=16, blocks=2, heads=2, max_len=10, dropout=0.2)

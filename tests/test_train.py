@@ -16,15 +16,6 @@ from seqrec.split import LeaveOneOut, left_pad
 from seqrec.train import TrainConfig, TrainingDiverged, lr_factor, plot_run, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to busy shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n_users=400, n_items=50, shuffle=False, seed=0) -> Dataset:
     """Each user draws a random set of items and consumes it in one hidden global order.
 

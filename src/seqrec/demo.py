@@ -8,8 +8,8 @@ from pathlib import Path
 from seqrec.errors import SeqrecError
 
 # Small and quick: about a minute on two CPU cores for the embedded synthetic data set.
-DEMO_OPTIONS = dict(hidden=64, blocks=2, heads=1, max_len=50, dropout=0.2, loss="ce", epochs=30, patience=3,
-                    eval_every=2, lr=2e-3, batch_size=128)
+DEMO_OPTIONS = dict(hidden=64, blocks=2, heads=1, max_len=50, dropout=0.2, loss="ce", epochs=40, patience=3,
+                    eval_every=5, lr=2e-3, batch_size=64)
 
 
 def cache_dir() -> Path:
