@@ -20,7 +20,7 @@ history is ``hidden[:, -1] @ item_embeddings()[i]``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqrec.data import PAD
-from seqrec.errors import SeqrecError
+from seqrec.errors import SeqrecError, check_config_keys
 
 ACTIVATIONS = ("gelu", "relu")
 NORMS = ("pre", "post")
@@ -79,12 +79,7 @@ class SASRecConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SASRecConfig":
-        if not isinstance(d, dict):
-            raise SeqrecError(f"model config: expected a JSON object, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SeqrecError(f"model config: unknown keys {unknown}; allowed: {sorted(known)}")
+        check_config_keys(cls, d, "model config")
         if "n_items" not in d:
             raise SeqrecError("model config: n_items is missing")
         return cls(**d)

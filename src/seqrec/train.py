@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +25,7 @@ import torch
 from seqrec.batches import Batches, Objective
 from seqrec.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from seqrec.data import atomic_write_text
-from seqrec.errors import SeqrecError
+from seqrec.errors import SeqrecError, check_config_keys
 from seqrec.evaluate import EvalConfig, evaluate
 from seqrec.split import LeaveOneOut
 
@@ -142,12 +142,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        if not isinstance(d, dict):
-            raise SeqrecError(f"train config: expected a JSON object, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SeqrecError(f"train config: unknown keys {unknown}; allowed: {sorted(known)}")
+        check_config_keys(cls, d, "train config")
         return cls(**d)
 
 
