@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -65,7 +66,7 @@ def test_config_json_round_trip_and_unknown_keys():
     cfg = TrainConfig(loss="gbce", n_negatives=64, betas=[0.8, 0.9], warmup_steps=0.1, grad_clip=None, patience=None)
     d = json.loads(json.dumps(cfg.to_dict()))
     assert TrainConfig.from_dict(d) == cfg and cfg.betas == (0.8, 0.9)
-    assert set(d) == {f.name for f in T.fields(TrainConfig)}
+    assert set(d) == {f.name for f in dataclasses.fields(TrainConfig)}
     with pytest.raises(SeqrecError, match="lrr"):
         TrainConfig.from_dict({**d, "lrr": 1})
     with pytest.raises(SeqrecError, match="n_negatives"):
