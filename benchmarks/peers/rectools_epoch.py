@@ -198,6 +198,7 @@ def main(argv=None) -> None:
         "epochs": args.epochs,
         "seconds_per_epoch": round(seconds_per_epoch, 3),
         "sequences_per_s": round(n_train_seqs / seconds_per_epoch, 1),
+        "min_seconds_per_epoch": round(min(per_batch) * full_batches, 3),  # least disturbed epoch on a shared machine
         "epoch_seconds": [round(s, 3) for s in timer.seconds],
         "steps_per_epoch": full_batches,
         "timed_steps_per_epoch": timed_batches,
