@@ -74,7 +74,7 @@ def test_config_json_round_trip_and_unknown_keys():
     assert TrainConfig(loss="bce").negatives == 1 and TrainConfig(loss="gbce").negatives == 256
     assert TrainConfig(warmup_steps=100.0).warmup_steps == 100
     assert TrainConfig(grad_clip=0, patience=0).grad_clip is None and TrainConfig(patience=0).patience is None
-    assert all(f.metadata.get("help") for f in T.fields(TrainConfig))
+    assert all(f.metadata.get("help") for f in dataclasses.fields(TrainConfig))
 
 
 def test_lr_schedule_values():
