@@ -36,7 +36,7 @@ LOSS_PRESETS = {
     "bce": dict(loss="bce", n_negatives=1),
     "ce": dict(loss="ce"),
     "gbce": dict(loss="gbce", n_negatives=256, gbce_t=0.75),
-    "sampled-softmax": dict(loss="sampled-softmax", n_negatives=256),
+    "sampled-softmax": dict(loss="sampled-softmax", n_negatives=1024),
 }
 
 

@@ -140,6 +140,8 @@ def test_learns_the_planted_order_and_not_from_shuffled_sequences(loss):
 @pytest.mark.parametrize("kw", [
     dict(loss="bce", n_negatives=3, negative_sampling="popularity"), dict(loss="gbce", n_negatives=8),
     dict(loss="sampled-softmax", n_negatives=8), dict(loss="sampled-softmax", negative_sampling="mixed", mix=0.3),
+    dict(loss="sampled-softmax", n_negatives=8, shared_negatives=True, negative_sampling="popularity"),
+    dict(loss="gbce", n_negatives=8, shared_negatives=True),
     dict(optimizer="adamw", weight_decay=0.1, warmup_steps=0.2, schedule="constant", grad_clip=None),
     dict(bucket=False, precision="bf16", quiet=False),
 ])

@@ -106,6 +106,9 @@ def fused_ce_loss(h: torch.Tensor, pos: torch.Tensor, emb: torch.Tensor) -> torc
     return FusedSoftmaxCE.apply(h.float(), emb.float(), pos, rows) / max(1, h.shape[0])
 
 
+SHARED_FROM = 64  # negatives per position from which one shared set per batch is the default
+
+
 class Objective:
     """The configured loss. Negatives are drawn on the CPU for a whole epoch at once (seeded by
     ``(seed, epoch)``); each batch gathers the embedding rows its targets and negatives need once."""
@@ -124,7 +127,13 @@ class Objective:
         if self.sampler is None:
             return [(t,) for t in targets]
         self.gen.manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        negs = self.sampler.sample(torch.cat(targets), self.cfg.negatives).split([len(t) for t in targets])
+        k = self.cfg.negatives
+        shared = self.cfg.shared_negatives if self.cfg.shared_negatives is not None else k >= SHARED_FROM
+        if shared:  # [k] per batch; accidental hits are masked by the loss (sampled softmax) or rare
+            pad = torch.zeros(len(targets), dtype=torch.long)  # PAD is never drawn: no collision to avoid
+            negs = list(self.sampler.sample(pad, k))
+        else:
+            negs = self.sampler.sample(torch.cat(targets), k).split([len(t) for t in targets])
         out = []
         for pos, neg in zip(targets, negs):
             rows, inv = torch.unique(torch.cat([pos, neg.reshape(-1)]), return_inverse=True)
