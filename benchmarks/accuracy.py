@@ -45,7 +45,7 @@ def run_loss(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> dict:
                                      heads=args.heads, max_len=args.max_len, dropout=args.dropout))
     config = TrainConfig(**LOSS_PRESETS[name], epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
                          eval_every=args.eval_every, patience=args.patience, device=args.device,
-                         threads=args.threads, quiet=True, schedule="constant", seed=args.seed)
+                         threads=args.threads, quiet=True, schedule=args.schedule, seed=args.seed)
     spent, reached = 0.0, None
     sampled = EvalConfig(split="test", protocol="sampled")
 
@@ -89,6 +89,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--patience", type=int, default=0, help="0: train for the whole budget")
+    p.add_argument("--schedule", default="constant", help="constant, or cosine decay over --max-epochs")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
