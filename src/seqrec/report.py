@@ -39,8 +39,6 @@ def bar_chart(rows: Sequence[dict[str, Any]], metric: str, path: str | Path, gro
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from seqrec.data import atomic_write_bytes
-
     groups = list(dict.fromkeys(r[group] for r in rows))
     labels = list(dict.fromkeys(r[label] for r in rows))
     width = 0.8 / max(1, len(labels))
@@ -54,10 +52,19 @@ def bar_chart(rows: Sequence[dict[str, Any]], metric: str, path: str | Path, gro
     ax.set_title(f"{metric} by model")
     ax.legend(fontsize="small")
     fig.tight_layout()
+    return save_png(fig, path, dpi=120)
+
+
+def save_png(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file, then rename) and close it."""
     import io
 
+    import matplotlib.pyplot as plt
+
+    from seqrec.data import atomic_write_bytes
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

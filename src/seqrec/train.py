@@ -25,6 +25,7 @@ import torch
 from seqrec.batches import Batches, Objective
 from seqrec.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from seqrec.data import atomic_write_text
+from seqrec.report import save_png
 from seqrec.errors import SeqrecError, check_config_keys
 from seqrec.evaluate import EvalConfig, evaluate
 from seqrec.split import LeaveOneOut
@@ -430,7 +431,4 @@ def plot_run(run_dir: str | Path) -> Path:
     ax2.set(xlabel="epoch", ylabel="validation", title="validation")
     ax2.legend()
     fig.tight_layout()
-    png = run_dir / "training.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png
+    return save_png(fig, run_dir / "training.png")
