@@ -109,6 +109,27 @@ def test_batches_match_left_pad_and_cover_every_example_once():
     assert [r.tolist() for r, _, _ in b.plan(4)] != [r.tolist() for r, _, _ in plan]
 
 
+def test_windows_train_on_every_interaction_exactly_once():
+    ds = small()
+    loo = LeaveOneOut(ds)
+    seg = loo.train()
+    b = Batches(loo, 5, TrainConfig(batch_size=4, windows=True))
+    pairs = []  # (previous item, target) for every trained position
+    for r, _, _ in b.plan(1):
+        x, flat, pos = b.build(r)
+        assert x.shape[1] <= 5
+        prev = x.reshape(-1)[flat]
+        assert (prev != PAD).all()
+        pairs += list(zip(prev.tolist(), pos.tolist()))
+    want = []
+    for u in range(len(seg)):
+        s = seg.sequence(u).tolist()
+        want += list(zip(s[:-1], s[1:]))
+    assert sorted(pairs) == sorted(want)
+    last_only = Batches(loo, 5, TrainConfig(batch_size=4))
+    assert len(pairs) > sum(len(last_only.build(r)[1]) for r, _, _ in last_only.plan(1))
+
+
 def test_bucketing_keeps_batches_short():
     ds = small(n_users=300)
     loo = LeaveOneOut(ds)

@@ -1,7 +1,8 @@
 """The training hot path's data: cropped, length-bucketed batches and the loss objective.
 
 Each user's training segment ``s`` gives one example: input ``s[:-1]``, target ``s[1:]``, both cut
-to the last ``max_len`` positions (a single-item segment gives nothing). Users are sorted by
+to the last ``max_len`` positions (a single-item segment gives nothing); with ``windows`` a longer
+segment gives one example per ``max_len`` window instead, so every target is trained on. Users are sorted by
 length (seeded noise on the key randomises order within a length), cut into groups of
 ``batch_size * grad_accum``, and the group order is shuffled every epoch (``np.random`` seeded with
 ``(seed, epoch)``, so an epoch's batches never depend on earlier epochs). A batch is cropped to its
@@ -31,11 +32,18 @@ class Batches:
 
     def __init__(self, loo: LeaveOneOut, max_len: int, cfg: Any) -> None:
         seg = loo.train()
-        n = np.minimum(seg.lengths - 1, max_len)
+        m = np.maximum(seg.lengths - 1, 0).astype(np.int64)  # (input, target) pairs per user
+        ends = (seg.ends - 1).astype(np.int64)  # input ends (exclusive); targets = inputs + 1
+        if cfg.windows:  # one example per max_len window, newest first
+            w = -(-m // max_len)
+            ends, m = np.repeat(ends, w), np.repeat(m, w)
+            j = np.arange(len(m)) - np.repeat(np.cumsum(w) - w, w)  # window index within its user
+            ends, m = ends - j * max_len, m - j * max_len
+        n = np.minimum(m, max_len)
         keep = n > 0
         self.items = loo.data.items.astype(np.int64)
-        self.ends = (seg.ends[keep] - 1).astype(np.int64)  # input ends (exclusive); targets = inputs + 1
-        self.n = n[keep].astype(np.int64)  # real positions per example
+        self.ends = ends[keep]
+        self.n = n[keep]  # real positions per example
         self.cfg = cfg
         if len(self.n) == 0:
             raise SeqrecError("no training examples: every user has fewer than 2 training interactions")

@@ -91,6 +91,8 @@ class TrainConfig:
     seed: int = _opt(0, "seed for batch order, dropout and negatives")
     checkpoint_every_steps: int | None = _opt(None, "also checkpoint every N optimizer steps")
     quiet: bool = _opt(False, "no progress bars")
+    windows: bool = _opt(False, "histories longer than max_len give one example per max_len window (every "
+                                "interaction is a target) instead of their last max_len items only")
     bucket: bool = _opt(True, "length-bucketed batches (off: uniformly shuffled)")
     shared_negatives: bool | None = _opt(None, "one set of negatives per batch shared by all positions (a matrix "
                                          "product instead of a gather); None: on from 64 negatives")
@@ -126,7 +128,7 @@ class TrainConfig:
         check("warmup_steps", _is_num(w) and w >= 0 and (w < 1 or float(w).is_integer()),
               "a whole number of steps >= 0 or a fraction in (0, 1)")
         self.warmup_steps = int(w) if float(w).is_integer() else float(w)
-        for name in ("compile", "quiet", "bucket") + (() if self.shared_negatives is None else ("shared_negatives",)):
+        for name in ("compile", "quiet", "bucket", "windows") + (() if self.shared_negatives is None else ("shared_negatives",)):
             check(name, isinstance(getattr(self, name), bool), "true or false")
         d = self.device
         check("device", isinstance(d, str) and (d in ("auto", "cpu", "cuda", "mps") or (d[:5] == "cuda:" and d[5:].isdigit())),
