@@ -92,10 +92,12 @@ def test_batches_match_left_pad_and_cover_every_example_once():
     seg = loo.train()
     users = np.flatnonzero(seg.lengths >= 2)
     plan = b.plan(3)
-    rows = np.concatenate([r for r, _, _ in plan])
+    rows = np.concatenate([r for r, _ in plan])
     assert sorted(rows.tolist()) == list(range(len(users)))
-    assert sum(last for _, _, last in plan) == math.ceil(len(users) / 14)
-    for r, total, _ in plan:
+    assert sum(last for _, last in plan) == math.ceil(len(users) / 14)
+    # one normaliser for every step: the mean real positions per optimizer step
+    assert b.positions_per_step == pytest.approx(sum(len(b.build(r)[1]) for r, _ in plan) / math.ceil(len(users) / 14))
+    for r, _ in plan:
         x, flat, pos = b.build(r)
         u = users[r]
         want_x = left_pad(ds.items, seg.starts[u], seg.ends[u] - 1, 5)
@@ -105,8 +107,8 @@ def test_batches_match_left_pad_and_cover_every_example_once():
         assert torch.equal(x, want_x[:, 5 - width:])
         assert torch.equal(pos, want_y[:, 5 - width:].reshape(-1)[flat])
         assert (pos != PAD).all() and len(flat) == int((want_y != PAD).sum())
-    assert [r.tolist() for r, _, _ in b.plan(3)] == [r.tolist() for r, _, _ in plan]
-    assert [r.tolist() for r, _, _ in b.plan(4)] != [r.tolist() for r, _, _ in plan]
+    assert [r.tolist() for r, _ in b.plan(3)] == [r.tolist() for r, _ in plan]
+    assert [r.tolist() for r, _ in b.plan(4)] != [r.tolist() for r, _ in plan]
 
 
 def test_windows_train_on_every_interaction_exactly_once():
@@ -115,7 +117,7 @@ def test_windows_train_on_every_interaction_exactly_once():
     seg = loo.train()
     b = Batches(loo, 5, TrainConfig(batch_size=4, windows=True))
     pairs = []  # (previous item, target) for every trained position
-    for r, _, _ in b.plan(1):
+    for r, _ in b.plan(1):
         x, flat, pos = b.build(r)
         assert x.shape[1] <= 5
         prev = x.reshape(-1)[flat]
@@ -127,7 +129,7 @@ def test_windows_train_on_every_interaction_exactly_once():
         want += list(zip(s[:-1], s[1:]))
     assert sorted(pairs) == sorted(want)
     last_only = Batches(loo, 5, TrainConfig(batch_size=4))
-    assert len(pairs) > sum(len(last_only.build(r)[1]) for r, _, _ in last_only.plan(1))
+    assert len(pairs) > sum(len(last_only.build(r)[1]) for r, _ in last_only.plan(1))
 
 
 def test_bucketing_keeps_batches_short():
@@ -136,7 +138,7 @@ def test_bucketing_keeps_batches_short():
     cells = {}
     for bucket in (True, False):
         b = Batches(loo, 8, TrainConfig(batch_size=16, bucket=bucket))
-        cells[bucket] = sum(b.build(r)[0].numel() for r, _, _ in b.plan(1))
+        cells[bucket] = sum(b.build(r)[0].numel() for r, _ in b.plan(1))
     assert cells[True] < 0.8 * cells[False]
 
 

@@ -48,8 +48,16 @@ class Batches:
         if len(self.n) == 0:
             raise SeqrecError("no training examples: every user has fewer than 2 training interactions")
 
-    def plan(self, epoch: int) -> list[tuple[np.ndarray, int, bool]]:
-        """[(rows, positions in their accumulation group, last of the group?)] in step order."""
+    @property
+    def positions_per_step(self) -> float:
+        """Real positions per optimizer step on average: the loss's normaliser. One constant for
+        every step gives every position the same weight although bucketed batches differ in length
+        (dividing by each step's own count would weigh a short history's positions up to
+        ``max_len`` times more and trains markedly worse)."""
+        return float(self.n.sum()) / math.ceil(len(self.n) / (self.cfg.batch_size * self.cfg.grad_accum))
+
+    def plan(self, epoch: int) -> list[tuple[np.ndarray, bool]]:
+        """[(rows, last micro-batch of its optimizer step?)] in step order."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
         if self.cfg.bucket:
             order = np.argsort(self.n + rng.random(len(self.n)) * 3.0, kind="stable")
@@ -59,8 +67,8 @@ class Batches:
         out = []
         for g in rng.permutation(math.ceil(len(order) / size)):
             rows = order[g * size : (g + 1) * size]
-            total, starts = int(self.n[rows].sum()), range(0, len(rows), bs)
-            out += [(rows[i : i + bs], total, i == starts[-1]) for i in starts]
+            starts = range(0, len(rows), bs)
+            out += [(rows[i : i + bs], i == starts[-1]) for i in starts]
         return out
 
     def build(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

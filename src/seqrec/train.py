@@ -1,8 +1,9 @@
 """Training: config, loop, validation with early stopping, resumable checkpoints, progress, plots.
 
 Batches come from ``seqrec.batches`` (length-bucketed, cropped, built with index arithmetic); the
-loss reads real positions only and is normalised by the positions in the whole accumulation
-group, so ``grad_accum=2, batch_size=64`` takes the same steps as ``batch_size=128``.
+loss reads real positions only and is summed over them and divided by the mean real positions per
+optimizer step (one constant, so every position weighs the same in every batch, and
+``grad_accum=2, batch_size=64`` takes the same steps as ``batch_size=128``).
 
 The checkpoint (``seqrec.checkpoint``) is one safetensors file with JSON metadata, rewritten
 atomically after every epoch (and every ``checkpoint_every_steps`` optimizer steps).
@@ -288,7 +289,7 @@ class _Run:
         if st["step_in_epoch"] == 0:
             torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout; restored from the checkpoint mid-epoch
         plan = self.data.plan(epoch)
-        built = [self.data.build(rows) for rows, _, _ in plan]
+        built = [self.data.build(rows) for rows, _ in plan]
         extras = self.objective.prepare([b[2] for b in built], epoch)
         positions = sum(len(b[1]) for b in built)
         self.model.train()
@@ -296,12 +297,12 @@ class _Run:
                    disable=cfg.quiet)
         t0 = time.perf_counter() - st["epoch_seconds"]
         for bi in range(st["step_in_epoch"], len(plan)):
-            _, group_m, last = plan[bi]
+            last = plan[bi][1]
             x, flat, *extra = (t.to(dev, non_blocking=True) for t in (built[bi][0], built[bi][1], *extras[bi]))
             with self.autocast():
                 h = self.fwd(x)
                 loss = self.objective(h.reshape(-1, h.shape[-1]).index_select(0, flat), self.model.item_embeddings(), *extra)
-            self.scaler.scale(loss * (len(flat) / group_m)).backward()
+            self.scaler.scale(loss * (len(flat) / self.data.positions_per_step)).backward()
             self.loss_sum += loss.detach().double() * len(flat)
             st["step_in_epoch"] = bi + 1
             if last:
