@@ -2,8 +2,8 @@
 
 Each user's training segment ``s`` gives one example: input ``s[:-1]``, target ``s[1:]``, both cut
 to the last ``max_len`` positions (a single-item segment gives nothing); with ``windows`` a longer
-segment gives one example per ``max_len`` window instead, so every target is trained on. Users are sorted by
-length (seeded noise on the key randomises order within a length), cut into groups of
+segment gives one example per ``max_len`` window instead, so every target is trained on. Examples
+are sorted by length (seeded noise on the key randomises order within a length), cut into groups of
 ``batch_size * grad_accum``, and the group order is shuffled every epoch (``np.random`` seeded with
 ``(seed, epoch)``, so an epoch's batches never depend on earlier epochs). A batch is cropped to its
 longest real history and built with index arithmetic, no per-user Python loop; the loss reads
