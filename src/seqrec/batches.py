@@ -47,14 +47,11 @@ class Batches:
         self.cfg = cfg
         if len(self.n) == 0:
             raise SeqrecError("no training examples: every user has fewer than 2 training interactions")
-
-    @property
-    def positions_per_step(self) -> float:
-        """Real positions per optimizer step on average: the loss's normaliser. One constant for
-        every step gives every position the same weight although bucketed batches differ in length
-        (dividing by each step's own count would weigh a short history's positions up to
-        ``max_len`` times more and trains markedly worse)."""
-        return float(self.n.sum()) / math.ceil(len(self.n) / (self.cfg.batch_size * self.cfg.grad_accum))
+        # Real positions per optimizer step on average: the loss's normaliser. One constant for every
+        # step gives every position the same weight although bucketed batches differ in length
+        # (dividing by each step's own count would weigh a short history's positions up to
+        # ``max_len`` times more and trains markedly worse).
+        self.positions_per_step = float(self.n.sum()) / math.ceil(len(self.n) / (cfg.batch_size * cfg.grad_accum))
 
     def plan(self, epoch: int) -> list[tuple[np.ndarray, bool]]:
         """[(rows, last micro-batch of its optimizer step?)] in step order."""
