@@ -26,9 +26,9 @@ import torch
 from seqrec.batches import Batches, Objective
 from seqrec.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from seqrec.data import atomic_write_text
-from seqrec.report import save_png
 from seqrec.errors import SeqrecError, check_config_keys
 from seqrec.evaluate import EvalConfig, evaluate
+from seqrec.report import save_png
 from seqrec.split import LeaveOneOut
 
 LOSSES = ("bce", "ce", "sampled-softmax", "gbce")
