@@ -8,6 +8,9 @@ the best loss vs ``bce`` with one negative, and SASRec vs the best baseline.
     python benchmarks/accuracy.py ../shared/data/ml-100k --budget 120
     python benchmarks/accuracy.py ../shared/data/amazon-games/games.txt --budget 600 --losses ce,bce --dropout 0.5
 
+``--schedule cosine --max-epochs 0`` decays each loss's learning rate over the epochs that fit its
+budget (timed on two probe epochs), so every loss ends its schedule when its time is up.
+
 ``--track-sampled N`` also evaluates the test split's sampled protocol every N epochs during
 training and reports when it first reached both ``--target`` and ``--target-hr`` (time to
 quality; this peeks at the test split on purpose, it is a measurement, not model selection).
@@ -40,13 +43,34 @@ LOSS_PRESETS = {
 }
 
 
+def make_model(loo: LeaveOneOut, args: argparse.Namespace) -> SASRecModel:
+    return SASRecModel(SASRecConfig(n_items=loo.data.n_items, hidden=args.hidden, blocks=args.blocks,
+                                    heads=args.heads, max_len=args.max_len, dropout=args.dropout,
+                                    norm=args.norm, activation=args.activation))
+
+
+def make_config(name: str, epochs: int, args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**LOSS_PRESETS[name], epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                       eval_every=args.eval_every, patience=args.patience, device=args.device,
+                       threads=args.threads, quiet=True, schedule=args.schedule, seed=args.seed,
+                       windows=args.windows)
+
+
+def epochs_in_budget(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> int:
+    """How many epochs of this loss fit the budget: the second of two probe epochs, timed."""
+    seconds: list[float] = []
+    probe = make_config(name, 2, args)
+    probe.eval_every = 2
+    train(make_model(loo, args), loo, probe, callback=lambda row: seconds.append(row["seconds"]))
+    epochs = max(1, int(args.budget / seconds[-1]))
+    print(f"  {name}: {seconds[-1]:.1f} s per epoch, so {epochs} epochs fit {args.budget:.0f} s", file=sys.stderr)
+    return epochs
+
+
 def run_loss(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> dict:
-    model = SASRecModel(SASRecConfig(n_items=loo.data.n_items, hidden=args.hidden, blocks=args.blocks,
-                                     heads=args.heads, max_len=args.max_len, dropout=args.dropout))
-    config = TrainConfig(**LOSS_PRESETS[name], epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
-                         eval_every=args.eval_every, patience=args.patience, device=args.device,
-                         threads=args.threads, quiet=True, schedule=args.schedule, seed=args.seed,
-                         windows=args.windows)
+    model = make_model(loo, args)
+    epochs = args.max_epochs or epochs_in_budget(name, loo, args)
+    config = make_config(name, epochs, args)
     spent, reached = 0.0, None
     sampled = EvalConfig(split="test", protocol="sampled")
 
@@ -81,12 +105,15 @@ def main() -> None:
     p.add_argument("data")
     p.add_argument("--losses", default="bce,ce,gbce,sampled-softmax")
     p.add_argument("--budget", type=float, default=120, help="training seconds per loss (validation excluded)")
-    p.add_argument("--max-epochs", type=int, default=1000)
+    p.add_argument("--max-epochs", type=int, default=1000,
+                   help="epochs the schedule spans; 0: as many as fit the budget (timed per loss)")
     p.add_argument("--hidden", type=int, default=50)
     p.add_argument("--blocks", type=int, default=2)
     p.add_argument("--heads", type=int, default=1)
     p.add_argument("--max-len", type=int, default=200)
     p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--norm", default="pre", help="LayerNorm placement: pre | post | paper")
+    p.add_argument("--activation", default="gelu", help="gelu | relu")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-every", type=int, default=5)
@@ -129,11 +156,14 @@ def main() -> None:
             r["× bce"] = round(r["NDCG@10"] / max(bce["NDCG@10"], 1e-12), 2)
         if best_baseline:
             r["× best baseline"] = round(r["NDCG@10"] / max(best_baseline["NDCG@10"], 1e-12), 2)
+    schedule = f"{args.schedule} schedule"
+    if args.schedule == "cosine":
+        schedule += f" over {args.max_epochs} epochs" if args.max_epochs else " over each loss's budget"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or "cpu"
     print(f"\n{ds.meta.get('name')}: {ds.n_users:,} users, {ds.n_items:,} items; test split, full ranking "
           f"(HR@10, NDCG@10, MRR) and sampled 1+100 (s100). {args.budget:.0f} s of training per loss on {device}, "
           f"{args.threads} thread(s); hidden {args.hidden}, {args.blocks} blocks, max_len {args.max_len}, "
-          f"dropout {args.dropout}, batch {args.batch_size}, lr {args.lr}, {args.schedule} schedule"
+          f"dropout {args.dropout}, {args.norm}-norm, {args.activation}, batch {args.batch_size}, lr {args.lr}, {schedule}"
           f"{', windows' if args.windows else ''}. {datetime.date.today()}, torch {torch.__version__}.\n")
     print(markdown_table(rows))
 

@@ -6,7 +6,7 @@ import torch
 from seqrec.data import PAD
 from seqrec.errors import SeqrecError
 from seqrec.losses import ce_loss
-from seqrec.model import SASRecConfig, SASRecModel
+from seqrec.model import Block, SASRecConfig, SASRecModel
 
 
 
@@ -87,7 +87,7 @@ def test_shapes_and_attributes():
         m(torch.ones(2, 11, dtype=torch.long))
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("norm", ["pre", "post", "paper"])
 @pytest.mark.parametrize("activation", ["gelu", "relu"])
 def test_no_nan_forward_and_backward(norm, activation):
     m = make(norm=norm, activation=activation)
@@ -119,7 +119,7 @@ def test_padding_positions_are_zero():
     assert torch.all(m.score(x)[3] == 0)  # all-padding row: zero scores
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("norm", ["pre", "post", "paper"])
 def test_causality(norm):
     m = make(norm=norm).eval()
     x = batch()
@@ -132,7 +132,7 @@ def test_causality(norm):
     assert not torch.allclose(hx[0, 6:], hy[0, 6:])
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("norm", ["pre", "post", "paper"])
 def test_cropping_padding_changes_nothing(norm):
     m = make(norm=norm).eval()
     x = batch()[1:]  # longest real history: 3
@@ -203,3 +203,24 @@ def test_dropout_keeps_expected_fraction_and_scale():
     assert torch.all((y == 0) | torch.isclose(y, torch.tensor(1 / 0.75)))
     assert y.mean().item() == pytest.approx(1.0, abs=0.02)
     assert torch.equal(d.eval()(x), x)
+
+
+def test_paper_norm_normalises_queries_but_not_keys():
+    """The authors' block: q = LN(x); x = q + attn(q, keys/values x); x = LN(x) + ffn(LN(x))."""
+    torch.manual_seed(0)
+    block = Block(SASRecConfig(n_items=5, hidden=8, heads=2, max_len=4, dropout=0.0, norm="paper")).eval()
+    x = torch.randn(2, 4, 8) * 3 + 1
+    mask = SASRecModel.attention_mask(torch.ones(2, 4, dtype=torch.bool))
+    attn = block.attn
+    q = block.ln1(x)
+    w, b = attn.qkv.weight, attn.qkv.bias
+    Q = (q @ w[:8].T + b[:8]).view(2, 4, 2, 4).transpose(1, 2)
+    K = (x @ w[8:16].T + b[8:16]).view(2, 4, 2, 4).transpose(1, 2)
+    V = (x @ w[16:].T + b[16:]).view(2, 4, 2, 4).transpose(1, 2)
+    causal = torch.tril(torch.ones(4, 4, dtype=torch.bool))
+    att = ((Q @ K.transpose(-1, -2)) / 2.0).masked_fill(~causal, float("-inf")).softmax(-1)
+    y = q + attn.proj((att @ V).transpose(1, 2).reshape(2, 4, 8))
+    y = block.ln2(y)
+    want = y + block.ffn(y)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, mask), want)

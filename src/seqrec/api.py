@@ -29,7 +29,7 @@ MODEL_HELP = {
     "max_len": "how many recent items the model reads",
     "dropout": "dropout rate (paper: 0.2 for MovieLens, 0.5 for sparse data)",
     "activation": "feed-forward activation: gelu | relu",
-    "norm": "LayerNorm placement: pre | post (the paper)",
+    "norm": "LayerNorm placement: pre | post (the paper's text) | paper (the authors' code)",
 }
 RUN_FILES = (CHECKPOINT, METRICS, RESULT, "training.png")
 

@@ -31,7 +31,7 @@ from seqrec.data import PAD
 from seqrec.errors import SeqrecError, check_config_keys
 
 ACTIVATIONS = ("gelu", "relu")
-NORMS = ("pre", "post")
+NORMS = ("pre", "post", "paper")
 
 
 @dataclass
@@ -43,7 +43,7 @@ class SASRecConfig:
     max_len: int = 50
     dropout: float = 0.2
     activation: str = "gelu"  # "gelu" | "relu"
-    norm: str = "pre"  # "pre" (default, trains more stably) | "post" (the paper)
+    norm: str = "pre"  # "pre" (default) | "post" (the paper's text) | "paper" (the paper's code)
 
     def __post_init__(self) -> None:
         for name in ("n_items", "hidden", "blocks", "heads", "max_len"):
@@ -103,7 +103,9 @@ class Dropout(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention; ``mask`` [B, 1, L, L] says which keys each query may see."""
+    """Multi-head self-attention; ``mask`` [B, 1, L, L] says which keys each query may see.
+
+    Queries come from ``x``; keys and values from ``kv`` when given (else from ``x`` too)."""
 
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
@@ -112,9 +114,14 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
         B, L, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)  # 3 x [B, L, d]
+        if kv is None:
+            q, k, v = self.qkv(x).split(d, dim=2)  # 3 x [B, L, d]
+        else:
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x, w[:d], b[:d])  # [B, L, d]
+            k, v = F.linear(kv, w[d:], b[d:]).split(d, dim=2)  # 2 x [B, L, d]
         q = q.view(B, L, self.heads, d // self.heads).transpose(1, 2)  # [B, h, L, d/h]
         k = k.view(B, L, self.heads, d // self.heads).transpose(1, 2)
         v = v.view(B, L, self.heads, d // self.heads).transpose(1, 2)
@@ -139,11 +146,16 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Attention then FFN, each with dropout, a residual connection and LayerNorm (pre or post)."""
+    """Attention then FFN, each with dropout, a residual connection and LayerNorm.
+
+    ``pre``: x + f(LN(x)). ``post``: LN(x + f(x)). ``paper`` follows the authors' released code:
+    queries are normalised but keys and values are not, and each residual adds the normalised
+    input: q = LN(x); x = q + attn(q, x); x = LN(x) + ffn(LN(x)).
+    """
 
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
-        self.pre = cfg.norm == "pre"
+        self.norm = cfg.norm
         self.ln1 = nn.LayerNorm(cfg.hidden)
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.hidden)
@@ -151,9 +163,14 @@ class Block(nn.Module):
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.pre:
+        if self.norm == "pre":
             x = x + self.drop(self.attn(self.ln1(x), mask))
             x = x + self.drop(self.ffn(self.ln2(x)))
+        elif self.norm == "paper":
+            q = self.ln1(x)
+            x = q + self.drop(self.attn(q, mask, kv=x))
+            x = self.ln2(x)
+            x = x + self.drop(self.ffn(x))
         else:
             x = self.ln1(x + self.drop(self.attn(x, mask)))
             x = self.ln2(x + self.drop(self.ffn(x)))
