@@ -8,8 +8,9 @@ the best loss vs ``bce`` with one negative, and SASRec vs the best baseline.
     python benchmarks/accuracy.py ../shared/data/ml-100k --budget 120
     python benchmarks/accuracy.py ../shared/data/amazon-games/games.txt --budget 600 --losses ce,bce --dropout 0.5
 
-``--schedule cosine --max-epochs 0`` decays each loss's learning rate over the epochs that fit its
-budget (timed on two probe epochs), so every loss ends its schedule when its time is up.
+``--schedule cosine`` decays each loss's learning rate over its training time (``time_limit``), so
+every loss ends its schedule when its time is up; ``--cosine-over epochs`` decays over
+``--max-epochs`` instead.
 
 ``--track-sampled N`` also evaluates the test split's sampled protocol every N epochs during
 training and reports when it first reached both ``--target`` and ``--target-hr`` (time to
@@ -49,28 +50,19 @@ def make_model(loo: LeaveOneOut, args: argparse.Namespace) -> SASRecModel:
                                     norm=args.norm, activation=args.activation))
 
 
-def make_config(name: str, epochs: int, args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**LOSS_PRESETS[name], epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+def make_config(name: str, args: argparse.Namespace) -> TrainConfig:
+    # the budget is the time limit (the cosine spans it) unless the cosine spans epochs; the callback
+    # stops training at the budget either way
+    by_time = args.schedule != "cosine" or args.cosine_over == "budget"
+    return TrainConfig(**LOSS_PRESETS[name], epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
                        eval_every=args.eval_every, patience=args.patience, device=args.device,
                        threads=args.threads, quiet=True, schedule=args.schedule, seed=args.seed,
-                       windows=args.windows)
-
-
-def epochs_in_budget(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> int:
-    """How many epochs of this loss fit the budget: the second of two probe epochs, timed."""
-    seconds: list[float] = []
-    probe = make_config(name, 2, args)
-    probe.eval_every = 2
-    train(make_model(loo, args), loo, probe, callback=lambda row: seconds.append(row["seconds"]))
-    epochs = max(1, int(args.budget / seconds[-1]))
-    print(f"  {name}: {seconds[-1]:.1f} s per epoch, so {epochs} epochs fit {args.budget:.0f} s", file=sys.stderr)
-    return epochs
+                       windows=args.windows, time_limit=args.budget if by_time else None)
 
 
 def run_loss(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> dict:
     model = make_model(loo, args)
-    epochs = args.max_epochs or epochs_in_budget(name, loo, args)
-    config = make_config(name, epochs, args)
+    config = make_config(name, args)
     spent, reached = 0.0, None
     sampled = EvalConfig(split="test", protocol="sampled")
 
@@ -105,8 +97,7 @@ def main() -> None:
     p.add_argument("data")
     p.add_argument("--losses", default="bce,ce,gbce,sampled-softmax")
     p.add_argument("--budget", type=float, default=120, help="training seconds per loss (validation excluded)")
-    p.add_argument("--max-epochs", type=int, default=1000,
-                   help="epochs the schedule spans; 0: as many as fit the budget (timed per loss)")
+    p.add_argument("--max-epochs", type=int, default=1000)
     p.add_argument("--hidden", type=int, default=50)
     p.add_argument("--blocks", type=int, default=2)
     p.add_argument("--heads", type=int, default=1)
@@ -118,7 +109,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--patience", type=int, default=0, help="0: train for the whole budget")
-    p.add_argument("--schedule", default="constant", help="constant, or cosine decay over --max-epochs")
+    p.add_argument("--schedule", default="constant", help="constant, or cosine decay (see --cosine-over)")
+    p.add_argument("--cosine-over", choices=["budget", "epochs"], default="budget",
+                   help="the cosine decays over each loss's training time, or over --max-epochs")
     p.add_argument("--windows", action="store_true", help="train on every max_len window of long histories")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
@@ -158,7 +151,7 @@ def main() -> None:
             r["× best baseline"] = round(r["NDCG@10"] / max(best_baseline["NDCG@10"], 1e-12), 2)
     schedule = f"{args.schedule} schedule"
     if args.schedule == "cosine":
-        schedule += f" over {args.max_epochs} epochs" if args.max_epochs else " over each loss's budget"
+        schedule += f" over {args.max_epochs} epochs" if args.cosine_over == "epochs" else " over the budget"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or "cpu"
     print(f"\n{ds.meta.get('name')}: {ds.n_users:,} users, {ds.n_items:,} items; test split, full ranking "
           f"(HR@10, NDCG@10, MRR) and sampled 1+100 (s100). {args.budget:.0f} s of training per loss on {device}, "

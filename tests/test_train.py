@@ -14,7 +14,8 @@ from seqrec.errors import SeqrecError
 from seqrec.evaluate import EvalConfig, evaluate
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.split import LeaveOneOut, left_pad
-from seqrec.train import TrainConfig, TrainingDiverged, lr_factor, plot_run, train
+from seqrec.report import plot_run
+from seqrec.train import TrainConfig, TrainingDiverged, lr_factor, train
 
 
 def planted(n_users=400, n_items=50, shuffle=False, seed=0) -> Dataset:
@@ -54,7 +55,8 @@ def quick(**kw) -> TrainConfig:
     ("weight_decay", -0.1), ("warmup_steps", -1), ("warmup_steps", 2.5), ("schedule", "step"), ("grad_clip", -1),
     ("grad_accum", 0), ("precision", "int8"), ("device", "tpu"), ("threads", 0), ("compile", "yes"),
     ("epochs", 0), ("batch_size", 1.5), ("eval_every", -1), ("eval_max_users", 0), ("patience", -2),
-    ("seed", "x"), ("checkpoint_every_steps", 0), ("quiet", 1), ("bucket", None),
+    ("seed", "x"), ("checkpoint_every_steps", 0), ("quiet", 1), ("bucket", None), ("time_limit", 0),
+    ("time_limit", "1m"),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     kw = {"loss": "bce"} if field == "n_negatives" else {}
@@ -82,6 +84,20 @@ def test_lr_schedule_values():
     assert lr_factor(0, 0, 100, "cosine") == 1.0
     assert lr_factor(50, 0, 100, "cosine") == pytest.approx(0.5)
     assert lr_factor(100, 0, 100, "cosine") == pytest.approx(0.0)
+    assert lr_factor(10, 0, 100, "cosine", progress=0.5) == pytest.approx(0.5)  # a time limit's share wins
+    assert lr_factor(10, 0, 100, "cosine", progress=1.7) == pytest.approx(0.0)
+
+
+def test_time_limit_stops_training_and_spans_the_cosine(tmp_path):
+    ds = small(n_users=300)
+    r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=10_000, time_limit=1.5, eval_every=1000, patience=None),
+              out_dir=tmp_path)
+    spent = sum(h["seconds"] for h in r.history)
+    assert 1.5 <= spent < 4 and len(r.history) < 10_000
+    assert "valid" in r.history[-1] and r.best_epoch == len(r.history)  # validated once, when time ran out
+    assert r.history[-1]["lr"] < 0.05 * 3e-3 < r.history[0]["lr"]  # decayed over the time, not the epochs
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == len(r.history) and all(row["loss"] > 0 for row in rows)
 
 
 # ----------------------------------------------------------------- batches

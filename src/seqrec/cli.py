@@ -212,7 +212,7 @@ def _pick(m: dict) -> dict:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from seqrec.train import plot_run
+    from seqrec.report import plot_run
 
     print(plot_run(args.run_dir))
 

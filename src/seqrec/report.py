@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
+
+from seqrec.errors import SeqrecError
+
+METRICS = "metrics.jsonl"  # one JSON row per training epoch, written by seqrec.train
 
 
 def _fmt(value: Any) -> str:
@@ -68,3 +73,32 @@ def save_png(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def plot_run(run_dir: str | Path) -> Path:
+    """PNG of the training loss and validation NDCG@10 / HR@10 per epoch from ``metrics.jsonl``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS
+    if not path.is_file():
+        raise SeqrecError(f"{run_dir}: no {METRICS} (not a training run folder)")
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise SeqrecError(f"{path}: line {e.lineno}: not JSON ({e.msg})") from e
+    if not rows:
+        raise SeqrecError(f"{path}: no epochs recorded yet")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot([r["epoch"] for r in rows], [r["loss"] for r in rows], marker=".")
+    ax1.set(xlabel="epoch", ylabel="training loss", title="loss")
+    evals = [r for r in rows if "valid" in r]
+    for key in ("NDCG@10", "HR@10"):
+        ax2.plot([r["epoch"] for r in evals], [r["valid"][key] for r in evals], marker="o", label=key)
+    ax2.set(xlabel="epoch", ylabel="validation", title="validation")
+    ax2.legend()
+    fig.tight_layout()
+    return save_png(fig, run_dir / "training.png")

@@ -28,7 +28,7 @@ from seqrec.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoi
 from seqrec.data import atomic_write_text
 from seqrec.errors import SeqrecError, check_config_keys
 from seqrec.evaluate import EvalConfig, evaluate
-from seqrec.report import save_png
+from seqrec.report import METRICS
 from seqrec.split import LeaveOneOut
 
 LOSSES = ("bce", "ce", "sampled-softmax", "gbce")
@@ -40,7 +40,7 @@ CHOICES = {
     "schedule": ("cosine", "constant"),
     "precision": ("fp32", "bf16", "fp16"),
 }
-CHECKPOINT, METRICS, RESULT = "checkpoint.safetensors", "metrics.jsonl", "result.json"
+CHECKPOINT, RESULT = "checkpoint.safetensors", "result.json"
 _RESUME_MAY_CHANGE = {"epochs", "patience", "quiet", "device", "threads", "compile", "eval_max_users",
                       "checkpoint_every_steps", "eval_every"}
 
@@ -85,6 +85,8 @@ class TrainConfig:
                                      "load average says other work holds the cores)")
     compile: bool = _opt(False, "torch.compile the model for training")
     epochs: int = _opt(200, "maximum epochs")
+    time_limit: float | None = _opt(None, "stop after this many seconds of training (validation excluded); a "
+                                          "cosine schedule then decays over this time instead of the epochs")
     batch_size: int = _opt(128, "sequences per micro-batch")
     eval_every: int = _opt(1, "validate every E epochs (0: never; then the last weights are kept)")
     eval_max_users: int | None = _opt(None, "validate on a seeded sample of this many users")
@@ -115,12 +117,13 @@ class TrainConfig:
             v = getattr(self, name)
             check(name, v is None or (_is_int(v) and v >= 1), "an integer >= 1 or None")
         for name, lo, hi in (("lr", 0, math.inf), ("weight_decay", 0, math.inf), ("pop_alpha", 0, math.inf),
-                             ("mix", 0, 1), ("gbce_t", 0, 1), ("grad_clip", 0, math.inf)):
+                             ("mix", 0, 1), ("gbce_t", 0, 1), ("grad_clip", 0, math.inf), ("time_limit", 0, math.inf)):
             v = getattr(self, name)
-            if name == "grad_clip" and v is None:
+            if name in ("grad_clip", "time_limit") and v is None:
                 continue
-            check(name, _is_num(v) and lo <= v <= hi and (v > 0 or name not in ("lr", "grad_clip")),
-                  f"a number in [{lo}, {hi}]" + (" and > 0" if name in ("lr", "grad_clip") else ""))
+            positive = name in ("lr", "grad_clip", "time_limit")
+            check(name, _is_num(v) and lo <= v <= hi and (v > 0 or not positive),
+                  f"a number in [{lo}, {hi}]" + (" and > 0" if positive else ""))
             setattr(self, name, float(v))
         betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
         check("betas", len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas), "two numbers in [0, 1)")
@@ -161,13 +164,15 @@ class TrainResult:
     seconds: float
 
 
-def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Multiplier of the peak learning rate before optimizer step ``step`` (0-based)."""
+def lr_factor(step: int, warmup: int, total: int, schedule: str, progress: float | None = None) -> float:
+    """Multiplier of the peak learning rate before optimizer step ``step`` (0-based); ``progress``
+    (the share of a time limit spent), when given, replaces the share of steps taken in the cosine."""
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    done = (step - warmup) / max(1, total - warmup) if progress is None else progress
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
 
 
 def _free_cores() -> int | None:
@@ -237,14 +242,17 @@ class _Run:
         total = math.ceil(len(self.data.n) / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs  # optimizer steps
         w = cfg.warmup_steps
         warmup = int(round(w * total)) if isinstance(w, float) else w
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, warmup, total, cfg.schedule))
+        self.clock = 0.0  # seconds of training so far, when there is a time limit
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(
+            s, warmup, total, cfg.schedule, self.clock / cfg.time_limit if cfg.time_limit else None))
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
         self.scorer = model if device.type == "cpu" else _OnDevice(model, device)
         self.st: dict[str, Any] = {
             "epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_seconds": 0.0, "best_metric": None,
-            "best_epoch": 0, "best_valid": {}, "bad_evals": 0, "history": [], "finished": False, "seconds": 0.0}
+            "best_epoch": 0, "best_valid": {}, "bad_evals": 0, "history": [], "finished": False, "seconds": 0.0,
+            "train_seconds": 0.0}
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.best_state: dict[str, torch.Tensor] | None = None
 
@@ -275,7 +283,7 @@ class _Run:
         self.best_state, extra = restore_checkpoint(meta, tensors, self.model, self.opt, self.sched, self.scaler,
                                                     self.device)
         self.loss_sum = extra["loss_sum"].reshape(()).to(self.device, torch.float64)
-        self.st.update({k: meta[k] for k in self.st})
+        self.st.update({k: meta[k] for k in self.st if k in meta})
 
     def diverged(self, where: str) -> TrainingDiverged:
         kept = f"the last good checkpoint {self.ckpt} is kept" if self.ckpt and self.ckpt.exists() else "no checkpoint"
@@ -291,7 +299,6 @@ class _Run:
         plan = self.data.plan(epoch)
         built = [self.data.build(rows) for rows, _ in plan]
         extras = self.objective.prepare([b[2] for b in built], epoch)
-        positions = sum(len(b[1]) for b in built)
         self.model.train()
         bar = tqdm(total=len(plan), initial=st["step_in_epoch"], desc=f"epoch {epoch}", unit="batch", leave=False,
                    disable=cfg.quiet)
@@ -312,6 +319,7 @@ class _Run:
                 self.scaler.step(self.opt)
                 self.scaler.update()
                 self.opt.zero_grad(set_to_none=True)
+                self.clock = st["train_seconds"] + time.perf_counter() - t0
                 self.sched.step()
                 st["global_step"] += 1
                 if cfg.checkpoint_every_steps and st["global_step"] % cfg.checkpoint_every_steps == 0:
@@ -320,7 +328,8 @@ class _Run:
                     st["epoch_seconds"] = time.perf_counter() - t0
                     self.save()
             bar.update(1)
-            if bi % 50 == 0 or bi + 1 == len(plan):
+            out_of_time = last and cfg.time_limit is not None and self.clock >= cfg.time_limit
+            if bi % 50 == 0 or bi + 1 == len(plan) or out_of_time:
                 seen = float(self.loss_sum)
                 if not math.isfinite(seen):
                     bar.close()
@@ -329,10 +338,15 @@ class _Run:
                     done = sum(len(b[1]) for b in built[: bi + 1])
                     rate = len(self.data.n) * (bi + 1) / len(plan) / max(1e-9, time.perf_counter() - t0)
                     bar.set_postfix(loss=f"{seen / max(1, done):.4f}", seq_s=f"{rate:.0f}")
+            if out_of_time:
+                break
         bar.close()
         seconds = time.perf_counter() - t0
+        steps = st["step_in_epoch"]
+        positions = sum(len(b[1]) for b in built[:steps])
+        sequences = len(self.data.n) * steps / len(plan)
         return {"epoch": epoch, "loss": float(self.loss_sum) / max(1, positions), "lr": self.opt.param_groups[0]["lr"],
-                "seconds": round(seconds, 4), "seq_per_s": round(len(self.data.n) / max(seconds, 1e-9), 1),
+                "seconds": round(seconds, 4), "seq_per_s": round(sequences / max(seconds, 1e-9), 1),
                 "threads": torch.get_num_threads()}
 
     def validate(self, row: dict[str, Any]) -> None:
@@ -357,8 +371,11 @@ class _Run:
         bar = tqdm(total=cfg.epochs, initial=st["epoch"], desc="epochs", unit="epoch", disable=cfg.quiet)
         while not st["finished"] and st["epoch"] < cfg.epochs:
             row = self.epoch(st["epoch"] + 1, tqdm)
-            if cfg.eval_every and (row["epoch"] % cfg.eval_every == 0 or row["epoch"] == cfg.epochs):
+            st["train_seconds"] += row["seconds"]
+            out_of_time = cfg.time_limit is not None and st["train_seconds"] >= cfg.time_limit
+            if cfg.eval_every and (row["epoch"] % cfg.eval_every == 0 or row["epoch"] == cfg.epochs or out_of_time):
                 self.validate(row)
+            st["finished"] = st["finished"] or out_of_time
             st["history"].append(row)
             st.update(epoch=row["epoch"], step_in_epoch=0, epoch_seconds=0.0)
             st["seconds"] += row["seconds"] + row.get("eval_seconds", 0.0)
@@ -407,31 +424,3 @@ def train(model: torch.nn.Module, loo: LeaveOneOut, config: TrainConfig, out_dir
         if run.threads:
             torch.set_num_threads(before)
 
-
-def plot_run(run_dir: str | Path) -> Path:
-    """PNG of the training loss and validation NDCG@10 / HR@10 per epoch from ``metrics.jsonl``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    run_dir = Path(run_dir)
-    path = run_dir / METRICS
-    if not path.is_file():
-        raise SeqrecError(f"{run_dir}: no {METRICS} (not a training run folder)")
-    try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise SeqrecError(f"{path}: line {e.lineno}: not JSON ({e.msg})") from e
-    if not rows:
-        raise SeqrecError(f"{path}: no epochs recorded yet")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot([r["epoch"] for r in rows], [r["loss"] for r in rows], marker=".")
-    ax1.set(xlabel="epoch", ylabel="training loss", title="loss")
-    evals = [r for r in rows if "valid" in r]
-    for key in ("NDCG@10", "HR@10"):
-        ax2.plot([r["epoch"] for r in evals], [r["valid"][key] for r in evals], marker="o", label=key)
-    ax2.set(xlabel="epoch", ylabel="validation", title="validation")
-    ax2.legend()
-    fig.tight_layout()
-    return save_png(fig, run_dir / "training.png")
