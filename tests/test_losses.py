@@ -97,6 +97,14 @@ def test_sampled_softmax_masks_accidental_hits():
     assert torch.isfinite(h.grad).all()
 
 
+def test_bce_and_gbce_leave_out_a_negative_that_is_the_positive():
+    pos = torch.tensor([3])
+    close(bce_loss(H, pos, torch.tensor([3, 1]), EMB), sp(-3) + sp(1))  # shared [k]
+    close(bce_loss(H, pos, torch.tensor([[1, 3]]), EMB), sp(-3) + sp(1))  # per row [M, k]
+    beta = gbce_beta(2, 3, 0.5)
+    close(gbce_loss(H, pos, torch.tensor([3, 2]), EMB, n_items=3, t=0.5), beta * sp(-3) + sp(2))
+
+
 def test_shared_negatives_equal_per_row():
     torch.manual_seed(1)
     h, emb = torch.randn(6, 3), torch.randn(9, 3)

@@ -142,7 +142,7 @@ class Objective:
         self.gen.manual_seed(self.cfg.seed * 1_000_003 + epoch)
         k = self.cfg.negatives
         shared = self.cfg.shared_negatives if self.cfg.shared_negatives is not None else k >= SHARED_FROM
-        if shared:  # [k] per batch; accidental hits are masked by the loss (sampled softmax) or rare
+        if shared:  # [k] per batch; a negative that is a row's own positive is masked by the loss
             pad = torch.zeros(len(targets), dtype=torch.long)  # PAD is never drawn: no collision to avoid
             negs = list(self.sampler.sample(pad, k))
         else:

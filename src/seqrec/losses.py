@@ -52,11 +52,18 @@ def _neg_logits(hidden: torch.Tensor, neg: torch.Tensor, emb: torch.Tensor) -> t
     return torch.einsum("md,mkd->mk", hidden, emb[neg])  # [M, k]
 
 
+def _neg_terms(s_neg: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Summed ``softplus(s-)`` per row [M], leaving out a negative that is the row's own positive:
+    on a small catalogue hundreds of shared negatives hold many of a batch's targets, and pushing
+    those down as negatives would outweigh their positive term."""
+    return F.softplus(s_neg).masked_fill(neg == pos[:, None], 0.0).sum(-1)  # neg [k] or [M, k]
+
+
 def bce_loss(hidden: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy, positive vs k negatives [M, k] (or [k] shared); mean over positions."""
     s_pos = _pos_logits(hidden, pos, emb)  # [M]
     s_neg = _neg_logits(hidden, neg, emb)  # [M, k]
-    return _mean(F.softplus(-s_pos) + F.softplus(s_neg).sum(-1))
+    return _mean(F.softplus(-s_pos) + _neg_terms(s_neg, pos, neg))
 
 
 def gbce_beta(k: int, n_items: int, t: float) -> float:
@@ -85,7 +92,7 @@ def gbce_loss(
     beta = gbce_beta(neg.shape[-1], n_items, t)
     s_pos = _pos_logits(hidden, pos, emb)  # [M]
     s_neg = _neg_logits(hidden, neg, emb)  # [M, k]
-    return _mean(beta * F.softplus(-s_pos) + F.softplus(s_neg).sum(-1))
+    return _mean(beta * F.softplus(-s_pos) + _neg_terms(s_neg, pos, neg))
 
 
 def _ce_rows(hidden: torch.Tensor, pos: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
