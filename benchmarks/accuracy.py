@@ -54,7 +54,12 @@ def make_config(name: str, args: argparse.Namespace) -> TrainConfig:
     # the budget is the time limit (the cosine spans it) unless the cosine spans epochs; the callback
     # stops training at the budget either way
     by_time = args.schedule != "cosine" or args.cosine_over == "budget"
-    return TrainConfig(**LOSS_PRESETS[name], epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
+    preset = dict(LOSS_PRESETS[name])
+    if args.n_negatives and name != "ce":
+        preset["n_negatives"] = args.n_negatives
+    if args.shared_negatives != "auto" and name != "ce":
+        preset["shared_negatives"] = args.shared_negatives == "true"
+    return TrainConfig(**preset, epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
                        eval_every=args.eval_every, patience=args.patience, device=args.device,
                        threads=args.threads, quiet=True, schedule=args.schedule, seed=args.seed,
                        windows=args.windows, time_limit=args.budget if by_time else None)
@@ -113,6 +118,9 @@ def main() -> None:
     p.add_argument("--cosine-over", choices=["budget", "epochs"], default="budget",
                    help="the cosine decays over each loss's training time, or over --max-epochs")
     p.add_argument("--windows", action="store_true", help="train on every max_len window of long histories")
+    p.add_argument("--n-negatives", type=int, default=0, help="negatives for every sampled loss (0: the presets)")
+    p.add_argument("--shared-negatives", choices=["auto", "true", "false"], default="auto",
+                   help="one set of negatives per batch (auto: from 64 negatives)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -157,7 +165,7 @@ def main() -> None:
           f"(HR@10, NDCG@10, MRR) and sampled 1+100 (s100). {args.budget:.0f} s of training per loss on {device}, "
           f"{args.threads} thread(s); hidden {args.hidden}, {args.blocks} blocks, max_len {args.max_len}, "
           f"dropout {args.dropout}, {args.norm}-norm, {args.activation}, batch {args.batch_size}, lr {args.lr}, {schedule}"
-          f"{', windows' if args.windows else ''}. {datetime.date.today()}, torch {torch.__version__}.\n")
+          f"{', windows' if args.windows else ''}{f', {args.n_negatives} negatives' if args.n_negatives else ''}. {datetime.date.today()}, torch {torch.__version__}.\n")
     print(markdown_table(rows))
 
 

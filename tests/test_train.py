@@ -13,8 +13,8 @@ from seqrec.data import PAD, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.evaluate import EvalConfig, evaluate
 from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.split import LeaveOneOut, left_pad
 from seqrec.report import plot_run
+from seqrec.split import LeaveOneOut, left_pad
 from seqrec.train import TrainConfig, TrainingDiverged, lr_factor, train
 
 
@@ -146,6 +146,17 @@ def test_windows_train_on_every_interaction_exactly_once():
     assert sorted(pairs) == sorted(want)
     last_only = Batches(loo, 5, TrainConfig(batch_size=4))
     assert len(pairs) > sum(len(last_only.build(r)[1]) for r, _ in last_only.plan(1))
+
+
+@pytest.mark.parametrize("loss, k, shared", [
+    ("sampled-softmax", 64, True), ("sampled-softmax", 8, False), ("bce", 64, False), ("gbce", 256, False),
+])
+def test_only_sampled_softmax_shares_negatives_by_default(loss, k, shared):
+    counts = np.ones(301)
+    targets = [torch.tensor([1, 2, 3]), torch.tensor([4, 5])]
+    (pos, neg, rows), _ = Objective(TrainConfig(loss=loss, n_negatives=k), 300, counts).prepare(targets, 1)
+    assert neg.shape == ((k,) if shared else (3, k))
+    assert torch.equal(rows[pos], targets[0]) and (rows[neg] >= 1).all()
 
 
 def test_bucketing_keeps_batches_short():

@@ -98,7 +98,8 @@ class TrainConfig:
                                 "interaction is a target) instead of their last max_len items only")
     bucket: bool = _opt(True, "length-bucketed batches (off: uniformly shuffled)")
     shared_negatives: bool | None = _opt(None, "one set of negatives per batch shared by all positions (a matrix "
-                                         "product instead of a gather); None: on from 64 negatives")
+                                         "product instead of a gather); None: on for sampled-softmax from 64 "
+                                         "negatives, off for bce and gbce")
 
     def __post_init__(self) -> None:
         def check(name: str, ok: bool, expected: str) -> None:
