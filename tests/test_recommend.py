@@ -64,13 +64,13 @@ class CountScorer:
         return self.counts.expand(histories.shape[0], -1)
 
 
-def make_scorer(n_items: int, max_len: int = 5):
+def make_scorer(n_items: int, max_len: int = 5, norm: str = "pre"):
     try:
         from seqrec.model import SASRecConfig, SASRecModel
     except ImportError:
         return FakeScorer(n_items, max_len)
     torch.manual_seed(0)
-    return SASRecModel(SASRecConfig(n_items=n_items, hidden=16, blocks=1, heads=1, max_len=max_len)).eval()
+    return SASRecModel(SASRecConfig(n_items=n_items, hidden=16, blocks=1, heads=1, max_len=max_len, norm=norm)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,9 @@ def test_k_bounds_and_backend_check(rec: Recommender, data: Dataset) -> None:
         Recommender(make_scorer(data.n_items + 1), data)
 
 
-def test_onnx_equals_torch(rec: Recommender, data: Dataset, tmp_path) -> None:
+@pytest.mark.parametrize("norm", ["pre", "post", "paper"])
+def test_onnx_equals_torch(data: Dataset, tmp_path, norm: str) -> None:
+    rec = Recommender(make_scorer(data.n_items, norm=norm), data, name="tiny")
     path = export_onnx(rec.scorer, tmp_path / "model.onnx")
     onnx_rec = Recommender(rec.scorer, data, backend="onnx", onnx_path=path)
     g = torch.Generator().manual_seed(1)
