@@ -62,7 +62,8 @@ def make_config(name: str, args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**preset, epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
                        eval_every=args.eval_every, patience=args.patience, device=args.device,
                        threads=args.threads, quiet=True, schedule=args.schedule, seed=args.seed,
-                       windows=args.windows, time_limit=args.budget if by_time else None)
+                       windows=args.windows, time_limit=args.budget if by_time else None,
+                       optimizer=args.optimizer, weight_decay=args.weight_decay)
 
 
 def run_loss(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> dict:
@@ -112,6 +113,8 @@ def main() -> None:
     p.add_argument("--activation", default="gelu", help="gelu | relu")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", help="adam | adamw")
+    p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--patience", type=int, default=0, help="0: train for the whole budget")
     p.add_argument("--schedule", default="constant", help="constant, or cosine decay (see --cosine-over)")
@@ -164,7 +167,7 @@ def main() -> None:
     print(f"\n{ds.meta.get('name')}: {ds.n_users:,} users, {ds.n_items:,} items; test split, full ranking "
           f"(HR@10, NDCG@10, MRR) and sampled 1+100 (s100). {args.budget:.0f} s of training per loss on {device}, "
           f"{args.threads} thread(s); hidden {args.hidden}, {args.blocks} blocks, max_len {args.max_len}, "
-          f"dropout {args.dropout}, {args.norm}-norm, {args.activation}, batch {args.batch_size}, lr {args.lr}, {schedule}"
+          f"dropout {args.dropout}, {args.norm}-norm, {args.activation}, batch {args.batch_size}, lr {args.lr}, {args.optimizer} (weight decay {args.weight_decay}), {schedule}"
           f"{', windows' if args.windows else ''}{f', {args.n_negatives} negatives' if args.n_negatives else ''}. {datetime.date.today()}, torch {torch.__version__}.\n")
     print(markdown_table(rows))
 
