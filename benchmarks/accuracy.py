@@ -123,7 +123,7 @@ def main() -> None:
     p.add_argument("--windows", action="store_true", help="train on every max_len window of long histories")
     p.add_argument("--n-negatives", type=int, default=0, help="negatives for every sampled loss (0: the presets)")
     p.add_argument("--shared-negatives", choices=["auto", "true", "false"], default="auto",
-                   help="one set of negatives per batch (auto: from 64 negatives)")
+                   help="one set of negatives per batch (auto: sampled softmax from 64 negatives)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)

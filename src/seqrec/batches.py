@@ -51,7 +51,8 @@ class Batches:
         # step gives every position the same weight although bucketed batches differ in length
         # (dividing by each step's own count would weigh a short history's positions up to
         # ``max_len`` times more and trains markedly worse).
-        self.positions_per_step = float(self.n.sum()) / math.ceil(len(self.n) / (cfg.batch_size * cfg.grad_accum))
+        self.steps_per_epoch = math.ceil(len(self.n) / (cfg.batch_size * cfg.grad_accum))  # optimizer steps
+        self.positions_per_step = float(self.n.sum()) / self.steps_per_epoch
 
     def plan(self, epoch: int) -> list[tuple[np.ndarray, bool]]:
         """[(rows, last micro-batch of its optimizer step?)] in step order."""
@@ -62,7 +63,7 @@ class Batches:
             order = rng.permutation(len(self.n))
         size, bs = self.cfg.batch_size * self.cfg.grad_accum, self.cfg.batch_size
         out = []
-        for g in rng.permutation(math.ceil(len(order) / size)):
+        for g in rng.permutation(self.steps_per_epoch):
             rows = order[g * size : (g + 1) * size]
             starts = range(0, len(rows), bs)
             out += [(rows[i : i + bs], i == starts[-1]) for i in starts]

@@ -63,11 +63,16 @@ def _neg_logits(hidden: torch.Tensor, neg: torch.Tensor, emb: torch.Tensor) -> t
     return torch.einsum("md,mkd->mk", hidden, emb[neg])  # [M, k]
 
 
+def _hits(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """[M, k] True where a negative is the row's own positive (``neg`` [k] shared or [M, k])."""
+    return neg == pos[:, None]
+
+
 def _neg_terms(s_neg: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """Summed ``softplus(s-)`` per row [M], leaving out a negative that is the row's own positive:
     on a small catalogue hundreds of shared negatives hold many of a batch's targets, and pushing
     those down as negatives would outweigh their positive term."""
-    return F.softplus(s_neg).masked_fill(neg == pos[:, None], 0.0).sum(-1)  # neg [k] or [M, k]
+    return F.softplus(s_neg).masked_fill(_hits(pos, neg), 0.0).sum(-1)
 
 
 def bce_loss(hidden: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -178,8 +183,7 @@ def sampled_softmax_loss(
         s_pos = s_pos - log_q_pos
     if log_q_neg is not None:
         s_neg = s_neg - log_q_neg
-    hits = neg.unsqueeze(0) == pos[:, None] if neg.dim() == 1 else neg == pos[:, None]  # [M, k]
-    s_neg = s_neg.masked_fill(hits, float("-inf"))
+    s_neg = s_neg.masked_fill(_hits(pos, neg), float("-inf"))
     logits = torch.cat([s_pos[:, None], s_neg], dim=1)  # [M, 1+k], target column 0
     return _mean(torch.logsumexp(logits.float(), dim=1) - logits[:, 0].float())
 

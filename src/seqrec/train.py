@@ -240,7 +240,7 @@ class _Run:
         self.fwd = torch.compile(model, dynamic=True) if cfg.compile else model
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = _optimizer(model, cfg, device)
-        total = math.ceil(len(self.data.n) / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs  # optimizer steps
+        total = self.data.steps_per_epoch * cfg.epochs  # optimizer steps
         w = cfg.warmup_steps
         warmup = int(round(w * total)) if isinstance(w, float) else w
         self.clock = 0.0  # seconds of training so far, when there is a time limit
