@@ -114,9 +114,10 @@ def test_metrics_from_ranks_hand_computed():
 
 
 def test_full_ranking_excludes_seen_and_scores_target(tiny):
-    m = evaluate(TableScorer(6, TABLE), tiny, EvalConfig(ks=(1, 2, 3)))
+    # seen_target="keep": the numbers evaluate() gave before seen_target existed
+    m = evaluate(TableScorer(6, TABLE), tiny, EvalConfig(ks=(1, 2, 3), seen_target="keep"))
     # ranks: [1, 2, 0]
-    assert m["users"] == 3
+    assert m["users"] == 3 and m["dropped_users"] == 0
     assert m["HR@1"] == approx(1 / 3) and m["HR@2"] == approx(2 / 3) and m["HR@3"] == approx(1.0)
     assert m["NDCG@2"] == approx((1 / math.log2(3) + 1) / 3)
     assert m["NDCG@3"] == approx((1 / math.log2(3) + 1 / math.log2(4) + 1) / 3)
@@ -124,7 +125,120 @@ def test_full_ranking_excludes_seen_and_scores_target(tiny):
     assert m["Precision@2"] == approx(2 / 3 / 2) and m["Recall@2"] == m["HR@2"]
     # top-1 lists: {5}, {4}, {2}; top-3 lists cover every item
     assert m["Coverage@1"] == approx(3 / 6) and m["Coverage@3"] == approx(1.0)
-    assert list(m)[-2:] == ["MRR", "users"]
+    assert list(m)[-3:] == ["MRR", "users", "dropped_users"]
+
+
+def test_seen_target_miss_removes_a_seen_target(tiny):
+    # User 2's target 2 is in its history (2, 5): removed like the other seen items -> rank inf.
+    m = evaluate(TableScorer(6, TABLE), tiny, EvalConfig(ks=(1, 2, 3), seen_target="miss"))
+    # ranks: [1, 2, inf]; the user stays in the denominator
+    assert m["users"] == 3 and m["dropped_users"] == 0
+    assert m["HR@1"] == 0.0 and m["HR@2"] == approx(1 / 3) and m["HR@3"] == approx(2 / 3)
+    assert m["NDCG@1"] == 0.0 and m["NDCG@2"] == approx(1 / math.log2(3) / 3)
+    assert m["NDCG@3"] == approx((1 / math.log2(3) + 1 / math.log2(4)) / 3)
+    assert m["MRR"] == approx((1 / 2 + 1 / 3) / 3)
+    assert m["Precision@2"] == approx(1 / 3 / 2) and m["Recall@3"] == m["HR@3"]
+    # the removed target is not in user 2's top list either: top-1 lists {5}, {4}, {1}
+    assert m["Coverage@1"] == approx(3 / 6) and m["Coverage@3"] == approx(1.0)
+
+
+def test_seen_target_drop_leaves_out_seen_and_cold_targets(tiny):
+    # Training parts: [1, 2], [5], [2]. User 0's target 4 is cold (never in training), user 2's
+    # target 2 is in its history: both dropped. User 1 (5, 6) -> 1 is left, rank 2.
+    m = evaluate(TableScorer(6, TABLE), tiny, EvalConfig(ks=(1, 2, 3), seen_target="drop"))
+    assert m["users"] == 1 and m["dropped_users"] == 2
+    assert m["HR@1"] == 0.0 and m["HR@2"] == 0.0 and m["HR@3"] == 1.0
+    assert m["NDCG@2"] == 0.0 and m["NDCG@3"] == approx(1 / math.log2(4))
+    assert m["MRR"] == approx(1 / 3) and m["Precision@3"] == approx(1 / 3)
+    # only user 1's lists count: top-1 {4}, top-3 {4, 1, 2}
+    assert m["Coverage@1"] == approx(1 / 6) and m["Coverage@3"] == approx(3 / 6)
+
+
+def test_seen_target_without_exclusion(tiny):
+    # Everything is a candidate: miss and keep both score the target among all items.
+    ms = {mode: evaluate(TableScorer(6, TABLE), tiny, EvalConfig(ks=(1, 2, 5), exclude_seen=False, seen_target=mode))
+          for mode in ("miss", "drop", "keep")}
+    assert ms["miss"] == ms["keep"]
+    assert ms["miss"]["MRR"] == approx((1 / 5 + 1 / 5 + 1 / 2) / 3)  # ranks [4, 4, 1]
+    d = ms["drop"]  # user 1 only, rank 4
+    assert d["users"] == 1 and d["dropped_users"] == 2
+    assert d["HR@2"] == 0.0 and d["HR@5"] == 1.0 and d["NDCG@5"] == approx(1 / math.log2(6))
+    assert d["MRR"] == approx(1 / 5)
+
+
+def test_seen_target_default_is_miss(tiny):
+    assert EvalConfig().seen_target == "miss"
+    scorer = TableScorer(6, TABLE)
+    default = evaluate(scorer, tiny, EvalConfig(ks=(1, 2, 3)))
+    assert default == evaluate(scorer, tiny, EvalConfig(ks=(1, 2, 3), seen_target="miss"))
+    assert default != evaluate(scorer, tiny, EvalConfig(ks=(1, 2, 3), seen_target="keep"))
+    assert evaluate(scorer, tiny)["MRR"] == approx((1 / 2 + 1 / 3) / 3)
+
+
+def test_seen_target_drop_everyone_is_an_error():
+    loo = LeaveOneOut(Dataset.from_sequences([[1, 2, 1], [2, 1, 2]]))  # both targets seen
+    with pytest.raises(SeqrecError, match="seen_target='drop'"):
+        evaluate(ConstantScorer(2), loo, EvalConfig(seen_target="drop"))
+    assert evaluate(ConstantScorer(2), loo, EvalConfig(seen_target="miss"))["users"] == 2
+
+
+def _reference_ranks(scorer, loo, exclude_seen, seen_target):
+    """A per-user loop: (ranks of the evaluated users, number dropped)."""
+    users, segs, targets = loo.inputs("test")
+    train = loo.train().counts(loo.data.n_items)
+    ranks, dropped = [], 0
+    for u in range(len(users)):
+        hist, t = segs.sequence(u).tolist(), int(targets[u])
+        if seen_target == "drop" and (t in hist or train[t] == 0):
+            dropped += 1
+            continue
+        if exclude_seen and seen_target == "miss" and t in hist:
+            ranks.append(INF)
+            continue
+        row = torch.nan_to_num(scorer.score(segs.left_padded(scorer.max_len, np.array([u])))[0].double(), nan=-INF)
+        cand = [j for j in range(1, loo.data.n_items + 1) if j != t and not (exclude_seen and j in hist)]
+        ranks.append(int(sum(row[j] >= row[t] for j in cand)))
+    return np.array(ranks, dtype=np.float64), dropped
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+@pytest.mark.parametrize("seen_target", ["miss", "drop", "keep"])
+def test_seen_target_matches_a_loop_on_repeat_heavy_data(exclude_seen, seen_target):
+    rng = np.random.default_rng(1)
+    seqs = rng.integers(0, 25, size=(200, 6)).tolist() + [list(range(25))]  # many repeated items
+    seqs += [[100 + i, 200 + i, 300 + i] for i in range(5)]  # cold targets 300..304
+    loo = LeaveOneOut(Dataset.from_sequences(seqs))
+    scorer = HashScorer(loo.data.n_items)
+    ranks, dropped = _reference_ranks(scorer, loo, exclude_seen, seen_target)
+    assert (ranks == INF).any() == (seen_target == "miss" and exclude_seen)
+    want = metrics_from_ranks(ranks, (1, 5, 10))
+    for batch_size in (1024, 7):
+        cfg = EvalConfig(ks=(1, 5, 10), exclude_seen=exclude_seen, seen_target=seen_target, batch_size=batch_size)
+        m = evaluate(scorer, loo, cfg)
+        assert m["users"] == len(ranks) and m["dropped_users"] == dropped
+        assert {k: m[k] for k in want} == approx(want)
+    if seen_target == "drop":
+        assert dropped > 5  # the cold ones and the repeats
+
+
+def test_seen_target_has_no_effect_under_sampled(random_loo):
+    n = random_loo.data.n_items
+    ms = [evaluate(HashScorer(n), random_loo, EvalConfig(protocol="sampled", seen_target=mode))
+          for mode in ("miss", "drop", "keep")]
+    assert ms[0] == ms[1] == ms[2] and ms[0]["dropped_users"] == 0
+
+
+def test_cli_seen_target_flag():
+    from seqrec.cli import _eval_config, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["evaluate", "synthetic"])
+    assert _eval_config(args, "full").seen_target == EvalConfig().seen_target == "miss"
+    for mode in ("drop", "keep"):
+        args = parser.parse_args(["compare", "synthetic", "--seen-target", mode])
+        assert _eval_config(args, "full").seen_target == mode
+    with pytest.raises(SystemExit):
+        parser.parse_args(["evaluate", "synthetic", "--seen-target", "skip"])
 
 
 def test_full_ranking_without_exclusion(tiny):
@@ -137,11 +251,13 @@ def test_full_ranking_without_exclusion(tiny):
 
 def test_constant_and_nan_scores_get_no_free_hits(tiny):
     # candidates other than the target: {5,6}, {2,3,4}, {1,3,4,6} -> ranks 2, 3, 4
-    expected_mrr = (1 / 3 + 1 / 4 + 1 / 5) / 3
+    # (seen_target="miss": user 2's seen target is removed, rank inf)
+    expected_mrr = {"keep": (1 / 3 + 1 / 4 + 1 / 5) / 3, "miss": (1 / 3 + 1 / 4) / 3}
     for scorer in (ConstantScorer(6), ConstantScorer(6, float("nan")), ConstantScorer(6, -INF)):
-        m = evaluate(scorer, tiny, EvalConfig(ks=(1, 2, 3)))
-        assert m["HR@1"] == 0.0 and m["HR@2"] == 0.0 and m["HR@3"] == approx(1 / 3)
-        assert m["MRR"] == approx(expected_mrr)
+        for mode, mrr in expected_mrr.items():
+            m = evaluate(scorer, tiny, EvalConfig(ks=(1, 2, 3), seen_target=mode))
+            assert m["HR@1"] == 0.0 and m["HR@2"] == 0.0 and m["HR@3"] == approx(1 / 3)
+            assert m["MRR"] == approx(mrr)
 
 
 def test_valid_split_uses_valid_targets(tiny):
@@ -161,8 +277,14 @@ def test_oracle_and_random_scorers(random_loo):
     n = random_loo.data.n_items
     assert n == 1000
     assert isinstance(RandomScorer(n), Scorer)
-    m = evaluate(OracleScorer(random_loo), random_loo)
+    m = evaluate(OracleScorer(random_loo), random_loo, EvalConfig(seen_target="keep"))
     assert m["HR@1"] == 1.0 and m["NDCG@10"] == 1.0 and m["MRR"] == 1.0
+    # default seen_target="miss": the oracle misses exactly the users whose target repeats
+    _, segs, targets = random_loo.inputs("test")
+    fresh = np.mean([t not in segs.sequence(u) for u, t in enumerate(targets)])
+    assert 0.99 < fresh < 1.0
+    m = evaluate(OracleScorer(random_loo), random_loo)
+    assert m["HR@1"] == approx(fresh) and m["NDCG@10"] == approx(fresh) and m["MRR"] == approx(fresh)
     m = evaluate(RandomScorer(n), random_loo, EvalConfig(ks=(10,)))
     assert 0.006 < m["HR@10"] < 0.014  # ~ 10 / 998 candidates
     assert 0.005 < m["MRR"] < 0.011  # ~ H(998) / 998 = 0.0075
@@ -266,10 +388,13 @@ def test_sample_negatives_too_few_items():
         {"batch_size": 0},
         {"max_users": 0},
         {"seed": "x"},
+        {"seen_target": "skip"},
+        {"seen_target": None},
+        {"seen_target": ["miss"]},
     ],
 )
 def test_config_validation(kwargs):
-    with pytest.raises(SeqrecError):
+    with pytest.raises(SeqrecError, match=next(iter(kwargs))):
         EvalConfig(**kwargs)
 
 

@@ -20,6 +20,7 @@ import torch
 from seqrec.data import PAD, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.model import SASRecConfig, SASRecModel
+from seqrec.recipe import Recipe
 from seqrec.train import CHECKPOINT, METRICS, RESULT, TrainConfig, TrainResult, train
 
 MODEL_HELP = {
@@ -68,6 +69,16 @@ def _model_names() -> list[str]:
     return [f.name for f in dataclasses.fields(SASRecConfig) if f.name != "n_items"]
 
 
+def _model_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(SASRecConfig) if f.name != "n_items"}
+
+
+def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model options, training options) of one flat dict of option names."""
+    names = set(_model_names())
+    return ({k: v for k, v in options.items() if k in names}, {k: v for k, v in options.items() if k not in names})
+
+
 class SASRec:
     """Fit SASRec on a data set, evaluate it, score histories, save and load model folders.
 
@@ -75,29 +86,49 @@ class SASRec:
     ``TrainResult``). Options are checked when the estimator is built.
     """
 
-    def __init__(self, hidden: int = 50, blocks: int = 2, heads: int = 1, max_len: int = 50, dropout: float = 0.2,
-                 activation: str = "gelu", norm: str = "pre", loss: str = "ce", **train_options: Any) -> None:
-        self.model_options = dict(hidden=hidden, blocks=blocks, heads=heads, max_len=max_len, dropout=dropout,
-                                  activation=activation, norm=norm)
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        for name in train_options:
+    def __init__(self, recipe: str = "auto", **options: Any) -> None:
+        from seqrec.recipe import RECIPES
+
+        if recipe not in RECIPES:
+            raise SeqrecError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+        known = {f.name for f in config_fields()}
+        for name in options:
             if name not in known:
-                close = difflib.get_close_matches(name, sorted(known | set(self.model_options)), n=1)
+                close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise SeqrecError(f"unknown SASRec option {name!r}{hint} (see seqrec.api.config_fields())")
-        SASRecConfig(n_items=1, **self.model_options)  # validate now, not after loading the data
-        self.train_config = TrainConfig(loss=loss, **train_options)
+        self.recipe = recipe
+        self.options = dict(options)  # what the caller gave; the recipe fills the rest at fit time
+        model_opts, train_opts = _split_options(options)
+        SASRecConfig(n_items=1, **model_opts)  # validate now, not after loading the data
+        self.train_config = TrainConfig(**train_opts)
+        self.model_options = {**_model_defaults(), **model_opts}
         self.model_: SASRecModel | None = None
         self.dataset_: Dataset | None = None
         self.result_: TrainResult | None = None
+        self.recipe_: Recipe | None = None
         self._fitted_config: TrainConfig | None = None
 
+    def resolve(self, ds: Dataset) -> tuple[dict[str, Any], TrainConfig, Recipe]:
+        """(model options, training config, recipe) for ``ds``: the recipe's values, then the caller's."""
+        from seqrec.recipe import choose
+
+        recipe = choose(self.recipe, ds)
+        chosen = dict(recipe.options)
+        if "loss" in self.options and "n_negatives" not in self.options:
+            chosen.pop("n_negatives", None)  # the recipe's negatives belong to the recipe's loss
+        model_opts, train_opts = _split_options({**chosen, **self.options})
+        return {**_model_defaults(), **model_opts}, TrainConfig(**train_opts), recipe
+
     def __repr__(self) -> str:
-        opts = {**self.model_options, **self.train_config.to_dict()}
+        opts = {"recipe": self.recipe, **self.options}
         return "SASRec(" + ", ".join(f"{k}={v!r}" for k, v in opts.items()) + ")"
 
     def get_params(self) -> dict[str, Any]:
-        return {**self.model_options, **self.train_config.to_dict()}
+        """The recipe and the options given (after ``fit``, every option as trained)."""
+        if self._fitted_config is not None:
+            return {"recipe": self.recipe, **self.model_options, **self._fitted_config.to_dict()}
+        return {"recipe": self.recipe, **self.options}
 
     # ------------------------------------------------------------------ training
     def fit(self, data: Any, out_dir: str | os.PathLike | None = None, resume: bool = False,
@@ -111,12 +142,16 @@ class SASRec:
         from seqrec.split import LeaveOneOut
 
         ds = self._dataset(data)
-        cfg = self.train_config if valid else dataclasses.replace(self.train_config, eval_every=0)
+        model_options, resolved, recipe = self.resolve(ds)
+        if not resolved.quiet:
+            print(recipe.describe(self.options), flush=True)
+        cfg = resolved if valid else dataclasses.replace(resolved, eval_every=0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = SASRecModel(SASRecConfig(n_items=ds.n_items, **self.model_options))
+            model = SASRecModel(SASRecConfig(n_items=ds.n_items, **model_options))
         self.result_ = train(model, LeaveOneOut(ds), cfg, out_dir=out_dir, resume=resume)
         self.model_, self.dataset_, self._fitted_config = model.eval(), ds, cfg
+        self.model_options, self.train_config, self.recipe_ = model_options, resolved, recipe
         if out_dir is not None:
             self.save(out_dir, force=True, keep_files=RUN_FILES)
         return self
@@ -183,7 +218,9 @@ class SASRec:
 
         model = self._check_fitted()
         cfg = self._fitted_config or self.train_config
-        return save_folder(path, model, self.dataset_, cfg.to_dict(), self.metrics(), force=force, keep_files=keep_files)
+        recipe = self.recipe_.to_dict() if self.recipe_ is not None else None
+        return save_folder(path, model, self.dataset_, cfg.to_dict(), self.metrics(), force=force, keep_files=keep_files,
+                           recipe=recipe)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SASRec":
@@ -194,7 +231,10 @@ class SASRec:
         if bundle.config["kind"] != "sasrec":
             raise SeqrecError(f"{path}: holds the {bundle.config['kind']} baseline, not SASRec; use seqrec.folder.load_folder")
         model_cfg = {k: v for k, v in bundle.config["model"].items() if k != "n_items"}
-        est = cls(**model_cfg, **bundle.config["train"])
+        stored = bundle.config.get("recipe") or {}
+        est = cls(recipe=stored.get("name", "auto"), **model_cfg, **bundle.config["train"])
+        if stored:
+            est.recipe_ = Recipe(stored["name"], stored.get("options", {}), stored.get("reasons", {}))
         est.model_, est.dataset_ = bundle.scorer, bundle.dataset
         est._fitted_config = est.train_config
         m = bundle.metrics

@@ -55,18 +55,28 @@ class Batches:
         self.positions_per_step = float(self.n.sum()) / self.steps_per_epoch
 
     def plan(self, epoch: int) -> list[tuple[np.ndarray, bool]]:
-        """[(rows, last micro-batch of its optimizer step?)] in step order."""
+        """[(rows, last micro-batch of its optimizer step?)] in step order.
+
+        Bucketed: examples sorted by length (seeded noise within a length) are cut into
+        ``steps_per_epoch`` groups of about the same number of real positions (many short histories
+        or a few long ones), so every optimizer step carries as much signal as a uniformly shuffled
+        batch would; each group is split into ``grad_accum`` micro-batches. Unbucketed: uniformly
+        shuffled groups of ``batch_size * grad_accum`` examples."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
+        steps, accum = self.steps_per_epoch, self.cfg.grad_accum
         if self.cfg.bucket:
             order = np.argsort(self.n + rng.random(len(self.n)) * 3.0, kind="stable")
+            cum = np.cumsum(self.n[order])
+            cuts = np.searchsorted(cum, cum[-1] * np.arange(1, steps) / steps, side="right")
+            groups = [g for g in np.split(order, cuts) if len(g)]
         else:
             order = rng.permutation(len(self.n))
-        size, bs = self.cfg.batch_size * self.cfg.grad_accum, self.cfg.batch_size
+            size = self.cfg.batch_size * accum
+            groups = [order[g * size : (g + 1) * size] for g in range(steps)]
         out = []
-        for g in rng.permutation(self.steps_per_epoch):
-            rows = order[g * size : (g + 1) * size]
-            starts = range(0, len(rows), bs)
-            out += [(rows[i : i + bs], i == starts[-1]) for i in starts]
+        for g in rng.permutation(len(groups)):
+            parts = [p for p in np.array_split(groups[g], accum) if len(p)]
+            out += [(p, i == len(parts) - 1) for i, p in enumerate(parts)]
         return out
 
     def build(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

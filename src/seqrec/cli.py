@@ -44,9 +44,15 @@ def _load(spec: str, args: argparse.Namespace):
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    from seqrec.evaluate import SEEN_TARGET, EvalConfig
+
     p.add_argument("--split", choices=["valid", "test"], default="test")
     p.add_argument("--k", default="1,5,10,20", help="cut-offs, comma-separated (default 1,5,10,20)")
     p.add_argument("--no-exclude-seen", action="store_true", help="rank items the user already saw too (repeat consumption)")
+    p.add_argument("--seen-target", choices=list(SEEN_TARGET), default=EvalConfig.seen_target,
+                   help="full protocol, a target already in the user's history: miss (removed like every seen item, "
+                   "counts as a miss), drop (leave out users with a seen or cold target) or keep (always scored) "
+                   f"(default: {EvalConfig.seen_target})")
     p.add_argument("--negatives", choices=["uniform", "popularity"], default="uniform", help="sampled protocol: how negatives are drawn")
     p.add_argument("--n-negatives", type=int, default=100, help="sampled protocol: negatives per user (paper: 100)")
     p.add_argument("--seed", type=int, default=0)
@@ -61,7 +67,7 @@ def _eval_config(args: argparse.Namespace, protocol: str):
         raise SeqrecError(f"--k: expected comma-separated integers like 1,5,10, got {args.k!r}") from None
     return EvalConfig(
         split=args.split, protocol=protocol, ks=ks, n_negatives=args.n_negatives, negatives=args.negatives,
-        exclude_seen=not args.no_exclude_seen, seed=args.seed,
+        exclude_seen=not args.no_exclude_seen, seed=args.seed, seen_target=args.seen_target,
     )
 
 
@@ -199,7 +205,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.quiet:
         options["quiet"] = True
     ds = _load(args.data, args)
-    model = SASRec(**options).fit(ds, out_dir=args.out, resume=args.resume)
+    model = SASRec(recipe=args.recipe, **options).fit(ds, out_dir=args.out, resume=args.resume)
     from seqrec.report import markdown_table
 
     res = model.result_
@@ -300,11 +306,16 @@ def _flag_type(kind: type) -> Any:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from seqrec.api import config_fields
 
-    g = p.add_argument_group("model and training options (the Python API's names and defaults)")
+    from seqrec.recipe import RECIPES
+
+    g = p.add_argument_group("model and training options (the Python API's names; the recipe fills those not given)")
+    g.add_argument("--recipe", choices=RECIPES, default="auto",
+                   help="auto: chosen from the data's statistics (default); paper: Kang & McAuley 2018 (BCE); "
+                        "sasrec+: full cross-entropy as in the SASRec+ paper. Explicit flags win.")
     for f in config_fields():
         if f.name != "quiet":
             g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.type), default=None,
-                           help=f"{f.help} (default: {f.default})")
+                           help=f"{f.help} (without the recipe: {f.default})")
 
 
 # ---------------------------------------------------------------------------- parser

@@ -136,22 +136,27 @@ def k_core(frame: pl.DataFrame, k: int) -> tuple[pl.DataFrame, list[dict[str, in
 
 
 def _normalise_catalog(catalog: pl.DataFrame | None, raw_items: pl.Series) -> pl.DataFrame:
-    """One catalogue row per internal item 1..N with columns item, raw_id, title, genres, year."""
+    """One catalogue row per internal item 1..N with columns item, raw_id, title, genres, year, and
+    ``attributes`` (list of strings, empty for items without an entry) when the given catalogue has it."""
     base = pl.DataFrame({"item": np.arange(1, len(raw_items) + 1, dtype=np.int32), "raw_id": raw_items})
     if catalog is None or catalog.height == 0:
         return base.with_columns(
             pl.lit(None, dtype=pl.String).alias("title"),
             pl.lit([], dtype=pl.List(pl.String)).alias("genres"),
             pl.lit(None, dtype=pl.Int32).alias("year"),
+            *([pl.lit([], dtype=pl.List(pl.String)).alias("attributes")] if catalog is not None
+              and "attributes" in catalog.columns else []),
         )
     cat = catalog.select(
         pl.col("raw_id").cast(pl.String).alias("_key"),
         (pl.col("title") if "title" in catalog.columns else pl.lit(None)).cast(pl.String).alias("title"),
         (pl.col("genres") if "genres" in catalog.columns else pl.lit([])).cast(pl.List(pl.String)).alias("genres"),
         (pl.col("year") if "year" in catalog.columns else pl.lit(None)).cast(pl.Int32).alias("year"),
+        *([pl.col("attributes").cast(pl.List(pl.String))] if "attributes" in catalog.columns else []),
     ).unique("_key", keep="first", maintain_order=True)
     out = base.with_columns(pl.col("raw_id").cast(pl.String).alias("_key")).join(cat, on="_key", how="left")
-    return out.sort("item").drop("_key").with_columns(pl.col("genres").fill_null([]))
+    return out.sort("item").drop("_key").with_columns(pl.col(c).fill_null([]) for c in ("genres", "attributes")
+                                                      if c in cat.columns)
 
 
 @dataclass

@@ -3,11 +3,27 @@
 Protocols
 ---------
 * ``full`` (default): every catalogue item is a candidate. Items in the user's *whole* input
-  history are removed (``exclude_seen=True``) except the target itself, which is always scored.
+  history are removed (``exclude_seen=True``). What happens when the target itself is one of
+  them (users who repeat items) is ``seen_target``:
+
+  - ``"miss"`` (default; RecTools, the SASRec+ paper): the target is removed like every other
+    seen item, so the user counts as a miss (rank infinite: HR@K = NDCG@K = MRR = 0) and stays
+    in the denominator.
+  - ``"drop"`` (eSASRec): users whose target occurs in their input history, or whose target is
+    cold (never in the training part of any user, ``loo.train()``), are left out of the evaluation
+    altogether (metrics, denominator and coverage). ``users`` counts those evaluated and
+    ``dropped_users`` those left out. With ``max_users`` the sample is drawn first, then dropped
+    from, so every mode sees the same users.
+  - ``"keep"`` (seqrec's earlier behaviour): the target is always scored, so a seen target
+    competes only with unseen items. Optimistic on data with repeats; kept for comparison.
+
+  With ``exclude_seen=False`` every item is a candidate: ``"miss"`` and ``"keep"`` are the same
+  (the target is scored among all items) and ``"drop"`` still drops seen- and cold-target users.
 * ``sampled`` (Kang & McAuley 2018): the target competes with ``n_negatives`` items the user never
   interacted with (not anywhere in the user's sequence, held-out targets included), drawn without
   replacement per user, uniformly or in proportion to training counts, from ``numpy``'s
   ``Generator(seed)``. Draws are reproducible for a given seed, user subset and batch size.
+  ``seen_target`` has no effect here: the target is always scored and nobody is dropped.
 
 Ranks are 0-based and **pessimistic**: a candidate whose score ties the target's counts against
 the target. A model that gives every item the same score therefore ranks each target last among
@@ -22,7 +38,8 @@ Metrics (one target per user, averaged over users)
   top-K list. Under ``full`` the list is drawn from all candidates (seen items excluded); under
   ``sampled`` it is the top K of the user's 1 + n_negatives candidates, so it mostly measures how
   varied the sampled candidates are and is not comparable with the full-protocol value.
-* ``users``: how many users were evaluated.
+* ``users``: how many users were evaluated (the denominator); ``dropped_users``: how many were
+  left out by ``seen_target="drop"`` (0 otherwise).
 
 Under ``sampled`` the negatives are never items of the user's sequence, so ``exclude_seen`` has
 no effect there. ``ks`` is stored sorted and without repeats.
@@ -43,6 +60,8 @@ from seqrec.split import LeaveOneOut, Segments
 NEG_INF = float("-inf")
 _MAX_ROUNDS = 30
 _MAX_DRAW = 4096
+SEEN_TARGET = ("miss", "drop", "keep")  # EvalConfig.seen_target's choices
+_MISS = -1  # rank recorded for a target removed as seen (seen_target="miss"); reported as math.inf
 _CHUNK = 128  # rows ranked at a time on the CPU, in reused buffers (no fresh page-faulting allocations)
 
 
@@ -71,6 +90,7 @@ class EvalConfig:
     batch_size: int = 1024
     seed: int = 0
     max_users: int | None = None
+    seen_target: Literal["miss", "drop", "keep"] = "miss"
 
     def __post_init__(self) -> None:
         if self.split not in ("valid", "test"):
@@ -97,6 +117,8 @@ class EvalConfig:
             raise SeqrecError(f"max_users must be a positive integer or None, got {self.max_users!r}")
         if not isinstance(self.exclude_seen, (bool, np.bool_)):
             raise SeqrecError(f"exclude_seen must be true or false, got {self.exclude_seen!r}")
+        if not isinstance(self.seen_target, str) or self.seen_target not in SEEN_TARGET:
+            raise SeqrecError(f"seen_target must be 'miss', 'drop' or 'keep', got {self.seen_target!r}")
 
 
 def _is_int(x: object) -> bool:
@@ -119,7 +141,10 @@ def _ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def metrics_from_ranks(ranks: torch.Tensor | np.ndarray, ks: tuple[int, ...] | list[int]) -> dict[str, float]:
-    """HR@K, NDCG@K, Precision@K, Recall@K for each K and MRR from 0-based ranks (one target per user)."""
+    """HR@K, NDCG@K, Precision@K, Recall@K for each K and MRR from 0-based ranks (one target per user).
+
+    A rank of ``math.inf`` (a target that was not a candidate) is a miss at every K with MRR 0.
+    """
     r = ranks if isinstance(ranks, torch.Tensor) else torch.as_tensor(np.asarray(ranks))
     r = r.detach().cpu().double()
     if r.numel() == 0:
@@ -238,11 +263,13 @@ def _checked(scores: torch.Tensor, batch: int, n_items: int) -> torch.Tensor:
     return scores.detach()
 
 
-def _full_chunk(work, targets, seen_rows, seen_items, flags) -> torch.Tensor:
+def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False) -> torch.Tensor:
     """Ranks for one chunk of rows whose scores were copied into ``work`` (modified in place).
 
     Seen items and PAD are set to -inf, the target's own score is restored, then every other
-    column with a score >= the target's counts against it.
+    column with a score >= the target's counts against it. With ``miss`` a target that is one of
+    the row's seen items stays removed (also from ``work``, so not in the top-K lists) and its
+    rank is ``_MISS``.
     """
     ar = torch.arange(len(targets), device=work.device)
     work.nan_to_num_(nan=NEG_INF, posinf=math.inf, neginf=NEG_INF)
@@ -250,7 +277,13 @@ def _full_chunk(work, targets, seen_rows, seen_items, flags) -> torch.Tensor:
     if len(seen_rows):
         work[seen_rows, seen_items] = NEG_INF
     work[:, 0] = NEG_INF
-    work[ar, targets] = t
+    gone = None
+    if miss and len(seen_rows):
+        gone = torch.zeros(len(targets), dtype=torch.bool, device=work.device)
+        gone[seen_rows[seen_items == targets[seen_rows]]] = True
+        work[ar, targets] = torch.where(gone, NEG_INF, t)
+    else:
+        work[ar, targets] = t
     ranks = torch.ge(work, t[:, None], out=flags).sum(1, dtype=torch.int32).long() - 1
     lost = torch.isneginf(t)
     if lost.any():  # a -inf target ties every remaining candidate: its rank is their number
@@ -259,7 +292,19 @@ def _full_chunk(work, targets, seen_rows, seen_items, flags) -> torch.Tensor:
         excl[:, 0] = True
         excl[ar, targets] = True
         ranks = torch.where(lost, (~excl).sum(1), ranks)
+    if gone is not None:
+        ranks = ranks.masked_fill(gone, _MISS)
     return ranks
+
+
+def _target_seen(segs: Segments, targets: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    """Whether ``targets[u]`` occurs in ``segs.sequence(u)``, for every row: bool [len(segs)]."""
+    out = np.zeros(len(segs), dtype=bool)
+    for lo in range(0, len(segs), block):
+        rows = np.arange(lo, min(lo + block, len(segs)))
+        r, i = segs.subset(rows).flat()
+        out[lo + r[i == targets[rows][r]]] = True
+    return out
 
 
 def _update_coverage(cover: dict[int, torch.Tensor], scores: torch.Tensor, item_ids: torch.Tensor | None) -> None:
@@ -277,9 +322,10 @@ def evaluate(
 ) -> dict[str, float]:
     """Evaluate ``scorer`` on the validation or test targets of ``loo``; see the module notes.
 
-    Returns ``HR@K, NDCG@K, Precision@K, Recall@K, Coverage@K`` for each K in ``config.ks``, ``MRR``
-    and ``users``. Ranks are pessimistic: ties with the target count against it, so a constant
-    scorer ranks every target last among its candidates (no free hits).
+    Returns ``HR@K, NDCG@K, Precision@K, Recall@K, Coverage@K`` for each K in ``config.ks``, ``MRR``,
+    ``users`` (evaluated) and ``dropped_users``. Ranks are pessimistic: ties with the target count
+    against it, so a constant scorer ranks every target last among its candidates (no free hits).
+    Under ``full`` a target the user already had is a miss by default (``config.seen_target``).
     """
     n_items = loo.data.n_items
     if int(scorer.n_items) != n_items:
@@ -289,6 +335,17 @@ def evaluate(
         raise SeqrecError(f"no users to evaluate: nobody has at least 3 interactions ({loo.data.n_users} users)")
     sel = _select_users(len(users), config)
     sampled = config.protocol == "sampled"
+    dropped = 0
+    if not sampled and config.seen_target == "drop":
+        cold = loo.train().counts(n_items)[targets[sel]] == 0
+        left_out = cold | _target_seen(segs.subset(sel), targets[sel])
+        dropped, sel = int(left_out.sum()), sel[~left_out]
+        if len(sel) == 0:
+            raise SeqrecError(
+                f"no users to evaluate: seen_target='drop' left out all {dropped} users (every target was "
+                "already in the user's history or never in training); use seen_target='miss' or 'keep'"
+            )
+    miss = not sampled and config.exclude_seen and config.seen_target == "miss"
     rng = np.random.default_rng(config.seed)
     weights = None
     if sampled:
@@ -334,15 +391,16 @@ def evaluate(
                 seen = slice(bounds[c], bounds[c + 1])
                 r_t = torch.from_numpy(r[seen].astype(np.int64) - lo).to(dev)
                 i_t = torch.from_numpy(i[seen].astype(np.int64)).to(dev)
-                all_ranks.append(_full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo]))
+                all_ranks.append(_full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo], miss))
                 _update_coverage(cover, w, None)
-    out = metrics_from_ranks(torch.cat(all_ranks).cpu(), config.ks)
+    ranks = torch.cat(all_ranks).cpu().double()
+    out = metrics_from_ranks(ranks.masked_fill(ranks == _MISS, math.inf), config.ks)
     for k, seen in cover.items():
         out[f"Coverage@{k}"] = int(seen[1:].sum()) / n_items
-    out["users"] = len(sel)
+    out["users"], out["dropped_users"] = len(sel), dropped
     return {key: out[key] for key in _key_order(config.ks)}
 
 
 def _key_order(ks: tuple[int, ...]) -> list[str]:
     keys = [f"{m}@{k}" for m in ("HR", "NDCG", "Precision", "Recall", "Coverage") for k in ks]
-    return keys + ["MRR", "users"]
+    return keys + ["MRR", "users", "dropped_users"]

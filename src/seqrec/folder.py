@@ -35,6 +35,7 @@ from seqrec.train import TrainConfig
 
 FORMAT_VERSION = 1
 CONFIG_KEYS = ("data", "format_version", "kind", "model", "seqrec_version", "train")
+OPTIONAL_KEYS = ("recipe",)  # the recipe a SASRec was trained with (name, chosen options, reasons)
 DATA_KEYS = ("counts", "fingerprint", "name")
 WEIGHTS, CONFIG, METRICS, DATA = "model.safetensors", "config.json", "metrics.json", "data"
 
@@ -69,7 +70,8 @@ def _kind(scorer: Any) -> str:
 
 
 def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: dict[str, Any] | TrainConfig | None,
-                metrics: dict[str, Any], force: bool = False, keep_files: tuple[str, ...] = ()) -> Path:
+                metrics: dict[str, Any], force: bool = False, keep_files: tuple[str, ...] = (),
+                recipe: dict[str, Any] | None = None) -> Path:
     """Write a model folder atomically; ``config`` is the training configuration (``{}`` for baselines).
 
     An existing ``path`` is replaced only with ``force=True``, and only once the new folder is
@@ -96,6 +98,8 @@ def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: 
         "train": train,
         "data": {"name": dataset.meta.get("name", ""), "fingerprint": counts.pop("fingerprint"), "counts": counts},
     }
+    if recipe:
+        doc["recipe"] = recipe
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -139,7 +143,7 @@ def _check_config(doc: Any, file: Path) -> None:
         )
     if version < 1:
         raise SeqrecError(f"{file}: format_version {version} is not a version seqrec ever wrote")
-    missing, unknown = sorted(set(CONFIG_KEYS) - set(doc)), sorted(set(doc) - set(CONFIG_KEYS))
+    missing, unknown = sorted(set(CONFIG_KEYS) - set(doc)), sorted(set(doc) - set(CONFIG_KEYS) - set(OPTIONAL_KEYS))
     if missing or unknown:
         raise SeqrecError(f"{file}: " + "; ".join(
             ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])))

@@ -1,5 +1,7 @@
-"""Format detection and readers: names, prepared folders, MovieLens folders, the SASRec paper's ``user item``
-files, CSV / TSV / Parquet files and pandas / polars frames all become a ``Dataset``. Parsing is vectorised:
+"""Format detection and readers: names, prepared folders, MovieLens folders, headerless integer line files
+(the SASRec paper's ``user item`` pairs and the one-user-per-line ``user item1 item2 ...`` layout, with any
+``item2attributes.json`` beside them; see ``seqrec.layouts`` for how the two are told apart), CSV / TSV /
+Parquet files and pandas / polars frames all become a ``Dataset``. Parsing is vectorised:
 fixed layouts take a fast native parse first; if that fails a checked (still vectorised) line parse finds the
 first offending line for a ``SeqrecError`` naming file, line, text and what was expected."""
 
@@ -15,8 +17,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from seqrec.data import DEFAULT_K_CORE, CleanConfig, Dataset
+from seqrec.data import CATALOG_COLUMNS, DEFAULT_K_CORE, CleanConfig, Dataset
 from seqrec.errors import SeqrecError
+from seqrec.layouts import LINE_LAYOUTS, PAIRS, _fail, _head, _lines, attributes_beside, line_layout, read_sequences
 
 ML_NAMES = ("ml-100k", "ml-1m", "ml-10m", "ml-latest-small", "ml-20m", "ml-25m", "ml-32m")
 NAMES = ("synthetic", *ML_NAMES)
@@ -32,11 +35,9 @@ ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "C
                  "War", "Western")
 RATINGS = [("user", pl.Int64), ("item", pl.Int64), ("rating", pl.Float64), ("timestamp", pl.Int64)]
 _YEAR_IN_TITLE = r"\((\d{4})[^()]*\)\s*$"
-_INT_PAIR = re.compile(r"^\s*-?\d+\s+-?\d+\s*$")
-_HEAD = 65536
 
 
-class Raw(NamedTuple):  # frame: user, item, [timestamp], [rating]; catalog: raw_id, title, genres, year
+class Raw(NamedTuple):  # frame: user, item, [timestamp], [rating]; catalog: raw_id, title, genres, year, [attributes]
     frame: pl.DataFrame
     catalog: pl.DataFrame | None
     k_core: int  # the format's default k-core
@@ -56,7 +57,8 @@ def load_dataset(spec: Any, config: CleanConfig = CleanConfig(), *, user_col: st
                  item_col: str | None = None, time_col: str | None = None, rating_col: str | None = None,
                  sep: str | None = None) -> Dataset:
     """Read any input (name, path, prepared folder, DataFrame) and clean it into a Dataset. ``k_core=None``
-    means the format's default: 5, or 0 for the already-filtered paper files; prepared folders load as saved."""
+    means the format's default: 5, or 0 for the already-filtered line files (``user item`` pairs and one user
+    per line); prepared folders load as saved."""
     resolved = _resolve(spec)
     if isinstance(resolved, Path) and format_of(resolved) == "prepared":
         return Dataset.load(resolved)
@@ -77,7 +79,8 @@ def read_interactions(spec: Any, *, user_col: str | None = None, item_col: str |
 
 
 def format_of(spec: Any) -> str:
-    """prepared, ml-100k, movielens-dat, movielens-csv, sasrec-txt, parquet, csv, tsv (or synthetic, dataframe)."""
+    """prepared, ml-100k, movielens-dat, movielens-csv, sasrec-txt (``user item`` pairs), s3rec-txt (one user per
+    line), parquet, csv, tsv (or synthetic, dataframe)."""
     path = _resolve(spec)
     if not isinstance(path, Path):
         return "synthetic" if isinstance(path, str) else "dataframe"
@@ -91,9 +94,8 @@ def format_of(spec: Any) -> str:
     text = head.decode("utf-8", "replace")
     if path.name == "ratings.csv" and text.startswith("userId,movieId"):
         return "movielens-csv"
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
-    if _INT_PAIR.match(first):  # a header line is never two integers
-        return "sasrec-txt"
+    if layout := line_layout(path, head):
+        return layout
     return "tsv" if _sniff(text) == "\t" else "csv"
 
 
@@ -157,8 +159,10 @@ def _read_path(path: Path, cols: dict[str, str | None], sep: str | None) -> Raw:
         frame = _fixed(path, sep, RATINGS, f"expected {layout} (integers; rating a number)", skip)
         catalog = read_catalog(folder / meta) if (folder / meta).is_file() else None
         return Raw(frame, catalog, DEFAULT_K_CORE, name, src, fmt)
-    if fmt == "sasrec-txt":  # already filtered by the paper's authors: no k-core by default
-        return Raw(_fixed(path, None, RATINGS[:2], "expected two integers 'user item'"), None, 0, name, src, fmt)
+    if fmt in LINE_LAYOUTS:  # already filtered by their authors: no k-core by default
+        frame = (_fixed(path, None, RATINGS[:2], "expected two integers 'user item'") if fmt == PAIRS
+                 else read_sequences(path))
+        return Raw(frame, attributes_beside(path), 0, name, src, fmt)
     if fmt == "parquet":
         frame = _standardise(pl.read_parquet(path).with_row_index("_line", 1), cols, src, "row")
     else:
@@ -178,18 +182,11 @@ def _ratings_file(folder: Path) -> Path:
 def _from_prepared(path: Path) -> Raw:
     ds = Dataset.load(path)
     frame = pl.DataFrame({"user": np.repeat(ds.user_ids.raw, ds.lengths), "item": ds.item_ids.raw[ds.items - 1]})
-    catalog = ds.catalog.select("raw_id", "title", "genres", "year")
+    catalog = ds.catalog.select(c for c in (*CATALOG_COLUMNS, "attributes") if c in ds.catalog.columns)
     return Raw(frame, catalog, 0, str(ds.meta.get("name", path.name)), str(path), "prepared")
 
 
 # ----------------------------------------------------------------------------------------- line files
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        if not (head := f.read(_HEAD)).strip():
-            raise SeqrecError(f"{path}: the file is empty")
-    return head
-
-
 def _decoded(path: Path) -> io.BytesIO:
     """A small text file as UTF-8 bytes: as is when it is UTF-8, else read as latin-1 (older MovieLens)."""
     data = path.read_bytes()
@@ -198,20 +195,6 @@ def _decoded(path: Path) -> io.BytesIO:
     except UnicodeDecodeError:
         data = data.decode("latin-1").encode("utf-8")
     return io.BytesIO(data)
-
-
-def _lines(source: Path | io.BytesIO) -> pl.DataFrame:
-    """Non-blank lines with their 1-based line numbers: columns lineno, line."""
-    df = pl.read_csv(source, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String},
-                     encoding="utf8-lossy", raise_if_empty=False, truncate_ragged_lines=True)
-    return df.with_row_index("lineno", 1).filter(pl.col("line").fill_null("").str.strip_chars() != "")
-
-
-def _fail(label: Any, bad: pl.DataFrame, expected: str) -> None:
-    """Raise for the first row of ``bad`` (columns lineno, line), if any."""
-    if bad.height:
-        text = bad["line"][0] if len(bad["line"][0]) <= 200 else bad["line"][0][:200] + "..."
-        raise SeqrecError(f"{label} line {bad['lineno'][0]}: {expected}, got {text!r}")
 
 
 def _split(sep: str | None) -> pl.Expr:

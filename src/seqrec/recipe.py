@@ -1,0 +1,129 @@
+"""Recipes: the model and training options used where no flag or keyword says otherwise.
+
+``auto`` (the default) reads the data set's statistics (history lengths of the training part,
+catalogue size, interactions) and picks the settings this project measured best for data like it
+(see ``docs/results.md``); ``paper`` is the 2018 paper's setup (BCE with one negative per
+position, the authors' block, no schedule); ``sasrec+`` is the SASRec+ paper's (Klenitskiy &
+Vasilev, RecSys 2023: full cross-entropy, constant learning rate, Adam's default betas).
+
+A recipe only fills options the user did not give: every explicit flag or keyword wins. The
+chosen values, with the reason for each, are printed when training starts and saved in the model
+folder's ``config.json`` (key ``recipe``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from seqrec.data import Dataset
+from seqrec.errors import SeqrecError
+
+RECIPES = ("auto", "paper", "sasrec+")
+LONG_HISTORIES = 100  # median training history at least this long: MovieLens-like (max_len 200)
+CE_MAX_ITEMS = 40_000  # full cross-entropy up to this catalogue size; sampled softmax above it
+SAMPLED_NEGATIVES = 2048
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What a recipe reads from a data set (training part: every user's held-out items removed)."""
+
+    users: int
+    items: int
+    interactions: int
+    length_p50: float
+    length_p90: float
+
+    @classmethod
+    def of(cls, ds: Dataset) -> "DataStats":
+        lengths = ds.lengths - np.where(ds.lengths >= 3, 2, 0)  # the leave-one-out training part
+        p50, p90 = np.percentile(lengths, [50, 90]) if len(lengths) else (0.0, 0.0)
+        return cls(ds.n_users, ds.n_items, int(lengths.sum()), float(p50), float(p90))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    options: dict[str, Any]  # option name -> value (model and training options)
+    reasons: dict[str, str] = field(default_factory=dict)  # option name -> why
+
+    def describe(self, explicit: dict[str, Any] | None = None) -> str:
+        """One line per option: the recipe's value and why, or the explicit value that replaced it."""
+        explicit = explicit or {}
+        lines = [f"recipe {self.name}:"]
+        for k, v in self.options.items():
+            if k in explicit:
+                lines.append(f"  {k} = {explicit[k]!r} (given; the recipe says {v!r})")
+            else:
+                why = f"  ({self.reasons[k]})" if k in self.reasons else ""
+                lines.append(f"  {k} = {v!r}{why}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
+                "reasons": dict(self.reasons)}
+
+
+def _max_len(s: DataStats) -> tuple[int, str]:
+    ml = int(min(200, max(50, 50 * np.ceil(s.length_p90 / 50))))
+    return ml, f"90% of training histories have at most {s.length_p90:.0f} items"
+
+
+def paper(s: DataStats) -> Recipe:
+    """Kang & McAuley 2018: d=50, 2 blocks, 1 head, BCE with one negative, Adam (0.9, 0.98) at 1e-3,
+    batch 128; max length 200 and dropout 0.2 for MovieLens-like data, 50 and 0.5 for sparse data."""
+    long = s.length_p50 >= LONG_HISTORIES
+    why = f"median training history {s.length_p50:.0f} items: " + ("long (paper's ML-1M setting)" if long else
+                                                                   "short (paper's sparse-data setting)")
+    opts = dict(hidden=50, blocks=2, heads=1, max_len=200 if long else 50, dropout=0.2 if long else 0.5,
+                activation="relu", norm="paper", loss="bce", n_negatives=1, lr=1e-3, betas=(0.9, 0.98),
+                batch_size=128, schedule="constant", warmup_steps=0, grad_clip=None, epochs=200, patience=20,
+                bucket=False)
+    return Recipe("paper", opts, {"max_len": why, "dropout": why})
+
+
+def sasrec_plus(s: DataStats) -> Recipe:
+    """Klenitskiy & Vasilev 2023 (SASRec+): full cross-entropy, d=64, 2 blocks, 1 head, dropout 0.1,
+    Adam's default betas at a constant 1e-3, batch 128, up to 100 epochs with patience 10; max length
+    200 for MovieLens-like data, 50 otherwise."""
+    long = s.length_p50 >= LONG_HISTORIES
+    opts = dict(hidden=64, blocks=2, heads=1, max_len=200 if long else 50, dropout=0.1, activation="relu",
+                norm="paper", loss="ce", lr=1e-3, betas=(0.9, 0.999), batch_size=128, schedule="constant",
+                warmup_steps=0, grad_clip=None, epochs=100, patience=10, bucket=False)
+    return Recipe("sasrec+", opts, {"max_len": f"median training history {s.length_p50:.0f} items"})
+
+
+def auto(s: DataStats) -> Recipe:
+    """This project's recipe, from the data's statistics (measurements in docs/results.md)."""
+    max_len, why_len = _max_len(s)
+    long = s.length_p50 >= LONG_HISTORIES
+    reasons = {"max_len": why_len}
+    opts: dict[str, Any] = dict(max_len=max_len)
+    if long:
+        opts.update(hidden=64, blocks=2, heads=1, dropout=0.1)
+        reasons["dropout"] = f"dense data: median training history {s.length_p50:.0f} items"
+    else:
+        opts.update(hidden=64, blocks=2, heads=1, dropout=0.3)
+        reasons["dropout"] = f"sparse data: median training history {s.length_p50:.0f} items"
+    if s.items <= CE_MAX_ITEMS:
+        opts.update(loss="ce")
+        reasons["loss"] = f"{s.items:,} items: full cross-entropy is affordable (at most {CE_MAX_ITEMS:,})"
+    else:
+        opts.update(loss="sampled-softmax", n_negatives=SAMPLED_NEGATIVES)
+        reasons["loss"] = f"{s.items:,} items: sampled softmax with {SAMPLED_NEGATIVES} shared negatives"
+    opts.update(activation="gelu", norm="pre", lr=1e-3, betas=(0.9, 0.98), batch_size=128, schedule="cosine",
+                grad_clip=1.0, epochs=200, patience=5, bucket=True)
+    return Recipe("auto", opts, reasons)
+
+
+_BUILDERS = {"auto": auto, "paper": paper, "sasrec+": sasrec_plus}
+
+
+def choose(name: str, dataset: Dataset) -> Recipe:
+    """The recipe ``name`` (one of ``RECIPES``) for ``dataset``."""
+    if name not in _BUILDERS:
+        raise SeqrecError(f"recipe must be one of {', '.join(RECIPES)}, got {name!r}")
+    return _BUILDERS[name](DataStats.of(dataset))
