@@ -24,7 +24,8 @@ def test_stats_read_the_training_part():
 
 def test_auto_reads_history_lengths_and_catalogue_size():
     long = choose("auto", sequences(20, 300, 50))
-    assert long.options["max_len"] == 200 and long.options["loss"] == "ce" and long.options["dropout"] == 0.1
+    assert long.options["max_len"] == 200 and long.options["loss"] == "ce" and long.options["dropout"] == 0.2
+    assert choose("auto", sequences(1100, 300, 50)).options["dropout"] == 0.1  # 327,800 training interactions
     short = choose("auto", sequences(20, 8, 50))
     assert short.options["max_len"] == 50 and "max_len" in short.reasons
     mid = choose("auto", sequences(20, 102, 50))  # p90 of training lengths 100 -> 100

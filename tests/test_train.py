@@ -159,6 +159,24 @@ def test_only_sampled_softmax_shares_negatives_by_default(loss, k, shared):
     assert torch.equal(rows[pos], targets[0]) and (rows[neg] >= 1).all()
 
 
+def test_bucketed_steps_hold_about_the_same_number_of_positions():
+    ds = small(n_users=300)
+    loo = LeaveOneOut(ds)
+    b = Batches(loo, 8, TrainConfig(batch_size=16, grad_accum=2))
+    steps, current = [], 0
+    for rows, last in b.plan(1):
+        current += int(b.n[rows].sum())
+        if last:
+            steps.append(current)
+            current = 0
+    assert len(steps) == b.steps_per_epoch and sum(steps) == int(b.n.sum())
+    # each cut overshoots its share by less than one example (at most max_len positions)
+    assert max(abs(s - b.positions_per_step) for s in steps) <= 8
+    shuffled = Batches(loo, 8, TrainConfig(batch_size=16, grad_accum=2, bucket=False))
+    sizes = [int(shuffled.n[r].sum()) for r, _ in shuffled.plan(1)]
+    assert max(sizes) - min(sizes) > 8  # uniformly shuffled steps vary more
+
+
 def test_bucketing_keeps_batches_short():
     ds = small(n_users=300)
     loo = LeaveOneOut(ds)
