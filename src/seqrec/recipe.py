@@ -26,6 +26,7 @@ LONG_HISTORIES = 50  # median training history at least this long: MovieLens-lik
 LARGE = 300_000  # training interactions from which dense data needs little dropout
 CE_MAX_ITEMS = 40_000  # full cross-entropy up to this catalogue size; sampled softmax above it
 SAMPLED_NEGATIVES = 2048
+COMPUTE_BUDGET = 80e12  # floating-point operations of training the auto recipe aims at (epochs follow)
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,20 @@ class DataStats:
     interactions: int
     length_p50: float
     length_p90: float
+    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False, compare=False)
 
     @classmethod
     def of(cls, ds: Dataset) -> "DataStats":
         lengths = ds.lengths - np.where(ds.lengths >= 3, 2, 0)  # the leave-one-out training part
         p50, p90 = np.percentile(lengths, [50, 90]) if len(lengths) else (0.0, 0.0)
-        return cls(ds.n_users, ds.n_items, int(lengths.sum()), float(p50), float(p90))
+        return cls(ds.n_users, ds.n_items, int(lengths.sum()), float(p50), float(p90), lengths)
+
+    def flops_per_epoch(self, hidden: int, blocks: int, max_len: int, scored: int) -> float:
+        """Rough training cost of one epoch: forward and backward (x3) of the loss over ``scored``
+        items and of the blocks' matrix products and attention, at every trained position."""
+        positions = int(np.minimum(np.maximum(self.lengths - 1, 0), max_len).sum())  # one example per user
+        per_position = 2 * 3 * hidden * (scored + 12 * hidden * blocks + 2 * max_len * blocks)
+        return float(positions) * per_position
 
 
 @dataclass(frozen=True)
@@ -117,8 +126,13 @@ def auto(s: DataStats) -> Recipe:
         reasons["loss"] = f"{s.items:,} items: sampled softmax with {SAMPLED_NEGATIVES} shared negatives"
     # the authors' block with ReLU, Adam's default betas and no clipping learned faster per epoch on
     # ML-1M than pre-LN / GELU / betas (0.9, 0.98) / clipping at 1 (docs/results.md, recipe ablations)
+    scored = s.items if opts["loss"] == "ce" else SAMPLED_NEGATIVES
+    flops = s.flops_per_epoch(opts["hidden"], opts["blocks"], max_len, scored)
+    epochs = int(np.clip(round(COMPUTE_BUDGET / max(flops, 1.0)), 20, 200))
+    reasons["epochs"] = (f"about {flops / 1e12:.2f} TFLOP per epoch; {COMPUTE_BUDGET / 1e12:.0f} TFLOP in all "
+                         "(within 20..200 epochs), the cosine decaying over them")
     opts.update(activation="relu", norm="paper", lr=1e-3, betas=(0.9, 0.999), grad_clip=None, batch_size=128,
-                schedule="cosine", warmup_steps=0, epochs=200, patience=10, bucket=True)
+                schedule="cosine", warmup_steps=0, epochs=epochs, patience=10, bucket=True)
     return Recipe("auto", opts, reasons)
 
 
