@@ -12,6 +12,15 @@ initialised (weights do not change the cost). Histories are real users' most rec
    server's speed; latency counts from the scheduled time, so queueing shows): 300 req/s for 30 s,
    then a ramp that finds the highest rate held with p99 <= 50 ms and no errors.
 
+``--limits`` runs only the cost-limit checks instead (uvicorn, ONNX backend, one torch thread per worker):
+
+a. two clients each send maximum-cost ``POST /recommend/batch`` requests back to back (1,000 histories
+   of 150 ids, about 0.9 MB, with k at the ``max_batch_results`` limit: 100,000 results, an answer of
+   about 8 MB) while cheap ``POST /recommend`` (50 req/s) and ``GET /health`` (20 req/s) run open loop
+   beside them on one worker: their p50 / p99 / max (target: cheap p99 <= 50 ms);
+b. 300 req/s of ``POST /recommend`` for ``--limits-seconds`` (60) against 2 workers: p99 (target <= 20 ms),
+   errors (target 0) and the workers' resident memory before and after (target: growth < 5 %).
+
 Prints Markdown tables.
 """
 
@@ -84,15 +93,17 @@ def batch_rate(rec: Recommender, histories: list[list], batch: int) -> float:
 
 # ---------------------------------------------------------------------------- HTTP load
 class Load:
-    """Open-loop HTTP/1.1 load over keep-alive connections (raw asyncio streams)."""
+    """Open-loop HTTP/1.1 load over keep-alive connections (raw asyncio streams); a body of None is a GET."""
 
-    def __init__(self, port: int, bodies: list[bytes], max_conns: int = 256) -> None:
-        self.port, self.bodies, self.max_conns = port, bodies, max_conns
+    def __init__(self, port: int, bodies: list[bytes | None], max_conns: int = 256, path: str = "/recommend") -> None:
+        self.port, self.bodies, self.max_conns, self.path = port, bodies, max_conns, path.encode()
         self.idle: list = []
         self.open = 0
 
-    def request(self, body: bytes) -> bytes:
-        return (b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    def request(self, body: bytes | None) -> bytes:
+        if body is None:
+            return b"GET " + self.path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        return (b"POST " + self.path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
     async def _conn(self, fresh: bool = False) -> tuple:
@@ -166,10 +177,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(folder: Path, backend: str) -> tuple[subprocess.Popen, int]:
+def start_server(folder: Path, backend: str, workers: int = 1) -> tuple[subprocess.Popen, int]:
     port = free_port()
     code = (f"from seqrec.serve import run; run({str(folder)!r}, port={port}, backend={backend!r}, threads=1, "
-            f"access_log=False)")
+            f"access_log=False, workers={workers})")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -222,11 +233,123 @@ async def http_bench(port: int, bodies: list[bytes], steady: float, ramp: list[f
     return closed, fixed, steps
 
 
+# ---------------------------------------------------------------------------- cost limits
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The server's worker processes (uvicorn's children; the process itself when it has none)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children] or [pid]
+
+
+def heavy_body(histories: list[list], n: int = 1000, length: int = 150) -> tuple[bytes, int]:
+    """The costliest batch the default limits allow: n histories of ``length`` ids, k at the limit."""
+    from seqrec.serve import Limits
+
+    limits = Limits()
+    k = min(1000, limits.max_batch_results // n)
+    padded = [(h * (length // max(1, len(h)) + 1))[:length] for h in histories[:n]]
+    body = json.dumps({"histories": padded, "k": k}, separators=(",", ":")).encode()
+    assert len(body) <= limits.max_body_bytes, len(body)
+    return body, k
+
+
+async def heavy_loop(port: int, body: bytes, until: float, took: list, errors: list) -> None:
+    """Send one heavy request after another on one connection until ``until`` (loop time)."""
+    loop = asyncio.get_running_loop()
+    load = Load(port, [body], path="/recommend/batch")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    while loop.time() < until:
+        t = loop.time()
+        status = await load._exchange(reader, writer, body)
+        took.append((loop.time() - t) * 1000)
+        if status != 200:
+            errors.append(status)
+    writer.close()
+
+
+async def beside_heavy(port: int, bodies: list[bytes], heavy: bytes, seconds: float, clients: int = 2) -> list[dict]:
+    """Cheap requests and /health, open loop: alone, then while ``clients`` heavy batch loops run."""
+    loop = asyncio.get_running_loop()
+    await Load(port, bodies).run(50, 2)  # warm-up
+
+    async def cheap_and_health(label: str) -> list[dict]:
+        cheap, health = await asyncio.gather(Load(port, bodies).run(50, seconds),
+                                             Load(port, [None], path="/health").run(20, seconds))
+        return [{"requests": f"{name}, {label}", **{k: v for k, v in r.items() if k != "rate"}} for name, r in
+                (("POST /recommend 50 req/s", cheap), ("GET /health 20 req/s", health))]
+
+    rows = await cheap_and_health("alone")
+    took: list = []
+    heavy_errors: list = []
+    until = loop.time() + seconds + 1.0
+    heavies = [asyncio.create_task(heavy_loop(port, heavy, until, took, heavy_errors)) for _ in range(clients)]
+    await asyncio.sleep(1.0)  # the heavy requests under way
+    rows += await cheap_and_health(f"beside {clients} heavy")
+    await asyncio.gather(*heavies)
+    rows.append({"requests": f"POST /recommend/batch, {clients} back to back", "sent": len(took),
+                 "achieved": len(took) / seconds, "p50": pct(took, 50), "p99": pct(took, 99),
+                 "max": max(took) if took else float("nan"), "errors": len(heavy_errors),
+                 "error kinds": ", ".join(sorted({str(e) for e in heavy_errors})) or "-"})
+    return rows
+
+
+def limits_beside(folder: Path, backend: str, bodies: list[bytes], heavy: bytes, k: int, seconds: float,
+                  clients: int) -> None:
+    proc, port = start_server(folder, backend)
+    try:
+        rows = asyncio.run(beside_heavy(port, bodies, heavy, seconds, clients))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(f"## a. Beside {clients} maximum-cost batch requests ({len(heavy) / 1e6:.2f} MB: 1,000 histories of 150 ids, "
+          f"k {k}; 1 worker, {seconds:.0f} s; latency from the scheduled send time)\n")
+    print(table(rows) + "\n")
+
+
+def limits_bench(ds, model, histories: list[list], seconds: float, heavy_seconds: float, backend: str,
+                 clients: int = 2, parts: str = "ab") -> None:
+    bodies = [json.dumps({"history": h, "k": 10}).encode() for h in histories[:1000]]
+    heavy, k = heavy_body(histories)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_folder(Path(tmp) / "model", model, ds, config={}, metrics={})
+        if "a" in parts:
+            limits_beside(folder, backend, bodies, heavy, k, heavy_seconds, clients)
+        if "b" not in parts:
+            return
+
+        proc, port = start_server(folder, backend, workers=2)
+        try:
+            asyncio.run(Load(port, bodies).run(300, 5))  # warm-up: every worker has scored and answered
+            pids = worker_pids(proc.pid)
+            before = [rss_mib(p) for p in pids]
+            fixed = asyncio.run(Load(port, bodies).run(300, seconds))
+            after = [rss_mib(p) for p in pids]
+        finally:
+            proc.terminate()
+            proc.wait(20)
+        growth = (sum(after) - sum(before)) / sum(before) * 100
+        print(f"## b. 300 req/s of POST /recommend for {seconds:.0f} s, 2 workers (targets: 0 errors, p99 <= 20 ms, "
+              "RSS growth < 5 %)\n")
+        print(table([{**{k: v for k, v in fixed.items() if k != "rate"}, "workers RSS before MiB": sum(before),
+                      "after MiB": sum(after), "growth %": growth}]) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "amazon-games" / "games.txt"))
     p.add_argument("--quick", action="store_true", help="shorter runs (5 s steady, 3 s ramp steps)")
     p.add_argument("--http-backends", default="torch,onnx")
+    p.add_argument("--limits", action="store_true", help="only the cost-limit checks (a and b in the docstring)")
+    p.add_argument("--limits-seconds", type=float, default=60.0, help="length of the 300 req/s run with --limits")
+    p.add_argument("--heavy-seconds", type=float, default=20.0, help="length of the run beside heavy batches")
+    p.add_argument("--heavy-clients", type=int, default=2, help="heavy batch loops in part a (0: a baseline)")
+    p.add_argument("--limits-parts", default="ab", help="which parts of --limits to run (a, b or ab)")
     args = p.parse_args()
 
     ds = load_dataset(args.data)
@@ -239,6 +362,11 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"Python {platform.python_version()}, load average at start {load[0]:.1f}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}\n")
+    if args.limits:
+        limits_bench(ds, model, histories, args.limits_seconds, args.heavy_seconds, args.http_backends.split(",")[-1],
+                     args.heavy_clients, args.limits_parts)
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
+        return
 
     rows, brows = [], []
     default_threads = torch.get_num_threads()

@@ -56,7 +56,8 @@ def test_round_trip_gives_the_same_scores(folder, data):
     assert cfg["kind"] == "sasrec" and cfg["format_version"] == FORMAT_VERSION
     assert cfg["model"] == b.scorer.config.to_dict() and TrainConfig.from_dict(cfg["train"]).epochs == 3
     assert cfg["data"]["name"] == "tiny" and cfg["data"]["counts"]["users"] == 40
-    assert {p.name for p in folder.iterdir()} == {"config.json", "metrics.json", "model.safetensors", "data"}
+    assert {p.name for p in folder.iterdir()} == {"config.json", "metrics.json", "model.safetensors", "data",
+                                                  ".seqrec", "manifest.json"}
 
 
 def test_save_refuses_an_existing_folder_and_leaves_it_intact(folder, data):

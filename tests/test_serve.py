@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
+import sys
 
 import pytest
 import schemathesis
@@ -180,14 +183,24 @@ def test_not_ready_without_a_model() -> None:
 
 def test_app_factory_loads_the_folder_named_in_the_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = pytest.importorskip("seqrec.folder", reason="seqrec.folder has not landed yet")
-    from seqrec.serve import ENV_MODEL, app_from_env
+    from seqrec.serve import ENV_LIMITS, ENV_MODEL, SWITCH_INTERVAL, app_from_env
 
     path = folder.save_folder(tmp_path / "model", REC.scorer, REC.dataset, config={}, metrics={})
     monkeypatch.setenv(ENV_MODEL, str(path))
-    client = TestClient(app_from_env())
+    monkeypatch.setenv(ENV_LIMITS, '{"max_batch": 2}')
+    switch = sys.getswitchinterval()
+    try:
+        app = app_from_env()
+        # the server process is tuned once the model is loaded (see serve._settle)
+        assert sys.getswitchinterval() == SWITCH_INTERVAL and gc.get_freeze_count() > 0
+    finally:
+        sys.setswitchinterval(switch)
+        gc.unfreeze()
+    client = TestClient(app)
     assert client.get("/ready").json() == {"ready": True, "model": "model"}
     assert item_ids(client.post("/recommend", json={"history": [101]}).json()) == [
         i.item_id for i in REC.recommend([101]).items]
+    assert client.post("/recommend/batch", json={"histories": [[101]] * 3}).status_code == 413  # SEQREC_LIMITS
 
 
 def test_metrics_count_requests_per_route_template(client: TestClient) -> None:
@@ -208,17 +221,24 @@ def test_web_page_is_served(client: TestClient) -> None:
         assert client.get(f"/static/{name}").status_code == 200
 
 
-def test_unexpected_errors_are_json_500_and_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unexpected_errors_are_json_500_and_not_hidden(monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A bug is answered 500 and logged with its traceback; it is not re-raised to the server (which would
+    close the keep-alive connection: see test_serve_limits.py for that against uvicorn)."""
     rec, app = _build()
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(rec, "recommend", broken)
-    with pytest.raises(RuntimeError):  # the test client sees the bug
-        TestClient(app).post("/recommend", json={"history": [101]})
-    r = TestClient(app, raise_server_exceptions=False).post("/recommend", json={"history": [101]})
+    client = TestClient(app)
+    with caplog.at_level(logging.ERROR, logger="seqrec.serve"):
+        r = client.post("/recommend", json={"history": [101]})
     assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+    [record] = [x for x in caplog.records if x.name == "seqrec.serve"]
+    assert record.exc_info[0] is RuntimeError and "POST /recommend" in record.getMessage()
+    assert 'route="/recommend",status="500"} 1.0' in client.get("/metrics").text
+    assert client.get("/health").status_code == 200
 
 
 # ---------------------------------------------------------------------------- schemathesis

@@ -117,7 +117,10 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
+    from seqrec.data import check_output_folder
+
     t = time.perf_counter()
+    check_output_folder(args.out, "data", force=args.force)  # before reading the data: refuse early
     ds = _load(args.data, args)
     ds.save(args.out, force=args.force)
     print(f"wrote {args.out}: {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions "
@@ -242,9 +245,10 @@ def _print_items(items: list, as_json: bool, extra: dict | None = None) -> None:
 def cmd_recommend(args: argparse.Namespace) -> None:
     from seqrec.recommend import Recommender
 
-    rec = Recommender.from_folder(args.model, backend="torch")
+    _check_k(args.k)
     if (args.history is None) == (args.user is None):
         raise SeqrecError("give exactly one of --history 1,2,3 or --user ID")
+    rec = Recommender.from_folder(args.model, backend="torch")
     if args.user is not None:
         result = rec.recommend_users([args.user], k=args.k)[0]
     else:
@@ -256,6 +260,7 @@ def cmd_recommend(args: argparse.Namespace) -> None:
 def cmd_similar(args: argparse.Namespace) -> None:
     from seqrec.recommend import Recommender
 
+    _check_k(args.k)
     _print_items(Recommender.from_folder(args.model, backend="torch").similar_items(args.item, k=args.k), args.json)
 
 
@@ -284,6 +289,47 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from seqrec.demo import demo
 
     demo(args.data, host=args.host, port=args.port, quiet=args.quiet, retrain=args.retrain, serve=not args.no_serve)
+
+
+# ---------------------------------------------------------------------------- argument checks
+MAX_SEED = 2**32 - 1  # numpy's generators refuse negative seeds
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise SeqrecError(f"-k: expected how many items to list, an integer >= 1, got {k}")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Checks of -k, --seed and --out that need no data, run before a command starts its work."""
+    if isinstance(getattr(args, "k", None), int):
+        _check_k(args.k)
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise SeqrecError(f"--seed: expected an integer in [0, {MAX_SEED}], got {seed}")
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    from seqrec.data import check_output_folder
+
+    if args.command == "train":  # a run folder: always written into, then replaced by the model folder
+        check_output_folder(out, "model", force=True)
+    elif args.command == "prepare":
+        check_output_folder(out, "data", force=args.force)
+    elif Path(out).is_dir():  # export-items, export-onnx: a file
+        raise SeqrecError(f"--out: {out} is a folder; give the name of the file to write")
+
+
+def _checked(func):
+    """``func(args)`` after ``_check_args``, so that bad arguments fail before any work."""
+    import functools
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> None:
+        _check_args(args)
+        func(args)
+
+    return run
 
 
 # ---------------------------------------------------------------------------- train flags from the configs
@@ -326,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, func, help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
-        sp.set_defaults(func=func)
+        sp.set_defaults(func=_checked(func))
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         return sp
 

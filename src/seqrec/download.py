@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from seqrec.data import replace_dir
+from seqrec.data import publish_dir
 from seqrec.errors import SeqrecError
 from seqrec.readers import data_home
 
@@ -63,7 +63,7 @@ def download(name: str, dir: str | os.PathLike | None = None, *, base_url: str |
             raise SeqrecError(f"{url}: the archive could not be unpacked ({e})") from e
         entries = list(unpack.iterdir())
         content = entries[0] if len(entries) == 1 and entries[0].is_dir() else unpack  # zips hold one folder
-        replace_dir(content, target)
+        publish_dir(content, target)  # swapped in: the old copy stays readable until the new one is there
         _say(f"{name} ready in {target}", quiet)
         return target
     finally:

@@ -7,27 +7,38 @@ A folder holds
   ``TrainConfig``; ``{}`` for baselines), ``data`` (name, fingerprint and counts of the training data);
 * ``model.safetensors``: SASRec weights (absent for baselines, which are refitted on load);
 * ``metrics.json``: whatever the trainer measured (best epoch, validation and test metrics);
-* ``data/``: the training data set as a prepared folder (catalogue and user sequences).
+* ``data/``: the training data set as a prepared folder (catalogue and user sequences);
+* ``.seqrec`` (the marker saying seqrec made the folder) and ``manifest.json`` (size and sha256 of
+  the files above; ``seqrec.data`` describes both);
+* from a training run (``seqrec.train``): ``checkpoint.safetensors``, ``metrics.jsonl``,
+  ``result.json``, ``training.png``; from ``seqrec export-onnx``: ``model.onnx`` (``register_onnx``
+  records it in the manifest with the weights it was exported from).
 
-Folders are written into a temp folder beside the target and renamed into place, so a reader sees
-the old folder or the new one, never half of one. Loading is strict: a missing file, a missing or
-unknown key, a foreign folder or a newer ``format_version`` is a ``SeqrecError`` naming the problem.
+Folders are built complete beside the target and swapped in (``seqrec.data.publish_dir``), so a
+reader sees the old folder or the new one, never half of one, and a crash leaves one of them; an
+existing folder is replaced only when seqrec wrote it. Loading is strict: a missing or changed file,
+a missing or unknown key, an absurd model size, non-finite weights, a stale ONNX export, a foreign
+folder or a newer ``format_version`` is a ``SeqrecError`` naming the file and the problem.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from seqrec import data as _data
 from seqrec.baselines import BASELINES, make_baseline
-from seqrec.data import Dataset, replace_dir
+from seqrec.data import (DATA_FILES, MANIFEST, MODEL_FILES, Dataset, _few, _write_file, building, check_output_folder,
+                         file_sha256, publish_dir, read_json, read_manifest, recover_dir, verify_manifest,
+                         write_manifest, write_marker)
 from seqrec.errors import SeqrecError
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.split import LeaveOneOut
@@ -37,7 +48,9 @@ FORMAT_VERSION = 1
 CONFIG_KEYS = ("data", "format_version", "kind", "model", "seqrec_version", "train")
 OPTIONAL_KEYS = ("recipe",)  # the recipe a SASRec was trained with (name, chosen options, reasons)
 DATA_KEYS = ("counts", "fingerprint", "name")
-WEIGHTS, CONFIG, METRICS, DATA = "model.safetensors", "config.json", "metrics.json", "data"
+WEIGHTS, CONFIG, METRICS, DATA, ONNX = "model.safetensors", "config.json", "metrics.json", "data", "model.onnx"
+RUN_FILES = tuple(n for n in MODEL_FILES if n not in (WEIGHTS, CONFIG, METRICS, DATA, ONNX))  # a training run's
+log = logging.getLogger("seqrec.folder")
 
 
 @dataclass
@@ -49,6 +62,7 @@ class ModelBundle:
     config: dict[str, Any]
     metrics: dict[str, Any]
     path: Path
+    onnx: Path | None = None  # the folder's model.onnx when it is known to hold these weights
 
 
 def seqrec_version() -> str:
@@ -72,20 +86,21 @@ def _kind(scorer: Any) -> str:
 def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: dict[str, Any] | TrainConfig | None,
                 metrics: dict[str, Any], force: bool = False, keep_files: tuple[str, ...] = (),
                 recipe: dict[str, Any] | None = None) -> Path:
-    """Write a model folder atomically; ``config`` is the training configuration (``{}`` for baselines).
+    """Write a model folder; ``config`` is the training configuration (``{}`` for baselines).
 
-    An existing ``path`` is replaced only with ``force=True``, and only once the new folder is
-    complete. Files named in ``keep_files`` are carried over from the existing folder (a training
-    run's checkpoint and metrics, say).
+    The folder is built complete beside ``path`` (marker first, manifest last) and swapped in
+    (``seqrec.data.publish_dir``). An existing non-empty ``path`` is replaced only with ``force=True``
+    and only when seqrec wrote it (``seqrec.data.ownership_problem``). Files named in ``keep_files``
+    that a run folder holds (checkpoint, metrics.jsonl, ...) are carried over from the existing folder;
+    ``model.onnx`` is not (it was exported from the old weights).
     """
     path = Path(path)
-    if path.exists() and not force:
-        raise SeqrecError(f"{path} already exists; pass --force (force=True) to replace it")
-    if path.exists() and not path.is_dir():
-        raise SeqrecError(f"{path} exists and is not a folder")
+    check_output_folder(path, "model", force=force)
     kind = _kind(scorer)
     if int(scorer.n_items) != dataset.n_items:
         raise SeqrecError(f"the {kind} model knows {scorer.n_items} items but the data set has {dataset.n_items}")
+    if kind == "sasrec":
+        _check_finite(scorer, "the model to save")  # refuse to write what load would refuse to read
     train = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
     if train:
         TrainConfig.from_dict(train)  # refuse to write what load would refuse to read
@@ -100,32 +115,44 @@ def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: 
     }
     if recipe:
         doc["recipe"] = recipe
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    content = _content_files(kind)
+    with building(path, "model") as tmp:
         if kind == "sasrec":
             from safetensors.torch import save_model
 
-            save_model(scorer, str(tmp / WEIGHTS), metadata={"format": "pt", "kind": "sasrec"})
-        (tmp / CONFIG).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        (tmp / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
-        dataset.save(tmp / DATA)
+            _data._op(f"write {WEIGHTS}", save_model, scorer, str(tmp / WEIGHTS),
+                      metadata={"format": "pt", "kind": "sasrec"})
+        text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        _data._op(f"write {CONFIG}", _write_file, tmp / CONFIG, text.encode())
+        text = json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n"
+        _data._op(f"write {METRICS}", _write_file, tmp / METRICS, text.encode())
+        _data._op(f"make {DATA}/", (tmp / DATA).mkdir)
+        write_marker(tmp / DATA, "data")
+        dataset._write(tmp / DATA)
         for name in keep_files:
-            if (path / name).is_file():
-                shutil.copy2(path / name, tmp / name)
-        replace_dir(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            if name in RUN_FILES and (path / name).is_file() and not (path / name).is_symlink():
+                _data._op(f"keep {name}", _carry, path / name, tmp / name)
+        write_manifest(tmp, content)
+        publish_dir(tmp, path)
     return path
+
+
+def _content_files(kind: str) -> list[str]:
+    """What a model folder's manifest lists: everything but the run's files and an ONNX export."""
+    return [CONFIG, METRICS] + ([WEIGHTS] if kind == "sasrec" else []) + [f"{DATA}/{n}" for n in DATA_FILES]
+
+
+def _carry(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # a checkpoint can be large; every writer of these files replaces or appends
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _read_json(file: Path, what: str) -> Any:
     if not file.is_file():
         raise SeqrecError(f"{file.parent}: {what} is missing ({file.name})")
-    try:
-        return json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SeqrecError(f"{file}: not valid JSON ({e})") from e
+    return read_json(file, what)
 
 
 def _check_config(doc: Any, file: Path) -> None:
@@ -147,7 +174,7 @@ def _check_config(doc: Any, file: Path) -> None:
     if missing or unknown:
         raise SeqrecError(f"{file}: " + "; ".join(
             ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])))
-    if doc["kind"] != "sasrec" and doc["kind"] not in BASELINES:
+    if not isinstance(doc["kind"], str) or (doc["kind"] != "sasrec" and doc["kind"] not in BASELINES):
         raise SeqrecError(f"{file}: kind {doc['kind']!r} is not 'sasrec' or a baseline ({', '.join(BASELINES)})")
     for key in ("model", "train", "data"):
         if not isinstance(doc[key], dict):
@@ -155,13 +182,37 @@ def _check_config(doc: Any, file: Path) -> None:
     data_missing = sorted(set(DATA_KEYS) - set(doc["data"]))
     if data_missing:
         raise SeqrecError(f"{file}: 'data' lacks keys {data_missing}")
+    if not isinstance(doc["data"]["fingerprint"], str):
+        raise SeqrecError(f"{file}: 'data' fingerprint must be text, got {doc['data']['fingerprint']!r}")
     if doc["kind"] != "sasrec" and doc["model"]:
         raise SeqrecError(f"{file}: a {doc['kind']} baseline folder has a non-empty 'model' section")
+    if "recipe" in doc and not isinstance(doc["recipe"], dict):
+        raise SeqrecError(f"{file}: 'recipe' must be a JSON object, got {type(doc['recipe']).__name__}")
+
+
+def _section(parse: Any, section: dict[str, Any], file: Path, key: str) -> Any:
+    """``parse(section)`` with any complaint about the section naming the file it came from."""
+    try:
+        return parse(section)
+    except SeqrecError as e:
+        raise SeqrecError(f"{file}: {e}") from e
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+        raise SeqrecError(f"{file}: the '{key}' section does not hold valid settings ({type(e).__name__}: {e})") from e
 
 
 def load_folder(path: str | os.PathLike) -> ModelBundle:
-    """Read a model folder (never unpickles); the scorer comes back in eval mode on the CPU."""
+    """Read a model folder (never unpickles); the scorer comes back in eval mode on the CPU.
+
+    Checked, in this order, so that nothing damaged is parsed and nothing absurd is allocated:
+    config.json and metrics.json (JSON; keys, types and bounds of the model and training
+    settings), the weights' header against the configured model's names and shapes, the manifest
+    (size and sha256 of every file it lists; any difference names the file), the data folder
+    (its own manifest, then the fingerprint in config.json), the weights (no NaN or infinity), and
+    an ONNX export in the folder (recorded in the manifest with the weights it was exported from,
+    or holding the same item embeddings). Folders from seqrecs before manifests load unverified.
+    """
     path = Path(path)
+    recover_dir(path, clean=False)
     if not path.is_dir():
         raise SeqrecError(f"{path}: no such model folder")
     if not (path / CONFIG).is_file():
@@ -172,35 +223,145 @@ def load_folder(path: str | os.PathLike) -> ModelBundle:
     if not isinstance(metrics, dict):
         raise SeqrecError(f"{path / METRICS}: expected a JSON object, got {type(metrics).__name__}")
     if doc["train"]:
-        TrainConfig.from_dict(doc["train"])
+        _section(TrainConfig.from_dict, doc["train"], path / CONFIG, "train")
+    kind = doc["kind"]
+    cfg = _section(SASRecConfig.from_dict, doc["model"], path / CONFIG, "model") if kind == "sasrec" else None
+    if cfg is not None:
+        _check_weights_header(path, cfg)
+    elif (path / WEIGHTS).exists():
+        raise SeqrecError(f"{path}: a {kind} baseline folder should not hold {WEIGHTS}")
+    content = _content_files(kind)
+    files = read_manifest(path, content)
+    if files is not None:  # an ONNX export may be deleted (and exported again) without touching the rest
+        verify_manifest(path, files, [n for n in files if "/" not in n and (n != ONNX or (path / ONNX).exists())])
     if not (path / DATA).is_dir():
         raise SeqrecError(f"{path}: the training data folder '{DATA}/' is missing")
+    in_data = [n for n in files if n.startswith(f"{DATA}/")] if files is not None else []
+    if files is not None and not (path / DATA / MANIFEST).is_file():
+        verify_manifest(path, files, in_data)  # nothing else guards data/ before it is parsed
     dataset = Dataset.load(path / DATA)
     if dataset.fingerprint() != doc["data"]["fingerprint"]:
         raise SeqrecError(f"{path / DATA}: data fingerprint {dataset.fingerprint()} does not match "
                           f"{doc['data']['fingerprint']} in {CONFIG}; the folder was altered")
-    kind = doc["kind"]
-    if kind == "sasrec":
-        scorer = _load_sasrec(path, doc["model"], dataset)
+    if files is not None:
+        verify_manifest(path, files, in_data)
+    onnx = None
+    if cfg is not None:
+        if cfg.n_items != dataset.n_items:
+            raise SeqrecError(f"{path / CONFIG}: model n_items {cfg.n_items} but data/ has {dataset.n_items} items")
+        scorer = _load_sasrec(path, cfg)
+        onnx = _check_onnx(path, scorer, files)
     else:
-        if (path / WEIGHTS).exists():
-            raise SeqrecError(f"{path}: a {kind} baseline folder should not hold {WEIGHTS}")
         scorer = make_baseline(kind, LeaveOneOut(dataset))
-    return ModelBundle(scorer=scorer, dataset=dataset, config=doc, metrics=metrics, path=path)
+    return ModelBundle(scorer=scorer, dataset=dataset, config=doc, metrics=metrics, path=path, onnx=onnx)
 
 
-def _load_sasrec(path: Path, model_doc: dict[str, Any], dataset: Dataset) -> SASRecModel:
+def _check_weights_header(path: Path, cfg: SASRecConfig) -> None:
+    """The weights file's tensor names, shapes and dtypes against the configured model, read from
+    its header before anything is allocated (the model is built on the meta device)."""
+    from safetensors import safe_open
+
+    file = path / WEIGHTS
+    if not file.is_file():
+        raise SeqrecError(f"{path}: the weights file {WEIGHTS} is missing")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            found = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except Exception as e:  # safetensors raises several types for damaged or foreign files
+        raise SeqrecError(f"{file}: not a readable safetensors file ({e})") from e
+    with torch.device("meta"):
+        expected = {k: (tuple(v.shape), "F32") for k, v in SASRecModel(cfg).state_dict().items()}
+    problems = [f"{k} is missing" for k in expected if k not in found]
+    problems += [f"unexpected {k}" for k in found if k not in expected]
+    problems += [f"{k} is {found[k][1]}{list(found[k][0])}, the config needs {v[1]}{list(v[0])}"
+                 for k, v in expected.items() if k in found and found[k] != v]
+    if problems:
+        raise SeqrecError(f"{file}: weights do not fit the configured model in {CONFIG} ({_few(problems, 3)})")
+
+
+def _load_sasrec(path: Path, cfg: SASRecConfig) -> SASRecModel:
     from safetensors.torch import load_model
 
-    cfg = SASRecConfig.from_dict(model_doc)
-    if cfg.n_items != dataset.n_items:
-        raise SeqrecError(f"{path / CONFIG}: model n_items {cfg.n_items} but data/ has {dataset.n_items} items")
-    if not (path / WEIGHTS).is_file():
-        raise SeqrecError(f"{path}: the weights file {WEIGHTS} is missing")
-    with torch.random.fork_rng(devices=[]):
+    file = path / WEIGHTS
+    with torch.device("meta"):
         model = SASRecModel(cfg)
+    model = model.to_empty(device="cpu")  # every tensor is then read from the file (header checked)
     try:
-        load_model(model, str(path / WEIGHTS), strict=True, device="cpu")
+        load_model(model, str(file), strict=True, device="cpu")
     except Exception as e:  # safetensors and torch raise several types for damaged or foreign weights
-        raise SeqrecError(f"{path / WEIGHTS}: weights do not fit the configured model ({e})") from e
+        raise SeqrecError(f"{file}: weights do not fit the configured model ({e})") from e
+    _check_finite(model, str(file))
     return model.eval()
+
+
+def _check_finite(model: SASRecModel, where: str) -> None:
+    for name, tensor in model.state_dict().items():
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise SeqrecError(f"{where}: tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                              f"the weights are damaged (or came from a diverged training run)")
+
+
+# ----------------------------------------------------------------------------- ONNX exports in a folder
+def _check_onnx(path: Path, model: SASRecModel, files: dict[str, dict[str, Any]] | None) -> Path | None:
+    """The folder's ``model.onnx`` when it is known to hold these weights; a ``SeqrecError`` when it
+    holds others; None (with a warning) when there is none or it cannot be told."""
+    file = path / ONNX
+    if not file.is_file():
+        return None
+    if files is not None and ONNX in files:  # its size and sha256 were checked with the other files
+        recorded, weights = files[ONNX].get("weights_sha256"), files.get(WEIGHTS, {}).get("sha256")
+        if recorded != weights:
+            raise SeqrecError(f"{file}: exported from other weights than {WEIGHTS} (sha256 {recorded!r}, the "
+                              f"weights have {weights}); run seqrec export-onnx again or delete it")
+        return file
+    verdict = _onnx_holds(file, model)
+    if verdict is False:
+        raise SeqrecError(f"{file}: exported from other weights than {WEIGHTS} (its item embeddings differ); "
+                          f"run seqrec export-onnx again or delete it")
+    if verdict is None:
+        log.warning("%s: cannot tell which weights it was exported from; it is not used", file)
+        return None
+    return file
+
+
+def _onnx_holds(file: Path, model: SASRecModel) -> bool | None:
+    """Whether the ONNX graph in ``file`` holds ``model``'s item embeddings (as they are or transposed);
+    None when it has no initializer of that shape."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        proto = onnx.load(str(file), load_external_data=False)
+    except Exception as e:  # protobuf raises several types for a damaged file
+        raise SeqrecError(f"{file}: not a readable ONNX model ({type(e).__name__}: {e}); run seqrec export-onnx "
+                          f"again or delete it") from e
+    emb = model.item_emb.weight.detach().numpy()
+    shapes = {tuple(emb.shape), tuple(emb.shape[::-1])}
+    candidates = [init for init in proto.graph.initializer if tuple(init.dims) in shapes]
+    for init in candidates:
+        try:
+            a = numpy_helper.to_array(init)
+        except Exception:  # a damaged tensor holds nothing to compare
+            continue
+        if a.dtype == emb.dtype and (np.array_equal(a, emb) or np.array_equal(a.T, emb)):
+            return True
+    return False if candidates else None
+
+
+def register_onnx(path: str | os.PathLike) -> Path:
+    """Record ``path/model.onnx`` (written by ``seqrec export-onnx``) in the folder's manifest with the
+    sha256 of the weights it was exported from, so that ``load_folder`` refuses it once either changes."""
+    path = Path(path)
+    bundle = load_folder(path)  # checks the folder, and that an export there holds these weights
+    file = path / ONNX
+    if not file.is_file():
+        raise SeqrecError(f"{path}: there is no {ONNX} to record; run seqrec export-onnx first")
+    files = read_manifest(path) or {}
+    names = list(dict.fromkeys([*(files or _content_files(bundle.config["kind"])), ONNX]))
+    extra = {ONNX: {"weights_sha256": file_sha256(path / WEIGHTS)}} if (path / WEIGHTS).is_file() else {}
+    try:
+        write_manifest(path, names, extra)
+    except OSError as e:
+        raise SeqrecError(f"cannot write {path / MANIFEST}: {e.strerror or e}") from e
+    return file

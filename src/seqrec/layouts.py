@@ -23,7 +23,8 @@ beside such a file: ``<stem>_item2attributes.json``, else the one ``*item2attrib
 folder whose prefix (the name before ``item2attributes.json``, without a trailing ``_``, ``-`` or ``.``)
 matches the file's stem: one starts with the other, ignoring case. They become the catalogue column
 ``attributes``: a list of strings per item (JSON integers as their decimal text, so ``3`` and ``"3"`` agree),
-keyed by the raw item id; items without an entry get an empty list.
+keyed by the raw item id (by the readers' id rule: key ``"242.0"`` is item 242); items without an entry get
+an empty list.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from seqrec.data import id_key
 from seqrec.errors import SeqrecError
 
 PAIRS, SEQUENCES = "sasrec-txt", "s3rec-txt"
@@ -151,7 +153,7 @@ def read_attributes(path: Path) -> pl.DataFrame:
     flat = pl.DataFrame({"_r": np.repeat(np.arange(len(data), dtype=np.uint32), lengths),
                          "attributes": [str(a) for v in data.values() for a in v]},
                         schema={"_r": pl.UInt32, "attributes": pl.String})
-    keys = pl.DataFrame({"raw_id": list(data)}, schema={"raw_id": pl.String}).with_row_index("_r")
+    keys = pl.DataFrame({"raw_id": [id_key(k) for k in data]}, schema={"raw_id": pl.String}).with_row_index("_r")
     out = keys.join(flat.group_by("_r").agg("attributes"), on="_r", how="left").sort("_r").drop("_r")
     return out.with_columns(pl.col("attributes").fill_null(pl.lit([], dtype=pl.List(pl.String))))
 

@@ -32,6 +32,11 @@ from seqrec.errors import SeqrecError, check_config_keys
 
 ACTIVATIONS = ("gelu", "relu")
 NORMS = ("pre", "post", "paper")
+# Upper bounds, far above any SASRec in the literature (hidden <= 1024, a few blocks, max_len <= 200),
+# so that a damaged or hostile config.json is refused before anything is allocated.
+MAX_HIDDEN, MAX_BLOCKS, MAX_HEADS, MAX_LEN = 8192, 64, 64, 8192
+MAX_ITEMS = 2**31 - 2  # item ids are int32, 0 is padding
+MAX_PARAM_BYTES = 16 * 2**30  # float32 parameters: 16 GiB
 
 
 @dataclass
@@ -53,26 +58,36 @@ class SASRecConfig:
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
             raise SeqrecError(f"model config: dropout must be a number, got {self.dropout!r}")
         self.dropout = float(self.dropout)
-        if self.n_items < 1:
-            raise SeqrecError(f"model config: n_items must be >= 1, got {self.n_items}")
-        if self.hidden < 1:
-            raise SeqrecError(f"model config: hidden must be >= 1, got {self.hidden}")
-        if self.blocks < 1:
-            raise SeqrecError(f"model config: blocks must be >= 1, got {self.blocks}")
-        if self.heads < 1:
-            raise SeqrecError(f"model config: heads must be >= 1, got {self.heads}")
+        for name, hi in (("n_items", MAX_ITEMS), ("hidden", MAX_HIDDEN), ("blocks", MAX_BLOCKS), ("heads", MAX_HEADS),
+                         ("max_len", MAX_LEN)):
+            value = getattr(self, name)
+            if value < 1:
+                raise SeqrecError(f"model config: {name} must be >= 1, got {value}")
+            if value > hi:
+                raise SeqrecError(f"model config: {name} must be <= {hi}, got {value}")
         if self.hidden % self.heads != 0:
             raise SeqrecError(
                 f"model config: hidden ({self.hidden}) must be divisible by heads ({self.heads})"
             )
-        if self.max_len < 1:
-            raise SeqrecError(f"model config: max_len must be >= 1, got {self.max_len}")
+        size = 4 * self.parameter_count()
+        if size > MAX_PARAM_BYTES:
+            raise SeqrecError(
+                f"model config: {self.parameter_count():,} parameters ({size / 2**30:.1f} GiB as float32) is more "
+                f"than the {MAX_PARAM_BYTES / 2**30:.0f} GiB seqrec allows (n_items={self.n_items}, "
+                f"hidden={self.hidden}, blocks={self.blocks}, max_len={self.max_len})"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise SeqrecError(f"model config: dropout must be in [0, 1), got {self.dropout}")
         if self.activation not in ACTIVATIONS:
             raise SeqrecError(f"model config: activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.norm not in NORMS:
             raise SeqrecError(f"model config: norm must be one of {NORMS}, got {self.norm!r}")
+
+    def parameter_count(self) -> int:
+        """Parameters of the model this config describes (item and position embeddings, blocks of
+        attention, feed-forward and two LayerNorms, the final LayerNorm)."""
+        d = self.hidden
+        return (self.n_items + 1) * d + self.max_len * d + self.blocks * (6 * d * d + 10 * d) + 2 * d
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

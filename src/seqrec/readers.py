@@ -3,7 +3,21 @@
 ``item2attributes.json`` beside them; see ``seqrec.layouts`` for how the two are told apart), CSV / TSV /
 Parquet files and pandas / polars frames all become a ``Dataset``. Parsing is vectorised:
 fixed layouts take a fast native parse first; if that fails a checked (still vectorised) line parse finds the
-first offending line for a ``SeqrecError`` naming file, line, text and what was expected."""
+first offending line for a ``SeqrecError`` naming file, line, text and what was expected.
+
+Raw ids (the user and item columns) follow one rule in every format:
+
+* text is trimmed; an empty id, or a missing-value marker (``NaN``, ``<NA>``, ``NaT``, ``None``, ``null``, in
+  any case), is refused naming the file, line (or row) and column; so is text that is not UTF-8 (a byte
+  that is not UTF-8 reads as U+FFFD, and two such ids would silently become one);
+* a value written as a whole number is that integer: ``242``, ``242.0``, ``+242`` and ``2.42e2`` are the
+  one id 242 (numbers with a fraction or exponent within +-2**53, where a float is exact; integers within
+  64 bits). Numbers with a fractional part (``242.5``) and integers written with leading zeros (``007``,
+  a code) are kept as text, exactly as written. Float columns (Parquet, frames) follow the same rule;
+  NaN and infinities there are refused;
+* a column is integer ids when every value is an integer, else text ids (integers then written in
+  decimal, ``"242"``); ``50`` and ``"50"`` find the same item either way (``seqrec.data.id_key``);
+* a column of another type (list, struct, date, boolean, ...) is refused naming the column and its type."""
 
 from __future__ import annotations
 
@@ -12,7 +26,7 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -365,18 +379,25 @@ def _standardise(frame: pl.DataFrame, cols: dict[str, str | None], label: str, w
     if df.height == 0:
         raise SeqrecError(f"{label}: no data rows")
 
+    def refuser(role: str) -> Callable[[pl.Series, str], None]:
+        def refuse(bad: pl.Series, expected: str) -> None:
+            bad = bad.fill_null(True)
+            if bad.any():
+                i = bad.arg_true()[0]
+                value = df[role][i]
+                empty = value is None or (isinstance(value, str) and not value.strip())
+                shown = "is empty" if empty else f"is {str(value)!r}"
+                where = f"{label} {word} {df['_line'][i]}"
+                raise SeqrecError(f"{where}: {role} column {roles[role]!r} {shown}; expected {expected}")
+        return refuse
+
     def check(converted: pl.Series, role: str, expected: str) -> pl.Series:
         bad = converted.is_null()
         bad = (bad | converted.is_nan()) if converted.dtype.is_float() else bad
-        if bad.any():
-            i = bad.arg_true()[0]
-            value = df[role][i]
-            shown = "is empty" if value is None else f"is {str(value)!r}"
-            where = f"{label} {word} {df['_line'][i]}"
-            raise SeqrecError(f"{where}: {role} column {roles[role]!r} {shown}; expected {expected}")
+        refuser(role)(bad, expected)
         return converted
 
-    out = {"user": check(_ids(df["user"]), "user", "an id"), "item": check(_ids(df["item"]), "item", "an id")}
+    out = {role: _ids(df[role], refuser(role), f"{label}: {role} column {roles[role]!r}") for role in ("user", "item")}
     if "timestamp" in roles:
         out["timestamp"] = check(_epoch(df["timestamp"]), "timestamp", "a number (epoch seconds) or a date/time")
     if "rating" in roles:
@@ -385,18 +406,74 @@ def _standardise(frame: pl.DataFrame, cols: dict[str, str | None], label: str, w
     return pl.DataFrame(out)
 
 
-def _ids(s: pl.Series) -> pl.Series:
-    """Raw ids: integers when every value is one (so '50' and 50 agree), else strings."""
-    if s.dtype in (pl.Categorical, pl.Object) or isinstance(s.dtype, pl.Enum):
+MISSING_IDS = ("", "nan", "+nan", "-nan", "<na>", "nat", "none", "null")  # lower case
+_PLAIN_INT = r"^[+-]?(?:0|[1-9][0-9]*)$"  # no leading zeros: 007 is a code
+_NUMBER = r"^[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+_EXACT = 2**53  # floats are exact integers up to here
+
+
+def _ids(s: pl.Series, refuse: Callable[[pl.Series, str], None], what: str) -> pl.Series:
+    """Raw ids by the rule in the module docstring: Int64 when every value is an integer, else String.
+    ``refuse(mask, expected)`` raises for the first marked row; ``what`` names the column for type errors."""
+    expected_id = "an id (empty values and missing-value markers such as NaN are not ids)"
+    dtype = s.dtype
+    if dtype == pl.Null:
         s = s.cast(pl.String)
-    if s.dtype == pl.String:
-        s = s.str.strip_chars()
-        n = s.str.to_integer(strict=False)
-        return n if n.null_count() == s.null_count() and (n.cast(pl.String) == s).all() else s
+    elif isinstance(dtype, (pl.Categorical, pl.Enum)) or dtype.is_decimal():
+        s = s.cast(pl.String)
+    elif dtype == pl.Object:
+        s = pl.Series(s.name, [None if v is None else str(v) for v in s.to_list()], dtype=pl.String)
+    elif dtype == pl.Binary:
+        try:
+            s = s.cast(pl.String)
+        except pl.exceptions.PolarsError:
+            bad = [not _utf8(v) for v in s.to_list()]
+            refuse(pl.Series(bad), "UTF-8 text (these bytes are not UTF-8)")
+            raise
+    if s.dtype.is_integer():
+        refuse(s.is_null(), expected_id)
+        out = s.cast(pl.Int64, strict=False)
+        refuse(out.is_null(), "an id that fits a 64-bit signed integer")
+        return out
     if s.dtype.is_float():
-        s = s.fill_nan(None)
-        return s.cast(pl.Int64) if (s.drop_nulls() == s.drop_nulls().round(0)).all() else s
-    return s.cast(pl.Int64) if s.dtype.is_integer() else s
+        refuse(s.is_null() | s.is_nan() | s.is_infinite(), expected_id)
+        whole = (s == s.round(0)) & (s.abs() <= _EXACT)
+        return _merge(whole, s, s.cast(pl.String))
+    if s.dtype != pl.String:
+        raise SeqrecError(f"{what} has type {dtype}; expected integer or text ids")
+    s = s.str.strip_chars()
+    refuse(s.is_null() | s.str.to_lowercase().is_in(MISSING_IDS), expected_id)
+    refuse(s.str.contains("\ufffd", literal=True),
+           "UTF-8 text (the file holds bytes that are not UTF-8 here, read as U+FFFD; convert it to UTF-8)")
+    n = s.str.to_integer(strict=False)
+    if n.null_count() == 0 and (n.cast(pl.String) == s).all():  # the common case: plain integers
+        return n
+    frame = pl.DataFrame({"s": s})
+    text = pl.col("s")
+    f = text.cast(pl.Float64, strict=False)
+    plain = text.str.contains(_PLAIN_INT)
+    number = ~plain & text.str.contains(_NUMBER) & (f == f.round(0)) & (f.abs() <= _EXACT)
+    value = (pl.when(plain).then(text.str.to_integer(strict=False))
+             .when(number).then(f.cast(pl.Int64, strict=False)).otherwise(None))
+    ints = frame.select(value.alias("n"))["n"]
+    return _merge(ints.is_not_null(), ints, s)
+
+
+def _merge(whole: pl.Series, numbers: pl.Series, text: pl.Series) -> pl.Series:
+    """Integer ids where ``whole`` holds everywhere; else text, whole numbers written as integers."""
+    if whole.all():
+        return numbers.cast(pl.Int64)
+    frame = pl.DataFrame({"w": whole, "n": numbers, "t": text})
+    as_text = pl.when(pl.col("w")).then(pl.col("n").cast(pl.Int64).cast(pl.String)).otherwise(pl.col("t"))
+    return frame.select(as_text.alias(text.name))[text.name]
+
+
+def _utf8(value: bytes | None) -> bool:
+    try:
+        value is None or value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _epoch(s: pl.Series) -> pl.Series:

@@ -8,31 +8,55 @@ Routes (OpenAPI docs at ``/docs``):
 * older names kept: ``POST /recommend_batch``, ``GET /similar_items/{item_id}?top_k=``
 * the web page at ``/`` (static files from ``seqrec/web``)
 
-Status codes: 422 for wrong types, missing fields or ``k`` outside 1..1000 (FastAPI's validation
-detail names the field); 404 for unknown users and items; 413 for a body over ``max_body_bytes``
-(by Content-Length or as streamed) or a batch over ``max_batch``; 400 for any other
-``SeqrecError``. Anything else is a bug: it is logged and answered with a JSON 500 (and, as
-Starlette does, re-raised so servers log it and test clients see it).
+Status codes: 422 for wrong types, missing fields, ``k`` outside 1..1000, bodies that are not strict
+JSON (``NaN``, ``Infinity``, ``1e400``, unpaired surrogates, not UTF-8; see ``seqrec.schemas``); the
+validation detail names the field. 404 for unknown users and items; 413 for a request over one of the
+``Limits`` (body bytes, histories per batch, histories x k per batch, estimated answer bytes; the
+message names the limit); 503 while no model is loaded, or when too many batch requests are already
+waiting; 400 for any other ``SeqrecError``. Anything else is a bug: it is logged with its traceback,
+counted in the metrics and answered with a JSON 500, and the connection stays usable (the error is not
+re-raised to the server, which would close a keep-alive connection).
+
+Scoring runs off the event loop in two bounded thread pools: one for single-history requests, one
+(``Limits.batch_workers``) for batch requests, whose answers are built in chunks, so ``/health`` and
+cheap requests stay fast while heavy ones run. Limits default to the values of ``Limits``; ``run`` and
+the multi-worker factory also read ``SEQREC_LIMITS``, a JSON object of fields to change, e.g.
+``SEQREC_LIMITS='{"max_batch_results": 50000}'``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.message
+import gc
+import json
 import logging
+import math
 import os
+import sys
+import threading
 import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from seqrec.errors import SeqrecError
-from seqrec.recommend import Item, Recommender, UnknownIdError
+from seqrec.errors import SeqrecError, check_config_keys
+from seqrec.recommend import SCORE_CHUNK, Item, Recommender, UnknownIdError
 from seqrec.schemas import (
     ERRORS,
+    MAX_K,
+    BodyError,
     QueryK,
     BatchRequest,
     BatchResponse,
@@ -45,24 +69,130 @@ from seqrec.schemas import (
     SearchResponse,
     SimilarResponse,
     UserRecommendResponse,
+    parse_json_body,
 )
 
 log = logging.getLogger("seqrec.serve")
 WEB_DIR = Path(__file__).with_name("web")
 ENV_MODEL, ENV_BACKEND, ENV_THREADS = "SEQREC_MODEL_PATH", "SEQREC_BACKEND", "SEQREC_TORCH_THREADS"
+ENV_LIMITS = "SEQREC_LIMITS"
+SWITCH_INTERVAL = 0.001  # seconds; see _settle
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost; every default is here. Over a limit is answered 413 naming it."""
+
+    max_body_bytes: int = 1_000_000  # request body, by Content-Length or as streamed
+    max_batch: int = 1000  # histories in one batch request
+    max_batch_results: int = 100_000  # histories x k in one batch request
+    max_response_bytes: int = 16_000_000  # estimated size of one answer (catalogue's mean item size)
+    batch_workers: int = 2  # batch requests scored at once
+    batch_queue: int = 8  # batch requests waiting beyond those (more: 503)
+    score_workers: int = 4  # threads for single-history requests
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            least = 0 if f.name == "batch_queue" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise SeqrecError(f"limit {f.name} must be an integer >= {least}, got {value!r}")
+
+    @classmethod
+    def from_env(cls, text: str | None = None) -> "Limits":
+        """Defaults, changed by the JSON object in ``SEQREC_LIMITS`` (or ``text``) when set."""
+        text = os.environ.get(ENV_LIMITS) if text is None else text
+        if not text:
+            return cls()
+        try:
+            changes = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SeqrecError(f"{ENV_LIMITS}: not valid JSON ({e.msg}); expected an object like "
+                              f'{{"max_batch_results": 50000}}') from e
+        return cls(**check_config_keys(cls, changes, ENV_LIMITS))
 
 
 class _NotReady(Exception):
     """Raised by routes that need the model while none is loaded (answered 503)."""
 
 
-def _json_error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+def _safe(value: Any, depth: int = 0) -> Any:
+    """An error detail that JSON can carry: non-finite floats and bytes as text, unpaired surrogates
+    escaped, long lists and deep nesting cut short."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (bytes, bytearray)):
+        return _safe(bytes(value[:1000]).decode("utf-8", "replace"))
+    if depth >= 8 and isinstance(value, (dict, list, tuple)):
+        return "..."
+    if isinstance(value, dict):
+        return {_safe(str(k)): _safe(v, depth + 1) for k, v in list(value.items())[:100]}
+    if isinstance(value, (list, tuple)):
+        return [_safe(v, depth + 1) for v in value[:100]]
+    return value
+
+
+def _json_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": _safe(detail)}, status_code=status, headers=headers)
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+def _is_json(content_type: str | None) -> bool:
+    """The content types FastAPI reads as JSON: application/json and application/*+json."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    sub = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+class _StrictRequest(Request):
+    """A request whose JSON body is read by ``parse_json_body`` (once)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_strict_json"):
+            self._strict_json = parse_json_body(await self.body())
+        return self._strict_json
+
+
+class _StrictRoute(APIRoute):
+    """Routes with a JSON body read it strictly: a body that is not strict JSON is a 422 naming the field."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def strict(request: Request) -> Response:
+            request = _StrictRequest(request.scope, request.receive)
+            if _is_json(request.headers.get("content-type")) and await request.body():
+                try:
+                    await request.json()
+                except BodyError as e:
+                    raise RequestValidationError(e.errors) from None
+            return await handler(request)
+
+        return strict
 
 
 class _Guard:
-    """ASGI middleware: body size limit (413) and Prometheus request counts and latencies per route."""
+    """ASGI middleware: body size limit (413), Prometheus request counts and latencies per route, and
+    the last word on unexpected errors (logged, answered 500, never re-raised to the server)."""
 
     def __init__(self, app: Any, max_body_bytes: int, requests: Counter, latency: Histogram) -> None:
         self.app, self.max_body = app, max_body_bytes
@@ -73,16 +203,19 @@ class _Guard:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = [500]
+        started = [False]
 
         async def send_and_record(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                started[0] = True
             await send(message)
 
         try:
             body = await self._read_body(scope, receive)
             if body is None:
-                await _json_error(413, f"request body is larger than {self.max_body} bytes")(scope, receive, send_and_record)
+                await _json_error(413, f"request body is larger than {self.max_body} bytes (max_body_bytes)")(
+                    scope, receive, send_and_record)
                 return
             replayed = False
 
@@ -94,6 +227,14 @@ class _Guard:
                 return await receive()
 
             await self.app(scope, replay, send_and_record)
+        except Exception:
+            # Re-raising would make the server close the connection (uvicorn does once a response has
+            # started), failing the client's next requests on it; the traceback is in the log instead.
+            log.exception("unexpected error in %s %s", scope.get("method", ""), scope.get("path", ""))
+            status[0] = 500
+            if not started[0]:
+                await _json_error(500, "internal server error")(scope, receive, send)
+            # else the answer was cut short: the server closes this one connection, as it must
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
@@ -121,34 +262,143 @@ class _Guard:
                 return b"".join(chunks)
 
 
+class _TooLarge(Exception):
+    """A request over one of the ``Limits`` (answered 413 with the message)."""
+
+
+class _Busy(Exception):
+    """Too many batch requests in progress and waiting (answered 503 with Retry-After)."""
+
+
+class _Pool:
+    """A few threads that run blocking work for the event loop; ``limit`` bounds running + waiting."""
+
+    def __init__(self, workers: int, limit: int | None, name: str) -> None:
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        self.slots = threading.BoundedSemaphore(limit) if limit else None
+        self.limit = limit
+
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        if self.slots is not None and not self.slots.acquire(blocking=False):
+            raise _Busy(self.limit)
+        try:
+            future = self.executor.submit(fn)
+        except BaseException:
+            if self.slots is not None:
+                self.slots.release()
+            raise
+        if self.slots is not None:
+            future.add_done_callback(lambda _: self.slots.release())
+        return await asyncio.wrap_future(future)
+
+
+_ITEM_BYTES: "weakref.WeakKeyDictionary[Recommender, float]" = weakref.WeakKeyDictionary()
+
+
+def item_bytes(rec: Recommender, sample: int = 2000) -> float:
+    """Mean JSON size of one recommended item of this catalogue (for the answer-size estimate)."""
+    if rec not in _ITEM_BYTES:
+        cat = rec.dataset.catalog.sort("item")
+        step = max(1, cat.height // sample)
+        rows = cat.select("raw_id", "title", "genres").gather_every(step).rows()
+        sizes = [len(_dumps({"rank": MAX_K, "item_id": raw, "score": -0.12345678901234567, "title": title,
+                             "genres": list(genres or [])})) + 1 for raw, title, genres in rows]
+        _ITEM_BYTES[rec] = sum(sizes) / max(1, len(sizes))
+    return _ITEM_BYTES[rec]
+
+
 def _items(items: list[Item]) -> list[dict[str, Any]]:
     return [{"rank": i.rank, "item_id": i.item_id, "score": i.score, "title": i.title, "genres": i.genres}
             for i in items]
+
+
+_FRAGMENTS: "weakref.WeakKeyDictionary[Recommender, dict[Any, tuple[str, str]]]" = weakref.WeakKeyDictionary()
+
+
+def _items_json(rec: Recommender, items: list[Item]) -> str:
+    """``_items`` as JSON text, from per-item fragments built once: no dict per item, so a large answer
+    is quick to build and leaves nothing for the garbage collector to scan."""
+    cache = _FRAGMENTS.get(rec)
+    if cache is None:
+        cache = _FRAGMENTS.setdefault(rec, {})
+    parts = []
+    for i in items:
+        frag = cache.get(i.item_id)
+        if frag is None:
+            frag = cache[i.item_id] = (_text(i.item_id), f',"title":{_text(i.title)},"genres":{_text(i.genres)}}}')
+        score = float(i.score)
+        if not math.isfinite(score):
+            raise ValueError(f"score {score} of item {i.item_id!r} is not a JSON number")
+        parts.append(f'{{"rank":{i.rank},"item_id":{frag[0]},"score":{score!r}{frag[1]}')
+    return "[" + ",".join(parts) + "]"
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _answer(**fields: str) -> str:
+    """A JSON object from fields already written as JSON text."""
+    return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
+
+
+def _settle() -> None:
+    """Tune the server process once the model is loaded, for cheap requests beside heavy ones:
+
+    * the model and data live as long as the process: move them out of the cyclic garbage collector's
+      reach (``gc.freeze``). Its full passes stop every thread while they walk all objects; over
+      amazon-games they took 0.16 s, stalling cheap requests while batch answers were built;
+    * hand the GIL over every ``SWITCH_INTERVAL`` s (Python's default is 5 ms): a thread building a batch
+      answer holds it otherwise that long each time the event loop or a cheap request needs it.
+    """
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-def create_app(recommender: Recommender | None, *, max_batch: int = 1000, max_body_bytes: int = 1_000_000) -> FastAPI:
-    """The service around one loaded ``Recommender`` (``None``: alive but not ready, 503 elsewhere)."""
+def create_app(recommender: Recommender | None, *, limits: Limits | None = None, max_batch: int | None = None,
+               max_body_bytes: int | None = None) -> FastAPI:
+    """The service around one loaded ``Recommender`` (``None``: alive but not ready, 503 elsewhere).
+
+    ``limits`` defaults to ``Limits()``; ``max_batch`` and ``max_body_bytes`` change those two fields.
+    """
+    changes = {k: v for k, v in dict(max_batch=max_batch, max_body_bytes=max_body_bytes).items() if v is not None}
+    limits = replace(limits or Limits(), **changes)
+    max_batch = limits.max_batch
     app = FastAPI(title="seqrec", version="1", description="Sequential recommendations (SASRec) over raw item ids.")
+    app.router.route_class = _StrictRoute
     app.state.recommender = recommender
+    app.state.limits = limits
+    singles = _Pool(limits.score_workers, None, "seqrec-score")
+    batches = _Pool(limits.batch_workers, limits.batch_workers + limits.batch_queue, "seqrec-batch")
     registry = CollectorRegistry()
     requests = Counter("seqrec_http_requests", "HTTP requests by method, route template and status",
                        ["method", "route", "status"], registry=registry)
     latency = Histogram("seqrec_http_request_duration_seconds", "HTTP request latency by method and route template",
                         ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
-    app.add_middleware(_Guard, max_body_bytes=max_body_bytes, requests=requests, latency=latency)
+    app.add_middleware(_Guard, max_body_bytes=limits.max_body_bytes, requests=requests, latency=latency)
 
     @app.exception_handler(SeqrecError)
     async def _seqrec_error(request: Request, exc: SeqrecError) -> JSONResponse:
         return _json_error(404 if isinstance(exc, UnknownIdError) else 400, str(exc))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return _json_error(500, "internal server error")
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # the detail echoes the input, which may hold what JSON cannot carry (bytes, NaN, surrogates)
+        return JSONResponse({"detail": _safe(jsonable_encoder(_safe(exc.errors())))}, status_code=422)
+
+    @app.exception_handler(_TooLarge)
+    async def _too_large(request: Request, exc: _TooLarge) -> JSONResponse:
+        return _json_error(413, str(exc))
+
+    @app.exception_handler(_Busy)
+    async def _busy(request: Request, exc: _Busy) -> JSONResponse:
+        return _json_error(503, f"busy: {exc.args[0]} batch requests are already running or waiting "
+                                f"(batch_workers + batch_queue); retry shortly", headers={"Retry-After": "1"})
 
     def rec() -> Recommender:
         if app.state.recommender is None:
@@ -160,22 +410,46 @@ def create_app(recommender: Recommender | None, *, max_batch: int = 1000, max_bo
         return _json_error(503, "model not loaded yet")
 
     # ------------------------------------------------------------------ recommendations
-    async def recommend(body: RecommendRequest) -> dict[str, Any]:
+    async def recommend(body: RecommendRequest) -> Response:
         start = time.perf_counter()
         r = rec()
-        res = r.recommend(body.history, k=body.k, exclude_seen=body.exclude_seen, include=body.include,
-                          exclude=body.exclude)
-        return {"items": _items(res.items), "unknown_items": res.unknown_items, "fallback": res.fallback,
-                "model": r.name, "took_ms": _ms(start)}
 
-    def recommend_batch(body: BatchRequest) -> dict[str, Any]:
+        def work() -> bytes:
+            res = r.recommend(body.history, k=body.k, exclude_seen=body.exclude_seen, include=body.include,
+                              exclude=body.exclude)
+            return _answer(items=_items_json(r, res.items), unknown_items=_text(res.unknown_items),
+                           fallback=_text(res.fallback), model=_text(r.name), took_ms=_text(_ms(start))).encode()
+
+        return _json(await singles.run(work))
+
+    def check_cost(r: Recommender, n: int, k: int) -> None:
+        """Refuse (413) a batch whose answer is over the limits, before any work is done."""
+        if n > max_batch:
+            raise _TooLarge(f"batch of {n} histories is over the limit of {max_batch} (max_batch)")
+        results = n * min(k, r.n_items)
+        if results > limits.max_batch_results:
+            raise _TooLarge(f"batch of {n} histories x k {k} = {results:,} results is over the limit of "
+                            f"{limits.max_batch_results:,} (max_batch_results); send fewer histories or a smaller k")
+        size = int(n * 60 + results * item_bytes(r))
+        if size > limits.max_response_bytes:
+            raise _TooLarge(f"the answer to {n} histories x k {k} would be about {size:,} bytes, over the limit of "
+                            f"{limits.max_response_bytes:,} (max_response_bytes); send fewer histories or a smaller k")
+
+    async def recommend_batch(body: BatchRequest) -> Response:
         start = time.perf_counter()
         r = rec()
-        if len(body.histories) > max_batch:
-            return _json_error(413, f"batch of {len(body.histories)} histories is over the limit of {max_batch}")
-        out = r.recommend_many(body.histories, k=body.k, exclude_seen=body.exclude_seen)
-        results = [{"items": _items(x.items), "unknown_items": x.unknown_items, "fallback": x.fallback} for x in out]
-        return {"results": results, "model": r.name, "took_ms": _ms(start)}
+        check_cost(r, len(body.histories), body.k)
+
+        def work() -> bytes:
+            parts = []
+            for lo in range(0, len(body.histories), SCORE_CHUNK):  # a chunk at a time: bounded memory
+                out = r.recommend_many(body.histories[lo : lo + SCORE_CHUNK], k=body.k, exclude_seen=body.exclude_seen)
+                parts += [_answer(items=_items_json(r, x.items), unknown_items=_text(x.unknown_items),
+                                  fallback=_text(x.fallback)) for x in out]
+            results = "[" + ",".join(parts) + "]"
+            return _answer(results=results, model=_text(r.name), took_ms=_text(_ms(start))).encode()
+
+        return _json(await batches.run(work))
 
     post = dict(responses=ERRORS)
     app.post("/recommend", response_model=RecommendResponse, tags=["recommend"], operation_id="recommend", **post,
@@ -189,19 +463,25 @@ def create_app(recommender: Recommender | None, *, max_batch: int = 1000, max_bo
 
     @app.get("/users/{user_id}/recommendations", response_model=UserRecommendResponse, tags=["recommend"],
              responses=ERRORS)
-    async def user_recommendations(user_id: str, k: QueryK = 10, exclude_seen: bool = True) -> dict[str, Any]:
+    async def user_recommendations(user_id: str, k: QueryK = 10, exclude_seen: bool = True) -> Response:
         start = time.perf_counter()
         r = rec()
-        res = r.recommend_users([user_id], k=k, exclude_seen=exclude_seen)[0]
-        return {"user_id": user_id, "items": _items(res.items), "fallback": res.fallback, "model": r.name,
-                "took_ms": _ms(start)}
+
+        def work() -> bytes:
+            res = r.recommend_users([user_id], k=k, exclude_seen=exclude_seen)[0]
+            return _answer(user_id=_text(user_id), items=_items_json(r, res.items), fallback=_text(res.fallback),
+                           model=_text(r.name), took_ms=_text(_ms(start))).encode()
+
+        return _json(await singles.run(work))
 
     # ------------------------------------------------------------------ items
     @app.get("/items", response_model=SearchResponse, tags=["items"], responses=ERRORS)
     async def search_items(query: Annotated[str, Query(max_length=200)] = "",
                            limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
         start = time.perf_counter()
-        return {"query": query, "items": rec().search(query, limit), "took_ms": _ms(start)}
+        r = rec()
+        items = await singles.run(lambda: r.search(query, limit))
+        return {"query": query, "items": items, "took_ms": _ms(start)}
 
     @app.get("/items/{item_id}", response_model=ItemInfo, tags=["items"], responses=ERRORS)
     async def get_item(item_id: str) -> dict[str, Any]:
@@ -211,7 +491,7 @@ def create_app(recommender: Recommender | None, *, max_batch: int = 1000, max_bo
         start = time.perf_counter()
         r = rec()
         info = r.item(item_id)
-        items = r.similar_items(item_id, k=k)
+        items = await singles.run(lambda: r.similar_items(item_id, k=k))  # the first call builds the index
         method = "embedding" if hasattr(r.scorer, "item_embeddings") else "cooccurrence"
         return {"item": info, "items": _items(items), "method": method, "model": r.name, "took_ms": _ms(start)}
 
@@ -260,6 +540,8 @@ def create_app(recommender: Recommender | None, *, max_batch: int = 1000, max_bo
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             batch = schema["components"]["schemas"]["BatchRequest"]["properties"]["histories"]
             batch["maxItems"] = max_batch
+            batch["description"] = (f"alias: user_histories; at most {max_batch} histories and "
+                                    f"{limits.max_batch_results:,} results (histories x k) per request")
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -273,7 +555,10 @@ def app_from_env() -> FastAPI:
     if not path:
         raise SeqrecError(f"set {ENV_MODEL} to a model folder")
     _set_threads(os.environ.get(ENV_THREADS))
-    return create_app(Recommender.from_folder(path, backend=os.environ.get(ENV_BACKEND, "auto")))
+    app = create_app(Recommender.from_folder(path, backend=os.environ.get(ENV_BACKEND, "auto")),
+                     limits=Limits.from_env())
+    _settle()
+    return app
 
 
 def _set_threads(threads: Any) -> None:
@@ -284,8 +569,10 @@ def _set_threads(threads: Any) -> None:
 
 
 def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-        backend: str = "auto", threads: int | None = 1, access_log: bool = True) -> None:
+        backend: str = "auto", threads: int | None = 1, access_log: bool = True, limits: Limits | None = None) -> None:
     """Serve a model folder with uvicorn; several workers each load the model (via ``app_from_env``).
+
+    ``limits`` default to ``Limits.from_env()`` (``SEQREC_LIMITS``, else the defaults).
 
     ``threads`` sets torch's intra-op threads per worker (default 1: one history is too small to
     split, and every thread that scores, e.g. the pool serving batch requests, would otherwise keep
@@ -295,14 +582,16 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
 
     if not Path(model_path).is_dir():
         raise SeqrecError(f"{model_path}: no such model folder")
+    limits = limits or Limits.from_env()
     if workers > 1:
-        os.environ.update({ENV_MODEL: str(model_path), ENV_BACKEND: backend})
+        os.environ.update({ENV_MODEL: str(model_path), ENV_BACKEND: backend, ENV_LIMITS: json.dumps(asdict(limits))})
         if threads:
             os.environ[ENV_THREADS] = str(threads)
         uvicorn.run("seqrec.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
                     access_log=access_log)
         return
     _set_threads(threads)
-    app = create_app(Recommender.from_folder(model_path, backend=backend))
+    app = create_app(Recommender.from_folder(model_path, backend=backend), limits=limits)
+    _settle()
     uvicorn.run(app, host=host, port=port, access_log=access_log)
 

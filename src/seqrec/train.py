@@ -25,7 +25,7 @@ import torch
 
 from seqrec.batches import Batches, Objective
 from seqrec.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
-from seqrec.data import atomic_write_text
+from seqrec.data import atomic_write_text, check_output_folder, read_marker, write_marker
 from seqrec.errors import SeqrecError, check_config_keys
 from seqrec.evaluate import EvalConfig, evaluate
 from seqrec.report import METRICS
@@ -231,9 +231,8 @@ class _Run:
         self.threads = cfg.threads or (_free_cores() if device.type == "cpu" else None)
         self.out = Path(out_dir) if out_dir is not None else None
         self.ckpt = self.out / CHECKPOINT if self.out is not None else None
-        if self.out is not None and self.out.is_dir() and any(self.out.iterdir()) and not any(
-                (self.out / n).exists() for n in (CHECKPOINT, METRICS, "config.json")):
-            raise SeqrecError(f"{self.out} is a non-empty folder that is not a seqrec run; choose a new or empty one")
+        if self.out is not None:  # before any work: a file, '.', an unwritable parent, a folder that is not seqrec's
+            check_output_folder(self.out, "model", force=True)
         self.model, self.loo, self.cfg = model.to(device), loo, cfg
         self.data = Batches(loo, model.max_len, cfg)
         self.objective = Objective(cfg, model.n_items, loo.train().counts(model.n_items))
@@ -256,6 +255,13 @@ class _Run:
             "train_seconds": 0.0}
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.best_state: dict[str, torch.Tensor] | None = None
+        if self.out is not None:  # created (with seqrec's marker) only once the run is set up
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                if read_marker(self.out) is None:
+                    write_marker(self.out, "model")
+            except OSError as e:
+                raise SeqrecError(f"cannot write the run folder {self.out}: {e.strerror or e}") from e
 
     # ------------------------------------------------------------------ checkpoint
     def save(self) -> None:
@@ -266,13 +272,28 @@ class _Run:
                             {"loss_sum": self.loss_sum.reshape(1)}, self.device)
 
     def restore(self) -> None:
-        """Continue from ``out_dir/checkpoint.safetensors`` (a fresh start when there is none)."""
+        """Continue from ``out_dir/checkpoint.safetensors``, or raise saying why not. A fresh start
+        only when there is nothing to resume: the folder is new or empty (or holds no finished epoch).
+        A folder that holds a run's or a model's files but no checkpoint, an unreadable checkpoint or
+        one from other data, model or options is a ``SeqrecError``: ``--resume`` never silently restarts."""
         if self.ckpt is None:
             raise SeqrecError("resume=True needs out_dir (where the checkpoint is)")
         if not self.ckpt.is_file():
+            rows = self.out / METRICS
+            present = [n for n in ("config.json", "model.safetensors", "metrics.json", RESULT)
+                       if (self.out / n).exists()]
+            if rows.is_file() and rows.stat().st_size > 0:
+                present.insert(0, METRICS)
+            if present:
+                raise SeqrecError(f"{self.out}: cannot resume: there is no {CHECKPOINT} (the folder holds "
+                                  f"{', '.join(present)}); train without --resume to start over")
             return
         meta, tensors = load_checkpoint(self.ckpt)
         where = f"{self.ckpt}: cannot resume:"
+        needed = ("fingerprint", "model", "train", "optim_groups", "optim_scalars", "scheduler", "scaler")
+        lacking = [k for k in needed if k not in meta]
+        if lacking or not isinstance(meta["train"], dict):
+            raise SeqrecError(f"{where} the checkpoint lacks {lacking or ['train settings']}; it is damaged")
         if meta["fingerprint"] != self.loo.data.fingerprint():
             raise SeqrecError(f"{where} it was trained on other data (fingerprint {meta['fingerprint']})")
         if meta["model"] != self.model.config.to_dict():
@@ -281,9 +302,12 @@ class _Run:
         diff = sorted(k for k, v in meta["train"].items() if k not in _RESUME_MAY_CHANGE and ours.get(k) != v)
         if diff:
             raise SeqrecError(f"{where} train options {diff} changed (only {sorted(_RESUME_MAY_CHANGE)} may)")
-        self.best_state, extra = restore_checkpoint(meta, tensors, self.model, self.opt, self.sched, self.scaler,
-                                                    self.device)
-        self.loss_sum = extra["loss_sum"].reshape(()).to(self.device, torch.float64)
+        try:
+            self.best_state, extra = restore_checkpoint(meta, tensors, self.model, self.opt, self.sched, self.scaler,
+                                                        self.device)
+            self.loss_sum = extra["loss_sum"].reshape(()).to(self.device, torch.float64)
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
+            raise SeqrecError(f"{where} its saved state does not fit this run ({type(e).__name__}: {e})") from e
         self.st.update({k: meta[k] for k in self.st if k in meta})
 
     def diverged(self, where: str) -> TrainingDiverged:

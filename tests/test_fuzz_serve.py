@@ -1,0 +1,108 @@
+"""Fuzzing the service with JSON bodies JSON should not hold (NaN, infinities, unpaired surrogates, huge
+integers, deep nesting, bytes that are not UTF-8) and with mutated valid bodies: never a 500, and every
+answer is JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from urllib.parse import quote
+
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seqrec.recommend import Recommender
+from seqrec.serve import Limits, create_app
+from test_recommend import make_scorer, tiny_dataset
+
+DATA = tiny_dataset()
+CLIENT = TestClient(create_app(Recommender(make_scorer(DATA.n_items), DATA, name="tiny"),
+                               limits=Limits(max_batch=20, max_body_bytes=200_000)), raise_server_exceptions=False)
+PATHS = ["/recommend", "/recommend/batch", "/recommend_batch"]
+KEYS = ["history", "user_history", "histories", "user_histories", "k", "top_k", "exclude_seen", "exclude_history",
+        "include", "exclude"]
+STATUSES: list[int] = []
+
+surrogate = st.integers(0xD800, 0xDFFF).map(chr)
+odd_text = st.lists(st.one_of(st.characters(), surrogate), max_size=6).map("".join)
+scalars = st.one_of(
+    st.none(), st.booleans(), st.sampled_from([101, 102, "103", "nope", 0, -1, 1000, 1001, 2**53, 3.0, 1.5]),
+    st.integers(-(2**70), 2**70), st.integers(-(10**400), 10**400),
+    st.floats(allow_nan=True, allow_infinity=True), odd_text,
+)
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                                      st.dictionaries(st.one_of(st.sampled_from(KEYS), odd_text),
+                                                                      inner, max_size=4)),
+                      max_leaves=25)
+objects = st.dictionaries(st.sampled_from(KEYS), values, max_size=5)
+
+
+def encode(value, ascii_only: bool) -> bytes:
+    """JSON text as Python writes it (NaN, Infinity allowed); surrogates as escapes, or as raw bytes."""
+    text = json.dumps(value, allow_nan=True, ensure_ascii=ascii_only)
+    return text.encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def bodies(draw) -> bytes:
+    kind = draw(st.sampled_from(["object", "object", "any", "deep", "digits", "mutated", "constant"]))
+    if kind == "object":
+        return encode(draw(objects), draw(st.booleans()))
+    if kind == "any":
+        return encode(draw(values), draw(st.booleans()))
+    if kind == "deep":
+        depth = draw(st.integers(1, 3000))
+        key = draw(st.sampled_from(KEYS))
+        return b'{"%s": %s%s}' % (key.encode(), b"[" * depth, b"]" * depth)
+    if kind == "digits":
+        digits = draw(st.integers(1, 6000))
+        return b'{"history": [%s], "k": %s}' % (b"7" * digits, draw(st.sampled_from([b"3", b"1e400", b"-0.0", b"7" * 30])))
+    if kind == "constant":
+        word = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b'"\\ud800"', b'"\\udfff"',
+                                     b'"\\ud83d\\ude00"', b"1E400", b"0.0", b"1e-400"]))
+        key = draw(st.sampled_from(KEYS))
+        return b'{"history": [101], "%s": %s}' % (key.encode(), word) if draw(st.booleans()) else \
+            b'{"histories": [[%s]]}' % word
+    base = bytearray(encode({"history": [101, "102"], "k": 3, "exclude": [103]}, True))
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(base) - 1))
+        base[i : i + draw(st.integers(0, 3))] = draw(st.binary(max_size=4))
+    return bytes(base)
+
+
+@given(path=st.sampled_from(PATHS), body=bodies(),
+       content_type=st.sampled_from(["application/json", "application/json", "application/x+json", "text/plain", None]))
+@settings(max_examples=600, derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_json_bodies_never_give_a_500(path: str, body: bytes, content_type: str | None) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    r = CLIENT.post(path, content=body, headers=headers)
+    STATUSES.append(r.status_code)
+    assert r.status_code < 500, (r.status_code, body[:200], r.text[:500])
+    answer = json.loads(r.content)  # the standard reader: answers are strict JSON too
+    if r.status_code == 200:
+        items = answer["items"] if "items" in answer else [i for x in answer["results"] for i in x["items"]]
+        assert all(math.isfinite(i["score"]) for i in items)
+    else:
+        assert "detail" in answer
+
+
+@given(item=st.text(max_size=20), k=st.one_of(st.integers(-5, 2000).map(str), st.text(max_size=5)))
+@settings(max_examples=100, derandomize=True, deadline=None, database=None)
+def test_odd_path_and_query_values_never_give_a_500(item: str, k: str) -> None:
+    segment = quote(item, safe="")
+    for url, params in ((f"/items/{segment}", None), (f"/items/{segment}/similar", {"k": k}),
+                        (f"/users/{segment}/recommendations", {"k": k}), ("/items", {"query": item, "limit": k})):
+        r = CLIENT.get(url, params=params)
+        STATUSES.append(r.status_code)
+        assert r.status_code < 500, (url, params, r.text[:300])
+
+
+def test_the_fuzzing_reached_the_service() -> None:
+    if not STATUSES:
+        import pytest
+
+        pytest.skip("run together with the fuzz tests above")
+    print(f"service fuzz: {len(STATUSES)} requests, statuses {sorted(set(STATUSES))}")
+    assert len(STATUSES) >= 1000 and {200, 422} <= set(STATUSES)
