@@ -26,6 +26,7 @@ LONG_HISTORIES = 50  # median training history at least this long: MovieLens-lik
 LARGE = 300_000  # training interactions from which dense data needs little dropout
 CE_MAX_ITEMS = 40_000  # full cross-entropy up to this catalogue size; sampled softmax above it
 SAMPLED_NEGATIVES = 2048
+STEPS_PER_EPOCH = 400  # users per epoch / batch size aimed at (batches of 16 to 128 sequences)
 COMPUTE_BUDGET = 80e12  # floating-point operations of training the auto recipe aims at (epochs follow)
 
 
@@ -131,7 +132,11 @@ def auto(s: DataStats) -> Recipe:
     epochs = int(np.clip(round(COMPUTE_BUDGET / max(flops, 1.0)), 20, 200))
     reasons["epochs"] = (f"about {flops / 1e12:.2f} TFLOP per epoch; {COMPUTE_BUDGET / 1e12:.0f} TFLOP in all "
                          "(within 20..200 epochs), the cosine decaying over them")
-    opts.update(activation="relu", norm="paper", lr=1e-3, betas=(0.9, 0.999), grad_clip=None, batch_size=128,
+    # few users give few optimizer steps per epoch: on ML-1M (6,040 users) batches of 16 instead of
+    # 128 reached validation NDCG@10 0.150 after 4 epochs instead of 0.112, at the same s/epoch
+    batch = int(np.clip(2 ** np.floor(np.log2(max(s.users, 1) / STEPS_PER_EPOCH)), 16, 128))
+    reasons["batch_size"] = f"{s.users:,} users: about {max(1, s.users // batch)} optimizer steps per epoch"
+    opts.update(activation="relu", norm="paper", lr=1e-3, betas=(0.9, 0.999), grad_clip=None, batch_size=batch,
                 schedule="cosine", warmup_steps=0, epochs=epochs, patience=10, bucket=True)
     return Recipe("auto", opts, reasons)
 
