@@ -42,6 +42,11 @@ def test_options_are_checked_up_front():
     assert est.get_params()["n_negatives"] == 2 and est.get_params()["hidden"] == 8 and "SASRec(" in repr(est)
 
 
+def test_a_seed_numpy_cannot_take_is_refused_before_training(data):
+    with pytest.raises(SeqrecError, match=r"seed must be an integer in \[0, 4294967295\]"):
+        SASRec(seed=-1, epochs=1, quiet=True).fit(data)
+
+
 def test_config_fields_match_the_dataclasses_and_the_constructor():
     fields = config_fields()
     names = [f.name for f in fields]

@@ -128,3 +128,27 @@ def test_train_evaluate_recommend_round_trip(log_csv, tmp_path, capsys):
     assert run(capsys, "plot", run_dir)[0] == 0
     code, _, err = run(capsys, "evaluate", "synthetic", "--model", run_dir)
     assert code == 2 and "fingerprint" in err
+
+
+def test_serve_takes_a_flag_for_every_limit(tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    import seqrec.serve as S
+    from seqrec.cli_options import _limits
+    from seqrec.limits import Limits
+
+    parser = build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]
+    helps = {a.dest: a.help for a in serve._actions}
+    for f in dataclasses.fields(Limits):  # one flag per field, its help and default from the dataclass
+        assert helps[f"limit_{f.name}"] == f"{f.metadata['help']} (default {f.default:,})"
+    assert _limits(parser.parse_args(["serve", "m"])) is None  # then SEQREC_LIMITS or the defaults
+    monkeypatch.setenv("SEQREC_LIMITS", '{"max_batch_results": 50, "max_batch": 9}')
+    args = parser.parse_args(["serve", "m", "--limit-max-batch", "5", "--limit-batch-queue", "0"])
+    assert _limits(args) == Limits(max_batch=5, batch_queue=0, max_batch_results=50)  # a flag wins
+    served = []
+    monkeypatch.setattr(S, "run", lambda model, **kw: served.append(kw["limits"]))
+    assert run(capsys, "serve", tmp_path, "--limit-max-response-bytes", "7000")[0] == 0
+    assert served == [Limits(max_batch=9, max_batch_results=50, max_response_bytes=7000)]
+    code, out, err = run(capsys, "serve", tmp_path, "--limit-max-batch", "0")
+    assert code == 2 and out == "" and "--limit-max-batch: expected an integer >= 1, got 0" in err

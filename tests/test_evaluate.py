@@ -6,7 +6,8 @@ import torch
 
 from seqrec.data import Dataset
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import EvalConfig, Scorer, evaluate, metrics_from_ranks, rank_of_targets, sample_negatives
+from seqrec.evaluate import EvalConfig, Scorer, evaluate, metrics_from_ranks, rank_of_targets
+from seqrec.sampling import sample_negatives
 from seqrec.split import LeaveOneOut, Segments
 
 INF = math.inf
@@ -229,7 +230,8 @@ def test_seen_target_has_no_effect_under_sampled(random_loo):
 
 
 def test_cli_seen_target_flag():
-    from seqrec.cli import _eval_config, build_parser
+    from seqrec.cli import build_parser
+    from seqrec.cli_options import _eval_config
 
     parser = build_parser()
     args = parser.parse_args(["evaluate", "synthetic"])
@@ -388,6 +390,8 @@ def test_sample_negatives_too_few_items():
         {"batch_size": 0},
         {"max_users": 0},
         {"seed": "x"},
+        {"seed": -1},
+        {"seed": 2**32},
         {"seen_target": "skip"},
         {"seen_target": None},
         {"seen_target": ["miss"]},

@@ -12,9 +12,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from seqrec.columns import MISSING_IDS
 from seqrec.data import CleanConfig, Dataset, id_key
 from seqrec.errors import SeqrecError
-from seqrec.readers import MISSING_IDS, load_dataset
+from seqrec.readers import load_dataset
 
 SEEDS = {  # file name (folder/name), contents: one of each layout, a few users and items
     "log.csv": b"user_id,item_id,timestamp,rating\nu1,10,5,4.0\nu1,11,6,3\nu2,10,1,5\nu2,12,2,1.5\nu3,11,9,2\n",

@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import save_model
 
 import seqrec.folder as F
-from seqrec.data import MANIFEST, MARKER, CleanConfig, Dataset, write_manifest
+from seqrec.data import CleanConfig, Dataset
 from seqrec.errors import SeqrecError
+from seqrec.files import MANIFEST, MARKER, write_manifest
 from seqrec.folder import load_folder, register_onnx, save_folder
 from seqrec.model import MAX_PARAM_BYTES, SASRecConfig, SASRecModel
 from seqrec.train import TrainConfig
@@ -242,7 +243,7 @@ def test_a_legacy_prepared_folder_loads_equal(tmp_path, data):
 
 # ----------------------------------------------------------------------------- ONNX exports
 def test_onnx_exports_are_checked_against_the_weights(folder, data):
-    from seqrec.recommend import export_onnx
+    from seqrec.onnx_export import export_onnx
 
     onnx = folder / "model.onnx"
     export_onnx(sasrec(data), onnx)
@@ -274,6 +275,39 @@ def test_onnx_exports_are_checked_against_the_weights(folder, data):
         load_folder(folder)
     save_folder(folder, sasrec(data, seed=2), data, {}, {}, force=True)  # new weights: the old export goes
     assert not onnx.exists() and load_folder(folder).onnx is None
+
+
+def test_export_onnx_records_the_folders_export_and_the_recommender_uses_only_a_checked_one(folder, data, capsys,
+                                                                                            monkeypatch):
+    import dataclasses
+
+    import seqrec.recommend as R
+    from seqrec.cli import main
+    from seqrec.onnx_export import export_onnx
+
+    onnx = folder / "model.onnx"
+    assert main(["export-onnx", str(folder)]) == 0 and capsys.readouterr().out.strip() == str(onnx)
+    listed = json.loads((folder / MANIFEST).read_text())["files"]
+    weights = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert listed["model.onnx"]["weights_sha256"] == weights and load_folder(folder).onnx == onnx
+    assert main(["export-onnx", str(folder), "--out", str(folder.parent / "copy.onnx")]) == 0
+    assert json.loads((folder / MANIFEST).read_text())["files"] == listed  # an export elsewhere is not recorded
+    export_onnx(sasrec(data), onnx, opset=18)  # other bytes, the same weights (as from another torch)
+    with pytest.raises(SeqrecError, match=r"model\.onnx: "):
+        load_folder(folder)
+    register_onnx(folder)  # replaces the recorded export
+    assert load_folder(folder).onnx == onnx
+    opened = []
+    monkeypatch.setattr(R, "onnx_session", lambda scorer, path, threads, owner: opened.append(path))
+    R.Recommender.from_folder(folder, backend="onnx")
+    real = F.load_folder
+    monkeypatch.setattr(F, "load_folder", lambda path: dataclasses.replace(real(path), onnx=None))
+    R.Recommender.from_folder(folder, backend="onnx")
+    assert opened == [onnx, None]  # the folder's export once checked; otherwise a private one
+    monkeypatch.undo()
+    export_onnx(sasrec(data, seed=1), onnx)
+    with pytest.raises(SeqrecError, match="exported from other weights"):
+        register_onnx(folder)
 
 
 def test_keep_files_carry_only_a_runs_files(folder, data):

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 import seqrec.train as T
-from seqrec import data as D
 from seqrec.cli import main
-from seqrec.data import MARKER, Dataset, check_output_folder, ownership_problem
+from seqrec.data import CleanConfig, Dataset
 from seqrec.errors import SeqrecError
+from seqrec.files import MARKER
 from seqrec.folder import load_folder, save_folder
 from seqrec.model import SASRecConfig, SASRecModel
+from seqrec.publish import check_output_folder, ownership_problem
 from seqrec.split import LeaveOneOut
 from seqrec.train import TrainConfig, train
 
@@ -52,7 +53,7 @@ def no_training(monkeypatch):
 def small() -> Dataset:
     rng = np.random.default_rng(0)
     frame = pl.DataFrame({"user": np.repeat(np.arange(30), 5), "item": rng.integers(0, 20, 150)})
-    return Dataset.from_interactions(frame, config=D.CleanConfig(k_core=0), name="small")
+    return Dataset.from_interactions(frame, config=CleanConfig(k_core=0), name="small")
 
 
 def sasrec(ds: Dataset) -> SASRecModel:

@@ -9,8 +9,10 @@ import polars as pl
 import pytest
 import torch
 
-from seqrec import data as D
-from seqrec.data import Dataset, publish_dir
+from seqrec import files as F
+from seqrec import publish as P
+from seqrec.data import CleanConfig, Dataset
+from seqrec.publish import publish_dir
 from seqrec.errors import SeqrecError
 from seqrec.folder import load_folder, save_folder
 from seqrec.model import SASRecConfig, SASRecModel
@@ -25,7 +27,7 @@ class Killed(BaseException):
 def dataset(seed: int, name: str) -> Dataset:
     rng = np.random.default_rng(seed)
     frame = pl.DataFrame({"user": np.repeat(np.arange(30), 5), "item": rng.integers(0, 20, 150)})
-    return Dataset.from_interactions(frame, name=name, config=D.CleanConfig(k_core=0))
+    return Dataset.from_interactions(frame, name=name, config=CleanConfig(k_core=0))
 
 
 def model(ds: Dataset, seed: int) -> SASRecModel:
@@ -49,7 +51,7 @@ def kill_at(monkeypatch, k: int, before_each=None) -> list[str]:
             raise Killed(step)
         return fn(*args, **kwargs)
 
-    monkeypatch.setattr(D, "_op", op)
+    monkeypatch.setattr(F, "_op", op)
     return steps
 
 
@@ -67,26 +69,26 @@ def beside(path) -> list[str]:
 @pytest.fixture(params=["exchange", "rename"])
 def mode(request, monkeypatch):
     """With the atomic exchange (Linux, macOS) and without it (the .NAME.old fallback)."""
-    if request.param == "exchange" and D._exchange_function() is None:
+    if request.param == "exchange" and P._exchange_function() is None:
         pytest.skip("this system has no atomic rename-exchange")
     return request.param
 
 
 def use_mode(monkeypatch, mode: str) -> None:
-    monkeypatch.setattr(D, "STALE_SECONDS", -1.0)  # leftovers of the "killed" writers count as stale at once
+    monkeypatch.setattr(P, "STALE_SECONDS", -1.0)  # leftovers of the "killed" writers count as stale at once
     monkeypatch.setattr(os, "fsync", lambda fd: None)  # the steps still run through _op; only the disk waits go
     if mode == "rename":
-        monkeypatch.setattr(D, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(P, "_exchange", lambda a, b: False)
 
 
 def test_the_exchange_replaces_without_a_gap(tmp_path):
-    if D._exchange_function() is None:
+    if P._exchange_function() is None:
         pytest.skip("this system has no atomic rename-exchange")
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x").write_text("new")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "x").write_text("old")
-    assert D._exchange(tmp_path / "a", tmp_path / "b")
+    assert P._exchange(tmp_path / "a", tmp_path / "b")
     assert (tmp_path / "b" / "x").read_text() == "new" and (tmp_path / "a" / "x").read_text() == "old"
 
 
@@ -104,7 +106,7 @@ def test_a_prepared_folder_survives_a_kill_at_every_step(tmp_path, monkeypatch, 
         kill_at(monkeypatch, k)
         with pytest.raises(Killed):
             new.save(path, force=True)
-        monkeypatch.setattr(D, "_op", lambda step, fn, *a, **kw: fn(*a, **kw))
+        monkeypatch.setattr(F, "_op", lambda step, fn, *a, **kw: fn(*a, **kw))
         got = Dataset.load(path)  # the old complete folder or the new one, never neither
         assert same_data(got, old) or same_data(got, new), steps[k]
         outcomes.append("new" if same_data(got, new) else "old")
@@ -133,7 +135,7 @@ def test_a_model_folder_survives_a_kill_at_every_step(tmp_path, monkeypatch, mod
         kill_at(monkeypatch, k)
         with pytest.raises(Killed):
             write_new()
-        monkeypatch.setattr(D, "_op", lambda step, fn, *a, **kw: fn(*a, **kw))
+        monkeypatch.setattr(F, "_op", lambda step, fn, *a, **kw: fn(*a, **kw))
         b = load_folder(path)
         which = b.metrics["which"]
         ref = m_new if which == "new" else m_old
@@ -144,7 +146,7 @@ def test_a_model_folder_survives_a_kill_at_every_step(tmp_path, monkeypatch, mod
 
 
 def test_with_the_exchange_a_reader_sees_a_whole_folder_at_every_step(tmp_path, monkeypatch):
-    if D._exchange_function() is None:
+    if P._exchange_function() is None:
         pytest.skip("this system has no atomic rename-exchange")
     old, new = dataset(0, "old"), dataset(1, "new")
     path = tmp_path / "prep"
@@ -191,7 +193,7 @@ def test_resume_after_a_kill_between_the_renames_continues_from_the_checkpoint(t
 
 
 def test_publish_refuses_a_foreign_old_name_in_the_way(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(P, "_exchange", lambda a, b: False)
     ds = dataset(0, "d")
     ds.save(tmp_path / "p")
     (tmp_path / ".p.old").mkdir()

@@ -9,7 +9,8 @@ import torch
 
 from seqrec.data import CleanConfig, Dataset
 from seqrec.errors import SeqrecError
-from seqrec.recommend import Recommender, UnknownIdError, export_items, export_onnx
+from seqrec.onnx_export import export_onnx
+from seqrec.recommend import Recommender, UnknownIdError, export_items
 
 TITLES = {
     101: ("Star Wars", ["Sci-Fi", "Adventure"]), 102: ("Star Trek", ["Sci-Fi"]), 103: ("Alien", ["Horror", "Sci-Fi"]),
@@ -219,6 +220,13 @@ def test_item_and_search(rec: Recommender) -> None:
 
 def test_k_bounds_and_backend_check(rec: Recommender, data: Dataset) -> None:
     assert len(rec.recommend([101], k=1000).items) == data.n_items - 1
+    for k in (0, -1):
+        with pytest.raises(SeqrecError, match="k must be >= 1"):
+            rec.recommend([101], k=k)
+        with pytest.raises(SeqrecError, match="k must be >= 1"):
+            rec.recommend_many([[101], []], k=k)
+        with pytest.raises(SeqrecError, match="k must be >= 1"):
+            rec.recommend_users(["u0"], k=k)
     with pytest.raises(SeqrecError):
         Recommender(make_scorer(data.n_items), data, backend="tensorflow")
     with pytest.raises(SeqrecError):

@@ -124,6 +124,17 @@ def test_bad_input_is_422_naming_the_field(client: TestClient, body: dict, field
     assert any(field in e["loc"] for e in r.json()["detail"])
 
 
+def test_k_below_one_is_422_on_every_route(client: TestClient) -> None:
+    for k in (0, -1):  # the schemas refuse it before the recommender (which raises for it) is asked
+        for path, body in (("/recommend", {"history": [101]}), ("/recommend/batch", {"histories": [[101]]}),
+                           ("/recommend_batch", {"histories": [[101]]})):
+            r = client.post(path, json={**body, "k": k})
+            assert r.status_code == 422 and any("k" in e["loc"] for e in r.json()["detail"])
+        for path in ("/users/u0/recommendations", "/items/101/similar"):
+            assert client.get(path, params={"k": k}).status_code == 422
+        assert client.get("/similar_items/101", params={"top_k": k}).status_code == 422
+
+
 def test_malformed_json_is_422(client: TestClient) -> None:
     r = client.post("/recommend", content=b'{"history": [1,', headers={"Content-Type": "application/json"})
     assert r.status_code == 422

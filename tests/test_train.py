@@ -1,11 +1,13 @@
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 
+import seqrec.optim as O
 import seqrec.train as T
 from seqrec.batches import Batches, Objective
 from seqrec.baselines import make_baseline
@@ -13,9 +15,10 @@ from seqrec.data import PAD, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.evaluate import EvalConfig, evaluate
 from seqrec.model import SASRecConfig, SASRecModel
+from seqrec.optim import lr_factor
 from seqrec.report import plot_run
 from seqrec.split import LeaveOneOut, left_pad
-from seqrec.train import TrainConfig, TrainingDiverged, lr_factor, train
+from seqrec.train import TrainConfig, TrainingDiverged, train
 
 
 def planted(n_users=400, n_items=50, shuffle=False, seed=0) -> Dataset:
@@ -55,13 +58,22 @@ def quick(**kw) -> TrainConfig:
     ("weight_decay", -0.1), ("warmup_steps", -1), ("warmup_steps", 2.5), ("schedule", "step"), ("grad_clip", -1),
     ("grad_accum", 0), ("precision", "int8"), ("device", "tpu"), ("threads", 0), ("compile", "yes"),
     ("epochs", 0), ("batch_size", 1.5), ("eval_every", -1), ("eval_max_users", 0), ("patience", -2),
-    ("seed", "x"), ("checkpoint_every_steps", 0), ("quiet", 1), ("bucket", None), ("time_limit", 0),
-    ("time_limit", "1m"),
+    ("seed", "x"), ("seed", -1), ("seed", 2**32), ("checkpoint_every_steps", 0), ("quiet", 1), ("bucket", None),
+    ("time_limit", 0), ("time_limit", "1m"),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     kw = {"loss": "bce"} if field == "n_negatives" else {}
     with pytest.raises(SeqrecError, match=field):
         TrainConfig(**{**kw, field: value})
+
+
+def test_seeds_are_bounded_as_numpy_takes_them():
+    assert TrainConfig(seed=2**32 - 1).seed == EvalConfig(seed=2**32 - 1).seed == 2**32 - 1
+    for seed in (-1, 2**32):
+        with pytest.raises(SeqrecError, match=r"seed must be an integer in \[0, 4294967295\]"):
+            TrainConfig(seed=seed)
+        with pytest.raises(SeqrecError, match=r"seed must be an integer in \[0, 4294967295\]"):
+            EvalConfig(seed=seed)
 
 
 def test_config_json_round_trip_and_unknown_keys():
@@ -280,6 +292,24 @@ def test_early_stopping_keeps_the_best_weights(monkeypatch):
     assert not m.training
 
 
+def test_each_metrics_row_is_on_disk_before_the_next_epoch(tmp_path, monkeypatch):
+    synced, seen, real = set(), [], os.fsync
+
+    def fsync(fd):
+        synced.add(os.fstat(fd).st_ino)
+        real(fd)
+
+    def after_epoch(row):
+        rows = tmp_path / "metrics.jsonl"
+        seen.append((len(rows.read_text().splitlines()), rows.stat().st_ino in synced))
+        synced.clear()
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ds = small()
+    train(model_for(ds), LeaveOneOut(ds), quick(epochs=3, eval_every=0), out_dir=tmp_path, callback=after_epoch)
+    assert seen == [(1, True), (2, True), (3, True)]  # appended (a log), each row synced
+
+
 def test_eval_every_and_eval_max_users_and_stop_by_callback(tmp_path):
     ds = small(n_users=80)
     r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=5, eval_every=2, eval_max_users=10, patience=None),
@@ -392,17 +422,17 @@ def test_threads_and_devices(monkeypatch):
     r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=1, threads=3, eval_every=0))
     assert calls == [3, 1]  # set for training, then restored
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(T.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(T.os, "getloadavg", lambda: (1.8, 1.0, 1.0))
-    assert T._free_cores() == 1  # a busy machine: one thread
-    monkeypatch.setattr(T.os, "getloadavg", lambda: (0.2, 1.0, 1.0))
-    assert T._free_cores() is None  # idle: torch's default
+    monkeypatch.setattr(O.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(O.os, "getloadavg", lambda: (1.8, 1.0, 1.0))
+    assert O._free_cores() == 1  # a busy machine: one thread
+    monkeypatch.setattr(O.os, "getloadavg", lambda: (0.2, 1.0, 1.0))
+    assert O._free_cores() is None  # idle: torch's default
     assert r.history[0]["threads"] == 1
-    assert T.resolve_device("cpu").type == "cpu"
+    assert O.resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        assert T.resolve_device("auto").type in ("cpu", "mps")
+        assert O.resolve_device("auto").type in ("cpu", "mps")
         with pytest.raises(SeqrecError, match="CUDA"):
-            T.resolve_device("cuda")
+            O.resolve_device("cuda")
 
 
 @pytest.mark.parametrize("m, n", [(0, 10), (5, 10), (300, 4000)])

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from seqrec.data import atomic_write_bytes
 from seqrec.errors import SeqrecError
+from seqrec.files import atomic_write_bytes
 
 VERSION = 1
 _META_KEY = "seqrec_checkpoint"

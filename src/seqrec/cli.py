@@ -8,69 +8,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+from seqrec.cli_options import (_add_data_args, _add_eval_args, _add_limit_args, _add_train_args, _check_k, _checked,
+                                _eval_config, _limits, _load)
+from seqrec.cli_options import _flag_type  # noqa: F401  (the benchmarks build their flags with it)
 from seqrec.errors import SeqrecError
 
 MODEL_HELP = "a baseline name (popularity, genre, markov, ar2, hybrid), 'all', or a model folder"
 
 
 # ---------------------------------------------------------------------------- shared options
-def _add_data_args(p: argparse.ArgumentParser, many: bool = False) -> None:
-    if many:
-        p.add_argument("data", nargs="+", metavar="DATA", help="data sets: paths (file or folder) or names (synthetic, ml-100k, …)")
-    else:
-        p.add_argument("data", metavar="DATA", help="a path (file or folder, format recognised) or a name (synthetic, ml-100k, …)")
-    g = p.add_argument_group("cleaning")
-    g.add_argument("--min-rating", type=float, default=None, help="keep interactions rated at least this (implicit feedback)")
-    g.add_argument("--dedupe", action="store_true", help="keep only the first of repeated (user, item) pairs")
-    g.add_argument("--k-core", type=int, default=None, help="min interactions per user and item (default 5; 0 for the paper's already-filtered files)")
-    g.add_argument("--user-col", default=None, help="user column name (CSV/Parquet)")
-    g.add_argument("--item-col", default=None, help="item column name")
-    g.add_argument("--time-col", default=None, help="timestamp column name")
-    g.add_argument("--rating-col", default=None, help="rating column name")
-    g.add_argument("--sep", default=None, help="field separator (sniffed when absent)")
-
-
-def _load(spec: str, args: argparse.Namespace):
-    from seqrec.data import CleanConfig
-    from seqrec.readers import load_dataset
-
-    config = CleanConfig(min_rating=args.min_rating, dedupe=args.dedupe, k_core=args.k_core)
-    return load_dataset(
-        spec, config, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
-        rating_col=args.rating_col, sep=args.sep,
-    )
-
-
-def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    from seqrec.evaluate import SEEN_TARGET, EvalConfig
-
-    p.add_argument("--split", choices=["valid", "test"], default="test")
-    p.add_argument("--k", default="1,5,10,20", help="cut-offs, comma-separated (default 1,5,10,20)")
-    p.add_argument("--no-exclude-seen", action="store_true", help="rank items the user already saw too (repeat consumption)")
-    p.add_argument("--seen-target", choices=list(SEEN_TARGET), default=EvalConfig.seen_target,
-                   help="full protocol, a target already in the user's history: miss (removed like every seen item, "
-                   "counts as a miss), drop (leave out users with a seen or cold target) or keep (always scored) "
-                   f"(default: {EvalConfig.seen_target})")
-    p.add_argument("--negatives", choices=["uniform", "popularity"], default="uniform", help="sampled protocol: how negatives are drawn")
-    p.add_argument("--n-negatives", type=int, default=100, help="sampled protocol: negatives per user (paper: 100)")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def _eval_config(args: argparse.Namespace, protocol: str):
-    from seqrec.evaluate import EvalConfig
-
-    try:
-        ks = tuple(int(k) for k in args.k.split(","))
-    except ValueError:
-        raise SeqrecError(f"--k: expected comma-separated integers like 1,5,10, got {args.k!r}") from None
-    return EvalConfig(
-        split=args.split, protocol=protocol, ks=ks, n_negatives=args.n_negatives, negatives=args.negatives,
-        exclude_seen=not args.no_exclude_seen, seed=args.seed, seen_target=args.seen_target,
-    )
-
-
 def _scorer(spec: str, loo):
     """A fitted baseline by name, or the scorer stored in a model folder (checked against the data)."""
     from seqrec.baselines import BASELINES, make_baseline
@@ -117,7 +65,7 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from seqrec.data import check_output_folder
+    from seqrec.publish import check_output_folder
 
     t = time.perf_counter()
     check_output_folder(args.out, "data", force=args.force)  # before reading the data: refuse early
@@ -272,96 +220,26 @@ def cmd_export_items(args: argparse.Namespace) -> None:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
-    from seqrec.folder import load_folder
-    from seqrec.recommend import export_onnx
+    from seqrec.folder import ONNX, load_folder, register_onnx
+    from seqrec.onnx_export import export_onnx
 
-    out = args.out or str(Path(args.model) / "model.onnx")
-    print(export_onnx(load_folder(args.model).scorer, out))
+    default = Path(args.model) / ONNX
+    out = export_onnx(load_folder(args.model).scorer, args.out or default)
+    if out.resolve() == default.resolve():  # the folder's own export: recorded with the weights it holds
+        register_onnx(args.model)
+    print(out)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from seqrec.serve import run
 
-    run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend)
+    run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend, limits=_limits(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from seqrec.demo import demo
 
     demo(args.data, host=args.host, port=args.port, quiet=args.quiet, retrain=args.retrain, serve=not args.no_serve)
-
-
-# ---------------------------------------------------------------------------- argument checks
-MAX_SEED = 2**32 - 1  # numpy's generators refuse negative seeds
-
-
-def _check_k(k: int) -> None:
-    if k < 1:
-        raise SeqrecError(f"-k: expected how many items to list, an integer >= 1, got {k}")
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    """Checks of -k, --seed and --out that need no data, run before a command starts its work."""
-    if isinstance(getattr(args, "k", None), int):
-        _check_k(args.k)
-    seed = getattr(args, "seed", None)
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise SeqrecError(f"--seed: expected an integer in [0, {MAX_SEED}], got {seed}")
-    out = getattr(args, "out", None)
-    if out is None:
-        return
-    from seqrec.data import check_output_folder
-
-    if args.command == "train":  # a run folder: always written into, then replaced by the model folder
-        check_output_folder(out, "model", force=True)
-    elif args.command == "prepare":
-        check_output_folder(out, "data", force=args.force)
-    elif Path(out).is_dir():  # export-items, export-onnx: a file
-        raise SeqrecError(f"--out: {out} is a folder; give the name of the file to write")
-
-
-def _checked(func):
-    """``func(args)`` after ``_check_args``, so that bad arguments fail before any work."""
-    import functools
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> None:
-        _check_args(args)
-        func(args)
-
-    return run
-
-
-# ---------------------------------------------------------------------------- train flags from the configs
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _flag_type(kind: type) -> Any:
-    if kind is bool:
-        return _parse_bool
-    if kind is tuple:
-        return lambda text: tuple(float(x) for x in text.split(","))
-    return kind
-
-
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from seqrec.api import config_fields
-
-    from seqrec.recipe import RECIPES
-
-    g = p.add_argument_group("model and training options (the Python API's names; the recipe fills those not given)")
-    g.add_argument("--recipe", choices=RECIPES, default="auto",
-                   help="auto: chosen from the data's statistics (default); paper: Kang & McAuley 2018 (BCE); "
-                        "sasrec+: full cross-entropy as in the SASRec+ paper. Explicit flags win.")
-    for f in config_fields():
-        if f.name != "quiet":
-            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.type), default=None,
-                           help=f"{f.help} (without the recipe: {f.default})")
 
 
 # ---------------------------------------------------------------------------- parser
@@ -442,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1)
     sp.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                     help="auto: ONNX Runtime for SASRec (faster), torch for baselines")
+    _add_limit_args(sp)
 
     sp = add("demo", cmd_demo, "train (or reuse) a small SASRec and serve it with the web page")
     sp.add_argument("data", nargs="?", default="synthetic")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from seqrec.data import publish_dir
 from seqrec.errors import SeqrecError
+from seqrec.publish import publish_dir
 from seqrec.readers import data_home
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"

@@ -1,4 +1,6 @@
-"""The one user-facing exception type."""
+"""The one user-facing exception type, and checks that several configurations share."""
+
+MAX_SEED = 2**32 - 1  # seeds are integers in [0, MAX_SEED]: numpy's generators refuse negative ones
 
 
 class SeqrecError(Exception):

@@ -9,12 +9,12 @@ A folder holds
 * ``metrics.json``: whatever the trainer measured (best epoch, validation and test metrics);
 * ``data/``: the training data set as a prepared folder (catalogue and user sequences);
 * ``.seqrec`` (the marker saying seqrec made the folder) and ``manifest.json`` (size and sha256 of
-  the files above; ``seqrec.data`` describes both);
+  the files above; ``seqrec.files`` describes both);
 * from a training run (``seqrec.train``): ``checkpoint.safetensors``, ``metrics.jsonl``,
   ``result.json``, ``training.png``; from ``seqrec export-onnx``: ``model.onnx`` (``register_onnx``
   records it in the manifest with the weights it was exported from).
 
-Folders are built complete beside the target and swapped in (``seqrec.data.publish_dir``), so a
+Folders are built complete beside the target and swapped in (``seqrec.publish.publish_dir``), so a
 reader sees the old folder or the new one, never half of one, and a crash leaves one of them; an
 existing folder is replaced only when seqrec wrote it. Loading is strict: a missing or changed file,
 a missing or unknown key, an absurd model size, non-finite weights, a stale ONNX export, a foreign
@@ -34,13 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqrec import data as _data
+from seqrec import files as _files
 from seqrec.baselines import BASELINES, make_baseline
-from seqrec.data import (DATA_FILES, MANIFEST, MODEL_FILES, Dataset, _few, _write_file, building, check_output_folder,
-                         file_sha256, publish_dir, read_json, read_manifest, recover_dir, verify_manifest,
-                         write_manifest, write_marker)
+from seqrec.data import Dataset
 from seqrec.errors import SeqrecError
+from seqrec.files import (DATA_FILES, MANIFEST, MODEL_FILES, _few, _write_file, file_sha256, read_json, read_manifest,
+                          seqrec_version, verify_manifest, write_manifest, write_marker)
 from seqrec.model import SASRecConfig, SASRecModel
+from seqrec.publish import building, check_output_folder, publish_dir, recover_dir
 from seqrec.split import LeaveOneOut
 from seqrec.train import TrainConfig
 
@@ -65,15 +66,6 @@ class ModelBundle:
     onnx: Path | None = None  # the folder's model.onnx when it is known to hold these weights
 
 
-def seqrec_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("seqrec")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def _kind(scorer: Any) -> str:
     if isinstance(scorer, SASRecModel):
         return "sasrec"
@@ -89,8 +81,8 @@ def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: 
     """Write a model folder; ``config`` is the training configuration (``{}`` for baselines).
 
     The folder is built complete beside ``path`` (marker first, manifest last) and swapped in
-    (``seqrec.data.publish_dir``). An existing non-empty ``path`` is replaced only with ``force=True``
-    and only when seqrec wrote it (``seqrec.data.ownership_problem``). Files named in ``keep_files``
+    (``seqrec.publish.publish_dir``). An existing non-empty ``path`` is replaced only with ``force=True``
+    and only when seqrec wrote it (``seqrec.publish.ownership_problem``). Files named in ``keep_files``
     that a run folder holds (checkpoint, metrics.jsonl, ...) are carried over from the existing folder;
     ``model.onnx`` is not (it was exported from the old weights).
     """
@@ -120,18 +112,18 @@ def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: 
         if kind == "sasrec":
             from safetensors.torch import save_model
 
-            _data._op(f"write {WEIGHTS}", save_model, scorer, str(tmp / WEIGHTS),
+            _files._op(f"write {WEIGHTS}", save_model, scorer, str(tmp / WEIGHTS),
                       metadata={"format": "pt", "kind": "sasrec"})
         text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
-        _data._op(f"write {CONFIG}", _write_file, tmp / CONFIG, text.encode())
+        _files._op(f"write {CONFIG}", _write_file, tmp / CONFIG, text.encode())
         text = json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n"
-        _data._op(f"write {METRICS}", _write_file, tmp / METRICS, text.encode())
-        _data._op(f"make {DATA}/", (tmp / DATA).mkdir)
+        _files._op(f"write {METRICS}", _write_file, tmp / METRICS, text.encode())
+        _files._op(f"make {DATA}/", (tmp / DATA).mkdir)
         write_marker(tmp / DATA, "data")
         dataset._write(tmp / DATA)
         for name in keep_files:
             if name in RUN_FILES and (path / name).is_file() and not (path / name).is_symlink():
-                _data._op(f"keep {name}", _carry, path / name, tmp / name)
+                _files._op(f"keep {name}", _carry, path / name, tmp / name)
         write_manifest(tmp, content)
         publish_dir(tmp, path)
     return path
@@ -200,7 +192,7 @@ def _section(parse: Any, section: dict[str, Any], file: Path, key: str) -> Any:
         raise SeqrecError(f"{file}: the '{key}' section does not hold valid settings ({type(e).__name__}: {e})") from e
 
 
-def load_folder(path: str | os.PathLike) -> ModelBundle:
+def load_folder(path: str | os.PathLike, *, check_onnx: bool = True) -> ModelBundle:
     """Read a model folder (never unpickles); the scorer comes back in eval mode on the CPU.
 
     Checked, in this order, so that nothing damaged is parsed and nothing absurd is allocated:
@@ -210,6 +202,8 @@ def load_folder(path: str | os.PathLike) -> ModelBundle:
     (its own manifest, then the fingerprint in config.json), the weights (no NaN or infinity), and
     an ONNX export in the folder (recorded in the manifest with the weights it was exported from,
     or holding the same item embeddings). Folders from seqrecs before manifests load unverified.
+    ``check_onnx=False`` leaves an ONNX export out of the checks and of the bundle (``register_onnx``
+    checks a new export itself).
     """
     path = Path(path)
     recover_dir(path, clean=False)
@@ -233,7 +227,8 @@ def load_folder(path: str | os.PathLike) -> ModelBundle:
     content = _content_files(kind)
     files = read_manifest(path, content)
     if files is not None:  # an ONNX export may be deleted (and exported again) without touching the rest
-        verify_manifest(path, files, [n for n in files if "/" not in n and (n != ONNX or (path / ONNX).exists())])
+        verify_manifest(path, files, [n for n in files if "/" not in n and (n != ONNX or (check_onnx and
+                                                                                    (path / ONNX).exists()))])
     if not (path / DATA).is_dir():
         raise SeqrecError(f"{path}: the training data folder '{DATA}/' is missing")
     in_data = [n for n in files if n.startswith(f"{DATA}/")] if files is not None else []
@@ -250,7 +245,7 @@ def load_folder(path: str | os.PathLike) -> ModelBundle:
         if cfg.n_items != dataset.n_items:
             raise SeqrecError(f"{path / CONFIG}: model n_items {cfg.n_items} but data/ has {dataset.n_items} items")
         scorer = _load_sasrec(path, cfg)
-        onnx = _check_onnx(path, scorer, files)
+        onnx = _check_onnx(path, scorer, files) if check_onnx else None
     else:
         scorer = make_baseline(kind, LeaveOneOut(dataset))
     return ModelBundle(scorer=scorer, dataset=dataset, config=doc, metrics=metrics, path=path, onnx=onnx)
@@ -315,19 +310,15 @@ def _check_onnx(path: Path, model: SASRecModel, files: dict[str, dict[str, Any]]
             raise SeqrecError(f"{file}: exported from other weights than {WEIGHTS} (sha256 {recorded!r}, the "
                               f"weights have {weights}); run seqrec export-onnx again or delete it")
         return file
-    verdict = _onnx_holds(file, model)
-    if verdict is False:
-        raise SeqrecError(f"{file}: exported from other weights than {WEIGHTS} (its item embeddings differ); "
-                          f"run seqrec export-onnx again or delete it")
-    if verdict is None:
+    if _onnx_holds(file, model) is None:
         log.warning("%s: cannot tell which weights it was exported from; it is not used", file)
         return None
     return file
 
 
 def _onnx_holds(file: Path, model: SASRecModel) -> bool | None:
-    """Whether the ONNX graph in ``file`` holds ``model``'s item embeddings (as they are or transposed);
-    None when it has no initializer of that shape."""
+    """True when the ONNX graph in ``file`` holds ``model``'s item embeddings (as they are or transposed);
+    None when it has no initializer of that shape; a ``SeqrecError`` when it holds others."""
     import onnx
     from onnx import numpy_helper
 
@@ -346,17 +337,22 @@ def _onnx_holds(file: Path, model: SASRecModel) -> bool | None:
             continue
         if a.dtype == emb.dtype and (np.array_equal(a, emb) or np.array_equal(a.T, emb)):
             return True
-    return False if candidates else None
+    if candidates:
+        raise SeqrecError(f"{file}: exported from other weights than {WEIGHTS} (its item embeddings differ); "
+                          f"run seqrec export-onnx again or delete it")
+    return None
 
 
 def register_onnx(path: str | os.PathLike) -> Path:
     """Record ``path/model.onnx`` (written by ``seqrec export-onnx``) in the folder's manifest with the
     sha256 of the weights it was exported from, so that ``load_folder`` refuses it once either changes."""
     path = Path(path)
-    bundle = load_folder(path)  # checks the folder, and that an export there holds these weights
+    bundle = load_folder(path, check_onnx=False)  # checks the rest; an export recorded before may be replaced
     file = path / ONNX
     if not file.is_file():
         raise SeqrecError(f"{path}: there is no {ONNX} to record; run seqrec export-onnx first")
+    if isinstance(bundle.scorer, SASRecModel):
+        _onnx_holds(file, bundle.scorer)  # refuses an export of other weights
     files = read_manifest(path) or {}
     names = list(dict.fromkeys([*(files or _content_files(bundle.config["kind"])), ONNX]))
     extra = {ONNX: {"weights_sha256": file_sha256(path / WEIGHTS)}} if (path / WEIGHTS).is_file() else {}

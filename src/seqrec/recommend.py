@@ -15,7 +15,7 @@ items that are adjacent in some training sequence (either order), kept as a ``sc
 matrix; only items that co-occur at least once are returned, so the list may hold fewer than k.
 
 Backends: ``"torch"`` calls ``scorer.score`` under ``torch.inference_mode``; ``"onnx"`` runs the
-graph written by ``export_onnx`` with onnxruntime (scores equal torch within 1e-4).
+graph written by ``seqrec.onnx_export.export_onnx`` with onnxruntime (scores equal torch within 1e-4).
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,8 +31,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from seqrec.data import PAD, Dataset, atomic_write_bytes
+from seqrec.data import PAD, Dataset
 from seqrec.errors import SeqrecError
+from seqrec.files import atomic_write_bytes
+from seqrec.onnx_export import onnx_session
 from seqrec.split import left_pad
 
 NEG_INF = float("-inf")
@@ -100,13 +99,14 @@ class Recommender:
         self._session = None
         self._info: dict[str, Any] | None = None
         if backend == "onnx":
-            self._session = self._open_onnx(onnx_path, onnx_threads)
+            self._session = onnx_session(self.scorer, onnx_path, onnx_threads, owner=self)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_folder(cls, path: str | os.PathLike, backend: str = "auto", name: str | None = None,
                     onnx_threads: int = 1) -> "Recommender":
-        """Load a model folder (``seqrec.folder``); the ONNX backend uses ``model.onnx`` there if present.
+        """Load a model folder (``seqrec.folder``); the ONNX backend uses the folder's ``model.onnx`` when
+        ``load_folder`` found it holds these weights (``ModelBundle.onnx``), else a private export.
 
         ``backend="auto"`` picks ONNX Runtime for neural scorers (about twice as fast per request
         as torch in ``benchmarks/serve_latency.py``) and torch for baselines or when export fails.
@@ -114,12 +114,11 @@ class Recommender:
         from seqrec.folder import load_folder
 
         bundle = load_folder(path)
-        onnx_file = Path(path) / "model.onnx"
 
         def build(chosen: str) -> "Recommender":
             return cls(bundle.scorer, bundle.dataset, name=name or Path(path).resolve().name, backend=chosen,
                        config=bundle.config, metrics=bundle.metrics,
-                       onnx_path=onnx_file if onnx_file.is_file() else None, onnx_threads=onnx_threads)
+                       onnx_path=bundle.onnx, onnx_threads=onnx_threads)
 
         if backend != "auto":
             return build(backend)
@@ -130,19 +129,6 @@ class Recommender:
         except Exception as e:  # an exporter or runtime limitation: torch still answers correctly
             log.warning("ONNX backend unavailable (%s); using torch", e)
             return build("torch")
-
-    def _open_onnx(self, path: str | os.PathLike | None, threads: int):
-        import onnxruntime as ort
-
-        if path is None:  # export to a private temp folder that lives as long as this object
-            tmp = tempfile.mkdtemp(prefix="seqrec-onnx-")
-            weakref.finalize(self, shutil.rmtree, tmp, True)
-            path = export_onnx(self.scorer, Path(tmp) / "model.onnx")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     # ------------------------------------------------------------------ scoring core
     def _score(self, batch: torch.Tensor) -> torch.Tensor:
@@ -195,7 +181,7 @@ class Recommender:
             scores.masked_fill_(~allowed, NEG_INF)
         if banned is not None and len(banned):
             scores[:, torch.from_numpy(banned)] = NEG_INF
-        k = max(0, min(int(k), self.n_items))
+        k = min(int(k), self.n_items)
         values, index = torch.topk(scores, k, dim=1)
         return [self._items(v, i) for v, i in zip(values.tolist(), index.tolist())]
 
@@ -218,7 +204,9 @@ class Recommender:
 
         ``include`` restricts the candidates to those raw ids, ``exclude`` removes raw ids; unknown ids
         in either are ignored. Unknown history ids are skipped and listed in ``unknown_items``.
+        ``k < 1`` is a ``SeqrecError``.
         """
+        _check_k(k)
         ids, unknown = self.dataset.item_ids.lookup(history)
         allowed = None
         if include is not None:
@@ -247,6 +235,7 @@ class Recommender:
 
     def _recommend_internal(self, seqs: list[np.ndarray], unknown: list[list], k: int,
                             exclude_seen: bool) -> list[RecommendResult]:
+        _check_k(k)
         out: list[RecommendResult] = []
         with torch.inference_mode():
             for lo in range(0, len(seqs), SCORE_CHUNK):  # score, mask and rank chunk by chunk: bounded memory
@@ -344,6 +333,11 @@ class Recommender:
         })
 
 
+def _check_k(k: int) -> None:
+    if int(k) < 1:
+        raise SeqrecError(f"k must be >= 1 (how many items to recommend), got {k!r}")
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -356,49 +350,6 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
-
-
-class _ScoreGraph(torch.nn.Module):
-    """The graph ``export_onnx`` traces: histories [B, L] int64 -> scores [B, N+1] float32."""
-
-    def __init__(self, scorer: Any) -> None:
-        super().__init__()
-        self.scorer = scorer
-
-    def forward(self, histories: torch.Tensor) -> torch.Tensor:
-        return self.scorer.score(histories).float()
-
-
-def export_onnx(scorer: Any, path: str | os.PathLike, opset: int = 17) -> Path:
-    """Write ``scorer.score`` as an ONNX graph (input ``histories`` [B, max_len] int64, output
-    ``scores`` [B, N+1], dynamic batch), atomically. Uses the TorchScript-based exporter."""
-    import warnings
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    L, n = int(scorer.max_len), int(scorer.n_items)
-    example = torch.randint(1, n + 1, (2, L), generator=torch.Generator().manual_seed(0))
-    example[0, : L // 2] = PAD
-    module = _ScoreGraph(scorer)
-    if isinstance(scorer, torch.nn.Module):
-        was_training = scorer.training
-        scorer.eval()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example,), tmp, input_names=["histories"], output_names=["scores"],
-                              dynamic_axes={"histories": {0: "batch"}, "scores": {0: "batch"}},
-                              opset_version=opset, dynamo=False)
-        os.replace(tmp, path)
-    except Exception as e:
-        raise SeqrecError(f"could not export {type(scorer).__name__} to ONNX: {e}") from e
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(scorer, torch.nn.Module):
-            scorer.train(was_training)
-    return path
 
 
 def export_items(dataset: Dataset, path: str | os.PathLike) -> Path:

@@ -66,7 +66,7 @@ def save_png(fig: Any, path: str | Path, dpi: int = 100) -> Path:
 
     import matplotlib.pyplot as plt
 
-    from seqrec.data import atomic_write_bytes
+    from seqrec.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

@@ -9,11 +9,11 @@ Routes (OpenAPI docs at ``/docs``):
 * the web page at ``/`` (static files from ``seqrec/web``)
 
 Status codes: 422 for wrong types, missing fields, ``k`` outside 1..1000, bodies that are not strict
-JSON (``NaN``, ``Infinity``, ``1e400``, unpaired surrogates, not UTF-8; see ``seqrec.schemas``); the
-validation detail names the field. 404 for unknown users and items; 413 for a request over one of the
-``Limits`` (body bytes, histories per batch, histories x k per batch, estimated answer bytes; the
-message names the limit); 503 while no model is loaded, or when too many batch requests are already
-waiting; 400 for any other ``SeqrecError``. Anything else is a bug: it is logged with its traceback,
+JSON (``NaN``, ``Infinity``, ``1e400``, unpaired surrogates, not UTF-8; see ``seqrec.schemas`` and
+``seqrec.serve_http``); the validation detail names the field. 404 for unknown users and items; 413 for
+a request over one of the ``Limits`` (``seqrec.limits``: body bytes, histories per batch, histories x k
+per batch, estimated answer bytes; the message names the limit); 503 while no model is loaded, or when
+too many batch requests are already waiting; 400 for any other ``SeqrecError``. Anything else is a bug: it is logged with its traceback,
 counted in the metrics and answered with a JSON 500, and the connection stays usable (the error is not
 re-raised to the server, which would close a keep-alive connection).
 
@@ -21,42 +21,37 @@ Scoring runs off the event loop in two bounded thread pools: one for single-hist
 (``Limits.batch_workers``) for batch requests, whose answers are built in chunks, so ``/health`` and
 cheap requests stay fast while heavy ones run. Limits default to the values of ``Limits``; ``run`` and
 the multi-worker factory also read ``SEQREC_LIMITS``, a JSON object of fields to change, e.g.
-``SEQREC_LIMITS='{"max_batch_results": 50000}'``.
+``SEQREC_LIMITS='{"max_batch_results": 50000}'``, and ``seqrec serve`` takes a ``--limit-NAME`` flag
+for each field (``--limit-max-batch-results 50000``), which wins over ``SEQREC_LIMITS``.
+
+This module holds the routes; the middleware, thread pools and JSON rendering are ``seqrec.serve_http``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import email.message
 import gc
 import json
 import logging
-import math
 import os
 import sys
-import threading
 import time
-import weakref
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from seqrec.errors import SeqrecError, check_config_keys
-from seqrec.recommend import SCORE_CHUNK, Item, Recommender, UnknownIdError
+from seqrec.errors import SeqrecError
+from seqrec.limits import ENV_LIMITS, Limits
+from seqrec.recommend import SCORE_CHUNK, Recommender, UnknownIdError
 from seqrec.schemas import (
     ERRORS,
-    MAX_K,
-    BodyError,
     QueryK,
     BatchRequest,
     BatchResponse,
@@ -69,277 +64,19 @@ from seqrec.schemas import (
     SearchResponse,
     SimilarResponse,
     UserRecommendResponse,
-    parse_json_body,
 )
+from seqrec.serve_http import (_answer, _Busy, _Guard, _items, _items_json, _json, _json_error, _Pool, _safe,
+                               _StrictRoute, _text, _TooLarge, item_bytes)
 
 log = logging.getLogger("seqrec.serve")
 WEB_DIR = Path(__file__).with_name("web")
 ENV_MODEL, ENV_BACKEND, ENV_THREADS = "SEQREC_MODEL_PATH", "SEQREC_BACKEND", "SEQREC_TORCH_THREADS"
-ENV_LIMITS = "SEQREC_LIMITS"
 SWITCH_INTERVAL = 0.001  # seconds; see _settle
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one request may cost; every default is here. Over a limit is answered 413 naming it."""
-
-    max_body_bytes: int = 1_000_000  # request body, by Content-Length or as streamed
-    max_batch: int = 1000  # histories in one batch request
-    max_batch_results: int = 100_000  # histories x k in one batch request
-    max_response_bytes: int = 16_000_000  # estimated size of one answer (catalogue's mean item size)
-    batch_workers: int = 2  # batch requests scored at once
-    batch_queue: int = 8  # batch requests waiting beyond those (more: 503)
-    score_workers: int = 4  # threads for single-history requests
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            least = 0 if f.name == "batch_queue" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise SeqrecError(f"limit {f.name} must be an integer >= {least}, got {value!r}")
-
-    @classmethod
-    def from_env(cls, text: str | None = None) -> "Limits":
-        """Defaults, changed by the JSON object in ``SEQREC_LIMITS`` (or ``text``) when set."""
-        text = os.environ.get(ENV_LIMITS) if text is None else text
-        if not text:
-            return cls()
-        try:
-            changes = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SeqrecError(f"{ENV_LIMITS}: not valid JSON ({e.msg}); expected an object like "
-                              f'{{"max_batch_results": 50000}}') from e
-        return cls(**check_config_keys(cls, changes, ENV_LIMITS))
-
-
 class _NotReady(Exception):
     """Raised by routes that need the model while none is loaded (answered 503)."""
-
-
-def _safe(value: Any, depth: int = 0) -> Any:
-    """An error detail that JSON can carry: non-finite floats and bytes as text, unpaired surrogates
-    escaped, long lists and deep nesting cut short."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, (bytes, bytearray)):
-        return _safe(bytes(value[:1000]).decode("utf-8", "replace"))
-    if depth >= 8 and isinstance(value, (dict, list, tuple)):
-        return "..."
-    if isinstance(value, dict):
-        return {_safe(str(k)): _safe(v, depth + 1) for k, v in list(value.items())[:100]}
-    if isinstance(value, (list, tuple)):
-        return [_safe(v, depth + 1) for v in value[:100]]
-    return value
-
-
-def _json_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": _safe(detail)}, status_code=status, headers=headers)
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-
-
-def _json(body: bytes) -> Response:
-    return Response(body, media_type="application/json")
-
-
-def _is_json(content_type: str | None) -> bool:
-    """The content types FastAPI reads as JSON: application/json and application/*+json."""
-    if not content_type:
-        return False
-    message = email.message.Message()
-    message["content-type"] = content_type
-    sub = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (sub == "json" or sub.endswith("+json"))
-
-
-class _StrictRequest(Request):
-    """A request whose JSON body is read by ``parse_json_body`` (once)."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_strict_json"):
-            self._strict_json = parse_json_body(await self.body())
-        return self._strict_json
-
-
-class _StrictRoute(APIRoute):
-    """Routes with a JSON body read it strictly: a body that is not strict JSON is a 422 naming the field."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-        if self.body_field is None:
-            return handler
-
-        async def strict(request: Request) -> Response:
-            request = _StrictRequest(request.scope, request.receive)
-            if _is_json(request.headers.get("content-type")) and await request.body():
-                try:
-                    await request.json()
-                except BodyError as e:
-                    raise RequestValidationError(e.errors) from None
-            return await handler(request)
-
-        return strict
-
-
-class _Guard:
-    """ASGI middleware: body size limit (413), Prometheus request counts and latencies per route, and
-    the last word on unexpected errors (logged, answered 500, never re-raised to the server)."""
-
-    def __init__(self, app: Any, max_body_bytes: int, requests: Counter, latency: Histogram) -> None:
-        self.app, self.max_body = app, max_body_bytes
-        self.requests, self.latency = requests, latency
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        status = [500]
-        started = [False]
-
-        async def send_and_record(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-                started[0] = True
-            await send(message)
-
-        try:
-            body = await self._read_body(scope, receive)
-            if body is None:
-                await _json_error(413, f"request body is larger than {self.max_body} bytes (max_body_bytes)")(
-                    scope, receive, send_and_record)
-                return
-            replayed = False
-
-            async def replay() -> dict:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send_and_record)
-        except Exception:
-            # Re-raising would make the server close the connection (uvicorn does once a response has
-            # started), failing the client's next requests on it; the traceback is in the log instead.
-            log.exception("unexpected error in %s %s", scope.get("method", ""), scope.get("path", ""))
-            status[0] = 500
-            if not started[0]:
-                await _json_error(500, "internal server error")(scope, receive, send)
-            # else the answer was cut short: the server closes this one connection, as it must
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.requests.labels(method, template, str(status[0])).inc()
-            self.latency.labels(method, template).observe(time.perf_counter() - start)
-
-    async def _read_body(self, scope: dict, receive: Any) -> bytes | None:
-        """The whole request body, or None once it exceeds the limit (declared or streamed)."""
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_body:
-                    return None
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return b""
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-class _TooLarge(Exception):
-    """A request over one of the ``Limits`` (answered 413 with the message)."""
-
-
-class _Busy(Exception):
-    """Too many batch requests in progress and waiting (answered 503 with Retry-After)."""
-
-
-class _Pool:
-    """A few threads that run blocking work for the event loop; ``limit`` bounds running + waiting."""
-
-    def __init__(self, workers: int, limit: int | None, name: str) -> None:
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix=name)
-        self.slots = threading.BoundedSemaphore(limit) if limit else None
-        self.limit = limit
-
-    async def run(self, fn: Callable[[], Any]) -> Any:
-        if self.slots is not None and not self.slots.acquire(blocking=False):
-            raise _Busy(self.limit)
-        try:
-            future = self.executor.submit(fn)
-        except BaseException:
-            if self.slots is not None:
-                self.slots.release()
-            raise
-        if self.slots is not None:
-            future.add_done_callback(lambda _: self.slots.release())
-        return await asyncio.wrap_future(future)
-
-
-_ITEM_BYTES: "weakref.WeakKeyDictionary[Recommender, float]" = weakref.WeakKeyDictionary()
-
-
-def item_bytes(rec: Recommender, sample: int = 2000) -> float:
-    """Mean JSON size of one recommended item of this catalogue (for the answer-size estimate)."""
-    if rec not in _ITEM_BYTES:
-        cat = rec.dataset.catalog.sort("item")
-        step = max(1, cat.height // sample)
-        rows = cat.select("raw_id", "title", "genres").gather_every(step).rows()
-        sizes = [len(_dumps({"rank": MAX_K, "item_id": raw, "score": -0.12345678901234567, "title": title,
-                             "genres": list(genres or [])})) + 1 for raw, title, genres in rows]
-        _ITEM_BYTES[rec] = sum(sizes) / max(1, len(sizes))
-    return _ITEM_BYTES[rec]
-
-
-def _items(items: list[Item]) -> list[dict[str, Any]]:
-    return [{"rank": i.rank, "item_id": i.item_id, "score": i.score, "title": i.title, "genres": i.genres}
-            for i in items]
-
-
-_FRAGMENTS: "weakref.WeakKeyDictionary[Recommender, dict[Any, tuple[str, str]]]" = weakref.WeakKeyDictionary()
-
-
-def _items_json(rec: Recommender, items: list[Item]) -> str:
-    """``_items`` as JSON text, from per-item fragments built once: no dict per item, so a large answer
-    is quick to build and leaves nothing for the garbage collector to scan."""
-    cache = _FRAGMENTS.get(rec)
-    if cache is None:
-        cache = _FRAGMENTS.setdefault(rec, {})
-    parts = []
-    for i in items:
-        frag = cache.get(i.item_id)
-        if frag is None:
-            frag = cache[i.item_id] = (_text(i.item_id), f',"title":{_text(i.title)},"genres":{_text(i.genres)}}}')
-        score = float(i.score)
-        if not math.isfinite(score):
-            raise ValueError(f"score {score} of item {i.item_id!r} is not a JSON number")
-        parts.append(f'{{"rank":{i.rank},"item_id":{frag[0]},"score":{score!r}{frag[1]}')
-    return "[" + ",".join(parts) + "]"
-
-
-def _text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _answer(**fields: str) -> str:
-    """A JSON object from fields already written as JSON text."""
-    return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
 
 
 def _settle() -> None:

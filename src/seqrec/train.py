@@ -25,9 +25,11 @@ import torch
 
 from seqrec.batches import Batches, Objective
 from seqrec.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
-from seqrec.data import atomic_write_text, check_output_folder, read_marker, write_marker
-from seqrec.errors import SeqrecError, check_config_keys
+from seqrec.errors import MAX_SEED, SeqrecError, check_config_keys
 from seqrec.evaluate import EvalConfig, evaluate
+from seqrec.files import atomic_write_text, read_marker, write_marker
+from seqrec.optim import _free_cores, _OnDevice, _optimizer, lr_factor, resolve_device
+from seqrec.publish import check_output_folder
 from seqrec.report import METRICS
 from seqrec.split import LeaveOneOut
 
@@ -111,9 +113,10 @@ class TrainConfig:
                 setattr(self, name, None)
         for name, options in CHOICES.items():
             check(name, getattr(self, name) in options, "one of " + ", ".join(options))
-        for name, lo in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("eval_every", 0), ("seed", None)):
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("eval_every", 0)):
             v = getattr(self, name)
-            check(name, _is_int(v) and (lo is None or v >= lo), "an integer" + (f" >= {lo}" if lo is not None else ""))
+            check(name, _is_int(v) and v >= lo, f"an integer >= {lo}")
+        check("seed", _is_int(self.seed) and 0 <= self.seed <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
         for name in ("n_negatives", "threads", "eval_max_users", "patience", "checkpoint_every_steps"):
             v = getattr(self, name)
             check(name, v is None or (_is_int(v) and v >= 1), "an integer >= 1 or None")
@@ -163,59 +166,6 @@ class TrainResult:
     test: dict[str, float]
     history: list[dict[str, Any]]
     seconds: float
-
-
-def lr_factor(step: int, warmup: int, total: int, schedule: str, progress: float | None = None) -> float:
-    """Multiplier of the peak learning rate before optimizer step ``step`` (0-based); ``progress``
-    (the share of a time limit spent), when given, replaces the share of steps taken in the cosine."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    done = (step - warmup) / max(1, total - warmup) if progress is None else progress
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
-
-
-def _free_cores() -> int | None:
-    """Fewer intra-op threads than torch's default when other processes keep the cores busy (load
-    average): an OpenMP thread waiting for a descheduled sibling makes every small op many times
-    slower. None (keep the default) when the cores look free."""
-    try:
-        free = round((os.cpu_count() or 1) - os.getloadavg()[0])
-    except (OSError, AttributeError):
-        return None
-    return None if free >= torch.get_num_threads() else max(1, free)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SeqrecError(f"train config: device {name!r} asked for but CUDA is not available")
-    return torch.device(name)
-
-
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    fused = device.type in ("cpu", "cuda")
-    return cls(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
-
-
-class _OnDevice:
-    """Scorer view of a model on an accelerator: scores stay on the device for the evaluator."""
-
-    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
-        self.model, self.device = model, device
-        self.max_len, self.n_items = model.max_len, model.n_items
-
-    def score(self, histories: torch.Tensor) -> torch.Tensor:
-        return self.model.score(histories.to(self.device))
 
 
 # ----------------------------------------------------------------------------- training
@@ -406,10 +356,11 @@ class _Run:
             st["seconds"] += row["seconds"] + row.get("eval_seconds", 0.0)
             self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
             self.save()
-            if self.out is not None:
+            if self.out is not None:  # a log: appended, each row on disk before the next epoch starts
                 with open(self.out / METRICS, "a") as f:
                     f.write(json.dumps(row) + "\n")
                     f.flush()
+                    os.fsync(f.fileno())
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", best_ndcg10=f"{st['best_metric'] or 0:.4f}", seq_s=row["seq_per_s"])
             if callback is not None and callback(row) is False:
@@ -434,7 +385,9 @@ def train(model: torch.nn.Module, loo: LeaveOneOut, config: TrainConfig, out_dir
 
     ``callback(row)`` runs after each epoch (after its checkpoint); returning False stops training.
     With ``out_dir``: ``metrics.jsonl`` (one row per epoch), ``checkpoint.safetensors`` and
-    ``result.json``; ``resume=True`` continues from the checkpoint there (a fresh start if none).
+    ``result.json``. ``resume=True`` continues from the checkpoint there; it starts afresh only when
+    there is nothing to resume (a new or empty folder); a run's files without a checkpoint, or one that
+    does not fit, are a ``SeqrecError`` (``_Run.restore``): a resume never silently restarts.
     Seeds torch's global generator (dropout) from ``config.seed``.
     """
     run = _Run(model, loo, config, out_dir)
