@@ -1,8 +1,9 @@
 """``SASRec``: a scikit-learn-style estimator over the model, trainer, evaluator and model folders.
 
-The constructor takes the fields of ``SASRecConfig`` (except ``n_items``, which comes from the
-data) and of ``TrainConfig``, the same names as the ``seqrec train`` flags; ``config_fields()``
-lists them with type, default and help for front ends.
+The constructor takes a recipe name (``seqrec.recipe``: ``auto``, ``paper``, ``sasrec+``) and the
+fields of ``SASRecConfig`` (except ``n_items``, which comes from the data) and of ``TrainConfig``,
+the same names as the ``seqrec train`` flags; ``config_fields()`` lists them with type, default and
+help for front ends. At ``fit`` the recipe, read from the data, fills every option not given.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from seqrec.data import PAD, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.recipe import Recipe
+from seqrec.recipe import RECIPES, Recipe, choose
 from seqrec.train import CHECKPOINT, METRICS, RESULT, TrainConfig, TrainResult, train
 
 MODEL_HELP = {
@@ -87,8 +88,6 @@ class SASRec:
     """
 
     def __init__(self, recipe: str = "auto", **options: Any) -> None:
-        from seqrec.recipe import RECIPES
-
         if recipe not in RECIPES:
             raise SeqrecError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
         known = {f.name for f in config_fields()}
@@ -111,8 +110,6 @@ class SASRec:
 
     def resolve(self, ds: Dataset) -> tuple[dict[str, Any], TrainConfig, Recipe]:
         """(model options, training config, recipe) for ``ds``: the recipe's values, then the caller's."""
-        from seqrec.recipe import choose
-
         recipe = choose(self.recipe, ds)
         chosen = dict(recipe.options)
         if "loss" in self.options and "n_negatives" not in self.options:
