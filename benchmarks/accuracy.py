@@ -28,13 +28,14 @@ import time
 import torch
 
 from seqrec.baselines import BASELINES, make_baseline
+from seqrec.config import TrainConfig
 from seqrec.errors import SeqrecError
 from seqrec.evaluate import EvalConfig, evaluate
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.readers import load_dataset
 from seqrec.report import markdown_table
 from seqrec.split import LeaveOneOut
-from seqrec.train import TrainConfig, train
+from seqrec.train import train
 
 LOSS_PRESETS = {
     "bce": dict(loss="bce", n_negatives=1),

@@ -14,7 +14,7 @@ from seqrec.folder import save_folder
 from seqrec.model import SASRecConfig
 from seqrec.baselines import make_baseline
 from seqrec.split import LeaveOneOut
-from seqrec.train import TrainConfig
+from seqrec.config import TrainConfig
 
 TINY = dict(hidden=16, blocks=1, max_len=8, epochs=2, batch_size=32, quiet=True, lr=3e-3)
 

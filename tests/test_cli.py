@@ -1,30 +1,8 @@
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from seqrec.cli import build_parser, main
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def log_csv(tmp_path) -> Path:
-    """60 users walking a ring of 30 items: the next item is the last one + 1."""
-    rng = np.random.default_rng(0)
-    lines = ["user_id,item_id,timestamp"]
-    for u in range(60):
-        start = int(rng.integers(30))
-        for t in range(int(rng.integers(6, 12))):
-            lines.append(f"u{u},{(start + t) % 30 + 1},{1000 + t}")
-    path = tmp_path / "log.csv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_every_command_has_help(capsys):
@@ -39,44 +17,44 @@ def test_every_command_has_help(capsys):
         assert "usage: seqrec " + name in capsys.readouterr().out
 
 
-def test_stats_ml100k_counts(shared_data, capsys):
-    code, out, _ = run(capsys, "stats", shared_data / "ml-100k", "--json")
+def test_stats_ml100k_counts(shared_data, cli):
+    code, out, _ = cli("stats", shared_data / "ml-100k", "--json")
     assert code == 0
     before = json.loads(out)["before"]
     assert (before["users"], before["items"], before["interactions"]) == (943, 1682, 99_999)
-    code, out, _ = run(capsys, "stats", shared_data / "ml-100k")
+    code, out, _ = cli("stats", shared_data / "ml-100k")
     assert "99,999" in out and "1,682" in out and "943" in out
 
 
-def test_evaluate_json_and_markov_beats_popularity(log_csv, capsys):
+def test_evaluate_json_and_markov_beats_popularity(log_csv, cli):
     scores = {}
     for model in ("popularity", "markov"):
-        code, out, _ = run(capsys, "evaluate", log_csv, "--model", model, "--json", "-q", "--k-core", "0")
+        code, out, _ = cli("evaluate", log_csv, "--model", model, "--json", "-q", "--k-core", "0")
         assert code == 0
         scores[model] = json.loads(out)
         assert {"HR@10", "NDCG@10", "MRR", "Precision@5", "Recall@20", "Coverage@10"} <= set(scores[model])
     assert scores["markov"]["HR@1"] > 0.9 > scores["popularity"]["HR@10"] + 0.3
 
 
-def test_compare_writes_table_and_chart(log_csv, tmp_path, capsys):
+def test_compare_writes_table_and_chart(log_csv, tmp_path, cli):
     chart = tmp_path / "c.png"
-    code, out, _ = run(capsys, "compare", log_csv, "--k-core", "0", "--model", "popularity", "--model", "ar2",
+    code, out, _ = cli("compare", log_csv, "--k-core", "0", "--model", "popularity", "--model", "ar2",
                        "--chart", chart, "-q", "--n-negatives", "10")
     assert code == 0
     assert "NDCG@10 full" in out and "NDCG@10 sampled-100" in out and "| ar2" in out
     assert chart.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_prepare_is_atomic_and_needs_force(log_csv, tmp_path, capsys):
+def test_prepare_is_atomic_and_needs_force(log_csv, tmp_path, cli):
     out_dir = tmp_path / "prep"
-    assert run(capsys, "prepare", log_csv, "--out", out_dir, "--k-core", "0")[0] == 0
+    assert cli("prepare", log_csv, "--out", out_dir, "--k-core", "0")[0] == 0
     meta = json.loads((out_dir / "meta.json").read_text())
     assert meta["users"] == 60 and meta["items"] == 30
-    code, _, err = run(capsys, "prepare", log_csv, "--out", out_dir)
+    code, _, err = cli("prepare", log_csv, "--out", out_dir)
     assert code == 2 and "--force" in err
     assert json.loads((out_dir / "meta.json").read_text()) == meta  # untouched
-    assert run(capsys, "prepare", log_csv, "--out", out_dir, "--force", "--k-core", "5")[0] == 0
-    assert run(capsys, "stats", out_dir, "--json")[0] == 0
+    assert cli("prepare", log_csv, "--out", out_dir, "--force", "--k-core", "5")[0] == 0
+    assert cli("stats", out_dir, "--json")[0] == 0
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -85,52 +63,52 @@ def test_prepare_is_atomic_and_needs_force(log_csv, tmp_path, capsys):
     (["evaluate", "nonsense-name"], "ml-100k"),
     (["evaluate", "synthetic", "--k", "ten"], "--k"),
 ])
-def test_bad_input_is_one_line_and_exit_2(argv, expected, capsys):
-    code, _, err = run(capsys, *argv)
+def test_bad_input_is_one_line_and_exit_2(argv, expected, cli):
+    code, _, err = cli(*argv)
     assert code == 2
     assert err.startswith("seqrec: error:") and expected in err and "Traceback" not in err
 
 
-def test_unparseable_line_names_file_and_line(tmp_path, capsys):
+def test_unparseable_line_names_file_and_line(tmp_path, cli):
     bad = tmp_path / "games.txt"
     bad.write_text("1 5\n1 6\n2 x7\n")
-    code, _, err = run(capsys, "stats", bad)
+    code, _, err = cli("stats", bad)
     assert code == 2 and "games.txt" in err and "line 3" in err
 
 
-def test_empty_after_k_core_says_what_was_left(tmp_path, capsys):
+def test_empty_after_k_core_says_what_was_left(tmp_path, cli):
     f = tmp_path / "tiny.csv"
     f.write_text("user,item\n1,1\n1,2\n2,1\n")
-    code, _, err = run(capsys, "stats", f)
+    code, _, err = cli("stats", f)
     assert code == 2 and "nothing left" in err and "k_core=5" in err
 
 
-def test_train_evaluate_recommend_round_trip(log_csv, tmp_path, capsys):
+def test_train_evaluate_recommend_round_trip(log_csv, tmp_path, cli):
     run_dir = tmp_path / "run"
-    code, out, err = run(capsys, "train", log_csv, "--out", run_dir, "--k-core", "0", "--hidden", "16",
+    code, out, err = cli("train", log_csv, "--out", run_dir, "--k-core", "0", "--hidden", "16",
                          "--blocks", "1", "--max-len", "8", "--epochs", "30", "--lr", "0.01", "--batch-size", "16",
                          "--eval-every", "10", "--threads", "1", "-q")
     assert code == 0, err
     assert "test" in out and (run_dir / "model.safetensors").is_file()
-    code, out, _ = run(capsys, "evaluate", log_csv, "--k-core", "0", "--model", run_dir, "--json", "-q")
+    code, out, _ = cli("evaluate", log_csv, "--k-core", "0", "--model", run_dir, "--json", "-q")
     assert code == 0 and json.loads(out)["HR@10"] > 0.5
-    code, out, _ = run(capsys, "recommend", run_dir, "--history", "3,4,5", "-k", "3", "--json")
+    code, out, _ = cli("recommend", run_dir, "--history", "3,4,5", "-k", "3", "--json")
     result = json.loads(out)
     assert code == 0 and [i["rank"] for i in result["items"]] == [1, 2, 3] and result["fallback"] is False
-    code, out, _ = run(capsys, "recommend", run_dir, "--user", "u1", "-k", "2")
+    code, out, _ = cli("recommend", run_dir, "--user", "u1", "-k", "2")
     assert code == 0 and "rank" in out
-    code, out, _ = run(capsys, "recommend", run_dir, "--history", "999", "--json")
+    code, out, _ = cli("recommend", run_dir, "--history", "999", "--json")
     assert json.loads(out)["fallback"] is True and json.loads(out)["unknown_items"] == ["999"]
-    assert run(capsys, "similar", run_dir, "7", "-k", "3")[0] == 0
+    assert cli("similar", run_dir, "7", "-k", "3")[0] == 0
     items = tmp_path / "items.csv"
-    assert run(capsys, "export-items", run_dir, "--out", items)[0] == 0
+    assert cli("export-items", run_dir, "--out", items)[0] == 0
     assert len(items.read_text().splitlines()) == 31
-    assert run(capsys, "plot", run_dir)[0] == 0
-    code, _, err = run(capsys, "evaluate", "synthetic", "--model", run_dir)
+    assert cli("plot", run_dir)[0] == 0
+    code, _, err = cli("evaluate", "synthetic", "--model", run_dir)
     assert code == 2 and "fingerprint" in err
 
 
-def test_serve_takes_a_flag_for_every_limit(tmp_path, capsys, monkeypatch):
+def test_serve_takes_a_flag_for_every_limit(tmp_path, cli, monkeypatch):
     import dataclasses
 
     import seqrec.serve as S
@@ -148,7 +126,7 @@ def test_serve_takes_a_flag_for_every_limit(tmp_path, capsys, monkeypatch):
     assert _limits(args) == Limits(max_batch=5, batch_queue=0, max_batch_results=50)  # a flag wins
     served = []
     monkeypatch.setattr(S, "run", lambda model, **kw: served.append(kw["limits"]))
-    assert run(capsys, "serve", tmp_path, "--limit-max-response-bytes", "7000")[0] == 0
+    assert cli("serve", tmp_path, "--limit-max-response-bytes", "7000")[0] == 0
     assert served == [Limits(max_batch=9, max_batch_results=50, max_response_bytes=7000)]
-    code, out, err = run(capsys, "serve", tmp_path, "--limit-max-batch", "0")
+    code, out, err = cli("serve", tmp_path, "--limit-max-batch", "0")
     assert code == 2 and out == "" and "--limit-max-batch: expected an integer >= 1, got 0" in err

@@ -12,7 +12,7 @@ from seqrec.errors import SeqrecError
 from seqrec.folder import FORMAT_VERSION, ModelBundle, load_folder, save_folder
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.split import LeaveOneOut
-from seqrec.train import TrainConfig
+from seqrec.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,13 @@ def test_nothing_pickled(folder):
     assert not any(n.endswith((".pt", ".pth", ".pkl", ".pickle", ".bin")) for n in names)
     with np.load(folder / "data" / "sequences.npz", allow_pickle=False) as z:
         assert set(z.files) == {"offsets", "items"}
+
+
+def test_model_folders_and_serving_import_nothing_of_the_trainer():
+    import subprocess
+    import sys
+
+    code = ("import sys, seqrec.folder, seqrec.recommend; "
+            "print(sorted(m for m in sys.modules if m in ('seqrec.train', 'seqrec.batches', 'seqrec.objective')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -18,7 +18,7 @@ from seqrec.errors import SeqrecError
 from seqrec.files import MANIFEST, MARKER
 from seqrec.folder import load_folder, register_onnx, save_folder
 from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.train import TrainConfig
+from seqrec.config import TrainConfig
 
 LOAD_SECONDS = 20  # far above a load of these folders (milliseconds) on a busy machine
 

@@ -18,7 +18,7 @@ from seqrec.errors import SeqrecError
 from seqrec.files import MANIFEST, MARKER, write_manifest
 from seqrec.folder import load_folder, register_onnx, save_folder
 from seqrec.model import MAX_PARAM_BYTES, SASRecConfig, SASRecModel
-from seqrec.train import TrainConfig
+from seqrec.config import TrainConfig
 
 CONTENT = ["config.json", "metrics.json", "model.safetensors", "data/sequences.npz", "data/users.parquet",
            "data/catalog.parquet", "data/meta.json"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import seqrec.train as T
-from seqrec.cli import main
+from seqrec.config import TrainConfig
 from seqrec.data import CleanConfig, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.files import MARKER
@@ -19,26 +19,7 @@ from seqrec.folder import load_folder, save_folder
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.publish import check_output_folder, ownership_problem
 from seqrec.split import LeaveOneOut
-from seqrec.train import TrainConfig, train
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def log_csv(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    lines = ["user_id,item_id,timestamp"]
-    for u in range(40):
-        start = int(rng.integers(20))
-        for t in range(6):
-            lines.append(f"u{u},{(start + t) % 20 + 1},{1000 + t}")
-    path = tmp_path / "log.csv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from seqrec.train import train
 
 
 @pytest.fixture
@@ -69,64 +50,64 @@ TRAIN = ["--k-core", "0", "--hidden", "8", "--blocks", "1", "--max-len", "5", "-
 
 
 # ----------------------------------------------------------------------------- train --out
-def test_train_keeps_a_folder_with_a_users_files(log_csv, tmp_path, capsys, no_training):
+def test_train_keeps_a_folder_with_a_users_files(log_csv, tmp_path, cli, no_training):
     p = tmp_path / "p"
     p.mkdir()
     (p / "config.json").write_text("{}")
     (p / "thesis.txt").write_text("t")
-    code, _, err = run(capsys, "train", log_csv, "--out", p, *TRAIN)
+    code, _, err = cli("train", log_csv, "--out", p, *TRAIN)
     assert code == 2 and err.startswith("seqrec: error:") and "Traceback" not in err
     assert str(p) in err and "thesis.txt" in err and "not a seqrec run" in err
     assert (p / "thesis.txt").read_text() == "t" and (p / "config.json").read_text() == "{}"
     assert sorted(x.name for x in p.iterdir()) == ["config.json", "thesis.txt"]
 
 
-def test_train_refuses_a_config_json_seqrec_did_not_write(log_csv, tmp_path, capsys, no_training):
+def test_train_refuses_a_config_json_seqrec_did_not_write(log_csv, tmp_path, cli, no_training):
     p = tmp_path / "p"
     p.mkdir()
     (p / "config.json").write_text('{"camera": "x"}')
-    code, _, err = run(capsys, "train", log_csv, "--out", p, *TRAIN)
+    code, _, err = cli("train", log_csv, "--out", p, *TRAIN)
     assert code == 2 and "config.json" in err and (p / "config.json").read_text() == '{"camera": "x"}'
 
 
-def test_train_out_dot_a_file_or_an_unwritable_place_fails_before_training(log_csv, tmp_path, capsys, monkeypatch,
+def test_train_out_dot_a_file_or_an_unwritable_place_fails_before_training(log_csv, tmp_path, cli, monkeypatch,
                                                                             no_training):
     work = tmp_path / "work"
     work.mkdir()
     (work / "config.json").write_text(json.dumps({"format_version": 1, "kind": "sasrec", "seqrec_version": "0"}))
     monkeypatch.chdir(work)
-    code, _, err = run(capsys, "train", log_csv, "--out", ".", *TRAIN)
+    code, _, err = cli("train", log_csv, "--out", ".", *TRAIN)
     assert code == 2 and "current folder" in err and "Traceback" not in err
-    code, _, err = run(capsys, "train", log_csv, "--out", "..", *TRAIN)
+    code, _, err = cli("train", log_csv, "--out", "..", *TRAIN)
     assert code == 2 and "above the current one" in err
     f = tmp_path / "result.txt"
     f.write_text("mine")
-    code, _, err = run(capsys, "train", log_csv, "--out", f, *TRAIN)
+    code, _, err = cli("train", log_csv, "--out", f, *TRAIN)
     assert code == 2 and "is a file" in err and f.read_text() == "mine"
-    code, _, err = run(capsys, "train", log_csv, "--out", f / "run", *TRAIN)
+    code, _, err = cli("train", log_csv, "--out", f / "run", *TRAIN)
     assert code == 2 and "is a file, not a folder" in err
     assert sorted(x.name for x in work.iterdir()) == ["config.json"]
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs permissions that bind (not root)")
-def test_an_unwritable_parent_fails_before_training(log_csv, tmp_path, capsys, no_training):
+def test_an_unwritable_parent_fails_before_training(log_csv, tmp_path, cli, no_training):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        code, _, err = run(capsys, "train", log_csv, "--out", locked / "run", *TRAIN)
+        code, _, err = cli("train", log_csv, "--out", locked / "run", *TRAIN)
     finally:
         locked.chmod(0o700)
     assert code == 2 and "permission" in err
 
 
-def test_a_parent_without_write_permission_fails_before_training(log_csv, tmp_path, capsys, monkeypatch,
+def test_a_parent_without_write_permission_fails_before_training(log_csv, tmp_path, cli, monkeypatch,
                                                                  no_training):
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
-    code, _, err = run(capsys, "train", log_csv, "--out", locked / "deeper" / "run", *TRAIN)
+    code, _, err = cli("train", log_csv, "--out", locked / "deeper" / "run", *TRAIN)
     assert code == 2 and f"no permission to write in {locked}" in err
     assert list(locked.iterdir()) == []
 
@@ -221,57 +202,57 @@ def test_a_symlink_is_refused(model_folder, tmp_path):
 
 
 # ----------------------------------------------------------------------------- prepare --out
-def test_prepare_force_replaces_only_its_own_folders(log_csv, tmp_path, capsys, monkeypatch):
+def test_prepare_force_replaces_only_its_own_folders(log_csv, tmp_path, cli, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     (home / "photos.zip").write_text("precious")
     monkeypatch.setenv("HOME", str(home))
-    code, _, err = run(capsys, "prepare", log_csv, "--out", home, "--force", "--k-core", "0")
+    code, _, err = cli("prepare", log_csv, "--out", home, "--force", "--k-core", "0")
     assert code == 2 and "home folder" in err and (home / "photos.zip").read_text() == "precious"
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "meta.json").write_text('{"name": "my own"}')
     (mine / "draft.docx").write_text("d")
-    code, _, err = run(capsys, "prepare", log_csv, "--out", mine, "--force", "--k-core", "0")
+    code, _, err = cli("prepare", log_csv, "--out", mine, "--force", "--k-core", "0")
     assert code == 2 and "draft.docx" in err and str(mine) in err
     assert sorted(x.name for x in mine.iterdir()) == ["draft.docx", "meta.json"]
     ok = tmp_path / "ok"
-    assert run(capsys, "prepare", log_csv, "--out", ok, "--k-core", "0")[0] == 0
-    assert run(capsys, "prepare", log_csv, "--out", ok, "--force", "--k-core", "2")[0] == 0
+    assert cli("prepare", log_csv, "--out", ok, "--k-core", "0")[0] == 0
+    assert cli("prepare", log_csv, "--out", ok, "--force", "--k-core", "2")[0] == 0
     assert Dataset.load(ok).meta["cleaning"]["k_core"] == 2
 
 
-def test_prepare_checks_out_before_reading_the_data(tmp_path, capsys):
+def test_prepare_checks_out_before_reading_the_data(tmp_path, cli):
     f = tmp_path / "f"
     f.write_text("x")
-    code, _, err = run(capsys, "prepare", tmp_path / "no-such-data.csv", "--out", f)
+    code, _, err = cli("prepare", tmp_path / "no-such-data.csv", "--out", f)
     assert code == 2 and "is a file" in err  # not "no such file": the data was never read
 
 
 # ----------------------------------------------------------------------------- -k, --seed, --out of files
-def test_k_must_be_at_least_one(model_folder, capsys):
+def test_k_must_be_at_least_one(model_folder, cli):
     path, _ = model_folder
     for argv in (["recommend", path, "--history", "1,2", "-k", "-5"], ["recommend", path, "--user", "0", "-k", "0"],
                  ["similar", path, "3", "-k", "-1"]):
-        code, out, err = run(capsys, *argv)
+        code, out, err = cli(*argv)
         assert code == 2 and out == "" and "-k" in err and ">= 1" in err
-    code, out, _ = run(capsys, "recommend", path, "--history", "1,2", "-k", "2", "--json")
+    code, out, _ = cli("recommend", path, "--history", "1,2", "-k", "2", "--json")
     assert code == 0 and len(json.loads(out)["items"]) == 2
 
 
-def test_negative_or_huge_seeds_are_refused_before_any_work(tmp_path, capsys):
+def test_negative_or_huge_seeds_are_refused_before_any_work(tmp_path, cli):
     for argv in (["train", tmp_path / "absent.csv", "--out", tmp_path / "r", "--seed", "-1"],
                  ["evaluate", tmp_path / "absent.csv", "--seed", "-3"],
                  ["train", tmp_path / "absent.csv", "--out", tmp_path / "r", "--seed", str(2**32)]):
-        code, _, err = run(capsys, *argv)
+        code, _, err = cli(*argv)
         assert code == 2 and "--seed" in err and "[0, 4294967295]" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
 
 
-def test_file_outputs_refuse_a_folder(model_folder, tmp_path, capsys):
+def test_file_outputs_refuse_a_folder(model_folder, tmp_path, cli):
     path, _ = model_folder
     (tmp_path / "dir").mkdir()
-    code, _, err = run(capsys, "export-items", path, "--out", tmp_path / "dir")
+    code, _, err = cli("export-items", path, "--out", tmp_path / "dir")
     assert code == 2 and "is a folder" in err
 
 

@@ -7,80 +7,19 @@ import polars as pl
 import pytest
 import torch
 
-from seqrec.data import CleanConfig, Dataset
+from seqrec.data import Dataset
 from seqrec.errors import SeqrecError
 from seqrec.onnx_export import export_onnx
 from seqrec.recommend import Recommender, UnknownIdError, export_items
 
-TITLES = {
-    101: ("Star Wars", ["Sci-Fi", "Adventure"]), 102: ("Star Trek", ["Sci-Fi"]), 103: ("Alien", ["Horror", "Sci-Fi"]),
-    104: ("Toy Story", ["Animation", "Comedy"]), 105: ("The Lion King", ["Animation"]), 106: ("Heat", ["Crime"]),
-    107: ("Casino", ["Crime", "Drama"]), 108: ("Fargo", ["Crime", "Comedy"]), 109: ("Lone Star", ["Drama"]),
-    110: ("Babe", ["Comedy"]), 111: ("Twister", ["Action"]), 112: ("Stargate", ["Sci-Fi", "Action"]),
-}
-SEQUENCES = [
-    [101, 102, 112, 103], [101, 112, 102], [104, 105, 110], [106, 107, 108], [106, 108, 107, 109],
-    [104, 110, 105, 111], [101, 102, 103, 112, 111], [107, 106, 109], [101, 102], [104, 105],
-    [111, 112, 101], [108, 109, 106, 107], [101, 103], [110, 104], [102, 101, 112],
-]
-
-
-def tiny_dataset() -> Dataset:
-    users = [f"u{u}" for u, s in enumerate(SEQUENCES) for _ in s]
-    frame = pl.DataFrame({"user": users, "item": [i for s in SEQUENCES for i in s],
-                          "timestamp": [t for s in SEQUENCES for t in range(len(s))]})
-    catalog = pl.DataFrame({"raw_id": list(TITLES), "title": [t for t, _ in TITLES.values()],
-                            "genres": [g for _, g in TITLES.values()], "year": [1990 + i for i in range(len(TITLES))]})
-    return Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0), name="tiny")
-
-
-class FakeScorer(torch.nn.Module):
-    """Mean of the history's item embeddings dotted with every item embedding (has embeddings)."""
-
-    def __init__(self, n_items: int, max_len: int = 5, d: int = 8) -> None:
-        super().__init__()
-        self.n_items, self.max_len = n_items, max_len
-        self.emb = torch.nn.Embedding(n_items + 1, d, padding_idx=0)
-        torch.nn.init.normal_(self.emb.weight, generator=torch.Generator().manual_seed(0))
-
-    def item_embeddings(self) -> torch.Tensor:
-        return self.emb.weight
-
-    def score(self, histories: torch.Tensor) -> torch.Tensor:
-        h = histories[:, -self.max_len :]
-        keep = (h != 0).float().unsqueeze(-1)
-        weights = torch.arange(1, h.shape[1] + 1, dtype=torch.float32).view(1, -1, 1)  # recent items weigh more
-        user = (self.emb(h) * keep * weights).sum(1) / (keep * weights).sum(1).clamp_min(1)
-        return user @ self.emb.weight.T
-
-
-class CountScorer:
-    """A baseline without embeddings: training counts for every history (a view, like Popularity)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.n_items, self.max_len = dataset.n_items, 5
-        self.counts = torch.from_numpy(np.bincount(dataset.items, minlength=dataset.n_items + 1).astype(np.float32))
-
-    def score(self, histories: torch.Tensor) -> torch.Tensor:
-        return self.counts.expand(histories.shape[0], -1)
-
-
-def make_scorer(n_items: int, max_len: int = 5, norm: str = "pre"):
-    try:
-        from seqrec.model import SASRecConfig, SASRecModel
-    except ImportError:
-        return FakeScorer(n_items, max_len)
-    torch.manual_seed(0)
-    return SASRecModel(SASRecConfig(n_items=n_items, hidden=16, blocks=1, heads=1, max_len=max_len, norm=norm)).eval()
-
 
 @pytest.fixture(scope="module")
-def data() -> Dataset:
+def data(tiny_dataset) -> Dataset:
     return tiny_dataset()
 
 
 @pytest.fixture(scope="module")
-def rec(data: Dataset) -> Recommender:
+def rec(data: Dataset, make_scorer) -> Recommender:
     return Recommender(make_scorer(data.n_items), data, name="tiny")
 
 
@@ -88,14 +27,14 @@ def ids(result) -> list:
     return [i.item_id for i in result.items]
 
 
-def test_raw_ids_in_and_out(rec: Recommender) -> None:
+def test_raw_ids_in_and_out(rec: Recommender, titles) -> None:
     a = rec.recommend([101, 102], k=5)
     b = rec.recommend(["101", "102"], k=5)
     assert ids(a) == ids(b) and len(a.items) == 5
-    assert all(i in TITLES for i in ids(a))
+    assert all(i in titles for i in ids(a))
     assert [i.rank for i in a.items] == [1, 2, 3, 4, 5]
     top = a.items[0]
-    assert (top.title, top.genres) == TITLES[top.item_id]
+    assert (top.title, top.genres) == titles[top.item_id]
     assert [i.score for i in a.items] == sorted((i.score for i in a.items), reverse=True)
     assert not a.fallback and a.unknown_items == []
 
@@ -115,13 +54,13 @@ def test_fallback_is_popularity(rec: Recommender, data: Dataset, history: list) 
     assert all(i.score == counts[data.item_ids.get(i.item_id)] for i in res.items)
 
 
-def test_exclude_seen(rec: Recommender, data: Dataset) -> None:
+def test_exclude_seen(rec: Recommender, data: Dataset, titles) -> None:
     history = [101, 102, 103]
     res = rec.recommend(history, k=100)
     assert not set(ids(res)) & set(history)
     assert len(res.items) == data.n_items - 3
     full = rec.recommend(history, k=100, exclude_seen=False)
-    assert set(ids(full)) == set(TITLES)
+    assert set(ids(full)) == set(titles)
 
 
 def test_include_and_exclude(rec: Recommender) -> None:
@@ -160,10 +99,10 @@ def test_batch_larger_than_one_chunk(rec: Recommender, monkeypatch: pytest.Monke
     assert [ids(r) for r in rec.recommend_many(histories, k=4)] == [ids(r) for r in expected]
 
 
-def test_recommend_users(rec: Recommender, data: Dataset) -> None:
+def test_recommend_users(rec: Recommender, data: Dataset, sequences) -> None:
     res = rec.recommend_users(["u0", "u2"], k=4)
-    assert ids(res[0]) == ids(rec.recommend(SEQUENCES[0], k=4))
-    assert ids(res[1]) == ids(rec.recommend(SEQUENCES[2], k=4))
+    assert ids(res[0]) == ids(rec.recommend(sequences[0], k=4))
+    assert ids(res[1]) == ids(rec.recommend(sequences[2], k=4))
     with pytest.raises(UnknownIdError) as e:
         rec.recommend_users(["u0", "ghost"])
     assert isinstance(e.value, SeqrecError) and isinstance(e.value, LookupError) and "ghost" in str(e.value)
@@ -178,8 +117,8 @@ def test_score_matches_recommend(rec: Recommender) -> None:
         rec.score([101], [999])
 
 
-def test_similar_items_by_embedding_cosine(data: Dataset) -> None:
-    scorer = FakeScorer(data.n_items)
+def test_similar_items_by_embedding_cosine(data: Dataset, fake_scorer) -> None:
+    scorer = fake_scorer(data.n_items)
     rec = Recommender(scorer, data)
     emb = torch.nn.functional.normalize(scorer.item_embeddings().detach(), dim=1)
     i = data.item_ids.get(101)
@@ -194,8 +133,8 @@ def test_similar_items_by_embedding_cosine(data: Dataset) -> None:
         rec.similar_items(999)
 
 
-def test_similar_items_without_embeddings_uses_cooccurrence(data: Dataset) -> None:
-    rec = Recommender(CountScorer(data), data)
+def test_similar_items_without_embeddings_uses_cooccurrence(data: Dataset, count_scorer) -> None:
+    rec = Recommender(count_scorer(data), data)
     got = rec.similar_items(106, k=10)
     # neighbours of 106 in the sequences (either order): 107 three times, 109 twice, 108 once
     assert [(x.item_id, x.score) for x in got] == [(107, 3.0), (109, 2.0), (108, 1.0)]
@@ -218,7 +157,7 @@ def test_item_and_search(rec: Recommender) -> None:
     assert [x["item_id"] for x in rec.search("110")] == [110]  # raw ids match too
 
 
-def test_k_bounds_and_backend_check(rec: Recommender, data: Dataset) -> None:
+def test_k_bounds_and_backend_check(rec: Recommender, data: Dataset, make_scorer) -> None:
     assert len(rec.recommend([101], k=1000).items) == data.n_items - 1
     for k in (0, -1):
         with pytest.raises(SeqrecError, match="k must be >= 1"):
@@ -234,7 +173,7 @@ def test_k_bounds_and_backend_check(rec: Recommender, data: Dataset) -> None:
 
 
 @pytest.mark.parametrize("norm", ["pre", "post", "paper"])
-def test_onnx_equals_torch(data: Dataset, tmp_path, norm: str) -> None:
+def test_onnx_equals_torch(data: Dataset, tmp_path, norm: str, make_scorer, titles) -> None:
     rec = Recommender(make_scorer(data.n_items, norm=norm), data, name="tiny")
     path = export_onnx(rec.scorer, tmp_path / "model.onnx")
     onnx_rec = Recommender(rec.scorer, data, backend="onnx", onnx_path=path)
@@ -245,7 +184,7 @@ def test_onnx_equals_torch(data: Dataset, tmp_path, norm: str) -> None:
     with torch.inference_mode():
         expected = rec.scorer.score(batch)
     np.testing.assert_allclose(onnx_rec._score(batch).numpy(), expected.numpy(), atol=1e-4)
-    histories = [[101, 102], [104], [], list(TITLES)]
+    histories = [[101, 102], [104], [], list(titles)]
     for a, b in zip(rec.recommend_many(histories, k=5), onnx_rec.recommend_many(histories, k=5)):
         assert ids(a) == ids(b)
         np.testing.assert_allclose([i.score for i in a.items], [i.score for i in b.items], atol=1e-4)

@@ -11,11 +11,11 @@ import pytest
 import schemathesis
 import torch
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from seqrec.recommend import Recommender
 from seqrec.serve import create_app
-from test_recommend import TITLES, CountScorer, make_scorer, tiny_dataset
 
 MAX_BATCH = 5
 
@@ -29,23 +29,25 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _build() -> tuple[Recommender, object]:
-    data = tiny_dataset()
-    rec = Recommender(make_scorer(data.n_items), data, name="tiny", metrics={"HR@10": 0.5, "bad": float("nan")})
-    return rec, create_app(rec, max_batch=MAX_BATCH, max_body_bytes=20_000)
-
-
-REC, APP = _build()  # module level: schemathesis loads the schema at collection time
+@pytest.fixture(scope="module")
+def build(tiny_app):
+    """``build() -> (recommender, app)``: a fresh tiny service, with metrics and small limits."""
+    return lambda: tiny_app(metrics={"HR@10": 0.5, "bad": float("nan")}, max_batch=MAX_BATCH, max_body_bytes=20_000)
 
 
 @pytest.fixture(scope="module")
-def rec() -> Recommender:
-    return REC
+def service(build) -> tuple[Recommender, object]:
+    return build()
 
 
 @pytest.fixture(scope="module")
-def app():
-    return APP
+def rec(service) -> Recommender:
+    return service[0]
+
+
+@pytest.fixture(scope="module")
+def app(service):
+    return service[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def item_ids(body: dict) -> list:
     return [i["item_id"] for i in body["items"]]
 
 
-def test_recommend(client: TestClient, rec: Recommender) -> None:
+def test_recommend(client: TestClient, rec: Recommender, titles: dict) -> None:
     r = client.post("/recommend", json={"history": [101, "102", 999], "k": 3})
     assert r.status_code == 200
     body = r.json()
@@ -65,7 +67,7 @@ def test_recommend(client: TestClient, rec: Recommender) -> None:
     assert item_ids(body) == [i.item_id for i in expected.items]
     assert body["unknown_items"] == [999] and body["fallback"] is False and body["model"] == "tiny"
     assert body["items"][0].keys() == {"rank", "item_id", "score", "title", "genres"}
-    assert body["items"][0]["title"] == TITLES[body["items"][0]["item_id"]][0]
+    assert body["items"][0]["title"] == titles[body["items"][0]["item_id"]][0]
     assert body["took_ms"] >= 0
     assert client.post("/recommend", json={"history": []}).json()["fallback"] is True
     full = client.post("/recommend", json={"history": [101], "k": 20, "exclude_seen": False}).json()
@@ -167,9 +169,9 @@ def test_items_search_and_similar(client: TestClient) -> None:
     assert client.get("/similar_items/999").status_code == 404
 
 
-def test_similar_for_a_baseline_uses_cooccurrence() -> None:
+def test_similar_for_a_baseline_uses_cooccurrence(tiny_dataset, count_scorer) -> None:
     data = tiny_dataset()
-    client = TestClient(create_app(Recommender(CountScorer(data), data, name="counts")))
+    client = TestClient(create_app(Recommender(count_scorer(data), data, name="counts")))
     sim = client.get("/items/106/similar").json()
     assert sim["method"] == "cooccurrence" and item_ids(sim) == [107, 109, 108]
 
@@ -192,11 +194,12 @@ def test_not_ready_without_a_model() -> None:
     assert client.post("/recommend", json={"history": [1]}).status_code == 503
 
 
-def test_app_factory_loads_the_folder_named_in_the_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_app_factory_loads_the_folder_named_in_the_environment(rec: Recommender, tmp_path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     folder = pytest.importorskip("seqrec.folder", reason="seqrec.folder has not landed yet")
     from seqrec.serve import ENV_LIMITS, ENV_MODEL, SWITCH_INTERVAL, app_from_env
 
-    path = folder.save_folder(tmp_path / "model", REC.scorer, REC.dataset, config={}, metrics={})
+    path = folder.save_folder(tmp_path / "model", rec.scorer, rec.dataset, config={}, metrics={})
     monkeypatch.setenv(ENV_MODEL, str(path))
     monkeypatch.setenv(ENV_LIMITS, '{"max_batch": 2}')
     switch = sys.getswitchinterval()
@@ -210,7 +213,7 @@ def test_app_factory_loads_the_folder_named_in_the_environment(tmp_path, monkeyp
     client = TestClient(app)
     assert client.get("/ready").json() == {"ready": True, "model": "model"}
     assert item_ids(client.post("/recommend", json={"history": [101]}).json()) == [
-        i.item_id for i in REC.recommend([101]).items]
+        i.item_id for i in rec.recommend([101]).items]
     assert client.post("/recommend/batch", json={"histories": [[101]] * 3}).status_code == 413  # SEQREC_LIMITS
 
 
@@ -232,11 +235,11 @@ def test_web_page_is_served(client: TestClient) -> None:
         assert client.get(f"/static/{name}").status_code == 200
 
 
-def test_unexpected_errors_are_json_500_and_not_hidden(monkeypatch: pytest.MonkeyPatch,
+def test_unexpected_errors_are_json_500_and_not_hidden(build, monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     """A bug is answered 500 and logged with its traceback; it is not re-raised to the server (which would
     close the keep-alive connection: see test_serve_limits.py for that against uvicorn)."""
-    rec, app = _build()
+    rec, app = build()
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
@@ -253,9 +256,6 @@ def test_unexpected_errors_are_json_500_and_not_hidden(monkeypatch: pytest.Monke
 
 
 # ---------------------------------------------------------------------------- schemathesis
-CALLS: list[int] = []
-
-
 # The byte limit on bodies (413) is not expressible in OpenAPI: a schema-valid body can exceed it (10,000
 # ids of 256 characters), and an invalid one (an array over maxItems) may be refused for its size first.
 REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
@@ -264,21 +264,23 @@ CONFIG = schemathesis.config.SchemathesisConfig.from_dict({"checks": {
     "negative_data_rejection": {"expected-statuses": REJECTED},
     "positive_data_acceptance": {"expected-statuses": ACCEPTED},
 }})
-SCHEMA_APP = create_app(REC, max_batch=MAX_BATCH)  # default 1 MB body limit
-schema = schemathesis.openapi.from_asgi("/openapi.json", SCHEMA_APP, config=CONFIG)
 
 
-@schema.parametrize()
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-def test_schema_conformance(case) -> None:
-    """No 5xx and no response that breaks the declared schema, for generated valid and invalid requests."""
-    response = case.call_and_validate()
-    CALLS.append(response.status_code)
+def test_schema_conformance(rec: Recommender) -> None:
+    """No 5xx and no response that breaks the declared schema, for generated valid and invalid requests to
+    every operation (up to 170 each); self-contained: it counts its own requests."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(rec, max_batch=MAX_BATCH), config=CONFIG)
+    calls: list[int] = []
+    operations = [result.ok() for result in schema.get_all_operations()]
+    for operation in operations:
+        cases = st.one_of([operation.as_strategy(generation_mode=mode) for mode in schemathesis.GenerationMode])
 
+        @given(case=cases)
+        @settings(max_examples=170, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(case) -> None:
+            calls.append(case.call_and_validate().status_code)
 
-def test_schemathesis_made_enough_requests() -> None:
-    if not CALLS:
-        pytest.skip("run together with test_schema_conformance")
-    print(f"schemathesis: {len(CALLS)} requests, statuses {sorted(set(CALLS))}")
-    assert len(CALLS) >= 1000, len(CALLS)
-    assert not [c for c in CALLS if c >= 500]
+        check()
+    print(f"schemathesis: {len(operations)} operations, {len(calls)} requests, statuses {sorted(set(calls))}")
+    assert len(operations) >= 12 and len(calls) >= 1000, (len(operations), len(calls))
+    assert not [c for c in calls if c >= 500]

@@ -21,20 +21,20 @@ from seqrec.data import Dataset
 from seqrec.errors import SeqrecError
 from seqrec.recommend import Recommender
 from seqrec.serve import Limits, create_app, item_bytes
-from test_recommend import FakeScorer, make_scorer, tiny_dataset
 
 
-def tiny(limits: Limits | None = None, **kw) -> tuple[Recommender, object]:
-    data = tiny_dataset()
-    rec = Recommender(make_scorer(data.n_items), data, name="tiny")
-    return rec, create_app(rec, limits=limits, **kw)
+@pytest.fixture(scope="module")
+def tiny(tiny_app):
+    """``tiny(limits=None, **create_app options) -> (recommender, app)``: a fresh tiny service."""
+    return lambda limits=None, **kw: tiny_app(limits=limits, **kw)
 
 
-REC, APP = tiny()
-CLIENT = TestClient(APP)
+@pytest.fixture(scope="module")
+def client(tiny) -> TestClient:
+    return TestClient(tiny()[1])
 
 
-def post(path: str, body: bytes, client: TestClient = CLIENT, **headers) -> httpx.Response:
+def post(client: TestClient, path: str, body: bytes, **headers) -> httpx.Response:
     return client.post(path, content=body, headers={"content-type": "application/json", **headers})
 
 
@@ -77,30 +77,30 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize("path, body, loc, shown", BAD_BODIES)
-def test_non_finite_numbers_and_unpaired_surrogates_are_422_naming_the_field(path, body, loc, shown) -> None:
-    r = post(path, body)  # before: 500 (the 422 echoed a value JSON cannot carry)
+def test_non_finite_numbers_and_unpaired_surrogates_are_422_naming_the_field(client, path, body, loc, shown) -> None:
+    r = post(client, path, body)  # before: 500 (the 422 echoed a value JSON cannot carry)
     assert r.status_code == 422, r.text
     [error] = r.json()["detail"]
     assert error["loc"] == loc and error["input"] == shown
     assert ("finite number" in error["msg"]) != ("surrogate" in error["msg"])
 
 
-def test_a_surrogate_in_a_key_and_several_problems_at_once() -> None:
-    r = post("/recommend", b'{"history":[NaN, 101, Infinity],"\\udc00x":1}')
+def test_a_surrogate_in_a_key_and_several_problems_at_once(client) -> None:
+    r = post(client, "/recommend", b'{"history":[NaN, 101, Infinity],"\\udc00x":1}')
     assert r.status_code == 422
     assert [e["loc"] for e in r.json()["detail"]] == [["body", "history", 0], ["body", "history", 2],
                                                       ["body", "\\udc00x"]]
 
 
-def test_paired_surrogates_and_integral_numbers_are_fine() -> None:
-    emoji = post("/recommend", '{"history":["\\ud83d\\ude00", 101]}'.encode())
+def test_paired_surrogates_and_integral_numbers_are_fine(client) -> None:
+    emoji = post(client, "/recommend", '{"history":["\\ud83d\\ude00", 101]}'.encode())
     assert emoji.status_code == 200 and emoji.json()["unknown_items"] == ["\U0001f600"]
-    ints = post("/recommend", b'{"history":[101, 102], "k": 3}').json()
-    floats = post("/recommend", b'{"history":[101.0, 1.02e2], "k": 3.0}').json()
+    ints = post(client, "/recommend", b'{"history":[101, 102], "k": 3}').json()
+    floats = post(client, "/recommend", b'{"history":[101.0, 1.02e2], "k": 3.0}').json()
     assert [i["item_id"] for i in floats["items"]] == [i["item_id"] for i in ints["items"]] and len(ints["items"]) == 3
     assert floats["unknown_items"] == []
-    assert post("/recommend", b'{"history":[101.5]}').status_code == 422
-    text = post("/recommend", b'{"history":["101.0", " 102 "], "k": 3}').json()  # one id, one spelling
+    assert post(client, "/recommend", b'{"history":[101.5]}').status_code == 422
+    text = post(client, "/recommend", b'{"history":["101.0", " 102 "], "k": 3}').json()  # one id, one spelling
     assert text["unknown_items"] == [] and [i["item_id"] for i in text["items"]] == [i["item_id"] for i in ints["items"]]
 
 
@@ -112,21 +112,21 @@ def test_paired_surrogates_and_integral_numbers_are_fine() -> None:
     (b"\xff\xfe", "text/plain", "dictionary"),  # not read as JSON: the bytes are echoed, as text
     (b"\x80history", None, "dictionary"),
 ])
-def test_bodies_that_are_not_strict_json_are_422(body, content_type, words) -> None:
+def test_bodies_that_are_not_strict_json_are_422(client, body, content_type, words) -> None:
     headers = {"content-type": content_type} if content_type else {}
-    r = CLIENT.post("/recommend", content=body, headers=headers)
+    r = client.post("/recommend", content=body, headers=headers)
     assert r.status_code == 422 and words in json.dumps(r.json()), r.text
 
 
-def test_deeply_nested_values_are_echoed_cut_short() -> None:
+def test_deeply_nested_values_are_echoed_cut_short(client) -> None:
     deep = b'{"history": [' + b"[" * 500 + b"]" * 500 + b"]}"
-    r = post("/recommend", deep)  # before: a RecursionError while rendering the 422 echo
+    r = post(client, "/recommend", deep)  # before: a RecursionError while rendering the 422 echo
     assert r.status_code == 422
     assert "..." in json.dumps(r.json()) and len(r.content) < 5000
 
 
 # ---------------------------------------------------------------------------- keep-alive after errors
-def test_no_error_leaves_a_keep_alive_connection_unusable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_error_leaves_a_keep_alive_connection_unusable(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
     rec, app = tiny()
     original = rec.recommend
 
@@ -152,7 +152,7 @@ def test_no_error_leaves_a_keep_alive_connection_unusable(monkeypatch: pytest.Mo
 
 
 # ---------------------------------------------------------------------------- cost limits
-def test_batch_cost_limits_are_413_naming_the_limit() -> None:
+def test_batch_cost_limits_are_413_naming_the_limit(tiny) -> None:
     rec, app = tiny(Limits(max_batch=6, max_batch_results=20, max_response_bytes=10_000))
     client = TestClient(app)
     ok = client.post("/recommend/batch", json={"histories": [[101], [102], [103], [104]], "k": 5})
@@ -173,33 +173,35 @@ def test_batch_cost_limits_are_413_naming_the_limit() -> None:
     assert r.status_code == 413 and "(max_response_bytes)" in r.json()["detail"]
 
 
-def test_the_answer_size_estimate_is_close(rec=REC) -> None:
+def test_the_answer_size_estimate_is_close(tiny) -> None:
+    rec, app = tiny()
+    client = TestClient(app)
     histories = [[101], [104, 105], [106], [], [110, 111, 112]]
-    r = CLIENT.post("/recommend/batch", json={"histories": histories, "k": 6, "exclude_seen": False})
+    r = client.post("/recommend/batch", json={"histories": histories, "k": 6, "exclude_seen": False})
     estimate = len(histories) * 60 + len(histories) * 6 * item_bytes(rec)
     assert 0.8 < estimate / len(r.content) < 1.5, (estimate, len(r.content))
 
 
-def test_the_costly_request_is_refused_at_once() -> None:
+def test_the_costly_request_is_refused_at_once(fake_scorer) -> None:
     """0.9 MB: 1,000 histories of 180 ids, k 1,000, over 1,500 items: before, a 117 MB answer built in 10 s."""
     rng = np.random.default_rng(0)
     data = Dataset.from_sequences([rng.integers(1, 1501, 20).tolist() for _ in range(300)] + [list(range(1, 1501))])
-    rec = Recommender(FakeScorer(data.n_items, max_len=50), data, name="wide")
+    rec = Recommender(fake_scorer(data.n_items, max_len=50), data, name="wide")
     client = TestClient(create_app(rec))
     body = json.dumps({"histories": rng.integers(1, 1501, (1000, 180)).tolist(), "k": 1000}).encode()
     assert 800_000 < len(body) < 1_000_000
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    r = post("/recommend/batch", body, client)
+    r = post(client, "/recommend/batch", body)
     took = time.perf_counter() - start
     assert r.status_code == 413 and "1,000,000 results is over the limit of 100,000 (max_batch_results)" in r.text
     assert took < 3.0, took
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 150_000  # KiB
-    at_limit = post("/recommend/batch", body.replace(b'"k": 1000', b'"k": 100'), client)
+    at_limit = post(client, "/recommend/batch", body.replace(b'"k": 1000', b'"k": 100'))
     assert at_limit.status_code == 200 and [len(x["items"]) for x in at_limit.json()["results"]] == [100] * 1000
 
 
-def test_limits_come_from_one_place() -> None:
+def test_limits_come_from_one_place(tiny) -> None:
     assert Limits().max_batch_results == 100_000 and Limits().max_body_bytes == 1_000_000
     assert Limits.from_env('{"max_batch_results": 50000, "batch_queue": 0}') == Limits(max_batch_results=50_000,
                                                                                        batch_queue=0)
@@ -217,7 +219,7 @@ def test_limits_come_from_one_place() -> None:
 
 
 # ---------------------------------------------------------------------------- off the event loop
-def test_scoring_runs_off_the_event_loop_and_batches_queue_boundedly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scoring_runs_off_the_event_loop_and_batches_queue_boundedly(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
     rec, app = tiny(Limits(batch_workers=1, batch_queue=0))
     entered, release = threading.Event(), threading.Event()
     many, one = rec.recommend_many, rec.recommend

@@ -23,7 +23,6 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from seqrec.recommend import Recommender  # noqa: E402
 from seqrec.serve import create_app  # noqa: E402
-from test_recommend import make_scorer, tiny_dataset  # noqa: E402
 
 
 def free_port() -> int:
@@ -80,7 +79,7 @@ def add_by_search(page, query: str, title: str) -> None:
         ".map(e => e.dataset.itemId)) !== before", arg=__import__("json").dumps(before), timeout=10_000)
 
 
-def test_search_history_recommendations_similar(browser, tmp_path) -> None:
+def test_search_history_recommendations_similar(browser, tmp_path, tiny_dataset, make_scorer) -> None:
     data = tiny_dataset()
     app = create_app(Recommender(make_scorer(data.n_items), data, name="tiny-sasrec"))
     with Server(app) as url:

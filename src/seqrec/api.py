@@ -18,11 +18,12 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from seqrec.config import TrainConfig, TrainResult
 from seqrec.data import PAD, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.recipe import RECIPES, Recipe, choose
-from seqrec.train import CHECKPOINT, METRICS, RESULT, TrainConfig, TrainResult, train
+from seqrec.train import CHECKPOINT, METRICS, RESULT, train
 
 MODEL_HELP = {
     "hidden": "embedding / hidden size d",

@@ -26,8 +26,6 @@ from seqrec.errors import SeqrecError
 from seqrec.evaluate import EvalConfig, Scorer, evaluate
 from seqrec.split import LeaveOneOut, Segments
 
-BASELINES = ("popularity", "genre", "markov", "ar2", "hybrid")
-
 
 # --------------------------------------------------------------------------- helpers
 def _scaled(values: np.ndarray) -> np.ndarray:
@@ -280,7 +278,7 @@ class Genre(_Baseline):
         return self
 
     def score(self, histories: torch.Tensor) -> torch.Tensor:
-        h = self._check(histories)
+        h = self._check(histories)[:, -self.max_len :]  # the last max_len items, like every scorer
         profile = self.item_genres[torch.from_numpy(h)].sum(1)  # PAD row is all zeros
         total = profile.sum(1, keepdim=True)
         profile = torch.where(total > 0, profile / total.clamp_min(1e-12), profile)
@@ -290,6 +288,7 @@ class Genre(_Baseline):
 
 
 _FACTORIES = {"popularity": Popularity, "genre": Genre, "markov": Markov, "ar2": AR2, "hybrid": Hybrid}
+BASELINES = tuple(_FACTORIES)  # the names, in this order
 
 
 def make_baseline(name: str, loo: LeaveOneOut) -> Scorer:

@@ -36,6 +36,7 @@ import torch
 
 from seqrec import files as _files
 from seqrec.baselines import BASELINES, make_baseline
+from seqrec.config import TrainConfig
 from seqrec.data import Dataset
 from seqrec.errors import SeqrecError
 from seqrec.files import (DATA_FILES, MANIFEST, MODEL_FILES, _few, _write_file, file_sha256, read_json, read_manifest,
@@ -43,7 +44,6 @@ from seqrec.files import (DATA_FILES, MANIFEST, MODEL_FILES, _few, _write_file, 
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.publish import building, check_output_folder, publish_dir, recover_dir
 from seqrec.split import LeaveOneOut
-from seqrec.train import TrainConfig
 
 FORMAT_VERSION = 1
 CONFIG_KEYS = ("data", "format_version", "kind", "model", "seqrec_version", "train")

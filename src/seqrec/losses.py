@@ -29,10 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seqrec.config import CHOICES
 from seqrec.errors import SeqrecError
 
-LOSSES = ("bce", "ce", "sampled-softmax", "gbce")
-SAMPLER_MODES = ("uniform", "popularity", "mixed")
+LOSSES = CHOICES["loss"]
+SAMPLER_MODES = CHOICES["negative_sampling"]
 CE_CHUNK_ELEMENTS = 50_000_000  # logits above this many elements are computed chunk by chunk
 
 
