@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqrec.api import SASRec, config_fields
+from seqrec.api import SASRec
 from seqrec.baselines import BASELINES, make_baseline
+from seqrec.cli_options import add_option_args, given_options
+from seqrec.data import Dataset
 from seqrec.errors import SeqrecError
 from seqrec.evaluate import EvalConfig, evaluate
 from seqrec.readers import load_dataset
@@ -78,8 +80,7 @@ def best_baseline(loo: LeaveOneOut) -> tuple[str, float]:
     return best
 
 
-def run(name: str, recipe: str, seeds: list[int], options: dict) -> dict:
-    ds = load_dataset(DATA / DATASETS[name])
+def run(name: str, ds: Dataset, recipe: str, seeds: list[int], options: dict) -> dict:
     runs = []
     for seed in seeds:
         t = time.perf_counter()
@@ -104,15 +105,9 @@ def main() -> None:
     p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated, of " + ", ".join(RECIPES))
     p.add_argument("--seeds", default="0", help="comma-separated seeds (mean ± half the range is printed)")
     p.add_argument("--no-baselines", action="store_true")
-    from seqrec.cli import _flag_type
-
-    names = {f.name for f in config_fields()}
-    for f in config_fields():
-        if f.name not in ("quiet", "seed"):
-            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.type), default=None,
-                           help=f.help)
+    add_option_args(p, skip=("quiet", "seed"))
     args = p.parse_args()
-    options = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    options = given_options(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     device = platform.processor() or platform.machine()
     print(f"{datetime.date.today()}, torch {torch.__version__}, {device}, {os.cpu_count()} cores; options {options or 'none'}; "
@@ -122,7 +117,7 @@ def main() -> None:
             print(f"{name}: skipped ({DATA / DATASETS[name]} is absent)\n")
             continue
         loo = LeaveOneOut(load_dataset(DATA / DATASETS[name]))
-        rows = [run(name, r, seeds, options) for r in args.recipes.split(",")]
+        rows = [run(name, loo.data, r, seeds, options) for r in args.recipes.split(",")]
         if not args.no_baselines:
             b, ndcg = best_baseline(loo)
             for r in rows:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from seqrec.api import SASRec, config_fields
-from seqrec.cli import _flag_type
+from seqrec.cli_options import flag_type
 from seqrec.readers import load_dataset
 from seqrec.report import markdown_table
 
@@ -28,7 +28,7 @@ from literature import DATA, DATASETS
 
 def parse_options(text: str) -> dict:
     """``name=value,name=value`` with the command line's types."""
-    types = {f.name: _flag_type(f.type) for f in config_fields()}
+    types = {f.name: flag_type(f.type) for f in config_fields()}
     out = {}
     for part in filter(None, text.split(";" if ";" in text else ",")):
         name, _, value = part.partition("=")

@@ -4,8 +4,6 @@ spelling per id and none of the values the readers refuse."""
 
 from __future__ import annotations
 
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,8 @@ from seqrec.data import CleanConfig, Dataset, id_key
 from seqrec.errors import SeqrecError
 from seqrec.readers import load_dataset
 
+from timeouts import time_limit
+
 SEEDS = {  # file name (folder/name), contents: one of each layout, a few users and items
     "log.csv": b"user_id,item_id,timestamp,rating\nu1,10,5,4.0\nu1,11,6,3\nu2,10,1,5\nu2,12,2,1.5\nu3,11,9,2\n",
     "games.txt": b"1 10\n1 11\n2 10\n2 12\n3 11\n3 10\n",
@@ -26,22 +26,6 @@ SEEDS = {  # file name (folder/name), contents: one of each layout, a few users 
 TOKENS = [b"NaN", b"nan", b"inf", b"-", b"1e400", b"242.0", b"\xff", b"\xe9", b"\x00", b"\r\n", b"\n", b'"', b",",
           b"\t", b" ", b"::", b"9" * 40, b"", b"null", b"<NA>", b"0x1f", b"\xef\xbb\xbf", b"\\ud800", b"[1,2]"]
 CASES: list[str] = []
-
-
-@contextmanager
-def time_limit(seconds: float):
-    """A hang fails the example (SIGALRM in the main thread) instead of stalling the suite."""
-
-    def fire(signum, frame):
-        raise TimeoutError(f"load_dataset ran over {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @st.composite
@@ -93,7 +77,7 @@ def test_readers_give_a_dataset_or_a_seqrec_error(tmp_path: Path, case: tuple[st
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     try:
-        with time_limit(20):
+        with time_limit(20, "load_dataset"):
             ds = load_dataset(path, CleanConfig(k_core=k_core))
     except SeqrecError as e:
         assert str(e).strip() and "\n" not in str(e).strip(), repr(str(e))  # one clear line

@@ -3,7 +3,6 @@ folder and a small prepared folder. Loading gives a SeqrecError or a result equa
 never another exception and never a hang (each load has a time limit)."""
 
 import contextlib
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -20,34 +19,14 @@ from seqrec.folder import load_folder, register_onnx, save_folder
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.config import TrainConfig
 
+from timeouts import time_limit
+
 LOAD_SECONDS = 20  # far above a load of these folders (milliseconds) on a busy machine
 
 
 def fuzz(n: int):
     return settings(max_examples=n, derandomize=True, database=None, deadline=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-class Hang(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int):
-    if not hasattr(signal, "setitimer"):  # no interval timers here: rely on the suite's own limit
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Hang(f"loading took more than {seconds} s")
-
-    before = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, before)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -142,7 +121,7 @@ def same_dataset(a: Dataset, b: Dataset) -> bool:
 
 def check_prepared(path: Path, original: Dataset) -> None:
     try:
-        with time_limit(LOAD_SECONDS):
+        with time_limit(LOAD_SECONDS, "loading"):
             got = Dataset.load(path)
     except SeqrecError:
         return
@@ -151,7 +130,7 @@ def check_prepared(path: Path, original: Dataset) -> None:
 
 def check_model(path: Path, original) -> None:
     try:
-        with time_limit(LOAD_SECONDS):
+        with time_limit(LOAD_SECONDS, "loading"):
             got = load_folder(path)
     except SeqrecError:
         return
@@ -198,7 +177,7 @@ def test_fuzz_folders_from_before_manifests(folders, data):
         changes = data.draw(damage(files[name], EVERYTHING))
         with damaged(made[name], changes)(files[name]):
             try:
-                with time_limit(LOAD_SECONDS):
+                with time_limit(LOAD_SECONDS, "loading"):
                     (Dataset.load if name.startswith("prep") else load_folder)(made[name])
             except SeqrecError:
                 pass

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from seqrec.cli_options import (_add_data_args, _add_eval_args, _add_limit_args, _add_train_args, _check_k, _checked,
-                                _eval_config, _limits, _load)
-from seqrec.cli_options import _flag_type  # noqa: F401  (the benchmarks build their flags with it)
+                                _eval_config, _limits, _load, given_options)
 from seqrec.errors import SeqrecError
 
 MODEL_HELP = "a baseline name (popularity, genre, markov, ar2, hybrid), 'all', or a model folder"
@@ -150,9 +149,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from seqrec.api import SASRec
 
-    from seqrec.api import config_fields
-
-    options = {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name, None) is not None}
+    options = given_options(args)
     if args.quiet:
         options["quiet"] = True
     ds = _load(args.data, args)

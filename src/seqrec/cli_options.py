@@ -116,7 +116,7 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _flag_type(kind: type) -> Any:
+def flag_type(kind: type) -> Any:
     if kind is bool:
         return _parse_bool
     if kind is tuple:
@@ -124,19 +124,31 @@ def _flag_type(kind: type) -> Any:
     return kind
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
+def add_option_args(g: argparse.ArgumentParser | argparse._ArgumentGroup, skip: tuple[str, ...] = ("quiet",)) -> None:
+    """One ``--name`` flag per SASRec option (``seqrec.api.config_fields``), default None (not given)."""
     from seqrec.api import config_fields
 
+    for f in config_fields():
+        if f.name not in skip:
+            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=flag_type(f.type), default=None,
+                           help=f"{f.help} (without the recipe: {f.default})")
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The SASRec options a command line gave (flags added by ``add_option_args``)."""
+    from seqrec.api import config_fields
+
+    return {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name, None) is not None}
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
     from seqrec.recipe import RECIPES
 
     g = p.add_argument_group("model and training options (the Python API's names; the recipe fills those not given)")
     g.add_argument("--recipe", choices=RECIPES, default="auto",
                    help="auto: chosen from the data's statistics (default); paper: Kang & McAuley 2018 (BCE); "
                         "sasrec+: full cross-entropy as in the SASRec+ paper. Explicit flags win.")
-    for f in config_fields():
-        if f.name != "quiet":
-            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.type), default=None,
-                           help=f"{f.help} (without the recipe: {f.default})")
+    add_option_args(g)
 
 
 

@@ -305,6 +305,8 @@ def _text_table(path: Path, cols: dict[str, str | None], sep: str | None) -> pl.
     sep = {"\\t": "\t", "tab": "\t", "whitespace": " "}.get(sep, sep) if sep else None
     if sep is None or sep == " ":  # whitespace-separated, with a header line
         df = _lines(path).with_columns(_split(None).alias("_p"))
+        if df.height == 0:
+            raise SeqrecError(f"{path}: no data lines")
         header = df["_p"][0].to_list()
         body = df.slice(1)
         _fail(path, body.filter(pl.col("_p").list.len() != len(header)).head(1),
