@@ -284,3 +284,51 @@ def test_schema_conformance(rec: Recommender) -> None:
     print(f"schemathesis: {len(operations)} operations, {len(calls)} requests, statuses {sorted(set(calls))}")
     assert len(operations) >= 12 and len(calls) >= 1000, (len(operations), len(calls))
     assert not [c for c in calls if c >= 500]
+
+
+def test_several_workers_answer_without_waiting_for_delayed_acks(rec: Recommender, tmp_path) -> None:
+    """Two uvicorn workers behind one socket: each answer (head, then body) leaves at once.
+
+    With Nagle's algorithm on, the body waited for the client's delayed ACK: about 40 ms a request
+    whatever its cost. Twenty requests one after another on one keep-alive connection must take far less.
+    """
+    import http.client
+    import os
+    import socket
+    import subprocess
+    import time
+
+    from seqrec.folder import save_folder
+
+    path = save_folder(tmp_path / "model", rec.scorer, rec.dataset, config={}, metrics={})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = f"from seqrec.serve import run; run({str(path)!r}, port={port}, workers=2, access_log=False)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/ready")
+                if conn.getresponse().read() and proc.poll() is None:
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        body = json.dumps({"history": [101], "k": 3})
+        took = []
+        for _ in range(25):
+            start = time.perf_counter()
+            conn.request("POST", "/recommend", body, {"Content-Type": "application/json"})
+            answer = conn.getresponse()
+            assert answer.status == 200 and item_ids(json.loads(answer.read()))
+            took.append(time.perf_counter() - start)
+        took.sort()
+        assert took[len(took) // 2] < 0.025, f"median {took[len(took) // 2] * 1000:.1f} ms a request"
+    finally:
+        proc.terminate()
+        proc.wait(20)
