@@ -9,6 +9,7 @@ under the final name: a failed or mismatched download leaves no trace.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,12 +23,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from seqrec.errors import SeqrecError
+from seqrec.files import atomic_write_text
 from seqrec.publish import publish_dir
 from seqrec.readers import data_home
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 DOWNLOADABLE = ("ml-100k", "ml-1m", "ml-10m", "ml-latest-small", "ml-20m", "ml-25m", "ml-32m")
 CHUNK = 1 << 20
+DOWNLOAD_MARKER = ".seqrec-download"  # written in every folder download makes: --force replaces only those
 TIMEOUT_S = 60
 
 
@@ -41,6 +44,11 @@ def download(name: str, dir: str | os.PathLike | None = None, *, base_url: str |
     target = root / name
     if target.exists() and not force:
         return target
+    if target.exists() or target.is_symlink():
+        problem = _not_a_download(target)
+        if problem:
+            raise SeqrecError(f"{target} exists and {problem}, so --force will not replace it; move it away "
+                              f"or give another folder")
     base = (base_url or os.environ.get("SEQREC_DOWNLOAD_URL") or BASE_URL).rstrip("/")
     url = f"{base}/{name}.zip"
     root.mkdir(parents=True, exist_ok=True)
@@ -63,6 +71,8 @@ def download(name: str, dir: str | os.PathLike | None = None, *, base_url: str |
             raise SeqrecError(f"{url}: the archive could not be unpacked ({e})") from e
         entries = list(unpack.iterdir())
         content = entries[0] if len(entries) == 1 and entries[0].is_dir() else unpack  # zips hold one folder
+        atomic_write_text(content / DOWNLOAD_MARKER, json.dumps(
+            {"created_by": "seqrec", "kind": "download", "url": url, "md5": digest}, sort_keys=True) + "\n")
         publish_dir(content, target)  # swapped in: the old copy stays readable until the new one is there
         _say(f"{name} ready in {target}", quiet)
         return target
@@ -70,6 +80,19 @@ def download(name: str, dir: str | os.PathLike | None = None, *, base_url: str |
         archive.unlink(missing_ok=True)
         if unpack is not None:
             shutil.rmtree(unpack, ignore_errors=True)
+
+
+def _not_a_download(target: Path) -> str | None:
+    """Why ``target`` is not a folder ``download`` wrote (None when it is one: its marker reads as ours)."""
+    if target.is_symlink() or not target.is_dir():
+        return "is not a folder"
+    try:
+        doc = json.loads((target / DOWNLOAD_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"has no {DOWNLOAD_MARKER} marker of a seqrec download"
+    if not (isinstance(doc, dict) and doc.get("created_by") == "seqrec" and doc.get("kind") == "download"):
+        return f"its {DOWNLOAD_MARKER} is not the marker of a seqrec download"
+    return None
 
 
 def _fetch(url: str, out, quiet: bool) -> str:
