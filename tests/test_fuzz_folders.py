@@ -145,7 +145,7 @@ EVERYTHING = ("flip", "overwrite", "truncate", "append", "delete")
 CUT = ("truncate", "delete")  # what a folder without a manifest can be told to be damaged by, exactly
 
 
-@fuzz(300)
+@fuzz(500)
 @given(data=st.data())
 def test_fuzz_prepared_folder(folders, data):
     made, files, originals = folders
@@ -154,7 +154,7 @@ def test_fuzz_prepared_folder(folders, data):
         check_prepared(made["prep"], originals["prep"])
 
 
-@fuzz(220)
+@fuzz(440)
 @given(data=st.data())
 def test_fuzz_model_folder(folders, data):
     made, files, originals = folders
