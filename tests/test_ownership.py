@@ -28,7 +28,7 @@ def no_training(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(T._Run, "fit", refuse)
+    monkeypatch.setattr(T.Run, "fit", refuse)
 
 
 def small() -> Dataset:

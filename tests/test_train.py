@@ -167,10 +167,29 @@ def test_windows_train_on_every_interaction_exactly_once():
 ])
 def test_only_sampled_softmax_shares_negatives_by_default(loss, k, shared):
     counts = np.ones(301)
-    targets = [torch.tensor([1, 2, 3]), torch.tensor([4, 5])]
-    (pos, neg, rows), _ = Objective(TrainConfig(loss=loss, n_negatives=k), 300, counts).prepare(targets, 1)
+    targets = torch.tensor([1, 2, 3])
+    pos, neg, rows = Objective(TrainConfig(loss=loss, n_negatives=k), 300, counts).prepare(targets, 1, 0)
     assert neg.shape == ((k,) if shared else (3, k))
-    assert torch.equal(rows[pos], targets[0]) and (rows[neg] >= 1).all()
+    assert torch.equal(rows[pos], targets) and (rows[neg] >= 1).all()
+
+
+@pytest.mark.parametrize("options", [{"loss": "bce"}, {"loss": "sampled-softmax", "n_negatives": 64},
+                                     {"loss": "gbce", "n_negatives": 8, "negative_sampling": "popularity"}])
+def test_a_batchs_negatives_depend_only_on_seed_epoch_and_batch(options):
+    """Negatives are drawn lazily, batch by batch: batch 5's are the same whether or not batches 0..4 were
+    drawn before it (a resume mid-epoch draws what the uninterrupted run drew), and differ between batches."""
+    counts = np.arange(301, dtype=float)
+    targets = torch.tensor([7, 8, 9, 10])
+    fresh = Objective(TrainConfig(**options), 300, counts)
+    after = Objective(TrainConfig(**options), 300, counts)
+    for i in range(5):
+        after.prepare(torch.tensor([1, 2]), 3, i)
+    a, b = fresh.prepare(targets, 3, 5), after.prepare(targets, 3, 5)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    other = fresh.prepare(targets, 3, 6)
+    assert not torch.equal(a[2][a[1]], other[2][other[1]])
+    again = Objective(TrainConfig(**{**options, "seed": 1}), 300, counts).prepare(targets, 3, 5)
+    assert not torch.equal(a[2][a[1]], again[2][again[1]])
 
 
 def test_bucketed_steps_hold_about_the_same_number_of_positions():
@@ -351,22 +370,23 @@ def test_resume_after_an_interrupted_epoch_gives_the_same_run(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
 
 
-def test_resume_mid_epoch_from_step_checkpoints(tmp_path, monkeypatch):
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_resume_mid_epoch_from_step_checkpoints(tmp_path, monkeypatch, loss):
     ds = small(n_users=90)
-    cfg = quick(epochs=2, checkpoint_every_steps=2, eval_every=0)
+    cfg = quick(epochs=2, checkpoint_every_steps=2, eval_every=0, loss=loss)
     full = train(model_for(ds), LeaveOneOut(ds), cfg, out_dir=tmp_path / "a")
-    saves, save = [], T._Run.save
+    saves, save = [], T.Run.save
 
     def crash_inside_epoch_2(self):
         save(self)
-        saves.append(self.st["step_in_epoch"])
-        if self.st["epoch"] == 1 and self.st["step_in_epoch"] > 0:
+        saves.append(self.st.step_in_epoch)
+        if self.st.epoch == 1 and self.st.step_in_epoch > 0:
             raise Stop
 
-    monkeypatch.setattr(T._Run, "save", crash_inside_epoch_2)
+    monkeypatch.setattr(T.Run, "save", crash_inside_epoch_2)
     with pytest.raises(Stop):
         train(model_for(ds), LeaveOneOut(ds), cfg, out_dir=tmp_path / "b")
-    monkeypatch.setattr(T._Run, "save", save)
+    monkeypatch.setattr(T.Run, "save", save)
     assert saves[-1] > 0 and 0 in saves  # stopped inside epoch 2
     resumed = train(model_for(ds), LeaveOneOut(ds), cfg, out_dir=tmp_path / "b", resume=True)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]

@@ -77,8 +77,11 @@ LOSS_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 class Objective:
-    """The configured loss. Negatives are drawn on the CPU for a whole epoch at once (seeded by
-    ``(seed, epoch)``); each batch gathers the embedding rows its targets and negatives need once."""
+    """The configured loss. Negatives are drawn on the CPU one batch at a time, just before it is
+    trained on, from a generator seeded by ``(seed, epoch, batch index)``: a batch's negatives do not
+    depend on the batches before it, so a run resumed mid-epoch draws exactly what it would have drawn,
+    and memory holds one batch's negatives, not an epoch's. Each batch gathers the embedding rows its
+    targets and negatives need once."""
 
     def __init__(self, cfg: TrainConfig, n_items: int, counts: np.ndarray) -> None:
         self.cfg, self.n_items = cfg, n_items
@@ -87,27 +90,24 @@ class Objective:
         self.sampler = None if cfg.loss == "ce" else losses.NegativeSampler(
             n_items, counts, mode=cfg.negative_sampling, alpha=cfg.pop_alpha, mix=cfg.mix, generator=self.gen)
         self.log_q = cfg.loss == "sampled-softmax" and cfg.negative_sampling != "uniform"
+        shared = cfg.shared_negatives
+        self.shared = cfg.loss == "sampled-softmax" and cfg.negatives >= SHARED_FROM if shared is None else shared
 
-    def prepare(self, targets: list[torch.Tensor], epoch: int) -> list[tuple[torch.Tensor, ...]]:
-        """Per batch, CPU tensors for ``__call__``: (pos,) or (pos, neg, rows[, log_q_pos, log_q_neg])."""
+    def prepare(self, pos: torch.Tensor, epoch: int, index: int) -> tuple[torch.Tensor, ...]:
+        """CPU tensors for ``__call__`` for the targets ``pos`` of batch ``index`` of ``epoch``:
+        (pos,) for "ce", else (pos, neg, rows[, log_q_pos, log_q_neg]) with pos and neg indexing rows."""
         if self.sampler is None:
-            return [(t,) for t in targets]
-        self.gen.manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            return (pos,)
+        seed = np.random.SeedSequence([self.cfg.seed, epoch, index]).generate_state(1, np.uint64)[0]
+        self.gen.manual_seed(int(seed))
         k = self.cfg.negatives
-        shared = self.cfg.shared_negatives
-        if shared is None:
-            shared = self.cfg.loss == "sampled-softmax" and k >= SHARED_FROM
-        if shared:  # [k] per batch; a negative that is a row's own positive is masked by the loss
-            pad = torch.zeros(len(targets), dtype=torch.long)  # PAD is never drawn: no collision to avoid
-            negs = list(self.sampler.sample(pad, k))
+        if self.shared:  # [k] for the batch; a negative that is a row's own positive is masked by the loss
+            neg = self.sampler.sample(torch.zeros(1, dtype=torch.long), k)[0]  # PAD is never drawn: no collision
         else:
-            negs = self.sampler.sample(torch.cat(targets), k).split([len(t) for t in targets])
-        out = []
-        for pos, neg in zip(targets, negs):
-            rows, inv = torch.unique(torch.cat([pos, neg.reshape(-1)]), return_inverse=True)
-            extra = (self.sampler.log_prob(pos), self.sampler.log_prob(neg)) if self.log_q else ()
-            out.append((inv[: len(pos)], inv[len(pos) :].view(neg.shape), rows, *extra))
-        return out
+            neg = self.sampler.sample(pos, k)
+        rows, inv = torch.unique(torch.cat([pos, neg.reshape(-1)]), return_inverse=True)
+        extra = (self.sampler.log_prob(pos), self.sampler.log_prob(neg)) if self.log_q else ()
+        return (inv[: len(pos)], inv[len(pos) :].view(neg.shape), rows, *extra)
 
     def __call__(self, h: torch.Tensor, emb: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None = None,
                  rows: torch.Tensor | None = None, *log_q: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,11 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from seqrec.batches import Batches
@@ -45,8 +46,31 @@ class TrainingDiverged(SeqrecError):
 
 
 # ----------------------------------------------------------------------------- training
-class _Run:
-    """One training run: its objects, its state (``st``, JSON-able) and its checkpoint."""
+@dataclass
+class RunState:
+    """Where a run is: saved in every checkpoint's metadata and restored from it (JSON-able)."""
+
+    epoch: int = 0  # epochs finished
+    step_in_epoch: int = 0  # micro-batches of the current epoch done
+    global_step: int = 0  # optimizer steps
+    epoch_seconds: float = 0.0  # seconds of the current epoch so far
+    best_metric: float | None = None  # best validation NDCG@10
+    best_epoch: int = 0
+    best_valid: dict[str, float] = field(default_factory=dict)
+    bad_evals: int = 0  # validations since the best one
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    finished: bool = False
+    seconds: float = 0.0  # training and validation
+    train_seconds: float = 0.0
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        for f in fields(self):
+            if f.name in meta:
+                setattr(self, f.name, meta[f.name])
+
+
+class Run:
+    """One training run: its objects, its state (``RunState``) and its checkpoint."""
 
     def __init__(self, model: torch.nn.Module, loo: LeaveOneOut, cfg: TrainConfig, out_dir: str | Path | None) -> None:
         if model.n_items != loo.data.n_items:
@@ -75,10 +99,7 @@ class _Run:
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
         self.scorer = model if device.type == "cpu" else _OnDevice(model, device)
-        self.st: dict[str, Any] = {
-            "epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_seconds": 0.0, "best_metric": None,
-            "best_epoch": 0, "best_valid": {}, "bad_evals": 0, "history": [], "finished": False, "seconds": 0.0,
-            "train_seconds": 0.0}
+        self.st = RunState()
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.best_state: dict[str, torch.Tensor] | None = None
         if self.out is not None:  # created (with seqrec's marker) only once the run is set up
@@ -92,7 +113,7 @@ class _Run:
     # ------------------------------------------------------------------ checkpoint
     def save(self) -> None:
         if self.ckpt is not None:
-            meta = {**self.st, "train": self.cfg.to_dict(), "model": self.model.config.to_dict(),
+            meta = {**asdict(self.st), "train": self.cfg.to_dict(), "model": self.model.config.to_dict(),
                     "fingerprint": self.loo.data.fingerprint()}
             save_checkpoint(self.ckpt, meta, self.model, self.opt, self.sched, self.scaler, self.best_state,
                             {"loss_sum": self.loss_sum.reshape(1)}, self.device)
@@ -134,7 +155,7 @@ class _Run:
             self.loss_sum = extra["loss_sum"].reshape(()).to(self.device, torch.float64)
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
             raise SeqrecError(f"{where} its saved state does not fit this run ({type(e).__name__}: {e})") from e
-        self.st.update({k: meta[k] for k in self.st if k in meta})
+        self.st.restore(meta)
 
     def diverged(self, where: str) -> TrainingDiverged:
         kept = f"the last good checkpoint {self.ckpt} is kept" if self.ckpt and self.ckpt.exists() else "no checkpoint"
@@ -143,41 +164,20 @@ class _Run:
 
     # ------------------------------------------------------------------ loop
     def epoch(self, epoch: int, tqdm: Callable) -> dict[str, Any]:
-        """Train one epoch (from ``step_in_epoch`` on); returns its metrics row."""
-        cfg, st, dev = self.cfg, self.st, self.device
-        if st["step_in_epoch"] == 0:
+        """Train one epoch (from ``step_in_epoch`` on); returns its metrics row. Each micro-batch and its
+        negatives are built just before its step (``_step``)."""
+        cfg, st = self.cfg, self.st
+        if st.step_in_epoch == 0:
             torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout; restored from the checkpoint mid-epoch
         plan = self.data.plan(epoch)
-        built = [self.data.build(rows) for rows, _ in plan]
-        extras = self.objective.prepare([b[2] for b in built], epoch)
+        real = [int(self.data.n[rows].sum()) for rows, _ in plan]  # real positions per micro-batch
         self.model.train()
-        bar = tqdm(total=len(plan), initial=st["step_in_epoch"], desc=f"epoch {epoch}", unit="batch", leave=False,
+        bar = tqdm(total=len(plan), initial=st.step_in_epoch, desc=f"epoch {epoch}", unit="batch", leave=False,
                    disable=cfg.quiet)
-        t0 = time.perf_counter() - st["epoch_seconds"]
-        for bi in range(st["step_in_epoch"], len(plan)):
-            last = plan[bi][1]
-            x, flat, *extra = (t.to(dev, non_blocking=True) for t in (built[bi][0], built[bi][1], *extras[bi]))
-            with self.autocast():
-                h = self.fwd(x)
-                loss = self.objective(h.reshape(-1, h.shape[-1]).index_select(0, flat), self.model.item_embeddings(), *extra)
-            self.scaler.scale(loss * (len(flat) / self.data.positions_per_step)).backward()
-            self.loss_sum += loss.detach().double() * len(flat)
-            st["step_in_epoch"] = bi + 1
-            if last:
-                if cfg.grad_clip is not None:
-                    self.scaler.unscale_(self.opt)
-                    torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
-                self.scaler.step(self.opt)
-                self.scaler.update()
-                self.opt.zero_grad(set_to_none=True)
-                self.clock = st["train_seconds"] + time.perf_counter() - t0
-                self.sched.step()
-                st["global_step"] += 1
-                if cfg.checkpoint_every_steps and st["global_step"] % cfg.checkpoint_every_steps == 0:
-                    if not math.isfinite(float(self.loss_sum)):
-                        raise self.diverged(f"epoch {epoch}")
-                    st["epoch_seconds"] = time.perf_counter() - t0
-                    self.save()
+        t0 = time.perf_counter() - st.epoch_seconds
+        for bi in range(st.step_in_epoch, len(plan)):
+            rows, last = plan[bi]
+            self._step(epoch, bi, rows, last, t0)
             bar.update(1)
             out_of_time = last and cfg.time_limit is not None and self.clock >= cfg.time_limit
             if bi % 50 == 0 or bi + 1 == len(plan) or out_of_time:
@@ -186,31 +186,58 @@ class _Run:
                     bar.close()
                     raise self.diverged(f"epoch {epoch}, batch {bi + 1}")
                 if not cfg.quiet:
-                    done = sum(len(b[1]) for b in built[: bi + 1])
                     rate = len(self.data.n) * (bi + 1) / len(plan) / max(1e-9, time.perf_counter() - t0)
-                    bar.set_postfix(loss=f"{seen / max(1, done):.4f}", seq_s=f"{rate:.0f}")
+                    bar.set_postfix(loss=f"{seen / max(1, sum(real[: bi + 1])):.4f}", seq_s=f"{rate:.0f}")
             if out_of_time:
                 break
         bar.close()
         seconds = time.perf_counter() - t0
-        steps = st["step_in_epoch"]
-        positions = sum(len(b[1]) for b in built[:steps])
+        steps = st.step_in_epoch
         sequences = len(self.data.n) * steps / len(plan)
-        return {"epoch": epoch, "loss": float(self.loss_sum) / max(1, positions), "lr": self.opt.param_groups[0]["lr"],
-                "seconds": round(seconds, 4), "seq_per_s": round(sequences / max(seconds, 1e-9), 1),
-                "threads": torch.get_num_threads()}
+        return {"epoch": epoch, "loss": float(self.loss_sum) / max(1, sum(real[:steps])),
+                "lr": self.opt.param_groups[0]["lr"], "seconds": round(seconds, 4),
+                "seq_per_s": round(sequences / max(seconds, 1e-9), 1), "threads": torch.get_num_threads()}
+
+    def _step(self, epoch: int, index: int, rows: np.ndarray, last: bool, t0: float) -> None:
+        """Micro-batch ``index`` of ``epoch``: build it and its negatives, forward, backward; on the last
+        micro-batch of an optimizer step, clip, step, schedule, and checkpoint every few steps."""
+        cfg, st, dev = self.cfg, self.st, self.device
+        x, flat, targets = self.data.build(rows)
+        x, flat, *extra = (t.to(dev, non_blocking=True) for t in (x, flat, *self.objective.prepare(targets, epoch, index)))
+        with self.autocast():
+            h = self.fwd(x)
+            loss = self.objective(h.reshape(-1, h.shape[-1]).index_select(0, flat), self.model.item_embeddings(), *extra)
+        self.scaler.scale(loss * (len(flat) / self.data.positions_per_step)).backward()
+        self.loss_sum += loss.detach().double() * len(flat)
+        st.step_in_epoch = index + 1
+        if not last:
+            return
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.clock = st.train_seconds + time.perf_counter() - t0
+        self.sched.step()
+        st.global_step += 1
+        if cfg.checkpoint_every_steps and st.global_step % cfg.checkpoint_every_steps == 0:
+            if not math.isfinite(float(self.loss_sum)):
+                raise self.diverged(f"epoch {epoch}")
+            st.epoch_seconds = time.perf_counter() - t0
+            self.save()
 
     def validate(self, row: dict[str, Any]) -> None:
         """Validation NDCG@10, best weights and the early-stopping counter."""
         st, t = self.st, time.perf_counter()
         metrics = evaluate(self.scorer, self.loo, EvalConfig(split="valid", max_users=self.cfg.eval_max_users))
         row["valid"], row["eval_seconds"] = metrics, round(time.perf_counter() - t, 4)
-        if st["best_metric"] is None or metrics["NDCG@10"] > st["best_metric"]:
-            st.update(best_metric=metrics["NDCG@10"], best_epoch=row["epoch"], best_valid=metrics, bad_evals=0)
+        if st.best_metric is None or metrics["NDCG@10"] > st.best_metric:
+            st.best_metric, st.best_epoch, st.best_valid, st.bad_evals = metrics["NDCG@10"], row["epoch"], metrics, 0
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
-            st["bad_evals"] += 1
-            st["finished"] = self.cfg.patience is not None and st["bad_evals"] >= self.cfg.patience
+            st.bad_evals += 1
+            st.finished = self.cfg.patience is not None and st.bad_evals >= self.cfg.patience
 
     def fit(self, callback: Callable[[dict[str, Any]], Any] | None) -> TrainResult:
         from tqdm.auto import tqdm
@@ -218,18 +245,18 @@ class _Run:
         cfg, st = self.cfg, self.st
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / METRICS, "".join(json.dumps(r) + "\n" for r in st["history"]))
-        bar = tqdm(total=cfg.epochs, initial=st["epoch"], desc="epochs", unit="epoch", disable=cfg.quiet)
-        while not st["finished"] and st["epoch"] < cfg.epochs:
-            row = self.epoch(st["epoch"] + 1, tqdm)
-            st["train_seconds"] += row["seconds"]
-            out_of_time = cfg.time_limit is not None and st["train_seconds"] >= cfg.time_limit
+            atomic_write_text(self.out / METRICS, "".join(json.dumps(r) + "\n" for r in st.history))
+        bar = tqdm(total=cfg.epochs, initial=st.epoch, desc="epochs", unit="epoch", disable=cfg.quiet)
+        while not st.finished and st.epoch < cfg.epochs:
+            row = self.epoch(st.epoch + 1, tqdm)
+            st.train_seconds += row["seconds"]
+            out_of_time = cfg.time_limit is not None and st.train_seconds >= cfg.time_limit
             if cfg.eval_every and (row["epoch"] % cfg.eval_every == 0 or row["epoch"] == cfg.epochs or out_of_time):
                 self.validate(row)
-            st["finished"] = st["finished"] or out_of_time
-            st["history"].append(row)
-            st.update(epoch=row["epoch"], step_in_epoch=0, epoch_seconds=0.0)
-            st["seconds"] += row["seconds"] + row.get("eval_seconds", 0.0)
+            st.finished = st.finished or out_of_time
+            st.history.append(row)
+            st.epoch, st.step_in_epoch, st.epoch_seconds = row["epoch"], 0, 0.0
+            st.seconds += row["seconds"] + row.get("eval_seconds", 0.0)
             self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
             self.save()
             if self.out is not None:  # a log: appended, each row on disk before the next epoch starts
@@ -238,17 +265,17 @@ class _Run:
                     f.flush()
                     os.fsync(f.fileno())
             bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", best_ndcg10=f"{st['best_metric'] or 0:.4f}", seq_s=row["seq_per_s"])
+            bar.set_postfix(loss=f"{row['loss']:.4f}", best_ndcg10=f"{st.best_metric or 0:.4f}", seq_s=row["seq_per_s"])
             if callback is not None and callback(row) is False:
                 break
         bar.close()
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         else:
-            st["best_epoch"] = st["epoch"]
+            st.best_epoch = st.epoch
         self.model.eval()
         test = evaluate(self.scorer, self.loo, EvalConfig(split="test"))
-        result = TrainResult(st["best_epoch"], st["best_valid"], test, st["history"], st["seconds"])
+        result = TrainResult(st.best_epoch, st.best_valid, test, st.history, st.seconds)
         if self.out is not None:
             summary = {k: v for k, v in asdict(result).items() if k != "history"}
             atomic_write_text(self.out / RESULT, json.dumps(summary, indent=2) + "\n")
@@ -263,10 +290,10 @@ def train(model: torch.nn.Module, loo: LeaveOneOut, config: TrainConfig, out_dir
     With ``out_dir``: ``metrics.jsonl`` (one row per epoch), ``checkpoint.safetensors`` and
     ``result.json``. ``resume=True`` continues from the checkpoint there; it starts afresh only when
     there is nothing to resume (a new or empty folder); a run's files without a checkpoint, or one that
-    does not fit, are a ``SeqrecError`` (``_Run.restore``): a resume never silently restarts.
+    does not fit, are a ``SeqrecError`` (``Run.restore``): a resume never silently restarts.
     Seeds torch's global generator (dropout) from ``config.seed``.
     """
-    run = _Run(model, loo, config, out_dir)
+    run = Run(model, loo, config, out_dir)
     before = torch.get_num_threads()
     if run.threads:
         torch.set_num_threads(run.threads)
