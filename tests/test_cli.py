@@ -119,7 +119,7 @@ def test_serve_takes_a_flag_for_every_limit(tmp_path, cli, monkeypatch):
     serve = parser._subparsers._group_actions[0].choices["serve"]
     helps = {a.dest: a.help for a in serve._actions}
     for f in dataclasses.fields(Limits):  # one flag per field, its help and default from the dataclass
-        assert helps[f"limit_{f.name}"] == f"{f.metadata['help']} (default {f.default:,})"
+        assert helps[f"limit_{f.name}"] == f"{f.metadata['help']} (default: {f.default:,})"
     assert _limits(parser.parse_args(["serve", "m"])) is None  # then SEQREC_LIMITS or the defaults
     monkeypatch.setenv("SEQREC_LIMITS", '{"max_batch_results": 50, "max_batch": 9}')
     args = parser.parse_args(["serve", "m", "--limit-max-batch", "5", "--limit-batch-queue", "0"])

@@ -25,15 +25,6 @@ from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.recipe import RECIPES, Recipe, choose
 from seqrec.train import CHECKPOINT, METRICS, RESULT, train
 
-MODEL_HELP = {
-    "hidden": "embedding / hidden size d",
-    "blocks": "self-attention blocks",
-    "heads": "attention heads (hidden must be divisible by heads)",
-    "max_len": "how many recent items the model reads",
-    "dropout": "dropout rate (paper: 0.2 for MovieLens, 0.5 for sparse data)",
-    "activation": "feed-forward activation: gelu | relu",
-    "norm": "LayerNorm placement: pre | post (the paper's text) | paper (the authors' code)",
-}
 RUN_FILES = (CHECKPOINT, METRICS, RESULT, "training.png")
 
 
@@ -62,7 +53,7 @@ def config_fields() -> list[ConfigField]:
         for f in dataclasses.fields(cls):
             if f.name == "n_items":
                 continue
-            help_text = f.metadata.get("help") or MODEL_HELP.get(f.name, "")
+            help_text = f.metadata["help"]
             out.append(ConfigField(f.name, _base_type(hints[f.name]), f.default, help_text))
     return out
 

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from seqrec.cli_options import (_add_data_args, _add_eval_args, _add_limit_args, _add_train_args, _check_k, _checked,
                                 _eval_config, _limits, _load, given_options)
@@ -230,7 +230,15 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from seqrec.serve import run
 
-    run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend, limits=_limits(args))
+    run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend, limits=_limits(args),
+        store=args.store, api_key=args.api_key, protect_reads=args.protect_reads, cors_origins=args.cors_origin or [])
+
+
+def cmd_export_events(args: argparse.Namespace) -> None:
+    from seqrec.store import export_events
+
+    out, n = export_events(args.store, args.out)
+    print(f"wrote {out}: {n:,} events")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -240,8 +248,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr, like every other error, and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"seqrec: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seqrec", description="SASRec sequential recommendation: data, training, evaluation, serving")
+    p = _Parser(prog="seqrec", description="SASRec sequential recommendation: data, training, evaluation, serving")
     p.add_argument("--version", action="version", version=f"seqrec {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -317,7 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1)
     sp.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                     help="auto: ONNX Runtime for SASRec (faster), torch for baselines")
+    g = sp.add_argument_group("live service")
+    g.add_argument("--store", default=None, metavar="FILE",
+                   help="event store (SQLite, created when absent): POST /events, and users' histories read from it")
+    g.add_argument("--api-key", default=None, metavar="KEY",
+                   help="the key of POST /events and /admin/reload (default $SEQREC_API_KEY, which keeps it out of "
+                        "the process list); without one those routes are refused")
+    g.add_argument("--protect-reads", action="store_true", help="the read routes need the key too "
+                   "(/health, /ready, the page and the docs stay open)")
+    g.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
+                   help="a browser origin allowed to call the service, e.g. https://shop.example (repeatable; "
+                        "none by default)")
     _add_limit_args(sp)
+
+    sp = add("export-events", cmd_export_events, "write an event store's events to Parquet or CSV (by extension)")
+    sp.add_argument("store", help="the event store (the file given to seqrec serve --store)")
+    sp.add_argument("--out", required=True, help="events.parquet or events.csv: user_id, item_id, timestamp")
 
     sp = add("demo", cmd_demo, "train (or reuse) a small SASRec and serve it with the web page")
     sp.add_argument("data", nargs="?", default="synthetic")
@@ -338,7 +368,12 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # bad arguments, already reported on one line (--help and --version exit 0)
+        if e.code in (0, None):
+            raise
+        return 2
     try:
         args.func(args)
     except SeqrecError as e:

@@ -6,11 +6,84 @@ a command starts its work."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from seqrec.errors import MAX_SEED, SeqrecError
+
+
+# ---------------------------------------------------------------------------- flags from config fields
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parse_tuple(kind: type) -> Any:
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(x) for x in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s like "
+                                             f"{'1,5,10' if kind is int else '0.9,0.98'}, got {text!r}") from None
+    return parse
+
+
+def flag_type(kind: Any) -> Any:
+    """The argparse ``type`` for a field's annotation (or a base type: bool, tuple, int, float, str)."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) is tuple:
+        return _parse_tuple(int if args and args[0] is int else float)
+    if kind is tuple:
+        return _parse_tuple(float)
+    if typing.get_origin(kind) is typing.Literal:
+        return str
+    if args:  # X | None, int | float
+        return float if float in args else flag_type(args[0])
+    return _parse_bool if kind is bool else kind
+
+
+def add_config_args(g: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *, prefix: str = "",
+                    skip: tuple[str, ...] = (), note: str = "default", aliases: dict[str, str] | None = None,
+                    metavar: str | None = None) -> None:
+    """One ``--[prefix-]name`` flag per field of the dataclass ``cls``: dest ``[prefix_]name``, default None
+    (not given: the dataclass's default applies), help from the field's metadata with its default,
+    choices from a ``Literal`` annotation. A bool field takes ``--name``, ``--name true|false`` and
+    ``--no-name``; a tuple field comma-separated values. ``aliases`` adds older spellings of a flag."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        hint, dest = hints[f.name], f"{prefix}_{f.name}" if prefix else f.name
+        flag = f"--{prefix + '-' if prefix else ''}{f.name.replace('_', '-')}"
+        names = [flag] + ([aliases[f.name]] if aliases and f.name in aliases else [])
+        default = f.default if f.default is not dataclasses.MISSING else "required"
+        shown = (",".join(map(str, default)) if isinstance(default, tuple)
+                 else f"{default:,}" if isinstance(default, int) and not isinstance(default, bool) else default)
+        text = f"{f.metadata.get('help', '')} ({note}: {shown})"
+        choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+        if hint is bool or hint == "bool":
+            g.add_argument(*names, dest=dest, type=_parse_bool, nargs="?", const=True, default=None,
+                           metavar="true|false", help=text)
+            g.add_argument(f"--no-{flag[2:]}", dest=dest, action="store_const", const=False, help=argparse.SUPPRESS)
+        else:
+            g.add_argument(*names, dest=dest, type=flag_type(hint), default=None, choices=choices,
+                           metavar=metavar, help=text)
+
+
+def config_options(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
+    """The fields of ``cls`` a command line gave (flags from ``add_config_args``)."""
+    out = {}
+    for f in fields(cls):
+        value = getattr(args, f"{prefix}_{f.name}" if prefix else f.name, None)
+        if value is not None:
+            out[f.name] = value
+    return out
 
 
 # ---------------------------------------------------------------------------- data and evaluation
@@ -19,10 +92,10 @@ def _add_data_args(p: argparse.ArgumentParser, many: bool = False) -> None:
         p.add_argument("data", nargs="+", metavar="DATA", help="data sets: paths (file or folder) or names (synthetic, ml-100k, …)")
     else:
         p.add_argument("data", metavar="DATA", help="a path (file or folder, format recognised) or a name (synthetic, ml-100k, …)")
+    from seqrec.config import CleanConfig
+
     g = p.add_argument_group("cleaning")
-    g.add_argument("--min-rating", type=float, default=None, help="keep interactions rated at least this (implicit feedback)")
-    g.add_argument("--dedupe", action="store_true", help="keep only the first of repeated (user, item) pairs")
-    g.add_argument("--k-core", type=int, default=None, help="min interactions per user and item (default 5; 0 for the paper's already-filtered files)")
+    add_config_args(g, CleanConfig)
     g.add_argument("--user-col", default=None, help="user column name (CSV/Parquet)")
     g.add_argument("--item-col", default=None, help="item column name")
     g.add_argument("--time-col", default=None, help="timestamp column name")
@@ -34,7 +107,7 @@ def _load(spec: str, args: argparse.Namespace):
     from seqrec.data import CleanConfig
     from seqrec.readers import load_dataset
 
-    config = CleanConfig(min_rating=args.min_rating, dedupe=args.dedupe, k_core=args.k_core)
+    config = CleanConfig(**config_options(args, CleanConfig))
     return load_dataset(
         spec, config, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
         rating_col=args.rating_col, sep=args.sep,
@@ -42,31 +115,16 @@ def _load(spec: str, args: argparse.Namespace):
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    from seqrec.evaluate import SEEN_TARGET, EvalConfig
+    """``EvalConfig``'s fields but the protocol (each command takes that its own way); ``--k`` is ``--ks``."""
+    from seqrec.config import EvalConfig
 
-    p.add_argument("--split", choices=["valid", "test"], default="test")
-    p.add_argument("--k", default="1,5,10,20", help="cut-offs, comma-separated (default 1,5,10,20)")
-    p.add_argument("--no-exclude-seen", action="store_true", help="rank items the user already saw too (repeat consumption)")
-    p.add_argument("--seen-target", choices=list(SEEN_TARGET), default=EvalConfig.seen_target,
-                   help="full protocol, a target already in the user's history: miss (removed like every seen item, "
-                   "counts as a miss), drop (leave out users with a seen or cold target) or keep (always scored) "
-                   f"(default: {EvalConfig.seen_target})")
-    p.add_argument("--negatives", choices=["uniform", "popularity"], default="uniform", help="sampled protocol: how negatives are drawn")
-    p.add_argument("--n-negatives", type=int, default=100, help="sampled protocol: negatives per user (paper: 100)")
-    p.add_argument("--seed", type=int, default=0)
+    add_config_args(p.add_argument_group("evaluation"), EvalConfig, skip=("protocol",), aliases={"ks": "--k"})
 
 
 def _eval_config(args: argparse.Namespace, protocol: str):
-    from seqrec.evaluate import EvalConfig
+    from seqrec.config import EvalConfig
 
-    try:
-        ks = tuple(int(k) for k in args.k.split(","))
-    except ValueError:
-        raise SeqrecError(f"--k: expected comma-separated integers like 1,5,10, got {args.k!r}") from None
-    return EvalConfig(
-        split=args.split, protocol=protocol, ks=ks, n_negatives=args.n_negatives, negatives=args.negatives,
-        exclude_seen=not args.no_exclude_seen, seed=args.seed, seen_target=args.seen_target,
-    )
+    return EvalConfig(**{**config_options(args, EvalConfig), "protocol": protocol})
 
 
 # ---------------------------------------------------------------------------- argument checks
@@ -108,37 +166,21 @@ def _checked(func):
 
 
 # ---------------------------------------------------------------------------- train flags from the configs
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def flag_type(kind: type) -> Any:
-    if kind is bool:
-        return _parse_bool
-    if kind is tuple:
-        return lambda text: tuple(float(x) for x in text.split(","))
-    return kind
-
-
 def add_option_args(g: argparse.ArgumentParser | argparse._ArgumentGroup, skip: tuple[str, ...] = ("quiet",)) -> None:
-    """One ``--name`` flag per SASRec option (``seqrec.api.config_fields``), default None (not given)."""
-    from seqrec.api import config_fields
+    """One ``--name`` flag per SASRec option (``SASRecConfig`` but n_items, then ``TrainConfig``)."""
+    from seqrec.config import SASRecConfig, TrainConfig
 
-    for f in config_fields():
-        if f.name not in skip:
-            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=flag_type(f.type), default=None,
-                           help=f"{f.help} (without the recipe: {f.default})")
+    add_config_args(g, SASRecConfig, skip=("n_items", *skip), note="without the recipe")
+    add_config_args(g, TrainConfig, skip=skip, note="without the recipe")
 
 
 def given_options(args: argparse.Namespace) -> dict[str, Any]:
     """The SASRec options a command line gave (flags added by ``add_option_args``)."""
-    from seqrec.api import config_fields
+    from seqrec.config import SASRecConfig, TrainConfig
 
-    return {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name, None) is not None}
+    model = config_options(args, SASRecConfig)
+    model.pop("n_items", None)
+    return {**model, **config_options(args, TrainConfig)}
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -159,9 +201,7 @@ def _add_limit_args(p: argparse.ArgumentParser) -> None:
     from seqrec.limits import ENV_LIMITS, Limits
 
     g = p.add_argument_group(f"service limits (a flag wins over {ENV_LIMITS}, which wins over the default)")
-    for f in fields(Limits):
-        g.add_argument(f"--limit-{f.name.replace('_', '-')}", dest=f"limit_{f.name}", type=int, default=None,
-                       metavar="N", help=f"{f.metadata['help']} (default {f.default:,})")
+    add_config_args(g, Limits, prefix="limit", metavar="N")
 
 
 def _limits(args: argparse.Namespace):

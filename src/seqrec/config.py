@@ -1,16 +1,22 @@
-"""What a training run is told: ``TrainConfig`` (checked at construction, errors name the field), the
-choices of its string options (``CHOICES``, the one home of the loss and sampler names), the
-negatives each loss uses by default, and ``TrainResult``.
+"""Every option a user can set, in one place: the configuration dataclasses of each stage, with their
+defaults and help in field metadata (the command line's flags, the API's keywords and the benchmarks'
+flags are all made from these fields) and checked at construction (errors name the field):
 
-Imports only ``errors``, so the model folders and the serving side can read a run's settings
-without importing the trainer.
+* ``CleanConfig``: how raw interactions are filtered (``seqrec.data``);
+* ``SASRecConfig``: the model's shape (``seqrec.model``), with bounds checked before any allocation;
+* ``TrainConfig``: a training run (``seqrec.train``); ``CHOICES`` holds its string options' choices
+  (the one home of the loss and sampler names), ``DEFAULT_NEGATIVES`` each loss's negatives;
+* ``EvalConfig``: what to evaluate and how (``seqrec.evaluate``).
+
+The service's ``Limits`` live in ``seqrec.limits`` in the same form. Imports only ``errors``, so the
+model folders and the serving side can read a run's settings without importing the trainer.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,6 +35,92 @@ CHOICES = {
 
 def _opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
+
+
+# ----------------------------------------------------------------------------- cleaning
+@dataclass(frozen=True)
+class CleanConfig:
+    """How raw interactions are filtered before ids are mapped."""
+
+    min_rating: float | None = _opt(None, "keep interactions rated at least this (implicit feedback)")
+    dedupe: bool = _opt(False, "keep only the first of repeated (user, item) pairs")
+    k_core: int | None = _opt(None, "min interactions per user and item (None: 5 for raw logs, 0 for the papers' "
+                                    "already-filtered files)")
+
+    def __post_init__(self) -> None:
+        if self.k_core is not None and self.k_core < 0:
+            raise SeqrecError(f"k_core must be >= 0, got {self.k_core}")
+
+
+# ----------------------------------------------------------------------------- model
+ACTIVATIONS = ("gelu", "relu")
+NORMS = ("pre", "post", "paper")
+# Upper bounds, far above any SASRec in the literature (hidden <= 1024, a few blocks, max_len <= 200),
+# so that a damaged or hostile config.json is refused before anything is allocated.
+MAX_HIDDEN, MAX_BLOCKS, MAX_HEADS, MAX_LEN = 8192, 64, 64, 8192
+MAX_ITEMS = 2**31 - 2  # item ids are int32, 0 is padding
+MAX_PARAM_BYTES = 16 * 2**30  # float32 parameters: 16 GiB
+
+
+@dataclass
+class SASRecConfig:
+    n_items: int = field(metadata={"help": "catalogue size N (from the data); the embedding has N+1 rows, row 0 = PAD"})
+    hidden: int = _opt(50, "embedding / hidden size d")
+    blocks: int = _opt(2, "self-attention blocks")
+    heads: int = _opt(1, "attention heads (hidden must be divisible by heads)")
+    max_len: int = _opt(50, "how many recent items the model reads")
+    dropout: float = _opt(0.2, "dropout rate (paper: 0.2 for MovieLens, 0.5 for sparse data)")
+    activation: str = _opt("gelu", "feed-forward activation: gelu | relu")
+    norm: str = _opt("pre", "LayerNorm placement: pre | post (the paper's text) | paper (the authors' code)")
+
+    def __post_init__(self) -> None:
+        for name in ("n_items", "hidden", "blocks", "heads", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SeqrecError(f"model config: {name} must be an integer, got {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise SeqrecError(f"model config: dropout must be a number, got {self.dropout!r}")
+        self.dropout = float(self.dropout)
+        for name, hi in (("n_items", MAX_ITEMS), ("hidden", MAX_HIDDEN), ("blocks", MAX_BLOCKS), ("heads", MAX_HEADS),
+                         ("max_len", MAX_LEN)):
+            value = getattr(self, name)
+            if value < 1:
+                raise SeqrecError(f"model config: {name} must be >= 1, got {value}")
+            if value > hi:
+                raise SeqrecError(f"model config: {name} must be <= {hi}, got {value}")
+        if self.hidden % self.heads != 0:
+            raise SeqrecError(f"model config: hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        size = 4 * self.parameter_count()
+        if size > MAX_PARAM_BYTES:
+            raise SeqrecError(
+                f"model config: {self.parameter_count():,} parameters ({size / 2**30:.1f} GiB as float32) is more "
+                f"than the {MAX_PARAM_BYTES / 2**30:.0f} GiB seqrec allows (n_items={self.n_items}, "
+                f"hidden={self.hidden}, blocks={self.blocks}, max_len={self.max_len})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SeqrecError(f"model config: dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ACTIVATIONS:
+            raise SeqrecError(f"model config: activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.norm not in NORMS:
+            raise SeqrecError(f"model config: norm must be one of {NORMS}, got {self.norm!r}")
+
+    def parameter_count(self) -> int:
+        """Parameters of the model this config describes (item and position embeddings, blocks of
+        attention, feed-forward and two LayerNorms, the final LayerNorm)."""
+        d = self.hidden
+        return (self.n_items + 1) * d + self.max_len * d + self.blocks * (6 * d * d + 10 * d) + 2 * d
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SASRecConfig":
+        check_config_keys(cls, d, "model config")
+        if "n_items" not in d:
+            raise SeqrecError("model config: n_items is missing")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- training
 
 
 def _is_int(v: Any) -> bool:
@@ -133,6 +225,56 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         check_config_keys(cls, d, "train config")
         return cls(**d)
+
+
+# ----------------------------------------------------------------------------- evaluation
+SEEN_TARGET = ("miss", "drop", "keep")  # EvalConfig.seen_target's choices
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and how; values are checked at construction."""
+
+    split: Literal["valid", "test"] = _opt("test", "which held-out item to rank: the validation or the test one")
+    protocol: Literal["full", "sampled"] = _opt("full", "full ranking over every item, or 1 target + sampled negatives")
+    ks: tuple[int, ...] = _opt((1, 5, 10, 20), "cut-offs of HR@k and NDCG@k")
+    n_negatives: int = _opt(100, "sampled protocol: negatives per user (paper: 100)")
+    negatives: Literal["uniform", "popularity"] = _opt("uniform", "sampled protocol: how negatives are drawn")
+    exclude_seen: bool = _opt(True, "remove the items a user already saw from the ranking (off: repeat consumption)")
+    batch_size: int = _opt(1024, "users scored at a time")
+    seed: int = _opt(0, "seed of the sampled protocol's negatives and of max_users' sample")
+    max_users: int | None = _opt(None, "evaluate a seeded sample of this many users (None: all)")
+    seen_target: Literal["miss", "drop", "keep"] = _opt(
+        "miss", "full protocol, a target already in the user's history: miss (removed like every seen item, counts "
+                "as a miss), drop (leave out users with a seen or cold target) or keep (always scored)")
+
+    def __post_init__(self) -> None:
+        if self.split not in ("valid", "test"):
+            raise SeqrecError(f"split must be 'valid' or 'test', got {self.split!r}")
+        if self.protocol not in ("full", "sampled"):
+            raise SeqrecError(f"protocol must be 'full' or 'sampled', got {self.protocol!r}")
+        if self.negatives not in ("uniform", "popularity"):
+            raise SeqrecError(f"negatives must be 'uniform' or 'popularity', got {self.negatives!r}")
+        ks = (self.ks,) if isinstance(self.ks, int) else self.ks
+        try:
+            ks_ok = len(ks) > 0 and all(_is_int(k) and k >= 1 for k in ks)
+        except TypeError:
+            ks_ok = False
+        if not ks_ok:
+            raise SeqrecError(f"ks must be a non-empty list of positive integers, got {self.ks!r}")
+        object.__setattr__(self, "ks", tuple(sorted({int(k) for k in ks})))
+        for name in ("n_negatives", "batch_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise SeqrecError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise SeqrecError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
+        if self.max_users is not None and (not _is_int(self.max_users) or self.max_users < 1):
+            raise SeqrecError(f"max_users must be a positive integer or None, got {self.max_users!r}")
+        if not isinstance(self.exclude_seen, (bool, np.bool_)):
+            raise SeqrecError(f"exclude_seen must be true or false, got {self.exclude_seen!r}")
+        if not isinstance(self.seen_target, str) or self.seen_target not in SEEN_TARGET:
+            raise SeqrecError(f"seen_target must be 'miss', 'drop' or 'keep', got {self.seen_target!r}")
 
 
 @dataclass

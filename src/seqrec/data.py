@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import polars as pl
 
+from seqrec.config import CleanConfig  # noqa: F401  (re-exported: seqrec.data.CleanConfig)
 from seqrec.errors import SeqrecError
 from seqrec.prepared import FORMAT_VERSION, read_prepared, write_prepared
 from seqrec.publish import building, check_output_folder, publish_dir, recover_dir
@@ -35,19 +36,6 @@ from seqrec.publish import building, check_output_folder, publish_dir, recover_d
 PAD = 0
 DEFAULT_K_CORE = 5
 CATALOG_COLUMNS = ("raw_id", "title", "genres", "year")
-
-
-@dataclass(frozen=True)
-class CleanConfig:
-    """How raw interactions are filtered before ids are mapped."""
-
-    min_rating: float | None = None
-    dedupe: bool = False
-    k_core: int | None = None  # None: the format's default (5 for raw logs, 0 for already-filtered paper files)
-
-    def __post_init__(self) -> None:
-        if self.k_core is not None and self.k_core < 0:
-            raise SeqrecError(f"k_core must be >= 0, got {self.k_core}")
 
 
 _WHOLE_ID = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")  # no leading zeros: 007 is a code

@@ -48,18 +48,17 @@ no effect there. ``ks`` is stored sorted and without repeats.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from seqrec.errors import MAX_SEED, SeqrecError
+from seqrec.config import SEEN_TARGET, EvalConfig  # noqa: F401  (re-exported)
+from seqrec.errors import SeqrecError
 from seqrec.sampling import sample_negatives
 from seqrec.split import LeaveOneOut, Segments
 
 NEG_INF = float("-inf")
-SEEN_TARGET = ("miss", "drop", "keep")  # EvalConfig.seen_target's choices
 _MISS = -1  # rank recorded for a target removed as seen (seen_target="miss"); reported as math.inf
 _CHUNK = 128  # rows ranked at a time on the CPU, in reused buffers (no fresh page-faulting allocations)
 
@@ -74,54 +73,6 @@ class Scorer(Protocol):
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         """[B, L] left-padded internal item ids (0 = PAD) -> [B, n_items + 1] scores (column 0 ignored)."""
         ...
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What to evaluate and how; values are checked at construction."""
-
-    split: Literal["valid", "test"] = "test"
-    protocol: Literal["full", "sampled"] = "full"
-    ks: tuple[int, ...] = (1, 5, 10, 20)
-    n_negatives: int = 100
-    negatives: Literal["uniform", "popularity"] = "uniform"
-    exclude_seen: bool = True
-    batch_size: int = 1024
-    seed: int = 0
-    max_users: int | None = None
-    seen_target: Literal["miss", "drop", "keep"] = "miss"
-
-    def __post_init__(self) -> None:
-        if self.split not in ("valid", "test"):
-            raise SeqrecError(f"split must be 'valid' or 'test', got {self.split!r}")
-        if self.protocol not in ("full", "sampled"):
-            raise SeqrecError(f"protocol must be 'full' or 'sampled', got {self.protocol!r}")
-        if self.negatives not in ("uniform", "popularity"):
-            raise SeqrecError(f"negatives must be 'uniform' or 'popularity', got {self.negatives!r}")
-        ks = (self.ks,) if isinstance(self.ks, int) else self.ks
-        try:
-            ks_ok = len(ks) > 0 and all(_is_int(k) and k >= 1 for k in ks)
-        except TypeError:
-            ks_ok = False
-        if not ks_ok:
-            raise SeqrecError(f"ks must be a non-empty list of positive integers, got {self.ks!r}")
-        object.__setattr__(self, "ks", tuple(sorted({int(k) for k in ks})))
-        for name in ("n_negatives", "batch_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise SeqrecError(f"{name} must be a positive integer, got {value!r}")
-        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
-            raise SeqrecError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
-        if self.max_users is not None and (not _is_int(self.max_users) or self.max_users < 1):
-            raise SeqrecError(f"max_users must be a positive integer or None, got {self.max_users!r}")
-        if not isinstance(self.exclude_seen, (bool, np.bool_)):
-            raise SeqrecError(f"exclude_seen must be true or false, got {self.exclude_seen!r}")
-        if not isinstance(self.seen_target, str) or self.seen_target not in SEEN_TARGET:
-            raise SeqrecError(f"seen_target must be 'miss', 'drop' or 'keep', got {self.seen_target!r}")
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 # --------------------------------------------------------------------------- pure helpers

@@ -20,84 +20,14 @@ history is ``hidden[:, -1] @ item_embeddings()[i]``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqrec.config import (ACTIVATIONS, MAX_BLOCKS, MAX_HEADS, MAX_HIDDEN, MAX_ITEMS,  # noqa: F401  (re-exported)
+                           MAX_LEN, MAX_PARAM_BYTES, NORMS, SASRecConfig)
 from seqrec.data import PAD
-from seqrec.errors import SeqrecError, check_config_keys
-
-ACTIVATIONS = ("gelu", "relu")
-NORMS = ("pre", "post", "paper")
-# Upper bounds, far above any SASRec in the literature (hidden <= 1024, a few blocks, max_len <= 200),
-# so that a damaged or hostile config.json is refused before anything is allocated.
-MAX_HIDDEN, MAX_BLOCKS, MAX_HEADS, MAX_LEN = 8192, 64, 64, 8192
-MAX_ITEMS = 2**31 - 2  # item ids are int32, 0 is padding
-MAX_PARAM_BYTES = 16 * 2**30  # float32 parameters: 16 GiB
-
-
-@dataclass
-class SASRecConfig:
-    n_items: int  # catalogue size N; the embedding has N+1 rows, row 0 = PAD
-    hidden: int = 50
-    blocks: int = 2
-    heads: int = 1
-    max_len: int = 50
-    dropout: float = 0.2
-    activation: str = "gelu"  # "gelu" | "relu"
-    norm: str = "pre"  # "pre" (default) | "post" (the paper's text) | "paper" (the paper's code)
-
-    def __post_init__(self) -> None:
-        for name in ("n_items", "hidden", "blocks", "heads", "max_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise SeqrecError(f"model config: {name} must be an integer, got {value!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
-            raise SeqrecError(f"model config: dropout must be a number, got {self.dropout!r}")
-        self.dropout = float(self.dropout)
-        for name, hi in (("n_items", MAX_ITEMS), ("hidden", MAX_HIDDEN), ("blocks", MAX_BLOCKS), ("heads", MAX_HEADS),
-                         ("max_len", MAX_LEN)):
-            value = getattr(self, name)
-            if value < 1:
-                raise SeqrecError(f"model config: {name} must be >= 1, got {value}")
-            if value > hi:
-                raise SeqrecError(f"model config: {name} must be <= {hi}, got {value}")
-        if self.hidden % self.heads != 0:
-            raise SeqrecError(
-                f"model config: hidden ({self.hidden}) must be divisible by heads ({self.heads})"
-            )
-        size = 4 * self.parameter_count()
-        if size > MAX_PARAM_BYTES:
-            raise SeqrecError(
-                f"model config: {self.parameter_count():,} parameters ({size / 2**30:.1f} GiB as float32) is more "
-                f"than the {MAX_PARAM_BYTES / 2**30:.0f} GiB seqrec allows (n_items={self.n_items}, "
-                f"hidden={self.hidden}, blocks={self.blocks}, max_len={self.max_len})"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise SeqrecError(f"model config: dropout must be in [0, 1), got {self.dropout}")
-        if self.activation not in ACTIVATIONS:
-            raise SeqrecError(f"model config: activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.norm not in NORMS:
-            raise SeqrecError(f"model config: norm must be one of {NORMS}, got {self.norm!r}")
-
-    def parameter_count(self) -> int:
-        """Parameters of the model this config describes (item and position embeddings, blocks of
-        attention, feed-forward and two LayerNorms, the final LayerNorm)."""
-        d = self.hidden
-        return (self.n_items + 1) * d + self.max_len * d + self.blocks * (6 * d * d + 10 * d) + 2 * d
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SASRecConfig":
-        check_config_keys(cls, d, "model config")
-        if "n_items" not in d:
-            raise SeqrecError("model config: n_items is missing")
-        return cls(**d)
 
 
 class Dropout(nn.Module):
