@@ -23,9 +23,9 @@ from seqrec.data import PAD, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.recipe import RECIPES, Recipe, choose
-from seqrec.train import CHECKPOINT, METRICS, RESULT, train
+from seqrec.files import RUN_FILES
+from seqrec.train import train
 
-RUN_FILES = (CHECKPOINT, METRICS, RESULT, "training.png")
 
 
 class ConfigField(NamedTuple):

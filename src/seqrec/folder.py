@@ -39,7 +39,8 @@ from seqrec.baselines import BASELINES, make_baseline
 from seqrec.config import TrainConfig
 from seqrec.data import Dataset
 from seqrec.errors import SeqrecError
-from seqrec.files import (DATA_FILES, MANIFEST, MODEL_FILES, _few, _write_file, file_sha256, read_json, read_manifest,
+from seqrec.files import (CONFIG, DATA_DIR, DATA_FILES, MANIFEST, MODEL_FILES, ONNX, RUN_FILES, SUMMARY, WEIGHTS,  # noqa: F401
+                          _few, _write_file, file_sha256, read_json, read_manifest,
                           seqrec_version, verify_manifest, write_manifest, write_marker)
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.publish import building, check_output_folder, publish_dir, recover_dir
@@ -49,8 +50,7 @@ FORMAT_VERSION = 1
 CONFIG_KEYS = ("data", "format_version", "kind", "model", "seqrec_version", "train")
 OPTIONAL_KEYS = ("recipe",)  # the recipe a SASRec was trained with (name, chosen options, reasons)
 DATA_KEYS = ("counts", "fingerprint", "name")
-WEIGHTS, CONFIG, METRICS, DATA, ONNX = "model.safetensors", "config.json", "metrics.json", "data", "model.onnx"
-RUN_FILES = tuple(n for n in MODEL_FILES if n not in (WEIGHTS, CONFIG, METRICS, DATA, ONNX))  # a training run's
+METRICS, DATA = SUMMARY, DATA_DIR  # the folder's metrics.json and data/ folder
 log = logging.getLogger("seqrec.folder")
 
 

@@ -15,6 +15,7 @@ import torch
 
 from seqrec.data import PAD
 from seqrec.errors import SeqrecError
+from seqrec.files import ONNX
 
 
 class _ScoreGraph(torch.nn.Module):
@@ -68,7 +69,7 @@ def onnx_session(scorer: Any, path: str | os.PathLike | None, threads: int, owne
     if path is None:
         tmp = tempfile.mkdtemp(prefix="seqrec-onnx-")
         weakref.finalize(owner, shutil.rmtree, tmp, True)
-        path = export_onnx(scorer, Path(tmp) / "model.onnx")
+        path = export_onnx(scorer, Path(tmp) / ONNX)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, int(threads))
     opts.inter_op_num_threads = 1

@@ -19,7 +19,7 @@ import polars as pl
 
 from seqrec import files as _files
 from seqrec.errors import SeqrecError
-from seqrec.files import DATA_FILES, _write_file, read_json, read_manifest, verify_manifest, write_manifest
+from seqrec.files import CATALOG, DATA_FILES, META, SEQUENCES, USERS, _write_file, read_json, read_manifest, verify_manifest, write_manifest
 
 FORMAT_VERSION = 1
 
@@ -27,17 +27,17 @@ FORMAT_VERSION = 1
 def write_prepared(folder: Path, offsets: np.ndarray, items: np.ndarray, user_raw: Any, catalog: pl.DataFrame,
                    meta: dict[str, Any]) -> None:
     """The files of a prepared folder into ``folder`` (new, holding only its marker), manifest last."""
-    _files._op("write sequences.npz", _write_npz, folder / "sequences.npz", offsets=offsets, items=items)
-    _files._op("write users.parquet", pl.DataFrame({"raw_id": user_raw}).write_parquet, folder / "users.parquet")
-    _files._op("write catalog.parquet", catalog.write_parquet, folder / "catalog.parquet")
+    _files._op(f"write {SEQUENCES}", _write_npz, folder / SEQUENCES, offsets=offsets, items=items)
+    _files._op(f"write {USERS}", pl.DataFrame({"raw_id": user_raw}).write_parquet, folder / USERS)
+    _files._op(f"write {CATALOG}", catalog.write_parquet, folder / CATALOG)
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
-    _files._op("write meta.json", _write_file, folder / "meta.json", text.encode("utf-8"))
+    _files._op(f"write {META}", _write_file, folder / META, text.encode("utf-8"))
     write_manifest(folder, DATA_FILES)
 
 
 def read_prepared(path: Path) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """``(offsets, items, users, catalog, meta)`` of the prepared folder ``path``, checked."""
-    meta_file = path / "meta.json"
+    meta_file = path / META
     if not meta_file.is_file():
         raise SeqrecError(f"{path}: not a prepared data set (no meta.json)")
     meta = read_json(meta_file, "the data set description")
@@ -54,15 +54,15 @@ def read_prepared(path: Path) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, pl.
     for name in DATA_FILES:
         if not (path / name).is_file():
             raise SeqrecError(f"{path}: prepared data set is incomplete: {name} is missing")
-    offsets, items = _read_sequences(path / "sequences.npz")
+    offsets, items = _read_sequences(path / SEQUENCES)
     n_users = len(offsets) - 1
-    users = _read_parquet(path / "users.parquet")
-    catalog = _read_parquet(path / "catalog.parquet")
-    _check_users(users, n_users, path / "users.parquet")
-    _check_catalog(catalog, path / "catalog.parquet")
+    users = _read_parquet(path / USERS)
+    catalog = _read_parquet(path / CATALOG)
+    _check_users(users, n_users, path / USERS)
+    _check_catalog(catalog, path / CATALOG)
     n_items = catalog.height
     if len(items) and (int(items.min()) < 1 or int(items.max()) > n_items):
-        raise SeqrecError(f"{path / 'sequences.npz'}: item ids must be in 1..{n_items} (the catalogue's rows), "
+        raise SeqrecError(f"{path / SEQUENCES}: item ids must be in 1..{n_items} (the catalogue's rows), "
                           f"got {int(items.min())}..{int(items.max())}")
     for key, value in (("users", n_users), ("items", n_items), ("interactions", len(items))):
         if key in meta and meta[key] != value:
@@ -118,7 +118,7 @@ def _check_users(users: pl.DataFrame, n_users: int, file: Path) -> None:
     if "raw_id" not in users.columns:
         raise SeqrecError(f"{file}: expected a 'raw_id' column, got {users.columns}")
     if users.height != n_users:
-        raise SeqrecError(f"{file}: {users.height} users, but sequences.npz holds {n_users}")
+        raise SeqrecError(f"{file}: {users.height} users, but {SEQUENCES} holds {n_users}")
     if users["raw_id"].n_unique() != users.height:
         raise SeqrecError(f"{file}: user ids (raw_id) must be distinct")
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 from seqrec import files as _files
 from seqrec.errors import SeqrecError
-from seqrec.files import (FOLDER_FILES, FOLDER_NOUNS, MANIFEST, MARKER, _JSON_LIMIT, _few, _fsync_dir, _sync_tree,
+from seqrec.files import (CHECKPOINT, CONFIG, META, METRICS_LOG, RESULT, FOLDER_FILES, FOLDER_NOUNS, MANIFEST, MARKER, _JSON_LIMIT, _few, _fsync_dir, _sync_tree,
                           read_json, read_marker, write_marker)
 
 STALE_SECONDS = 3600.0  # temp folders beside a target older than this are leftovers of a killed writer
@@ -85,11 +85,11 @@ def _seqrec_checkpoint(file: Path) -> bool | None:
 # Files that identify a folder written by a seqrec from before markers; each, when present, must read
 # as seqrec's (None), and at least one must prove it (True).
 _SIGNATURES: dict[str, tuple[tuple[str, Callable[[Path], bool | None]], ...]] = {
-    "data": (("meta.json", _json_with(("format_version", "cleaning"))),),
-    "model": (("config.json", _json_with(("format_version", "kind", "seqrec_version"))),
-              ("checkpoint.safetensors", _seqrec_checkpoint),
-              ("metrics.jsonl", _training_rows),
-              ("result.json", _json_with(("best_epoch", "test")))),
+    "data": ((META, _json_with(("format_version", "cleaning"))),),
+    "model": ((CONFIG, _json_with(("format_version", "kind", "seqrec_version"))),
+              (CHECKPOINT, _seqrec_checkpoint),
+              (METRICS_LOG, _training_rows),
+              (RESULT, _json_with(("best_epoch", "test")))),
 }
 
 

@@ -23,6 +23,7 @@ import polars as pl
 from seqrec.columns import _pick, _standardise
 from seqrec.data import CATALOG_COLUMNS, DEFAULT_K_CORE, CleanConfig, Dataset
 from seqrec.errors import SeqrecError
+from seqrec.files import META
 from seqrec.layouts import LINE_LAYOUTS, PAIRS, _fail, _head, _lines, attributes_beside, line_layout, read_sequences
 
 ML_NAMES = ("ml-100k", "ml-1m", "ml-10m", "ml-latest-small", "ml-20m", "ml-25m", "ml-32m")
@@ -82,7 +83,7 @@ def format_of(spec: Any) -> str:
     if not isinstance(path, Path):
         return "synthetic" if isinstance(path, str) else "dataframe"
     if path.is_dir():
-        return "prepared" if (path / "meta.json").is_file() else format_of(_ratings_file(path))
+        return "prepared" if (path / META).is_file() else format_of(_ratings_file(path))
     head = _head(path)
     if path.name in ("u.data", "ratings.dat"):
         return "ml-100k" if path.name == "u.data" else "movielens-dat"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from seqrec.errors import SeqrecError
-
-METRICS = "metrics.jsonl"  # one JSON row per training epoch, written by seqrec.train
+from seqrec.files import METRICS_LOG as METRICS  # one JSON row per training epoch, written by seqrec.train
+from seqrec.files import PLOT
 
 
 def _fmt(value: Any) -> str:
@@ -101,4 +101,4 @@ def plot_run(run_dir: str | Path) -> Path:
     ax2.set(xlabel="epoch", ylabel="validation", title="validation")
     ax2.legend()
     fig.tight_layout()
-    return save_png(fig, run_dir / "training.png")
+    return save_png(fig, run_dir / PLOT)

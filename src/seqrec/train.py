@@ -29,14 +29,14 @@ from seqrec.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoi
 from seqrec.config import CHOICES, DEFAULT_NEGATIVES, LOSSES, TrainConfig, TrainResult  # noqa: F401  (re-exported)
 from seqrec.errors import SeqrecError
 from seqrec.evaluate import EvalConfig, evaluate
-from seqrec.files import atomic_write_text, read_marker, write_marker
+from seqrec.files import (CHECKPOINT, CONFIG, RESULT, SUMMARY, WEIGHTS, atomic_write_text, read_marker,  # noqa: F401
+                          write_marker)
 from seqrec.objective import Objective
 from seqrec.optim import _free_cores, _OnDevice, _optimizer, lr_factor, resolve_device
 from seqrec.publish import check_output_folder
 from seqrec.report import METRICS
 from seqrec.split import LeaveOneOut
 
-CHECKPOINT, RESULT = "checkpoint.safetensors", "result.json"
 _RESUME_MAY_CHANGE = {"epochs", "patience", "quiet", "device", "threads", "compile", "eval_max_users",
                       "checkpoint_every_steps", "eval_every"}
 
@@ -127,7 +127,7 @@ class Run:
             raise SeqrecError("resume=True needs out_dir (where the checkpoint is)")
         if not self.ckpt.is_file():
             rows = self.out / METRICS
-            present = [n for n in ("config.json", "model.safetensors", "metrics.json", RESULT)
+            present = [n for n in (CONFIG, WEIGHTS, SUMMARY, RESULT)
                        if (self.out / n).exists()]
             if rows.is_file() and rows.stat().st_size > 0:
                 present.insert(0, METRICS)
