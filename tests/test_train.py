@@ -446,9 +446,9 @@ def test_threads_and_devices(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(O.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(O.os, "getloadavg", lambda: (1.8, 1.0, 1.0))
-    assert O._free_cores() == 1  # a busy machine: one thread
+    assert O.free_cores() == 1  # a busy machine: one thread
     monkeypatch.setattr(O.os, "getloadavg", lambda: (0.2, 1.0, 1.0))
-    assert O._free_cores() is None  # idle: torch's default
+    assert O.free_cores() is None  # idle: torch's default
     assert r.history[0]["threads"] == 1
     assert O.resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():

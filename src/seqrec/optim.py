@@ -28,7 +28,7 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, progress: float
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
 
 
-def _free_cores() -> int | None:
+def free_cores() -> int | None:
     """Fewer intra-op threads than torch's default when other processes keep the cores busy (load
     average): an OpenMP thread waiting for a descheduled sibling makes every small op many times
     slower. None (keep the default) when the cores look free."""

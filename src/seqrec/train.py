@@ -32,7 +32,7 @@ from seqrec.evaluate import EvalConfig, evaluate
 from seqrec.files import (CHECKPOINT, CONFIG, RESULT, SUMMARY, WEIGHTS, atomic_write_text, read_marker,  # noqa: F401
                           write_marker)
 from seqrec.objective import Objective
-from seqrec.optim import _free_cores, _OnDevice, _optimizer, lr_factor, resolve_device
+from seqrec.optim import free_cores, _OnDevice, _optimizer, lr_factor, resolve_device
 from seqrec.publish import check_output_folder
 from seqrec.report import METRICS
 from seqrec.split import LeaveOneOut
@@ -78,7 +78,7 @@ class Run:
         self.device = device = resolve_device(cfg.device)
         if cfg.precision == "fp16" and device.type == "cpu":
             raise SeqrecError("train config: precision 'fp16' needs a GPU; use 'bf16' or 'fp32' on the CPU")
-        self.threads = cfg.threads or (_free_cores() if device.type == "cpu" else None)
+        self.threads = cfg.threads or (free_cores() if device.type == "cpu" else None)
         self.out = Path(out_dir) if out_dir is not None else None
         self.ckpt = self.out / CHECKPOINT if self.out is not None else None
         if self.out is not None:  # before any work: a file, '.', an unwritable parent, a folder that is not seqrec's
