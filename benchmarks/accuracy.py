@@ -8,9 +8,14 @@ the best loss vs ``bce`` with one negative, and SASRec vs the best baseline.
     python benchmarks/accuracy.py ../shared/data/ml-100k --budget 120
     python benchmarks/accuracy.py ../shared/data/amazon-games/games.txt --budget 600 --losses ce,bce --dropout 0.5
 
-``--schedule cosine`` decays each loss's learning rate over its training time (``time_limit``), so
-every loss ends its schedule when its time is up; ``--cosine-over epochs`` decays over
-``--max-epochs`` instead.
+Every SASRec option of ``seqrec train`` is accepted with the same name (``--max-len 200``,
+``--windows true``); one not given takes the library's default, except ``--epochs`` (1000 here) and
+``--patience`` (0 here: no early stopping), so that the budget is what ends training. ``--losses``
+picks the losses (with the presets below) and ``--budget`` is the time limit.
+
+The cosine schedule (the default) decays each loss's learning rate over its training time
+(``time_limit``), so every loss ends its schedule when its time is up; ``--cosine-over epochs`` decays
+over ``--epochs`` instead, and ``--schedule constant`` keeps the rate.
 
 ``--track-sampled N`` also evaluates the test split's sampled protocol every N epochs during
 training and reports when it first reached both ``--target`` and ``--target-hr`` (time to
@@ -20,6 +25,7 @@ quality; this peeks at the test split on purpose, it is a measurement, not model
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import platform
 import sys
@@ -28,6 +34,7 @@ import time
 import torch
 
 from seqrec.baselines import BASELINES, make_baseline
+from seqrec.cli_options import add_option_args, given_options
 from seqrec.config import TrainConfig
 from seqrec.errors import SeqrecError
 from seqrec.evaluate import EvalConfig, evaluate
@@ -45,26 +52,35 @@ LOSS_PRESETS = {
 }
 
 
+PROTOCOL = {"epochs": 1000, "patience": 0}  # defaults of this benchmark: the budget ends training
+NOT_OPTIONS = ("quiet", "loss", "time_limit")  # set by the benchmark: quiet runs, --losses, --budget
+MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(SASRecConfig))
+
+
+def options(args: argparse.Namespace) -> dict:
+    """The SASRec options of this run: the benchmark's defaults, then those given on the command line."""
+    return {**PROTOCOL, **given_options(args)}
+
+
+def model_config(n_items: int, args: argparse.Namespace) -> SASRecConfig:
+    return SASRecConfig(n_items=n_items, **{k: v for k, v in options(args).items() if k in MODEL_FIELDS})
+
+
 def make_model(loo: LeaveOneOut, args: argparse.Namespace) -> SASRecModel:
-    return SASRecModel(SASRecConfig(n_items=loo.data.n_items, hidden=args.hidden, blocks=args.blocks,
-                                    heads=args.heads, max_len=args.max_len, dropout=args.dropout,
-                                    norm=args.norm, activation=args.activation))
+    return SASRecModel(model_config(loo.data.n_items, args))
 
 
 def make_config(name: str, args: argparse.Namespace) -> TrainConfig:
-    # the budget is the time limit (the cosine spans it) unless the cosine spans epochs; the callback
-    # stops training at the budget either way
-    by_time = args.schedule != "cosine" or args.cosine_over == "budget"
-    preset = dict(LOSS_PRESETS[name])
-    if args.n_negatives and name != "ce":
-        preset["n_negatives"] = args.n_negatives
-    if args.shared_negatives != "auto" and name != "ce":
-        preset["shared_negatives"] = args.shared_negatives == "true"
-    return TrainConfig(**preset, epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
-                       eval_every=args.eval_every, patience=args.patience, device=args.device,
-                       threads=args.threads, quiet=True, schedule=args.schedule, seed=args.seed,
-                       windows=args.windows, time_limit=args.budget if by_time else None,
-                       optimizer=args.optimizer, weight_decay=args.weight_decay)
+    """Training options of loss ``name``: its preset, then the options given (negatives never for ce).
+
+    The budget is the time limit (the cosine spans it) unless the cosine spans epochs; the callback
+    stops training at the budget either way."""
+    train = {k: v for k, v in options(args).items() if k not in MODEL_FIELDS}
+    if name == "ce":
+        train.pop("n_negatives", None)
+        train.pop("shared_negatives", None)
+    by_time = train.get("schedule", TrainConfig.schedule) != "cosine" or args.cosine_over == "budget"
+    return TrainConfig(**{**LOSS_PRESETS[name], **train}, quiet=True, time_limit=args.budget if by_time else None)
 
 
 def run_loss(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> dict:
@@ -104,35 +120,17 @@ def main() -> None:
     p.add_argument("data")
     p.add_argument("--losses", default="bce,ce,gbce,sampled-softmax")
     p.add_argument("--budget", type=float, default=120, help="training seconds per loss (validation excluded)")
-    p.add_argument("--max-epochs", type=int, default=1000)
-    p.add_argument("--hidden", type=int, default=50)
-    p.add_argument("--blocks", type=int, default=2)
-    p.add_argument("--heads", type=int, default=1)
-    p.add_argument("--max-len", type=int, default=200)
-    p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--norm", default="pre", help="LayerNorm placement: pre | post | paper")
-    p.add_argument("--activation", default="gelu", help="gelu | relu")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", default="adam", help="adam | adamw")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--patience", type=int, default=0, help="0: train for the whole budget")
-    p.add_argument("--schedule", default="constant", help="constant, or cosine decay (see --cosine-over)")
     p.add_argument("--cosine-over", choices=["budget", "epochs"], default="budget",
-                   help="the cosine decays over each loss's training time, or over --max-epochs")
-    p.add_argument("--windows", action="store_true", help="train on every max_len window of long histories")
-    p.add_argument("--n-negatives", type=int, default=0, help="negatives for every sampled loss (0: the presets)")
-    p.add_argument("--shared-negatives", choices=["auto", "true", "false"], default="auto",
-                   help="one set of negatives per batch (auto: sampled softmax from 64 negatives)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+                   help="the cosine decays over each loss's training time, or over --epochs")
     p.add_argument("--track-sampled", type=int, default=0, metavar="N")
     p.add_argument("--target", type=float, default=0.536, help="sampled NDCG@10 to reach (paper, Games: 0.536)")
     p.add_argument("--target-hr", type=float, default=0.741, help="and sampled HR@10 (paper, Games: 0.741)")
     p.add_argument("--stop-at-target", action="store_true", help="with --track-sampled: stop once the target is reached")
     p.add_argument("--no-baselines", action="store_true")
+    g = p.add_argument_group("SASRec options (seqrec train's names; not given: the library's defaults, "
+                             f"except {', '.join(f'--{k} {v}' for k, v in PROTOCOL.items())})")
+    add_option_args(g, skip=NOT_OPTIONS)
+    g.add_argument("--max-epochs", dest="epochs", type=int, help=argparse.SUPPRESS)  # the older name of --epochs
     args = p.parse_args()
 
     ds = load_dataset(args.data)
@@ -161,15 +159,17 @@ def main() -> None:
             r["× bce"] = round(r["NDCG@10"] / max(bce["NDCG@10"], 1e-12), 2)
         if best_baseline:
             r["× best baseline"] = round(r["NDCG@10"] / max(best_baseline["NDCG@10"], 1e-12), 2)
-    schedule = f"{args.schedule} schedule"
-    if args.schedule == "cosine":
-        schedule += f" over {args.max_epochs} epochs" if args.cosine_over == "epochs" else " over the budget"
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or "cpu"
+    m, t = model_config(ds.n_items, args), make_config(losses[0], args)
+    negatives = options(args).get("n_negatives")
+    schedule = f"{t.schedule} schedule"
+    if t.schedule == "cosine":
+        schedule += f" over {t.epochs} epochs" if args.cosine_over == "epochs" else " over the budget"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() and t.device != "cpu" else platform.processor() or "cpu"
     print(f"\n{ds.meta.get('name')}: {ds.n_users:,} users, {ds.n_items:,} items; test split, full ranking "
           f"(HR@10, NDCG@10, MRR) and sampled 1+100 (s100). {args.budget:.0f} s of training per loss on {device}, "
-          f"{args.threads} thread(s); hidden {args.hidden}, {args.blocks} blocks, max_len {args.max_len}, "
-          f"dropout {args.dropout}, {args.norm}-norm, {args.activation}, batch {args.batch_size}, lr {args.lr}, {args.optimizer} (weight decay {args.weight_decay}), {schedule}"
-          f"{', windows' if args.windows else ''}{f', {args.n_negatives} negatives' if args.n_negatives else ''}. {datetime.date.today()}, torch {torch.__version__}.\n")
+          f"{t.threads or 'default'} thread(s); hidden {m.hidden}, {m.blocks} blocks, max_len {m.max_len}, "
+          f"dropout {m.dropout}, {m.norm}-norm, {m.activation}, batch {t.batch_size}, lr {t.lr}, {t.optimizer} (weight decay {t.weight_decay}), {schedule}"
+          f"{', windows' if t.windows else ''}{f', {negatives} negatives' if negatives else ''}. {datetime.date.today()}, torch {torch.__version__}.\n")
     print(markdown_table(rows))
 
 

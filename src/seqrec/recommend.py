@@ -6,13 +6,11 @@ reported; an empty or wholly unknown history gets the popularity ranking (traini
 ``fallback=True``. Nothing here raises for an odd history: only unknown *users* and *items* asked
 for by id raise ``UnknownIdError`` (a ``SeqrecError`` and a ``LookupError``; the service answers 404).
 
-The hot path avoids per-call polars work: popularity, raw ids, titles and genres are precomputed as
-tensors and Python lists indexed by internal id, so building a top-k answer costs O(k).
-
-``similar_items`` uses the cosine similarity of item embeddings when the scorer has
-``item_embeddings()`` (SASRec). Scorers without embeddings (the baselines) fall back to counts of
-items that are adjacent in some training sequence (either order), kept as a ``scipy.sparse`` CSR
-matrix; only items that co-occur at least once are returned, so the list may hold fewer than k.
+The hot path avoids per-call polars work: popularity is a tensor and the item facts are Python lists
+indexed by internal id (``seqrec.items.Catalogue``), so building a top-k answer costs O(k).
+``item``, ``search`` and ``similar_items`` are answered by that catalogue (embedding cosine, else
+adjacent-item co-occurrence). ``Item`` and ``UnknownIdError`` (from ``seqrec.items``) and
+``export_items`` (from ``seqrec.exports``) are importable from here too.
 
 Backends: ``"torch"`` calls ``scorer.score`` under ``torch.inference_mode``; ``"onnx"`` runs the
 graph written by ``seqrec.onnx_export.export_onnx`` with onnxruntime (scores equal torch within 1e-4).
@@ -28,32 +26,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import polars as pl
 import torch
 
 from seqrec.data import PAD, Dataset
 from seqrec.errors import SeqrecError
-from seqrec.files import atomic_write_bytes
+from seqrec.exports import export_items
+from seqrec.items import NEG_INF, Catalogue, Item, UnknownIdError
 from seqrec.onnx_export import onnx_session
 from seqrec.split import left_pad
 
-NEG_INF = float("-inf")
+__all__ = ["BACKENDS", "SCORE_CHUNK", "Item", "RecommendResult", "Recommender", "UnknownIdError", "export_items"]
 BACKENDS = ("torch", "onnx")
 log = logging.getLogger("seqrec.recommend")
 SCORE_CHUNK = 256  # histories per scorer call in batch paths (bounds memory at chunk x (N+1) floats)
-
-
-class UnknownIdError(SeqrecError, LookupError):
-    """A user or item asked for by id is not in the training data (the service answers 404)."""
-
-
-@dataclass(slots=True)
-class Item:
-    rank: int
-    item_id: Any  # raw id
-    score: float
-    title: str | None
-    genres: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,23 +64,9 @@ class Recommender:
         if config is None and hasattr(getattr(scorer, "config", None), "to_dict"):
             config = scorer.config.to_dict()
         self.config, self.metrics = dict(config or {}), dict(metrics or {})
-        counts = np.bincount(dataset.items, minlength=self.n_items + 1).astype(np.int64)
-        counts[PAD] = 0
-        self.counts = counts
-        self._popularity = torch.from_numpy(counts.astype(np.float32))  # [N+1]
-        cat = dataset.catalog.sort("item")
-        self._raw: list[Any] = [None, *dataset.item_ids.raw.tolist()]
-        self._titles: list[str | None] = [None, *cat["title"].to_list()]
-        self._genres: list[list[str]] = [[], *[list(g or []) for g in cat["genres"].to_list()]]
-        self._years: list[int | None] = [None, *cat["year"].to_list()]
-        self._search = pl.DataFrame({
-            "item": np.arange(1, self.n_items + 1, dtype=np.int64),
-            "title": cat["title"].fill_null("").str.to_lowercase(),
-            "raw": pl.Series([str(r) for r in self._raw[1:]], dtype=pl.String).str.to_lowercase(),
-            "pop": counts[1:],
-        })
-        self._unit_emb: torch.Tensor | None = None
-        self._cooc: Any = None
+        self.catalogue = Catalogue(dataset, scorer)
+        self.counts = self.catalogue.counts
+        self._popularity = torch.from_numpy(self.counts.astype(np.float32))  # [N+1]
         self._session = None
         self._info: dict[str, Any] | None = None
         if backend == "onnx":
@@ -183,16 +154,8 @@ class Recommender:
             scores[:, torch.from_numpy(banned)] = NEG_INF
         k = min(int(k), self.n_items)
         values, index = torch.topk(scores, k, dim=1)
-        return [self._items(v, i) for v, i in zip(values.tolist(), index.tolist())]
-
-    def _items(self, values: list[float], index: list[int]) -> list[Item]:
-        raw, titles, genres = self._raw, self._titles, self._genres
-        out = []
-        for rank, (v, i) in enumerate(zip(values, index), start=1):
-            if v == NEG_INF or v != v:  # masked candidates (and NaN) end the list
-                break
-            out.append(Item(rank, raw[i], v, titles[i], genres[i]))
-        return out
+        ranked = self.catalogue.ranked  # masked candidates (and NaN) end each list
+        return [ranked(v, i) for v, i in zip(values.tolist(), index.tolist())]
 
     def _lookup(self, raws: Sequence[Any] | None) -> np.ndarray | None:
         return None if raws is None else self.dataset.item_ids.lookup(raws)[0]
@@ -255,68 +218,21 @@ class Recommender:
             scores, _ = self._scores_for([ids])
             return scores[0, torch.from_numpy(cand)].tolist()
 
-    def _internal_item(self, item_id: Any) -> int:
-        i = self.dataset.item_ids.get(item_id)
-        if i is None:
-            raise UnknownIdError(f"unknown item id: {item_id!r}")
-        return i
-
-    def similar_items(self, item: Any, k: int = 10) -> list[Item]:
-        """Items most like ``item``: cosine of item embeddings, else adjacent-item co-occurrence counts."""
-        i = self._internal_item(item)
-        k = max(0, min(int(k), self.n_items - 1))
-        if hasattr(self.scorer, "item_embeddings"):
-            with torch.inference_mode():
-                if self._unit_emb is None:
-                    emb = self.scorer.item_embeddings().detach().float().cpu()
-                    self._unit_emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                sims = self._unit_emb @ self._unit_emb[i]  # [N+1]
-                sims[PAD] = NEG_INF
-                sims[i] = NEG_INF
-                values, index = torch.topk(sims, k)
-                return self._items(values.tolist(), index.tolist())
-        row = self._cooccurrence()[i]
-        cols, counts = row.indices, row.data
-        order = np.lexsort((-self.counts[cols], -counts))[:k]  # by count, then popularity
-        return self._items(counts[order].astype(float).tolist(), cols[order].tolist())
-
-    def _cooccurrence(self):
-        if self._cooc is None:
-            from scipy import sparse
-
-            items = self.dataset.items.astype(np.int64)
-            starts = np.zeros(len(items), dtype=bool)
-            starts[self.dataset.offsets[:-1][self.dataset.lengths > 0]] = True
-            same = ~starts[1:]  # position p+1 continues the sequence of position p
-            a, b = items[:-1][same], items[1:][same]
-            keep = a != b
-            a, b = a[keep], b[keep]
-            n = self.n_items + 1
-            m = sparse.coo_matrix((np.ones(2 * len(a), dtype=np.int64), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
-            self._cooc = m.tocsr()
-            self._cooc.sum_duplicates()
-        return self._cooc
-
+    # ------------------------------------------------------------------ items (seqrec.items)
     def item(self, item_id: Any) -> dict[str, Any]:
-        """Catalogue facts of one raw item id."""
-        return self._item_dict(self._internal_item(item_id))
-
-    def _item_dict(self, i: int) -> dict[str, Any]:
-        return {"item_id": self._raw[i], "title": self._titles[i], "genres": self._genres[i],
-                "year": self._years[i], "popularity": int(self.counts[i])}
+        """Catalogue facts of one raw item id (``UnknownIdError`` when unknown)."""
+        return self.catalogue.item(item_id)
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         """Items whose title (or raw id) contains ``query``, case-insensitive; prefix matches first,
         then by popularity. An empty query lists the most popular items."""
-        q = str(query).strip().lower()
-        frame = self._search
-        if q:
-            frame = frame.filter(pl.col("title").str.contains(q, literal=True) | pl.col("raw").str.contains(q, literal=True))
-        frame = frame.with_columns(
-            (pl.col("title").str.starts_with(q) | (pl.col("raw") == q)).alias("prefix")
-        ).sort(["prefix", "pop", "item"], descending=[True, True, False]).head(max(0, int(limit)))
-        return [self._item_dict(i) for i in frame["item"].to_list()]
+        return self.catalogue.search(query, limit)
 
+    def similar_items(self, item: Any, k: int = 10) -> list[Item]:
+        """Items most like ``item``: cosine of item embeddings, else adjacent-item co-occurrence counts."""
+        return self.catalogue.similar(item, k)
+
+    # ------------------------------------------------------------------ model facts
     def info(self) -> dict[str, Any]:
         """Facts about the model and its data for ``GET /model``; non-finite numbers become None."""
         if self._info is None:
@@ -350,12 +266,3 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
-
-
-def export_items(dataset: Dataset, path: str | os.PathLike) -> Path:
-    """Write items.csv (item = internal id, raw_id, title, genres joined with ``|``) atomically."""
-    frame = dataset.catalog.sort("item").select(
-        pl.col("item"), pl.col("raw_id").cast(pl.String), pl.col("title"), pl.col("genres").list.join("|"),
-    )
-    atomic_write_bytes(path, frame.write_csv().encode("utf-8"))
-    return Path(path)

@@ -11,15 +11,18 @@ bounded thread pools and the JSON answers built from text fragments.
   waiting work (``_Busy``, answered 503).
 * Answers: ``_items_json`` and ``_answer`` write the JSON text directly from per-item fragments built
   once per catalogue; ``item_bytes`` estimates an answer's size for ``Limits.max_response_bytes``.
+  An item's keys and their order are the fields of ``seqrec.items.Item`` (``ITEM_FIELDS``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.message
 import json
 import logging
 import math
+import operator
 import threading
 import time
 import weakref
@@ -32,7 +35,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import Counter, Histogram
 
-from seqrec.recommend import Item, Recommender
+from seqrec.items import Item
+from seqrec.recommend import Recommender
 from seqrec.schemas import MAX_K, BodyError, parse_json_body
 
 log = logging.getLogger("seqrec.serve")
@@ -213,6 +217,24 @@ class _Pool:
         return await asyncio.wrap_future(future)
 
 
+ITEM_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Item))  # an answer item's keys, in order
+_PER_ANSWER = ("rank", "score")  # set by each ranking; the other fields are the item's own (cached as text)
+if tuple(n for n in ITEM_FIELDS if n in _PER_ANSWER) != _PER_ANSWER:
+    raise TypeError(f"seqrec.items.Item must have the fields {_PER_ANSWER}, in that order")
+_OWN = tuple(n for n in ITEM_FIELDS if n not in _PER_ANSWER)
+_TEMPLATE = "{{" + ",".join(f'"{n}":' + ("\0" if n in _PER_ANSWER else f"{{{n}}}") for n in ITEM_FIELDS) + "}}"
+_values = operator.attrgetter(*ITEM_FIELDS)
+
+
+def _item_dict(item: Item) -> dict[str, Any]:
+    """One item of an answer as a dict, its keys in ``ITEM_FIELDS`` order."""
+    return dict(zip(ITEM_FIELDS, _values(item)))
+
+
+def _items(items: list[Item]) -> list[dict[str, Any]]:
+    return [_item_dict(i) for i in items]
+
+
 _ITEM_BYTES: "weakref.WeakKeyDictionary[Recommender, float]" = weakref.WeakKeyDictionary()
 
 
@@ -222,18 +244,18 @@ def item_bytes(rec: Recommender, sample: int = 2000) -> float:
         cat = rec.dataset.catalog.sort("item")
         step = max(1, cat.height // sample)
         rows = cat.select("raw_id", "title", "genres").gather_every(step).rows()
-        sizes = [len(_dumps({"rank": MAX_K, "item_id": raw, "score": -0.12345678901234567, "title": title,
-                             "genres": list(genres or [])})) + 1 for raw, title, genres in rows]
+        sizes = [len(_dumps(_item_dict(Item(rank=MAX_K, item_id=raw, score=-0.12345678901234567, title=title,
+                                            genres=list(genres or []))))) + 1 for raw, title, genres in rows]
         _ITEM_BYTES[rec] = sum(sizes) / max(1, len(sizes))
     return _ITEM_BYTES[rec]
 
 
-def _items(items: list[Item]) -> list[dict[str, Any]]:
-    return [{"rank": i.rank, "item_id": i.item_id, "score": i.score, "title": i.title, "genres": i.genres}
-            for i in items]
+def _fragments(item: Item) -> tuple[str, ...]:
+    """The JSON text of ``item`` cut where its per-answer fields go (JSON text never holds a raw NUL)."""
+    return tuple(_TEMPLATE.format_map({n: _text(getattr(item, n)) for n in _OWN}).split("\0"))
 
 
-_FRAGMENTS: "weakref.WeakKeyDictionary[Recommender, dict[Any, tuple[str, str]]]" = weakref.WeakKeyDictionary()
+_FRAGMENTS: "weakref.WeakKeyDictionary[Recommender, dict[Any, tuple[str, ...]]]" = weakref.WeakKeyDictionary()
 
 
 def _items_json(rec: Recommender, items: list[Item]) -> str:
@@ -246,16 +268,21 @@ def _items_json(rec: Recommender, items: list[Item]) -> str:
     for i in items:
         frag = cache.get(i.item_id)
         if frag is None:
-            frag = cache[i.item_id] = (_text(i.item_id), f',"title":{_text(i.title)},"genres":{_text(i.genres)}}}')
+            frag = cache[i.item_id] = _fragments(i)
         score = float(i.score)
         if not math.isfinite(score):
             raise ValueError(f"score {score} of item {i.item_id!r} is not a JSON number")
-        parts.append(f'{{"rank":{i.rank},"item_id":{frag[0]},"score":{score!r}{frag[1]}')
+        head, middle, tail = frag  # around rank and score (_PER_ANSWER)
+        parts.append(f"{head}{i.rank}{middle}{score!r}{tail}")
     return "[" + ",".join(parts) + "]"
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
 def _text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    """``value`` as compact JSON text (``json.dumps`` with these options, without building an encoder per call)."""
+    return _ENCODE(value)
 
 
 def _answer(**fields: str) -> str:

@@ -1,0 +1,145 @@
+"""The catalogue side of recommendations: the ``Item`` a ranking returns, item facts, search and
+similar items.
+
+``Item`` is the one definition of a recommended item's fields: ``seqrec.schemas.ItemOut`` and the
+service's JSON answers (``seqrec.serve_http``) are derived from its dataclass fields.
+
+``Catalogue`` precomputes what answers need per internal id (raw ids, titles, genres, years, training
+counts) as Python lists, so turning a top-k into ``Item``s costs O(k) and no polars work.
+
+``Catalogue.similar`` uses the cosine similarity of item embeddings when the scorer has
+``item_embeddings()`` (SASRec). Scorers without embeddings (the baselines) fall back to counts of
+items that are adjacent in some training sequence (either order), kept as a ``scipy.sparse`` CSR
+matrix; only items that co-occur at least once are returned, so the list may hold fewer than k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from seqrec.data import PAD, Dataset
+from seqrec.errors import SeqrecError
+
+NEG_INF = float("-inf")
+
+
+class UnknownIdError(SeqrecError, LookupError):
+    """A user or item asked for by id is not in the training data (the service answers 404)."""
+
+
+@dataclass(slots=True)
+class Item:
+    """One item of a ranking: its place (from 1), raw id, score and catalogue facts."""
+
+    rank: int
+    item_id: int | str
+    score: float
+    title: str | None
+    genres: list[str]
+
+
+class Catalogue:
+    """Facts of every item of ``dataset`` indexed by internal id, and the lookups built on them:
+    ``Item``s of a ranking, one item's facts, search, similar items (``scorer``'s embeddings if any)."""
+
+    def __init__(self, dataset: Dataset, scorer: Any = None) -> None:
+        self.dataset, self.scorer = dataset, scorer
+        self.n_items = dataset.n_items
+        counts = np.bincount(dataset.items, minlength=self.n_items + 1).astype(np.int64)
+        counts[PAD] = 0
+        self.counts = counts  # training interactions per internal id
+        cat = dataset.catalog.sort("item")
+        self.raw: list[Any] = [None, *dataset.item_ids.raw.tolist()]
+        self.titles: list[str | None] = [None, *cat["title"].to_list()]
+        self.genres: list[list[str]] = [[], *[list(g or []) for g in cat["genres"].to_list()]]
+        self.years: list[int | None] = [None, *cat["year"].to_list()]
+        self._search = pl.DataFrame({
+            "item": np.arange(1, self.n_items + 1, dtype=np.int64),
+            "title": cat["title"].fill_null("").str.to_lowercase(),
+            "raw": pl.Series([str(r) for r in self.raw[1:]], dtype=pl.String).str.to_lowercase(),
+            "pop": counts[1:],
+        })
+        self._unit_emb: torch.Tensor | None = None
+        self._cooc: Any = None
+
+    def ranked(self, values: list[float], index: list[int]) -> list[Item]:
+        """``Item``s for scores ``values`` of internal ids ``index`` (best first); a masked (-inf) or NaN
+        score ends the list."""
+        raw, titles, genres = self.raw, self.titles, self.genres
+        out = []
+        for rank, (v, i) in enumerate(zip(values, index), start=1):
+            if v == NEG_INF or v != v:
+                break
+            out.append(Item(rank, raw[i], v, titles[i], genres[i]))
+        return out
+
+    def internal(self, item_id: Any) -> int:
+        """The internal id of a raw item id; ``UnknownIdError`` when it is not in the catalogue."""
+        i = self.dataset.item_ids.get(item_id)
+        if i is None:
+            raise UnknownIdError(f"unknown item id: {item_id!r}")
+        return i
+
+    def item(self, item_id: Any) -> dict[str, Any]:
+        """Catalogue facts of one raw item id."""
+        return self.facts(self.internal(item_id))
+
+    def facts(self, i: int) -> dict[str, Any]:
+        """Catalogue facts of internal id ``i``: raw id, title, genres, year, training popularity."""
+        return {"item_id": self.raw[i], "title": self.titles[i], "genres": self.genres[i],
+                "year": self.years[i], "popularity": int(self.counts[i])}
+
+    def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Items whose title (or raw id) contains ``query``, case-insensitive; prefix matches first,
+        then by popularity. An empty query lists the most popular items."""
+        q = str(query).strip().lower()
+        frame = self._search
+        if q:
+            frame = frame.filter(pl.col("title").str.contains(q, literal=True) | pl.col("raw").str.contains(q, literal=True))
+        frame = frame.with_columns(
+            (pl.col("title").str.starts_with(q) | (pl.col("raw") == q)).alias("prefix")
+        ).sort(["prefix", "pop", "item"], descending=[True, True, False]).head(max(0, int(limit)))
+        return [self.facts(i) for i in frame["item"].to_list()]
+
+    def similar(self, item_id: Any, k: int = 10) -> list[Item]:
+        """Items most like ``item_id``: cosine of item embeddings, else adjacent-item co-occurrence counts."""
+        i = self.internal(item_id)
+        k = max(0, min(int(k), self.n_items - 1))
+        if hasattr(self.scorer, "item_embeddings"):
+            with torch.inference_mode():
+                if self._unit_emb is None:
+                    emb = self.scorer.item_embeddings().detach().float().cpu()
+                    self._unit_emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                sims = self._unit_emb @ self._unit_emb[i]  # [N+1]
+                sims[PAD] = NEG_INF
+                sims[i] = NEG_INF
+                values, index = torch.topk(sims, k)
+                return self.ranked(values.tolist(), index.tolist())
+        row = self.cooccurrence()[i]
+        cols, counts = row.indices, row.data
+        order = np.lexsort((-self.counts[cols], -counts))[:k]  # by count, then popularity
+        return self.ranked(counts[order].astype(float).tolist(), cols[order].tolist())
+
+    def cooccurrence(self) -> Any:
+        """[N+1, N+1] ``scipy.sparse`` CSR counts of items adjacent in a training sequence (either order),
+        built on first use."""
+        if self._cooc is None:
+            from scipy import sparse
+
+            items = self.dataset.items.astype(np.int64)
+            starts = np.zeros(len(items), dtype=bool)
+            starts[self.dataset.offsets[:-1][self.dataset.lengths > 0]] = True
+            same = ~starts[1:]  # position p+1 continues the sequence of position p
+            a, b = items[:-1][same], items[1:][same]
+            keep = a != b
+            a, b = a[keep], b[keep]
+            n = self.n_items + 1
+            m = sparse.coo_matrix((np.ones(2 * len(a), dtype=np.int64), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
+            self._cooc = m.tocsr()
+            self._cooc.sum_duplicates()
+        return self._cooc
