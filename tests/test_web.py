@@ -133,6 +133,39 @@ def test_search_history_recommendations_similar(browser, tmp_path, tiny_dataset,
         page.close()
 
 
+def test_stored_history_of_a_user(browser, tmp_path, tiny_dataset, make_scorer) -> None:
+    from seqrec.store import EventStore
+
+    data = tiny_dataset()
+    with EventStore(tmp_path / "events.db") as store:
+        store.append([("u0", 104, 1_700_000_000), ("u0", 999, 1_700_000_100)])
+        app = create_app(Recommender(make_scorer(data.n_items), data, name="tiny-sasrec"), store=store)
+        with Server(app) as url:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            page.fill('[data-testid="store-user"]', "u0")
+            page.click('[data-testid="store-show"]')
+            events = page.locator('[data-testid="store-event"]')
+            events.first.wait_for(timeout=10_000)
+            assert events.evaluate_all("els => els.map(e => e.dataset.itemId)") == ["999", "104", "103", "112", "102", "101"]
+            assert "not known to the model" in events.first.inner_text()
+            assert events.nth(1).get_attribute("data-source") == "store" and "Toy Story" in events.nth(1).inner_text()
+            assert "2 stored events after 4 training items" in page.locator('[data-testid="store-note"]').inner_text()
+            page.click('[data-testid="store-use"]')  # the known items become the page's history
+            page.wait_for_function("() => document.querySelectorAll('[data-testid=history-item]').length === 5")
+            assert page.locator('[data-testid="history-item"]').evaluate_all(
+                "els => els.map(e => e.dataset.itemId)") == ["101", "102", "112", "103", "104"]
+            page.fill('[data-testid="store-user"]', "ghost")
+            page.click('[data-testid="store-show"]')
+            page.wait_for_function("() => document.querySelector('[data-testid=store-note]').textContent"
+                                   ".includes('No history for user ghost')")
+            assert events.count() == 0 and not page.locator('[data-testid="error"]').is_visible()
+            assert not errors, errors
+            page.close()
+
+
 @pytest.mark.realdata
 def test_screenshot_on_movielens(browser, shared_data: Path, tmp_path) -> None:
     """The page on MovieLens 100k with the AR-1 baseline; writes docs/screenshot.png once, if missing."""

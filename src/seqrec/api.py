@@ -121,29 +121,62 @@ class SASRec:
 
     # ------------------------------------------------------------------ training
     def fit(self, data: Any, out_dir: str | os.PathLike | None = None, resume: bool = False,
-            valid: bool = True) -> "SASRec":
+            valid: bool = True, init_from: str | os.PathLike | None = None) -> "SASRec":
         """Train on ``data`` (a Dataset, or anything ``seqrec.readers.load_dataset`` reads).
 
         ``valid=False`` skips validation and early stopping and keeps the last weights. With
         ``out_dir`` the run (metrics.jsonl, checkpoint) goes there and the folder ends up a model
         folder that ``SASRec.load`` reads; ``resume=True`` continues an interrupted run.
+        ``init_from`` (a SASRec model folder) starts from that model (``seqrec.warm``): its items keep
+        their ids and weights, new items are added, its shape is kept (model options may not differ),
+        the optimiser starts afresh; the training options come from the recipe and the caller.
         """
         from seqrec.split import LeaveOneOut
 
         ds = self._dataset(data)
+        start = None
+        if init_from is not None:
+            ds, start = self._warm_start(ds, init_from)
         model_options, resolved, recipe = self.resolve(ds)
+        if start is not None:
+            model_options = {k: v for k, v in start.config.to_dict().items() if k != "n_items"}
         if not resolved.quiet:
             print(recipe.describe(self.options), flush=True)
+            if start is not None:
+                from seqrec.warm import describe
+
+                print(describe(ds.meta["warm_start"]), flush=True)
         cfg = resolved if valid else dataclasses.replace(resolved, eval_every=0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = SASRecModel(SASRecConfig(n_items=ds.n_items, **model_options))
+            if start is None:
+                model = SASRecModel(SASRecConfig(n_items=ds.n_items, **model_options))
+            else:
+                from seqrec.warm import warm_model
+
+                model = warm_model(start, ds.n_items, seed=cfg.seed)
         self.result_ = train(model, LeaveOneOut(ds), cfg, out_dir=out_dir, resume=resume)
         self.model_, self.dataset_, self._fitted_config = model.eval(), ds, cfg
         self.model_options, self.train_config, self.recipe_ = model_options, resolved, recipe
         if out_dir is not None:
             self.save(out_dir, force=True, keep_files=RUN_FILES)
         return self
+
+    def _warm_start(self, ds: Dataset, path: str | os.PathLike) -> tuple[Dataset, SASRecModel]:
+        """``ds`` renumbered to extend the model folder's items, and that folder's model."""
+        from seqrec.folder import load_folder
+        from seqrec.warm import extend_items
+
+        bundle = load_folder(path, check_onnx=False)
+        if not isinstance(bundle.scorer, SASRecModel):
+            raise SeqrecError(f"init_from: {path} holds a {type(bundle.scorer).__name__} model, not a SASRec")
+        given, _ = _split_options(self.options)
+        old = bundle.scorer.config.to_dict()
+        differ = sorted(k for k, v in given.items() if old.get(k) != v)
+        if differ:
+            raise SeqrecError(f"init_from: the model in {path} has {', '.join(f'{k}={old[k]!r}' for k in differ)}; "
+                              f"a warm start keeps the model's shape, so leave out {', '.join(differ)}")
+        return extend_items(ds, bundle.dataset)[0], bundle.scorer
 
     @staticmethod
     def _dataset(data: Any) -> Dataset:

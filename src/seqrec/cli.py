@@ -153,7 +153,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.quiet:
         options["quiet"] = True
     ds = _load(args.data, args)
-    model = SASRec(recipe=args.recipe, **options).fit(ds, out_dir=args.out, resume=args.resume)
+    if args.from_store:
+        from seqrec.store import read_events
+        from seqrec.warm import with_events
+
+        ds = with_events(ds, read_events(args.from_store), source=args.from_store)
+        if not args.quiet:
+            print(f"{ds.meta['events_added']:,} events from {args.from_store} added to {args.data}", flush=True)
+    model = SASRec(recipe=args.recipe, **options).fit(ds, out_dir=args.out, resume=args.resume,
+                                                      init_from=args.init_from)
     from seqrec.report import markdown_table
 
     res = model.result_
@@ -299,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(sp)
     sp.add_argument("--out", required=True, help="run / model folder")
     sp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    sp.add_argument("--init-from", default=None, metavar="MODEL",
+                    help="start from this SASRec model folder (a warm start): its items keep their ids and weights, "
+                         "DATA's new items are added, the optimiser starts afresh")
+    sp.add_argument("--from-store", default=None, metavar="EVENTS_DB",
+                    help="append the events of this event store (seqrec serve --store) to DATA's histories; "
+                         "DATA may be a model folder (its training data)")
     _add_train_args(sp)
 
     sp = add("plot", cmd_plot, "draw a run's learning curves as PNG")

@@ -1,7 +1,7 @@
 """What one request to the service may cost: ``Limits``, with every default and its help in one place.
 
 ``seqrec.serve`` answers a request over a limit with 413 naming it (``max_body_bytes``, ``max_batch``,
-``max_batch_results``, ``max_response_bytes``) and sizes its thread pools from the rest. The limits
+``max_batch_results``, ``max_response_bytes``, ``max_events``) and sizes its thread pools from the rest. The limits
 come from ``Limits()``, changed by ``SEQREC_LIMITS`` (a JSON object of fields, read by ``seqrec serve``
 and the multi-worker factory) and by ``seqrec serve``'s ``--limit-*`` flags, which are made from the
 fields here. No web framework is imported, so the command line can build its flags cheaply.
@@ -36,6 +36,7 @@ class Limits:
     batch_workers: int = _limit(1, "batch requests scored at once")
     batch_queue: int = _limit(8, "batch requests waiting beyond those; more are answered 503", least=0)
     score_workers: int = _limit(4, "threads for single-history requests")
+    max_events: int = _limit(1000, "events in one POST /events request")
 
     def __post_init__(self) -> None:
         for f in fields(self):

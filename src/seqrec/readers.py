@@ -23,7 +23,7 @@ import polars as pl
 from seqrec.columns import _pick, _standardise
 from seqrec.data import CATALOG_COLUMNS, DEFAULT_K_CORE, CleanConfig, Dataset
 from seqrec.errors import SeqrecError
-from seqrec.files import META
+from seqrec.files import CONFIG, DATA_DIR, META
 from seqrec.layouts import LINE_LAYOUTS, PAIRS, _fail, _head, _lines, attributes_beside, line_layout, read_sequences
 
 ML_NAMES = ("ml-100k", "ml-1m", "ml-10m", "ml-latest-small", "ml-20m", "ml-25m", "ml-32m")
@@ -54,7 +54,7 @@ def data_home() -> Path:
 def load_dataset(spec: Any, config: CleanConfig = CleanConfig(), *, user_col: str | None = None,
                  item_col: str | None = None, time_col: str | None = None, rating_col: str | None = None,
                  sep: str | None = None) -> Dataset:
-    """Read any input (name, path, prepared folder, DataFrame) and clean it into a Dataset. ``k_core=None``
+    """Read any input (name, path, prepared folder, model folder: its data, DataFrame) and clean it into a Dataset. ``k_core=None``
     means the format's default: 5, or 0 for the already-filtered line files (``user item`` pairs and one user
     per line); prepared folders load as saved."""
     resolved = _resolve(spec)
@@ -113,6 +113,8 @@ def _resolve(spec: Any) -> Path | str | pl.DataFrame:
     if not isinstance(spec, (str, os.PathLike)):
         raise SeqrecError(f"cannot load data from a {type(spec).__name__}; give a path, a name or a DataFrame")
     path = Path(spec).expanduser()
+    if path.is_dir() and (path / CONFIG).is_file() and (path / DATA_DIR / META).is_file():
+        return path / DATA_DIR  # a model folder reads as the data it was trained on
     if path.exists():
         return path
     if spec == "synthetic":

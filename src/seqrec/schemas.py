@@ -3,7 +3,7 @@
 Requests accept the names of the older API as aliases (``user_history``, ``top_k``,
 ``exclude_history``, ``user_histories``); the OpenAPI schema shows the current names.
 Raw ids are JSON integers (|id| < 2**53, exact in JavaScript) or strings (at most 256 characters): ``50`` and ``"50"`` find
-the same item.
+the same item. ``ItemOut``, an item of an answer, is made from the fields of ``seqrec.items.Item``.
 
 Request bodies are read by ``parse_json_body``, stricter than ``json.loads``: the body must be UTF-8;
 ``NaN``, ``Infinity``, ``-Infinity`` and numbers beyond the float range (``1e400``) are refused, and so
@@ -14,13 +14,17 @@ value (``3.0``, ``1e2``) is read as that integer, exactly (JSON Schema counts it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+import typing
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, Strict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, Strict, create_model
+
+from seqrec.items import Item
 
 MAX_K = 1000
 MAX_HISTORY = 10_000
@@ -175,12 +179,13 @@ class BatchRequest(BaseModel):
 
 
 # ---------------------------------------------------------------------------- responses
-class ItemOut(BaseModel):
-    rank: int
-    item_id: int | str
-    score: float
-    title: str | None
-    genres: list[str]
+def _model_of(cls: type, name: str) -> type[BaseModel]:
+    """A pydantic model named ``name`` with the fields of dataclass ``cls``: same order, types, all required."""
+    hints = typing.get_type_hints(cls)
+    return create_model(name, __module__=__name__, **{f.name: (hints[f.name], ...) for f in dataclasses.fields(cls)})
+
+
+ItemOut = _model_of(Item, "ItemOut")  # the fields of seqrec.items.Item
 
 
 class RecommendResponse(BaseModel):
@@ -265,4 +270,98 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "request body, batch or answer over a limit of the service "
                                                  "(the message names it)"},
     503: {"model": ErrorResponse, "description": "model not loaded yet, or too many batch requests waiting"},
+}
+
+
+# ---------------------------------------------------------------------------- the live service
+from pydantic import AfterValidator, RootModel, model_validator  # noqa: E402
+
+MAX_TS = 1e11  # epoch seconds (the year 5138); larger values are almost surely milliseconds
+
+
+def _event_id(value: int | str) -> int | str:
+    from seqrec.columns import MISSING_IDS
+
+    if isinstance(value, str) and value.strip().lower() in MISSING_IDS:
+        raise ValueError("an id is needed: empty values and missing-value markers such as NaN are not ids")
+    return value
+
+
+EventId = Annotated[RawId, AfterValidator(_event_id)]
+
+
+class EventIn(BaseModel):
+    """One interaction: a user consumed an item at ``ts`` (epoch seconds; the server's time when absent)."""
+
+    model_config = ConfigDict(populate_by_name=True, strict=True, extra="forbid")
+
+    user_id: EventId
+    item_id: EventId
+    ts: Annotated[float, Strict(), Field(ge=0, le=MAX_TS)] | None = Field(
+        None, validation_alias=_alias("ts", "timestamp"),
+        description="epoch seconds (alias: timestamp); absent: the time the server received the request. "
+                    "Send it to make a retried request idempotent: (user_id, item_id, ts) is stored once")
+
+
+class EventsRequest(RootModel[list[EventIn]]):
+    """One event, or a list of events (a single object is read as a list of one)."""
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+
+class EventsResponse(BaseModel):
+    stored: int = Field(description="events newly stored (durable when this answer is sent)")
+    duplicates: int = Field(description="events already stored, or repeated in this request (not stored again)")
+    unknown_items: list[int | str] = Field(description="item ids the model does not know (stored, but skipped "
+                                                       "when scoring until a model knows them)")
+    took_ms: float
+
+
+class HistoryItem(BaseModel):
+    item_id: int | str
+    ts: float | None = Field(description="epoch seconds; null for the training history")
+    source: Literal["training", "store"]
+    known: bool = Field(description="whether the model knows the item (unknown ones are skipped when scoring)")
+    title: str | None
+
+
+class HistoryResponse(BaseModel):
+    user_id: str
+    items: list[HistoryItem] = Field(description="the latest items, oldest first: the training history, "
+                                                 "then the user's stored events by ts")
+    training_items: int = Field(description="length of the user's training history (0 for a new user)")
+    store_events: int = Field(description="the user's events in the store")
+    model: str
+
+
+class UserRecommendations(UserRecommendResponse):
+    unknown_items: list[int | str] = Field(description="item ids from the user's stored events that the model "
+                                                       "does not know (skipped)")
+    store_events: int = Field(description="the user's stored events read after the training history")
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    path: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="a model folder on the server; absent: the folder the service was started with")
+
+
+class ReloadResponse(BaseModel):
+    model: str = Field(description="the model now serving")
+    previous: str | None = Field(description="the model it replaced")
+    path: str
+    n_items: int
+    took_ms: float
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": ErrorResponse, "description": "no API key (Authorization: Bearer KEY or X-API-Key)"},
+    403: {"model": ErrorResponse, "description": "wrong API key, or no key configured for the service"},
 }

@@ -1,10 +1,15 @@
 // seqrec web page: search items, build a history, see recommendations update live.
-// Plain JavaScript, no build step; talks to the same service (/items, /recommend, /model).
+// Plain JavaScript, no build step; talks to the same service (/items, /recommend, /model, /users/{id}/history).
+// A service started with --protect-reads needs its key: localStorage.setItem("seqrec.apiKey", KEY).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const STORE = "seqrec.history";
-const state = { history: [], selected: null, recSeq: 0, searchSeq: 0, similarSeq: 0 };
+const state = { history: [], stored: [], selected: null, recSeq: 0, searchSeq: 0, similarSeq: 0, storeSeq: 0 };
+
+function apiKey() {
+  try { return localStorage.getItem("seqrec.apiKey"); } catch (_) { return null; }
+}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -22,8 +27,9 @@ const titleOf = (item) => item.title || `Item ${item.item_id}`;
 const sameId = (a, b) => String(a) === String(b);
 
 async function api(path, options = {}) {
+  const key = apiKey();
   const res = await fetch(path, {
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...(key ? { "X-API-Key": key } : {}) },
     ...options,
   });
   if (!res.ok) {
@@ -213,6 +219,40 @@ async function runSearch() {
   } catch (err) { showError(err); }
 }
 
+// ------------------------------------------------------------------ stored history
+async function showStored(event) {
+  event.preventDefault();
+  const user = $("store-user").value.trim();
+  if (!user) return;
+  const seq = ++state.storeSeq;
+  const list = $("store-events");
+  try {
+    const data = await api(`/users/${encodeURIComponent(user)}/history?limit=20`);
+    if (seq !== state.storeSeq) return;
+    state.stored = data.items;
+    list.replaceChildren();
+    $("store-note").textContent = `${data.store_events} stored event${data.store_events === 1 ? "" : "s"} after ` +
+      `${data.training_items} training item${data.training_items === 1 ? "" : "s"}; the latest first.`;
+    for (const item of [...data.items].reverse()) {
+      const when = item.ts == null ? "training" : new Date(item.ts * 1000).toLocaleString();
+      list.append(el("li", { "data-testid": "store-event", "data-item-id": String(item.item_id), "data-source": item.source },
+        itemText(item, item.known ? when : `${when} · not known to the model`)));
+    }
+    $("store-use").classList.toggle("hidden", !data.items.some((x) => x.known));
+  } catch (err) {
+    if (seq !== state.storeSeq) return;
+    state.stored = [];
+    list.replaceChildren();
+    $("store-use").classList.add("hidden");
+    $("store-note").textContent = err.message.startsWith("404") ? `No history for user ${user}.` : err.message;
+  }
+}
+
+function useStored() {
+  state.history = state.stored.filter((x) => x.known).map((x) => ({ item_id: x.item_id, title: x.title, genres: [] }));
+  historyChanged();
+}
+
 // ------------------------------------------------------------------ model facts
 async function loadModel() {
   try {
@@ -241,6 +281,8 @@ async function loadModel() {
 function init() {
   $("search-input").addEventListener("input", onSearchInput);
   $("clear-history").addEventListener("click", () => { state.history = []; historyChanged(); });
+  $("store-form").addEventListener("submit", showStored);
+  $("store-use").addEventListener("click", useStored);
   loadHistory();
   renderHistory();
   loadModel();

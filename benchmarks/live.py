@@ -1,0 +1,154 @@
+"""A live recommender's costs: a warm start from yesterday's model against training from scratch.
+
+    python benchmarks/live.py warm --data ml-1m --epochs 20 --threads 2
+    python benchmarks/live.py warm --data ml-100k --epochs 60 --seeds 0,1,2
+
+The data are cut into "yesterday" and "today". With timestamps (ml-100k, ml-latest-small, CSV logs)
+yesterday is every event before the 90th percentile of time; without them (the papers' ``user item``
+files: ML-1M, Games) it is the first 90 % of each user's events (``--split per-user``). Today is all
+events. Then, with the same recipe and seed:
+
+1. yesterday's model: ``seqrec train YESTERDAY`` for ``--epochs`` epochs;
+2. from scratch: ``seqrec train TODAY`` for ``--epochs`` epochs;
+3. warm: ``seqrec train TODAY --init-from YESTERDAY_MODEL`` for ``--warm-share`` of those epochs (default
+   0.25): old items keep their ids and weights, today's new items start at the mean item.
+
+Printed: test NDCG@10 / HR@10 of 2 and 3 (full ranking, seen items excluded; leave-one-out on today's
+data, so the test targets are events yesterday's model never saw), their training seconds and the
+ratios, and how the new items fare: the share of test users whose top 10 holds a new item and HR@10
+over the test targets that are new items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from seqrec.api import SASRec
+from seqrec.config import CleanConfig
+from seqrec.data import Dataset
+from seqrec.readers import read_interactions
+from seqrec.report import markdown_table
+from seqrec.split import LeaveOneOut
+
+DATA = Path(os.environ.get("SEQREC_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+DATASETS = {"ml-1m": "ml-1m/ml-1m.txt", "games": "amazon-games/games.txt", "ml-100k": "ml-100k",
+            "ml-latest-small": "ml-latest-small", "toys": "amazon-toys/Toys_and_Games.txt"}
+
+
+def cut(spec: str, how: str, share: float = 0.9) -> tuple[Dataset, Dataset, str]:
+    """(yesterday, today, how it was cut): both cleaned with the format's k-core, yesterday's from its events only."""
+    frame, catalog, k = read_interactions(spec)
+    if how == "auto":
+        how = "time" if "timestamp" in frame.columns else "per-user"
+    frame = frame.with_row_index("_row")
+    if how == "time":
+        cutoff = frame["timestamp"].quantile(share, "lower")
+        old = frame.filter(pl.col("timestamp") <= cutoff)
+        told = f"events up to the {share:.0%} quantile of time"
+    else:
+        n = pl.len().over("user")
+        rank = pl.int_range(pl.len()).over("user")
+        old = frame.filter(rank < (n * share).ceil().cast(pl.Int64))
+        told = f"the first {share:.0%} of each user's events"
+    clean = CleanConfig(k_core=k)
+    name = Path(spec).stem
+    return (Dataset.from_interactions(old.drop("_row"), catalog, clean, name=f"{name}-yesterday"),
+            Dataset.from_interactions(frame.drop("_row"), catalog, clean, name=name), told)
+
+
+def new_item_figures(est: SASRec, new_raw: set[str]) -> dict[str, float]:
+    """Share of test users whose top 10 holds a new item; HR@10 over test targets that are new items."""
+    ds = est.dataset_
+    users, hist, targets = LeaveOneOut(ds).inputs("test")
+    is_new = np.zeros(ds.n_items + 1, dtype=bool)
+    for raw in new_raw:
+        i = ds.item_ids.get(raw)
+        if i is not None:
+            is_new[i] = True
+    shown = hits = 0
+    for lo in range(0, len(users), 512):
+        rows = np.arange(lo, min(lo + 512, len(users)))
+        seqs = [hist.sequence(int(r)) for r in rows]
+        scores = est.score([q.tolist() for q in seqs])
+        for j, q in enumerate(seqs):
+            scores[j, torch.from_numpy(q.astype(np.int64))] = -float("inf")
+        scores[:, 0] = -float("inf")
+        top = torch.topk(scores, 10, dim=1).indices.numpy()
+        shown += int(is_new[top].any(1).sum())
+        t = targets[rows]
+        mask = is_new[t]
+        hits += int((top[mask] == t[mask, None]).any(1).sum())
+    new_targets = int(is_new[targets].sum())
+    return {"users with a new item in top 10": shown / len(users), "new-item test targets": new_targets,
+            "HR@10 on new-item targets": hits / max(1, new_targets)}
+
+
+def run_warm(args: argparse.Namespace) -> None:
+    spec = str(DATA / DATASETS[args.data]) if args.data in DATASETS else args.data
+    yesterday, today, told = cut(spec, args.split)
+    new_raw = {str(r) for r in set(today.item_ids.raw.tolist()) - set(yesterday.item_ids.raw.tolist())}
+    warm_epochs = max(1, round(args.epochs * args.warm_share))
+    print(f"# Warm start against training from scratch: {args.data}\n")
+    print(f"yesterday: {told}: {yesterday.n_users:,} users, {yesterday.n_items:,} items, "
+          f"{yesterday.n_interactions:,} events; today: {today.n_users:,} users, {today.n_items:,} items "
+          f"({len(new_raw):,} new), {today.n_interactions:,} events. Recipe {args.recipe}, {args.epochs} epochs from "
+          f"scratch, {warm_epochs} warm; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}, "
+          f"{datetime.date.today()}\n", flush=True)
+    opts = {"threads": args.threads, "quiet": not args.progress, "patience": None}
+    rows = []
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            old = SASRec(recipe=args.recipe, epochs=args.epochs, seed=seed, **opts).fit(yesterday, out_dir=Path(tmp) / "y")
+            print(f"seed {seed}: yesterday's model in {time.perf_counter() - t:.0f} s "
+                  f"(test NDCG@10 {old.result_.test['NDCG@10']:.4f} on yesterday's split)", flush=True)
+            for arm, epochs, init in (("from scratch", args.epochs, None), ("warm", warm_epochs, Path(tmp) / "y")):
+                est = SASRec(recipe=args.recipe, epochs=epochs, seed=seed, **opts).fit(today, init_from=init)
+                res = est.result_
+                train_s = sum(r["seconds"] for r in res.history)
+                rows.append({"seed": seed, "arm": arm, "epochs": epochs, "NDCG@10": res.test["NDCG@10"],
+                             "HR@10": res.test["HR@10"], "train s": train_s, **new_item_figures(est, new_raw)})
+                print(f"seed {seed}, {arm}: NDCG@10 {res.test['NDCG@10']:.4f}, {train_s:.0f} s of training", flush=True)
+    print()
+    print(markdown_table(rows))
+    print()
+    summary = []
+    for seed in args.seeds:
+        s, w = [next(r for r in rows if r["seed"] == seed and r["arm"] == a) for a in ("from scratch", "warm")]
+        summary.append({"seed": seed, "warm / scratch NDCG@10": w["NDCG@10"] / s["NDCG@10"],
+                        "warm / scratch training time": w["train s"] / s["train s"]})
+    print(markdown_table(summary))
+    print("\ntargets: NDCG@10 ratio >= 0.98 at a training-time ratio <= 0.25")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="part", required=True)
+    w = sub.add_parser("warm", help="warm start against training from scratch")
+    w.add_argument("--data", default="ml-1m", help=f"{', '.join(DATASETS)} or a path")
+    w.add_argument("--split", choices=["auto", "time", "per-user"], default="auto")
+    w.add_argument("--recipe", default="auto")
+    w.add_argument("--epochs", type=int, default=20, help="epochs of yesterday's and the from-scratch model")
+    w.add_argument("--warm-share", type=float, default=0.25, help="the warm run's epochs, as a share of --epochs")
+    w.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
+    w.add_argument("--threads", type=int, default=None)
+    w.add_argument("--progress", action="store_true")
+    args = p.parse_args()
+    if args.part == "warm":
+        run_warm(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The live side of the service (``seqrec.serve``): API keys, events into the store, users' histories
+from it, and swapping in a new model while requests are served.
+
+* Keys: ``key_check(api_key)`` is the dependency of the routes that need a key (``Authorization: Bearer
+  KEY`` or ``X-API-Key: KEY``, compared with ``hmac.compare_digest``): none is 401, a wrong one 403. Without
+  a configured key these routes are refused with 403 saying how to set one, whatever the client's address
+  (behind a proxy every client can look local). ``/health`` and ``/ready`` never need a key.
+* ``POST /events`` stores one event or a list (at most ``Limits.max_events``) and answers once they are
+  durable (``seqrec.store``); the commit runs on the store's writer thread, awaited, never on the loop.
+* A user's history is their training sequence (if any) followed by their stored events by ``ts``
+  (``live_history``); items the model does not know are skipped when scoring and reported.
+* ``reload_model`` loads a model folder in a thread, checks it (it loads, its item count matches its id
+  map, it scores a probe history), then replaces ``app.state.recommender`` in one assignment: each
+  request took its reference once, so requests in flight finish on the old model. A folder that fails
+  is refused (400 naming the problem) and the old model keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hmac
+import logging
+import math
+import re
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from seqrec.errors import SeqrecError
+from seqrec.recommend import Recommender, UnknownIdError
+from seqrec.schemas import (AUTH_ERRORS, ERRORS, MAX_HISTORY, EventsRequest, EventsResponse, HistoryResponse,
+                            ReloadRequest, ReloadResponse)
+from seqrec.store import Event, EventStore, StoreError, normalise_id
+
+log = logging.getLogger("seqrec.serve")
+ENV_API_KEY = "SEQREC_API_KEY"
+PROBE_K = 5
+_JS_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,15})")  # a stored id shown as a JSON integer when exact in JavaScript
+
+
+# ---------------------------------------------------------------------------- keys
+def key_check(api_key: str | None) -> Callable[..., Any]:
+    """The dependency that lets a request through only with ``api_key`` (403 for all when it is None)."""
+    bearer = HTTPBearer(auto_error=False, description="the service's API key: Authorization: Bearer KEY")
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's API key")
+    expected = api_key.encode("utf-8") if api_key else None
+
+    async def check(credentials: HTTPAuthorizationCredentials | None = Security(bearer),
+                    x_api_key: str | None = Security(header)) -> None:
+        if expected is None:
+            raise HTTPException(403, "this route needs an API key and the service has none: start it with "
+                                     f"--api-key KEY or set {ENV_API_KEY}")
+        given = credentials.credentials if credentials is not None else x_api_key
+        if not given:
+            raise HTTPException(401, "an API key is needed: send Authorization: Bearer KEY or X-API-Key: KEY",
+                                headers={"WWW-Authenticate": "Bearer"})
+        # header values arrive decoded as Latin-1: encoding them back gives the bytes sent
+        if not hmac.compare_digest(given.encode("latin-1", "replace"), expected):
+            raise HTTPException(403, "wrong API key")
+
+    return check
+
+
+# ---------------------------------------------------------------------------- histories
+def shown_id(key: str) -> int | str:
+    """A stored id as the service writes ids: an integer when it is one (and exact in JavaScript), else text."""
+    return int(key) if _JS_INT.fullmatch(key) and abs(int(key)) < 2**53 else key
+
+
+@dataclass(frozen=True)
+class LiveHistory:
+    """A user's training sequence (internal ids) and their stored events (oldest first)."""
+
+    user: int | None  # internal id in the training data, None for a new user
+    training: np.ndarray
+    events: list[Event]
+
+    def raw(self, r: Recommender) -> list[Any]:
+        """The whole history as raw ids, oldest first: what ``Recommender.recommend`` reads."""
+        return [*r.dataset.item_ids.to_raw(self.training), *(e.item_id for e in self.events)]
+
+
+def live_history(r: Recommender, store: EventStore | None, user_id: str, limit: int = MAX_HISTORY) -> LiveHistory:
+    """The training history of ``user_id`` followed by their latest ``limit`` stored events; a user in neither
+    is an ``UnknownIdError``."""
+    user = r.dataset.user_ids.get(user_id)
+    events: list[Event] = []
+    if store is not None:
+        try:
+            key = normalise_id(user_id, "user_id")
+        except SeqrecError:
+            key = None  # not an id: no event can be stored for it
+        if key is not None:
+            events = store.history(key, limit)
+    if user is None and not events:
+        raise UnknownIdError(f"unknown user id: {user_id!r} (not in the training data"
+                             f"{'' if store is None else ', no stored events'})")
+    training = r.dataset.sequence(user) if user is not None else np.zeros(0, dtype=np.int64)
+    return LiveHistory(user, training, events)
+
+
+_TITLES: "weakref.WeakKeyDictionary[Recommender, list[str | None]]" = weakref.WeakKeyDictionary()
+
+
+def _titles(r: Recommender) -> list[str | None]:
+    """Titles by internal id (index 0 is padding), built once per model."""
+    titles = _TITLES.get(r)
+    if titles is None:
+        titles = _TITLES.setdefault(r, [None, *r.dataset.catalog.sort("item")["title"].to_list()])
+    return titles
+
+
+def _history_answer(r: Recommender, h: LiveHistory, user_id: str, limit: int, n_events: int) -> dict[str, Any]:
+    titles, items = _titles(r), r.dataset.item_ids
+    out: list[dict[str, Any]] = []
+    start = max(0, len(h.training) - max(0, limit - len(h.events)))
+    for i, raw in zip(h.training[start:].tolist(), items.to_raw(h.training[start:])):
+        out.append({"item_id": raw, "ts": None, "source": "training", "known": True, "title": titles[i]})
+    for e in h.events[-limit:]:
+        i = items.get(e.item_id)
+        out.append({"item_id": shown_id(e.item_id) if i is None else items.to_raw([i])[0], "ts": e.ts,
+                    "source": "store", "known": i is not None, "title": None if i is None else titles[i]})
+    return {"user_id": user_id, "items": out[-limit:], "training_items": len(h.training), "store_events": n_events,
+            "model": r.name}
+
+
+# ---------------------------------------------------------------------------- reload
+def load_checked(path: str, backend: str) -> Recommender:
+    """A model folder loaded and checked for serving: it loads, its scorer, catalogue and id map agree on
+    the item count, and it ranks a probe history with finite scores. A ``SeqrecError`` naming the problem
+    otherwise."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise SeqrecError(f"{path}: no such model folder")
+    try:
+        new = Recommender.from_folder(folder, backend=backend)
+    except SeqrecError as e:
+        raise SeqrecError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+    except Exception as e:  # a folder that passed its checks but still fails to build (e.g. a scorer error)
+        raise SeqrecError(f"{path}: cannot serve this folder ({type(e).__name__}: {e})") from None
+    n, mapped, rows = new.n_items, len(new.dataset.item_ids), new.dataset.catalog.height
+    if not (n == mapped == rows == int(new.scorer.n_items)):
+        raise SeqrecError(f"{path}: the model scores {new.scorer.n_items} items but its id map holds {mapped} "
+                          f"and its catalogue {rows}")
+    try:
+        probe = new.dataset.item_ids.to_raw([1])
+        for history in (probe, []):
+            items = new.recommend(history, k=min(PROBE_K, n)).items
+            if n > 1 and not items:
+                raise ValueError("no items ranked")
+            if not all(math.isfinite(float(i.score)) for i in items):
+                raise ValueError("scores that are not finite")
+    except Exception as e:
+        raise SeqrecError(f"{path}: the model failed its probe history ({e})") from None
+    return new
+
+
+async def reload_model(app: FastAPI, path: str | None = None) -> dict[str, Any]:
+    """Load ``path`` (default: the folder the service serves) beside the current model and swap it in."""
+    start = time.perf_counter()
+    lock: asyncio.Lock = app.state.reload_lock
+    if lock.locked():
+        raise HTTPException(409, "a reload is already running; try again when it is done")
+    async with lock:
+        target = path or app.state.model_path
+        if not target:
+            raise SeqrecError('give the model folder to load: {"path": "FOLDER"} (the service was not started '
+                              'from a folder)')
+        new = await asyncio.to_thread(load_checked, str(target), app.state.backend)
+        old = app.state.recommender
+        app.state.recommender = new  # the swap: requests that took the old reference finish on it
+        app.state.model_path = str(target)
+        previous = None if old is None else old.name
+        del old
+        log.info("reloaded %s from %s (was %s)", new.name, target, previous)
+        if gc.get_freeze_count():  # the old model was frozen with the process (serve._settle): let it go
+            await asyncio.to_thread(_refreeze)
+        return {"model": new.name, "previous": previous, "path": str(target), "n_items": new.n_items,
+                "took_ms": round((time.perf_counter() - start) * 1000, 3)}
+
+
+async def reload_on_signal(app: FastAPI) -> None:
+    """SIGHUP: reload the folder the service serves; a failure is logged and the old model keeps serving."""
+    try:
+        answer = await reload_model(app)
+    except (SeqrecError, HTTPException) as e:
+        log.error("SIGHUP: reload refused: %s", getattr(e, "detail", e))
+        return
+    except Exception:
+        log.exception("SIGHUP: reload failed")
+        return
+    log.warning("SIGHUP: now serving %s (%s items) from %s", answer["model"], answer["n_items"], answer["path"])
+
+
+def _refreeze() -> None:
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+# ---------------------------------------------------------------------------- routes
+def add_live_routes(app: FastAPI, *, rec: Callable[[], Recommender], singles: Any, writes: list[Any],
+                    reads: list[Any], too_large: Callable[[str], Exception]) -> None:
+    """``POST /events``, ``GET /users/{user_id}/history`` and ``POST /admin/reload`` on ``app``; ``writes`` and
+    ``reads`` are the dependencies (key checks) of each kind of route, ``singles`` the pool reads run in."""
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("event store: %s", exc)
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.post("/events", response_model=EventsResponse, tags=["events"], operation_id="post_events",
+              dependencies=writes, responses=AUTH_ERRORS,
+              summary="Store one event or a list; answered once they are durable")
+    async def post_events(body: EventsRequest) -> dict[str, Any]:
+        start = time.perf_counter()
+        store: EventStore | None = app.state.store
+        if store is None:
+            raise HTTPException(404, "this service has no event store: start it with --store FILE")
+        events = body.root
+        limit = app.state.limits.max_events
+        if len(events) > limit:
+            raise too_large(f"{len(events)} events in one request is over the limit of {limit} (max_events)")
+        r = rec()
+        done = await asyncio.wrap_future(store.submit([(e.user_id, e.item_id, e.ts) for e in events]))
+        unknown: dict[str, None] = {}
+        for e in events:
+            key = normalise_id(e.item_id)
+            if key not in unknown and r.dataset.item_ids.get(key) is None:
+                unknown[key] = None
+        return {"stored": done.stored, "duplicates": done.duplicates, "unknown_items": [shown_id(k) for k in unknown],
+                "took_ms": round((time.perf_counter() - start) * 1000, 3)}
+
+    @app.get("/users/{user_id}/history", response_model=HistoryResponse, tags=["recommend"], dependencies=reads,
+             responses=AUTH_ERRORS if reads else ERRORS,
+             summary="A user's latest history: training items, then their stored events")
+    async def user_history(user_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+        r = rec()
+        store = app.state.store
+
+        def work() -> dict[str, Any]:
+            h = live_history(r, store, user_id, limit)
+            n_events = store.count(user_id) if len(h.events) == limit else len(h.events)  # more than were read
+            return _history_answer(r, h, user_id, limit, n_events)
+
+        return await singles.run(work)
+
+    @app.post("/admin/reload", response_model=ReloadResponse, tags=["operations"], operation_id="reload",
+              dependencies=writes, responses={**AUTH_ERRORS, 409: {"description": "a reload is already running"}},
+              summary="Load a model folder beside the current one, check it, and swap it in")
+    async def reload(body: ReloadRequest | None = None) -> dict[str, Any]:
+        return await reload_model(app, body.path if body is not None else None)

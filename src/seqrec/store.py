@@ -1,0 +1,357 @@
+"""The event store: interactions recorded while the service runs, in one SQLite file.
+
+``EventStore(path)`` opens (or creates) the file in WAL mode with ``synchronous=FULL``: an event counts as
+stored once its transaction is committed and the WAL synced, and ``append`` returns only then. One
+writer thread owns the one writing connection; everything queued while a commit runs goes into the
+next transaction (group commit), so many small requests share one fsync. Reads use a connection per
+thread, beside the writer (WAL readers never wait for it).
+
+The ``events`` table holds ``user_id TEXT``, ``item_id TEXT``, ``ts REAL`` (epoch seconds) with
+``UNIQUE(user_id, item_id, ts)``: an event sent twice (a retried request with its ``ts``) is stored once
+and counted as a duplicate. Ids are stored in the readers' one form (``seqrec.data.id_key``: ``242``,
+``242.0`` and ``"242"`` are the id ``"242"``; text trimmed; empty ids and missing-value markers refused),
+so the service, ``seqrec export-events`` and training from the store see the ids a data file would give.
+
+``read_events(path)`` is the whole store as a polars frame (``user_id``, ``item_id``, ``timestamp``), in
+the order events were stored; ``export_events`` writes it as Parquet or CSV, atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from seqrec.columns import MISSING_IDS
+from seqrec.data import id_key
+from seqrec.errors import SeqrecError
+from seqrec.files import atomic_write_bytes
+
+APPLICATION_ID = 0x53515243  # "SQRC" in the SQLite header: a file this module made
+FORMAT = 1  # PRAGMA user_version
+MAX_GROUP = 512  # requests per transaction at most
+BUSY_MS = 10_000  # how long a connection waits for another process's write lock
+READ_CHUNK = 50_000  # rows per fetch when iterating
+EXPORT_SUFFIXES = (".parquet", ".csv")
+COLUMNS = {"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Float64}
+_SCHEMA = (
+    ("CREATE TABLE IF NOT EXISTS events (user_id TEXT NOT NULL, item_id TEXT NOT NULL, ts REAL NOT NULL, "
+     "UNIQUE (user_id, item_id, ts))"),
+    "CREATE INDEX IF NOT EXISTS events_user ON events (user_id, ts)",
+)
+_INSERT = "INSERT OR IGNORE INTO events (user_id, item_id, ts) VALUES (?, ?, ?)"
+
+
+class StoreError(SeqrecError):
+    """The store could not write or read (a full disk, a locked or damaged file); the service answers 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stored interaction: ids in their stored form, ``ts`` in epoch seconds."""
+
+    user_id: str
+    item_id: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What one ``append`` did: events newly stored, and events already there (or repeated in the call)."""
+
+    stored: int
+    duplicates: int
+
+
+def normalise_id(raw: Any, what: str = "id") -> str:
+    """A raw id in the stored form (``id_key``); empty ids, missing-value markers and other types refused."""
+    if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (int, float, str, np.integer, np.floating)):
+        raise SeqrecError(f"{what}: expected an integer or a string, got {type(raw).__name__}")
+    if isinstance(raw, (float, np.floating)) and not math.isfinite(raw):
+        raise SeqrecError(f"{what}: {raw!r} is not an id")
+    key = id_key(raw)
+    if key.lower() in MISSING_IDS:
+        raise SeqrecError(f"{what}: {raw!r} is not an id (empty values and missing-value markers such as NaN "
+                          f"are not ids)")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SeqrecError(f"{what}: {key.encode('utf-8', 'backslashreplace').decode()!r} holds an unpaired "
+                          f"surrogate") from None
+    return key
+
+
+def normalise_ts(ts: Any, what: str = "ts") -> float:
+    """An event time as finite epoch seconds (a float)."""
+    if isinstance(ts, (bool, np.bool_)) or not isinstance(ts, (int, float, np.integer, np.floating)):
+        raise SeqrecError(f"{what}: expected epoch seconds (a number), got {type(ts).__name__}")
+    value = float(ts)
+    if not math.isfinite(value):
+        raise SeqrecError(f"{what}: expected a finite number of epoch seconds, got {ts!r}")
+    return value
+
+
+def _row(event: Any, now: float, n: int) -> tuple[str, str, float]:
+    """(user_id, item_id, ts) of an ``Event``, a mapping with user_id / item_id / ts or a (user, item[, ts]) tuple."""
+    if isinstance(event, Event):
+        user, item, ts = event.user_id, event.item_id, event.ts
+    elif isinstance(event, Mapping):
+        user, item, ts = event.get("user_id"), event.get("item_id"), event.get("ts")
+    elif isinstance(event, Sequence) and not isinstance(event, (str, bytes)) and len(event) in (2, 3):
+        user, item, ts = event[0], event[1], event[2] if len(event) == 3 else None
+    else:
+        raise SeqrecError(f"event {n}: expected (user_id, item_id[, ts]) or a mapping with those keys, "
+                          f"got {type(event).__name__}")
+    return (normalise_id(user, f"event {n}: user_id"), normalise_id(item, f"event {n}: item_id"),
+            now if ts is None else normalise_ts(ts, f"event {n}: ts"))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as e:
+        raise StoreError(f"{path}: cannot open the event store ({e})") from None
+    return conn
+
+
+class EventStore:
+    """Interactions in one SQLite file: ``append`` (durable, idempotent), ``history``, ``events``, ``frame``.
+
+    ``create=False`` opens an existing store only (``SeqrecError`` naming the file otherwise). Thread-safe;
+    ``close`` waits for queued writes. Usable as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise SeqrecError(f"{self.path}: is a folder; give the event store's file name (e.g. events.db)")
+        if not create and not self.path.is_file():
+            raise SeqrecError(f"{self.path}: no such event store")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = _connect(self.path)
+        try:
+            self._setup(create)
+        except BaseException:
+            self._conn.close()
+            raise
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[list[tuple[str, str, float]], Future] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def _setup(self, create: bool) -> None:
+        conn, path = self._conn, self.path
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            raise SeqrecError(f"{path}: not an event store (SQLite says: {e})") from None
+        if tables and app_id != APPLICATION_ID:
+            raise SeqrecError(f"{path}: an SQLite file that seqrec did not make (tables: {', '.join(sorted(tables))}); "
+                              f"give a new file name for the event store")
+        if version > FORMAT:
+            raise SeqrecError(f"{path}: event store format {version}; this seqrec reads format {FORMAT}")
+        if not tables and not create:
+            raise SeqrecError(f"{path}: not an event store (it holds no events table)")
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise SeqrecError(f"{path}: the event store needs WAL mode, SQLite gave {mode!r}")
+            conn.execute("PRAGMA synchronous=FULL")
+            if not tables:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={FORMAT}")
+                conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"{path}: cannot set up the event store ({e})") from None
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(events)")]
+        if columns != ["user_id", "item_id", "ts"]:
+            raise SeqrecError(f"{path}: not an event store (the events table has columns {columns}, "
+                              f"expected user_id, item_id, ts)")
+
+    def __enter__(self) -> "EventStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writing
+    def submit(self, events: Iterable[Any]) -> "Future[Appended]":
+        """Queue ``events`` for the writer; the future holds their ``Appended`` once committed and synced.
+
+        Ids and times are checked here (``SeqrecError`` naming the event and field); an event without
+        ``ts`` gets the time of this call. The future fails with ``StoreError`` when the commit fails.
+        """
+        now = time.time()
+        rows = [_row(e, now, n) for n, e in enumerate(events)]
+        future: Future[Appended] = Future()
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self.path}: the event store is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._write_loop, name="seqrec-store", daemon=True)
+                self._thread.start()
+            self._queue.put((rows, future))
+        return future
+
+    def append(self, events: Iterable[Any]) -> Appended:
+        """Store ``events`` and return once they are durable: (stored, duplicates)."""
+        return self.submit(events).result()
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            stop = False
+            while len(jobs) < MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                jobs.append(more)
+            self._commit([j for j in jobs if j[1].set_running_or_notify_cancel()])
+            if stop:
+                return
+
+    def _commit(self, jobs: list[tuple[list[tuple[str, str, float]], Future]]) -> None:
+        if not jobs:
+            return
+        conn, counts = self._conn, []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for rows, _ in jobs:
+                counts.append(conn.executemany(_INSERT, rows).rowcount if rows else 0)
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            error = StoreError(f"{self.path}: the event store could not write ({e})")
+            for _, future in jobs:
+                future.set_exception(error)
+            return
+        for (rows, future), n in zip(jobs, counts):
+            future.set_result(Appended(stored=n, duplicates=len(rows) - n))
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer and close every connection."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join()
+        for conn in [*self._readers, self._conn]:
+            conn.close()
+
+    # ------------------------------------------------------------------ reading
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._lock:
+                if self._closed:
+                    raise StoreError(f"{self.path}: the event store is closed")
+                conn = _connect(self.path)
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            return self._reader().execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: the event store could not be read ({e})") from None
+
+    def history(self, user: Any, limit: int | None = None) -> list[Event]:
+        """The user's events, oldest first (by ``ts``, then as stored); only the latest ``limit`` when given."""
+        key = normalise_id(user, "user_id")
+        if limit is not None and limit < 1:
+            return []
+        rows = self._query("SELECT item_id, ts FROM events WHERE user_id = ? ORDER BY ts DESC, rowid DESC LIMIT ?",
+                           (key, -1 if limit is None else int(limit)))
+        return [Event(key, item, ts) for item, ts in reversed(rows)]
+
+    def count(self, user: Any | None = None) -> int:
+        """How many events are stored (for one user, when given)."""
+        if user is None:
+            return int(self._query("SELECT count(*) FROM events")[0][0])
+        return int(self._query("SELECT count(*) FROM events WHERE user_id = ?", (normalise_id(user, "user_id"),))[0][0])
+
+    def events(self, chunk: int = READ_CHUNK) -> Iterator[Event]:
+        """Every stored event, in the order stored, read ``chunk`` rows at a time (one consistent snapshot)."""
+        for rows in self._chunks(chunk):
+            yield from (Event(*r) for r in rows)
+
+    def _chunks(self, chunk: int) -> Iterator[list[tuple]]:
+        conn = _connect(self.path)  # its own connection: one read transaction for the whole walk
+        try:
+            conn.execute("BEGIN")
+            cursor = conn.execute("SELECT user_id, item_id, ts FROM events ORDER BY rowid")
+            while rows := cursor.fetchmany(chunk):
+                yield rows
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: the event store could not be read ({e})") from None
+        finally:
+            conn.close()
+
+    def frame(self) -> pl.DataFrame:
+        """Every stored event as a polars frame: ``user_id``, ``item_id`` (text), ``timestamp`` (epoch seconds)."""
+        parts = [pl.DataFrame(rows, schema=COLUMNS, orient="row") for rows in self._chunks(READ_CHUNK)]
+        return pl.concat(parts) if parts else pl.DataFrame(schema=COLUMNS)
+
+
+def read_events(path: str | os.PathLike) -> pl.DataFrame:
+    """An existing store's events as a polars frame (``user_id``, ``item_id``, ``timestamp``), in the
+    order stored; the frame ``seqrec.readers.load_dataset`` reads like any interaction table."""
+    with EventStore(path, create=False) as store:
+        return store.frame()
+
+
+def export_events(path: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, int]:
+    """Write an existing store's events to ``out`` (Parquet or CSV, by its extension), atomically;
+    returns the file and the number of events."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise SeqrecError(f"{out}: expected a file name ending in .parquet or .csv")
+    if out.is_dir():
+        raise SeqrecError(f"{out}: is a folder; give the name of the file to write")
+    frame = read_events(path)
+    buffer = io.BytesIO()
+    if suffix == ".parquet":
+        frame.write_parquet(buffer)
+    else:
+        frame.write_csv(buffer)
+    atomic_write_bytes(out, buffer.getvalue())
+    return out, frame.height

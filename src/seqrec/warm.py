@@ -1,0 +1,107 @@
+"""Warm starts: train on new data from an existing model instead of from scratch.
+
+``extend_items`` renumbers a data set so that the items of the model's data keep their internal ids
+(1..M, in the model's order, also those absent from the new data, so their embeddings stay where they
+are) and the new data's other items follow (M+1.., in the new data's order). ``warm_model`` builds a
+model for the grown catalogue: every weight of the old model is carried over (item rows, positions,
+blocks); each new item's row is the mean of the old item rows plus a little noise, so a new item
+starts as an average item and fine-tuning moves it from there. The optimiser starts afresh (the
+trainer makes a new one).
+
+``with_events`` appends stored events (``seqrec.store``'s frame: user_id, item_id, timestamp) to a
+data set's histories, in time order, for a retrain on yesterday's data plus today's events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from seqrec.config import CleanConfig
+from seqrec.data import Dataset, IdMap, id_key
+from seqrec.errors import SeqrecError
+from seqrec.model import SASRecModel
+
+NEW_ITEM_NOISE = 0.1  # a new item's row: the old rows' mean plus this times their per-dimension std, in N(0, 1)
+
+
+def _keys(raw: np.ndarray) -> list[str]:
+    return [id_key(r) for r in raw.tolist()]
+
+
+def extend_items(ds: Dataset, old: Dataset) -> tuple[Dataset, int]:
+    """``ds`` with ``old``'s items first, at their internal ids, then ``ds``'s new items; and how many
+    items are new. Users, histories (as raw ids) and catalogue rows of ``ds`` are unchanged."""
+    old_index = {k: i for i, k in enumerate(_keys(old.item_ids.raw))}
+    pos = np.array([old_index.get(k, -1) for k in _keys(ds.item_ids.raw)], dtype=np.int64)
+    fresh = np.flatnonzero(pos < 0)
+    m = len(old.item_ids)
+    to_final = np.zeros(ds.n_items + 1, dtype=np.int64)  # ds's internal id -> the extended one (PAD stays 0)
+    known = pos >= 0
+    to_final[1:][known] = pos[known] + 1
+    to_final[1:][fresh] = m + 1 + np.arange(len(fresh))
+    old_raw, new_raw = old.item_ids.raw, ds.item_ids.raw[fresh]
+    if old_raw.dtype != new_raw.dtype and len(new_raw):  # e.g. integer ids before, text ids now: text for all
+        old_raw, new_raw = np.array(_keys(old_raw)), np.array(_keys(new_raw))
+    raw = np.concatenate([old_raw, new_raw])
+    # catalogue: ds's row for every item it has, the old row for old items the new data lacks
+    new_rows = ds.catalog.with_columns(pl.Series("item", to_final[1:].astype(np.int32)))
+    missing = np.setdiff1d(np.arange(1, m + 1), to_final[1:][known])
+    old_rows = old.catalog.filter(pl.col("item").is_in(missing.tolist()))
+    catalog = pl.concat([new_rows, old_rows.select([c for c in old_rows.columns if c in new_rows.columns])],
+                        how="diagonal_relaxed").sort("item").with_columns(pl.Series("raw_id", raw))
+    out = Dataset(offsets=ds.offsets, items=to_final[ds.items].astype(np.int32), user_ids=ds.user_ids,
+                  item_ids=IdMap(raw, offset=1), catalog=catalog, meta=dict(ds.meta))
+    out.meta.update(out.counts())
+    out.meta["warm_start"] = {"old_items": m, "new_items": int(len(fresh)), "old_items_absent": int(len(missing))}
+    return out, int(len(fresh))
+
+
+def warm_model(old: SASRecModel, n_items: int, seed: int = 0) -> SASRecModel:
+    """A model for ``n_items`` items (at least the old model's) with every weight of ``old``; new item rows
+    are the old rows' mean plus ``NEW_ITEM_NOISE`` of their spread, drawn from ``seed``."""
+    if n_items < old.n_items:
+        raise SeqrecError(f"warm start: the new catalogue has {n_items} items, fewer than the model's "
+                          f"{old.n_items}; a warm start only adds items")
+    model = SASRecModel(replace(old.config, n_items=n_items))
+    state = old.state_dict()
+    emb = state["item_emb.weight"]
+    rows = emb[1:].float()
+    gen = torch.Generator().manual_seed(seed)
+    extra = n_items - old.n_items
+    noise = torch.randn(extra, emb.shape[1], generator=gen) * rows.std(0, keepdim=True) * NEW_ITEM_NOISE
+    state = {**state, "item_emb.weight": torch.cat([emb, (rows.mean(0, keepdim=True) + noise).to(emb.dtype)])}
+    model.load_state_dict(state)
+    return model
+
+
+def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event store") -> Dataset:
+    """``ds``'s histories with ``events`` (columns user_id, item_id, timestamp) appended in time order;
+    users and items seen first in the events are added. No cleaning is applied (the data set was
+    cleaned when it was made; events are kept as they came)."""
+    missing = {"user_id", "item_id"} - set(events.columns)
+    if missing:
+        raise SeqrecError(f"{source}: events need columns user_id and item_id, missing {sorted(missing)}")
+    users = np.repeat(np.arange(ds.n_users), ds.lengths)
+    user_raw = np.array(_keys(ds.user_ids.raw), dtype=object)
+    item_raw = np.array(_keys(ds.item_ids.raw), dtype=object)
+    base = pl.DataFrame({"user": user_raw[users].tolist(), "item": item_raw[ds.items.astype(np.int64) - 1].tolist()},
+                        schema={"user": pl.String, "item": pl.String})
+    new = events.sort("timestamp", maintain_order=True) if "timestamp" in events.columns else events
+    new = new.select(pl.col("user_id").map_elements(id_key, return_dtype=pl.String).alias("user"),
+                     pl.col("item_id").map_elements(id_key, return_dtype=pl.String).alias("item"))
+    frame = pl.concat([base, new])  # no timestamps: each user's rows keep this order, old history first
+    catalog = ds.catalog.with_columns(pl.Series("raw_id", item_raw.tolist(), dtype=pl.String))
+    out = Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0),
+                                    name=str(ds.meta.get("name", "data")), source=source)
+    out.meta["events_added"] = new.height
+    return out
+
+
+def describe(info: dict[str, Any]) -> str:
+    return (f"warm start: {info['old_items']:,} items kept at their ids, {info['new_items']:,} new items "
+            f"(rows initialised at the mean item), {info['old_items_absent']:,} old items absent from the new data")
