@@ -115,3 +115,16 @@ def test_cli_retrains_on_a_model_folders_data_plus_stored_events(tmp_path, cli):
     assert kept == [str(r) for r in old.dataset.item_ids.to_raw(range(1, n + 1))]  # the old items keep their ids
     hist = new.dataset.item_ids.to_raw(new.dataset.sequence(new.dataset.user_ids.get("1")))
     assert [str(h) for h in hist[-2:]] == ["7", "99"]  # user 1's history, then the stored event
+    # served on the same store, the retrained model's users get only the events stored after its training
+    from seqrec.recommend import Recommender
+    from seqrec.serve_live import live_history
+
+    rec = Recommender.from_folder(tmp_path / "m2", backend="torch")
+    with EventStore(tmp_path / "events.db") as store:
+        assert live_history(rec, store, "1").events == []  # 99 is in its training history already
+        store.append([{"user_id": 1, "item_id": 5, "ts": 20.0}])
+        assert [e.item_id for e in live_history(rec, store, "1").events] == ["5"]
+        assert [str(x) for x in live_history(rec, store, "1").raw(rec)[-3:]] == ["7", "99", "5"]
+    with EventStore(tmp_path / "other.db") as other:  # another store: its events all count
+        other.append([{"user_id": 1, "item_id": 5, "ts": 1.0}])
+        assert [e.item_id for e in live_history(rec, other, "1").events] == ["5"]

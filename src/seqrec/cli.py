@@ -154,10 +154,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         options["quiet"] = True
     ds = _load(args.data, args)
     if args.from_store:
-        from seqrec.store import read_events
+        from seqrec.store import read_marked
         from seqrec.warm import with_events
 
-        ds = with_events(ds, read_events(args.from_store), source=args.from_store)
+        events, rowid = read_marked(args.from_store)
+        ds = with_events(ds, events, source=args.from_store,
+                         mark={"store": str(Path(args.from_store).resolve()), "rowid": rowid})
         if not args.quiet:
             print(f"{ds.meta['events_added']:,} events from {args.from_store} added to {args.data}", flush=True)
     model = SASRec(recipe=args.recipe, **options).fit(ds, out_dir=args.out, resume=args.resume,

@@ -88,6 +88,19 @@ class LiveHistory:
         return [*r.dataset.item_ids.to_raw(self.training), *(e.item_id for e in self.events)]
 
 
+def trained_mark(r: Recommender, store: EventStore) -> int:
+    """The last stored event the model trained on (``seqrec train --from-store`` records it), when it was
+    trained on this store; 0 otherwise. Later events only are added to its users' histories."""
+    mark = r.dataset.meta.get("store_mark")
+    if isinstance(mark, dict) and isinstance(mark.get("rowid"), int):
+        try:
+            if Path(mark.get("store", "")).resolve() == Path(store.path).resolve():
+                return mark["rowid"]
+        except (OSError, TypeError, ValueError):
+            return 0
+    return 0
+
+
 def live_history(r: Recommender, store: EventStore | None, user_id: str, limit: int = MAX_HISTORY) -> LiveHistory:
     """The training history of ``user_id`` followed by their latest ``limit`` stored events; a user in neither
     is an ``UnknownIdError``."""
@@ -99,7 +112,7 @@ def live_history(r: Recommender, store: EventStore | None, user_id: str, limit: 
         except SeqrecError:
             key = None  # not an id: no event can be stored for it
         if key is not None:
-            events = store.history(key, limit)
+            events = store.history(key, limit, after=trained_mark(r, store))
     if user is None and not events:
         raise UnknownIdError(f"unknown user id: {user_id!r} (not in the training data"
                              f"{'' if store is None else ', no stored events'})")

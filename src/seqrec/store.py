@@ -292,13 +292,14 @@ class EventStore:
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: the event store could not be read ({e})") from None
 
-    def history(self, user: Any, limit: int | None = None) -> list[Event]:
-        """The user's events, oldest first (by ``ts``, then as stored); only the latest ``limit`` when given."""
+    def history(self, user: Any, limit: int | None = None, after: int = 0) -> list[Event]:
+        """The user's events, oldest first (by ``ts``, then as stored); only the latest ``limit`` when given;
+        only those stored after the mark ``after`` (``read_marked``), e.g. those a model has not trained on."""
         key = normalise_id(user, "user_id")
         if limit is not None and limit < 1:
             return []
-        rows = self._query("SELECT item_id, ts FROM events WHERE user_id = ? ORDER BY ts DESC, rowid DESC LIMIT ?",
-                           (key, -1 if limit is None else int(limit)))
+        rows = self._query("SELECT item_id, ts FROM events WHERE user_id = ? AND rowid > ? "
+                           "ORDER BY ts DESC, rowid DESC LIMIT ?", (key, int(after), -1 if limit is None else int(limit)))
         return [Event(key, item, ts) for item, ts in reversed(rows)]
 
     def count(self, user: Any | None = None) -> int:
@@ -312,11 +313,11 @@ class EventStore:
         for rows in self._chunks(chunk):
             yield from (Event(*r) for r in rows)
 
-    def _chunks(self, chunk: int) -> Iterator[list[tuple]]:
+    def _chunks(self, chunk: int, rowid: bool = False) -> Iterator[list[tuple]]:
         conn = _connect(self.path)  # its own connection: one read transaction for the whole walk
         try:
             conn.execute("BEGIN")
-            cursor = conn.execute("SELECT user_id, item_id, ts FROM events ORDER BY rowid")
+            cursor = conn.execute(f"SELECT user_id, item_id, ts{', rowid' if rowid else ''} FROM events ORDER BY rowid")
             while rows := cursor.fetchmany(chunk):
                 yield rows
             conn.execute("COMMIT")
@@ -329,6 +330,17 @@ class EventStore:
         """Every stored event as a polars frame: ``user_id``, ``item_id`` (text), ``timestamp`` (epoch seconds)."""
         parts = [pl.DataFrame(rows, schema=COLUMNS, orient="row") for rows in self._chunks(READ_CHUNK)]
         return pl.concat(parts) if parts else pl.DataFrame(schema=COLUMNS)
+
+
+def read_marked(path: str | os.PathLike) -> tuple[pl.DataFrame, int]:
+    """``read_events`` and the store's mark at that moment (the last event's row id, 0 when empty), read in
+    one snapshot: a model trained on these events records the mark, and the service, serving that model
+    on this store, adds to users' histories only the events stored after it (none is counted twice)."""
+    with EventStore(path, create=False) as store:
+        schema = {**COLUMNS, "rowid": pl.Int64}
+        parts = [pl.DataFrame(rows, schema=schema, orient="row") for rows in store._chunks(READ_CHUNK, rowid=True)]
+    frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+    return frame.drop("rowid"), int(frame["rowid"].max() or 0) if frame.height else 0
 
 
 def read_events(path: str | os.PathLike) -> pl.DataFrame:

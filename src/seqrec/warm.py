@@ -79,10 +79,12 @@ def warm_model(old: SASRecModel, n_items: int, seed: int = 0) -> SASRecModel:
     return model
 
 
-def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event store") -> Dataset:
+def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event store",
+                mark: dict[str, Any] | None = None) -> Dataset:
     """``ds``'s histories with ``events`` (columns user_id, item_id, timestamp) appended in time order;
     users and items seen first in the events are added. No cleaning is applied (the data set was
-    cleaned when it was made; events are kept as they came)."""
+    cleaned when it was made; events are kept as they came). ``mark`` (``{"store": path, "rowid": n}``,
+    see ``seqrec.store.read_marked``) is kept in the data's meta as ``store_mark``."""
     missing = {"user_id", "item_id"} - set(events.columns)
     if missing:
         raise SeqrecError(f"{source}: events need columns user_id and item_id, missing {sorted(missing)}")
@@ -99,6 +101,8 @@ def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event stor
     out = Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0),
                                     name=str(ds.meta.get("name", "data")), source=source)
     out.meta["events_added"] = new.height
+    if mark is not None:
+        out.meta["store_mark"] = mark
     return out
 
 
