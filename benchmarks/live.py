@@ -1,7 +1,18 @@
-"""A live recommender's costs: a warm start from yesterday's model against training from scratch.
+"""A live recommender's costs: a warm start against training from scratch; the service under load.
 
     python benchmarks/live.py warm --data ml-1m --epochs 20 --threads 2
     python benchmarks/live.py warm --data ml-100k --epochs 60 --seeds 0,1,2
+    python benchmarks/live.py load [--seconds 30]
+
+``load`` (uvicorn on 127.0.0.1, a SASRec over ml-100k with random weights, an event store, an API key;
+open-loop generators, latency from the scheduled send time):
+
+a. two workers writing and reading one store: ``POST /events`` (one new event each, 100/s) and
+   ``GET /users/{id}/recommendations`` (100/s) for ``--seconds``; then every acknowledged event is
+   looked for in the store: errors, lost and duplicated events, p50 / p99 of each route;
+b. hot reload: ``POST /recommend`` at 300 req/s on one worker for ``--seconds`` while ``POST /admin/reload``
+   swaps between two model folders 10 times, then once to a broken folder (must be refused, the old model
+   answering on): failed or dropped requests, p99, and each reload's status.
 
 The data are cut into "yesterday" and "today". With timestamps (ml-100k, ml-latest-small, CSV logs)
 yesterday is every event before the 90th percentile of time; without them (the papers' ``user item``
@@ -35,6 +46,8 @@ import polars as pl
 import torch
 
 from seqrec.api import SASRec
+from seqrec.folder import save_folder
+from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.config import CleanConfig
 from seqrec.data import Dataset
 from seqrec.readers import read_interactions
@@ -133,6 +146,149 @@ def run_warm(args: argparse.Namespace) -> None:
     print("\ntargets: NDCG@10 ratio >= 0.98 at a training-time ratio <= 0.25")
 
 
+# ---------------------------------------------------------------------------- the service under load
+KEY = "live-benchmark-key"
+
+
+def _serve(folder: Path, store: Path, workers: int) -> tuple:
+    import subprocess
+    import urllib.request
+
+    from serve_latency import free_port
+
+    port = free_port()
+    code = (f"from seqrec.serve import run; run({str(folder)!r}, port={port}, workers={workers}, threads=1, "
+            f"access_log=False, store={str(store)!r}, api_key={KEY!r})")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode())
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the server did not become ready")
+
+
+def _requests(port: int):
+    """A Load whose requests are (method, path, JSON body or None), with the API key."""
+    from serve_latency import Load
+
+    class Requests(Load):
+        def request(self, spec) -> bytes:
+            method, path, body = spec
+            head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
+            if body is None:
+                return (head + "\r\n").encode()
+            return (head + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    return Requests
+
+
+def _folder(root: Path, name: str, ds: Dataset, seed: int) -> Path:
+    torch.manual_seed(seed)
+    model = SASRecModel(SASRecConfig(n_items=ds.n_items, hidden=50, blocks=2, max_len=50)).eval()
+    return save_folder(root / name, model, ds, config={}, metrics={"build": seed})
+
+
+def run_load(args: argparse.Namespace) -> None:
+    import asyncio
+    import json
+    import urllib.request
+
+    from serve_latency import table
+
+    from seqrec.readers import load_dataset
+    from seqrec.store import read_events
+
+    ds = load_dataset(str(DATA / "ml-100k"))
+    users = [str(u) for u in ds.user_ids.raw.tolist()]
+    items = [str(i) for i in ds.item_ids.raw.tolist()]
+    print(f"# The live service under load: ml-100k ({ds.n_items:,} items), SASRec hidden 50, 2 blocks, random weights\n")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}, {datetime.date.today()}\n")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        a, b = _folder(root, "a", ds, 1), _folder(root, "b", ds, 2)
+        # a. two workers, one store
+        proc, port = _serve(a, root / "events.db", 2)
+        Requests = _requests(port)
+        n = int(100 * args.seconds)
+        events = [{"user_id": users[rng.integers(len(users))], "item_id": items[rng.integers(len(items))],
+                   "ts": 1.7e9 + i * 1e-3} for i in range(n)]
+        posts = [("POST", "/events", json.dumps(e).encode()) for e in events]
+        gets = [("GET", f"/users/{users[rng.integers(len(users))]}/recommendations?k=10", None) for _ in range(n)]
+
+        async def mixed():
+            return await asyncio.gather(Requests(port, posts).run(100, args.seconds),
+                                        Requests(port, gets).run(100, args.seconds))
+        try:
+            asyncio.run(Requests(port, gets[:200]).run(50, 2))  # warm-up: both workers have answered
+            ev, rec = asyncio.run(mixed())
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        stored = read_events(root / "events.db")
+        keys = set(zip(stored["user_id"], stored["item_id"], stored["timestamp"]))
+        lost = sum((e["user_id"], e["item_id"], e["ts"]) not in keys for e in events)
+        dup = stored.height - len(keys)
+        print(f"## a. Two workers writing and reading one store for {args.seconds:.0f} s\n")
+        print(table([{"route": "POST /events 100/s", **{k: v for k, v in ev.items() if k != "rate"}},
+                     {"route": "GET /users/{id}/recommendations 100/s", **{k: v for k, v in rec.items() if k != "rate"}}]))
+        print(f"\nevents sent {len(events):,}, stored {stored.height:,}, lost {lost} (sent and not in the store), "
+              f"duplicated {dup}\n", flush=True)
+
+        # b. hot reload under load
+        broken = _folder(root, "broken", ds, 3)
+        (broken / "model.safetensors").write_bytes(b"\0" * 64)
+        proc, port = _serve(a, root / "events2.db", 1)
+        bodies = [("POST", "/recommend", json.dumps({"history": h, "k": 10}).encode())
+                  for h in [[items[j] for j in rng.integers(0, len(items), 20)] for _ in range(500)]]
+        reloads: list = []
+
+        def reload(path: Path) -> None:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/admin/reload", method="POST",
+                                         data=json.dumps({"path": str(path)}).encode(),
+                                         headers={"Content-Type": "application/json", "X-API-Key": KEY})
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    status, answer = r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                status, answer = e.code, json.loads(e.read() or b"{}")
+            reloads.append({"reload": len(reloads) + 1, "folder": path.name, "status": status,
+                            "seconds": time.perf_counter() - t, "answer": str(answer)[:80]})
+
+        async def with_reloads():
+            load = asyncio.create_task(Requests(port, bodies).run(300, args.seconds))
+            gap = args.seconds / 12
+            for i in range(10):
+                await asyncio.sleep(gap)
+                await asyncio.to_thread(reload, b if i % 2 == 0 else a)
+            await asyncio.sleep(gap / 2)
+            await asyncio.to_thread(reload, broken)
+            return await load
+        try:
+            asyncio.run(Requests(port, bodies[:100]).run(100, 1))
+            got = asyncio.run(with_reloads())
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/model", timeout=5) as r:
+                serving = json.loads(r.read())["metrics"]
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        print(f"## b. POST /recommend at 300 req/s for {args.seconds:.0f} s, one worker, 10 reloads and one broken folder\n")
+        print(table([{k: v for k, v in got.items() if k != "rate"}]))
+        print()
+        print(table(reloads))
+        print(f"\nserving after the broken reload: the model of build {serving.get('build')} (the last good one)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="part", required=True)
@@ -145,9 +301,14 @@ def main() -> None:
     w.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
     w.add_argument("--threads", type=int, default=None)
     w.add_argument("--progress", action="store_true")
+    lo = sub.add_parser("load", help="the service under load: one store, two workers; hot reloads")
+    lo.add_argument("--seconds", type=float, default=30.0)
     args = p.parse_args()
     if args.part == "warm":
         run_warm(args)
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        run_load(args)
 
 
 if __name__ == "__main__":
