@@ -151,28 +151,9 @@ KEY = "live-benchmark-key"
 
 
 def _serve(folder: Path, store: Path, workers: int) -> tuple:
-    import subprocess
-    import urllib.request
+    from serve_latency import start_server
 
-    from serve_latency import free_port
-
-    port = free_port()
-    code = (f"from seqrec.serve import run; run({str(folder)!r}, port={port}, workers={workers}, threads=1, "
-            f"access_log=False, store={str(store)!r}, api_key={KEY!r})")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return proc, port
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode())
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the server did not become ready")
+    return start_server(folder, workers=workers, store=str(store), api_key=KEY)
 
 
 def _requests(port: int):

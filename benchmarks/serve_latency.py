@@ -177,10 +177,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(folder: Path, backend: str, workers: int = 1) -> tuple[subprocess.Popen, int]:
+def start_server(folder: Path, backend: str = "auto", workers: int = 1, **options) -> tuple[subprocess.Popen, int]:
+    """``seqrec.serve.run`` in its own process (``options``: more of its keywords, as Python literals)."""
     port = free_port()
+    more = "".join(f", {k}={v!r}" for k, v in options.items())
     code = (f"from seqrec.serve import run; run({str(folder)!r}, port={port}, backend={backend!r}, threads=1, "
-            f"access_log=False, workers={workers})")
+            f"access_log=False, workers={workers}{more})")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

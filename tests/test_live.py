@@ -35,14 +35,6 @@ ORIGIN = "https://shop.example"
 TRIALS = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def live(tiny_app, tmp_path):
     """``live(**create_app options) -> (client, recommender, store)``: the tiny service with a store and a key."""

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import schemathesis
-import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,15 +17,6 @@ from seqrec.recommend import Recommender
 from seqrec.serve import create_app
 
 MAX_BATCH = 5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The test client scores on its own thread; one intra-op thread keeps that fast (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
