@@ -150,7 +150,7 @@ class SASRec:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             if start is None:
-                model = SASRecModel(SASRecConfig(n_items=ds.n_items, **model_options))
+                model = SASRecModel.for_data(SASRecConfig(n_items=ds.n_items, **model_options), ds)
             else:
                 from seqrec.warm import warm_model
 

@@ -101,6 +101,9 @@ def _add_data_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--time-col", default=None, help="timestamp column name")
     g.add_argument("--rating-col", default=None, help="rating column name")
     g.add_argument("--sep", default=None, help="field separator (sniffed when absent)")
+    g.add_argument("--item-features-file", default=None, metavar="FILE",
+                   help="CSV / TSV / Parquet / JSON of item facts merged into the catalogue by item id (an id column "
+                        "and feature columns: lists or text with | between values), for --item-features")
 
 
 def _load(spec: str, args: argparse.Namespace):
@@ -108,10 +111,15 @@ def _load(spec: str, args: argparse.Namespace):
     from seqrec.readers import load_dataset
 
     config = CleanConfig(**config_options(args, CleanConfig))
-    return load_dataset(
+    ds = load_dataset(
         spec, config, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
         rating_col=args.rating_col, sep=args.sep,
     )
+    if getattr(args, "item_features_file", None):
+        from seqrec.features import add_item_features
+
+        ds = add_item_features(ds, args.item_features_file)
+    return ds
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:

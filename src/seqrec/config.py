@@ -55,6 +55,8 @@ class CleanConfig:
 # ----------------------------------------------------------------------------- model
 ACTIVATIONS = ("gelu", "relu")
 NORMS = ("pre", "post", "paper")
+FUSIONS = ("sum", "gated", "concat")  # SASRecConfig.feature_fusion's choices
+FEATURE_FIELDS = ("item_features", "feature_fusion", "feature_output", "feature_dropout")
 # Upper bounds, far above any SASRec in the literature (hidden <= 1024, a few blocks, max_len <= 200),
 # so that a damaged or hostile config.json is refused before anything is allocated.
 MAX_HIDDEN, MAX_BLOCKS, MAX_HEADS, MAX_LEN = 8192, 64, 64, 8192
@@ -72,8 +74,16 @@ class SASRecConfig:
     dropout: float = _opt(0.2, "dropout rate (paper: 0.2 for MovieLens, 0.5 for sparse data)")
     activation: str = _opt("gelu", "feed-forward activation: gelu | relu")
     norm: str = _opt("pre", "LayerNorm placement: pre | post (the paper's text) | paper (the authors' code)")
+    item_features: str | None = _opt(None, "item side features from the catalogue: comma-separated fields (genres, "
+                                           "year, attributes, any list, text or numeric column) or all; None: ids only")
+    feature_fusion: str = _opt("sum", "how an item's feature embedding joins its id embedding: sum | gated (a "
+                                      "learned gate on the features) | concat (both, projected back to hidden)")
+    feature_output: bool = _opt(False, "the item representation that scores items includes their features too "
+                                       "(needed to rank items nobody has interacted with)")
+    feature_dropout: float = _opt(0.0, "training: drop each item's whole feature contribution with this probability")
 
     def __post_init__(self) -> None:
+        self._check_features()
         for name in ("n_items", "hidden", "blocks", "heads", "max_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -103,14 +113,40 @@ class SASRecConfig:
         if self.norm not in NORMS:
             raise SeqrecError(f"model config: norm must be one of {NORMS}, got {self.norm!r}")
 
+    def _check_features(self) -> None:
+        spec = self.item_features
+        if spec is not None:
+            names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else []
+            if not names or not all(names) or len(set(names)) < len(names) or ("all" in names and len(names) > 1):
+                raise SeqrecError(f"model config: item_features must be 'all' or distinct comma-separated catalogue "
+                                  f"fields (e.g. 'genres,year'), or None, got {spec!r}")
+            self.item_features = ",".join(names)
+        if self.feature_fusion not in FUSIONS:
+            raise SeqrecError(f"model config: feature_fusion must be one of {FUSIONS}, got {self.feature_fusion!r}")
+        if not isinstance(self.feature_output, bool):
+            raise SeqrecError(f"model config: feature_output must be true or false, got {self.feature_output!r}")
+        p = self.feature_dropout
+        if not _is_num(p) or not 0.0 <= p < 1.0:
+            raise SeqrecError(f"model config: feature_dropout must be a number in [0, 1), got {p!r}")
+        self.feature_dropout = float(p)
+
     def parameter_count(self) -> int:
         """Parameters of the model this config describes (item and position embeddings, blocks of
-        attention, feed-forward and two LayerNorms, the final LayerNorm)."""
+        attention, feed-forward and two LayerNorms, the final LayerNorm; with item features, the fusion
+        layer but not the feature embeddings, whose size comes from the data)."""
         d = self.hidden
-        return (self.n_items + 1) * d + self.max_len * d + self.blocks * (6 * d * d + 10 * d) + 2 * d
+        fusion = {"sum": 0, "gated": 2 * d * d + d, "concat": 2 * d * d}[self.feature_fusion]
+        return ((self.n_items + 1) * d + self.max_len * d + self.blocks * (6 * d * d + 10 * d) + 2 * d
+                + (fusion if self.item_features is not None else 0))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON; without item features the feature fields are left out, so an id-only
+        model's config reads exactly as before they existed."""
+        d = asdict(self)
+        if self.item_features is None:
+            for name in FEATURE_FIELDS:
+                d.pop(name)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SASRecConfig":
@@ -229,6 +265,7 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------- evaluation
 SEEN_TARGET = ("miss", "drop", "keep")  # EvalConfig.seen_target's choices
+TARGETS = ("all", "cold", "warm")  # EvalConfig.targets' choices
 
 
 @dataclass(frozen=True)
@@ -247,6 +284,9 @@ class EvalConfig:
     seen_target: Literal["miss", "drop", "keep"] = _opt(
         "miss", "full protocol, a target already in the user's history: miss (removed like every seen item, counts "
                 "as a miss), drop (leave out users with a seen or cold target) or keep (always scored)")
+    targets: Literal["all", "cold", "warm"] = _opt(
+        "all", "which users to evaluate by their target: all, cold (a target that never occurs in the training part, "
+               "e.g. a new item) or warm (the others)")
 
     def __post_init__(self) -> None:
         if self.split not in ("valid", "test"):
@@ -275,6 +315,8 @@ class EvalConfig:
             raise SeqrecError(f"exclude_seen must be true or false, got {self.exclude_seen!r}")
         if not isinstance(self.seen_target, str) or self.seen_target not in SEEN_TARGET:
             raise SeqrecError(f"seen_target must be 'miss', 'drop' or 'keep', got {self.seen_target!r}")
+        if not isinstance(self.targets, str) or self.targets not in TARGETS:
+            raise SeqrecError(f"targets must be 'all', 'cold' or 'warm', got {self.targets!r}")
 
 
 @dataclass

@@ -40,6 +40,10 @@ Metrics (one target per user, averaged over users)
   varied the sampled candidates are and is not comparable with the full-protocol value.
 * ``users``: how many users were evaluated (the denominator); ``dropped_users``: how many were
   left out by ``seen_target="drop"`` (0 otherwise).
+* ``targets`` (both protocols): ``"cold"`` keeps only users whose target never occurs in the training
+  part (``loo.train()``: items nobody had interacted with when the model was trained), ``"warm"`` only
+  the others; ``excluded_users`` (present only then) counts those left out. It applies after
+  ``max_users``' sample and before ``seen_target="drop"`` (which leaves out cold targets itself).
 
 Under ``sampled`` the negatives are never items of the user's sequence, so ``exclude_seen`` has
 no effect there. ``ks`` is stored sorted and without repeats.
@@ -198,7 +202,14 @@ def evaluate(
         raise SeqrecError(f"no users to evaluate: nobody has at least 3 interactions ({loo.data.n_users} users)")
     sel = _select_users(len(users), config)
     sampled = config.protocol == "sampled"
-    dropped = 0
+    dropped = excluded = 0
+    if config.targets != "all":
+        cold = loo.train().counts(n_items)[targets[sel]] == 0
+        other = ~cold if config.targets == "cold" else cold
+        excluded, sel = int(other.sum()), sel[~other]
+        if len(sel) == 0:
+            raise SeqrecError(f"no users to evaluate: targets={config.targets!r} left out all {excluded} users (no "
+                              f"{config.targets} target in the {config.split} split)")
     if not sampled and config.seen_target == "drop":
         cold = loo.train().counts(n_items)[targets[sel]] == 0
         left_out = cold | _target_seen(segs.subset(sel), targets[sel])
@@ -261,7 +272,9 @@ def evaluate(
     for k, seen in cover.items():
         out[f"Coverage@{k}"] = int(seen[1:].sum()) / n_items
     out["users"], out["dropped_users"] = len(sel), dropped
-    return {key: out[key] for key in _key_order(config.ks)}
+    keys = _key_order(config.ks) + (["excluded_users"] if config.targets != "all" else [])
+    out["excluded_users"] = excluded
+    return {key: out[key] for key in keys}
 
 
 def _key_order(ks: tuple[int, ...]) -> list[str]:

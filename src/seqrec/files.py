@@ -31,13 +31,14 @@ MARKER, MANIFEST = ".seqrec", "manifest.json"  # in every folder seqrec makes
 MANIFEST_FORMAT = 1
 # a prepared data folder (seqrec.prepared), also the data/ folder inside a model folder
 SEQUENCES, USERS, CATALOG, META = "sequences.npz", "users.parquet", "catalog.parquet", "meta.json"
-# a model folder (seqrec.folder; model.onnx by export-onnx)
+# a model folder (seqrec.folder; model.onnx by export-onnx; features.json for a model with item features)
 CONFIG, SUMMARY, WEIGHTS, DATA_DIR, ONNX = "config.json", "metrics.json", "model.safetensors", "data", "model.onnx"
+FEATURES = "features.json"
 # a training run's files, kept in the model folder it becomes (seqrec.train, seqrec.report)
 CHECKPOINT, METRICS_LOG, RESULT, PLOT = "checkpoint.safetensors", "metrics.jsonl", "result.json", "training.png"
 DATA_FILES = (SEQUENCES, USERS, CATALOG, META)
 RUN_FILES = (CHECKPOINT, METRICS_LOG, RESULT, PLOT)
-MODEL_FILES = (CONFIG, SUMMARY, WEIGHTS, DATA_DIR, ONNX, *RUN_FILES)
+MODEL_FILES = (CONFIG, SUMMARY, WEIGHTS, FEATURES, DATA_DIR, ONNX, *RUN_FILES)
 FOLDER_FILES = {"data": DATA_FILES, "model": MODEL_FILES}
 FOLDER_NOUNS = {"data": "prepared data folder", "model": "run or model folder"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -5,7 +5,9 @@ A folder holds
 * ``config.json`` (sorted keys): ``format_version``, ``seqrec_version``, ``kind`` (``"sasrec"`` or a
   baseline name), ``model`` (the ``SASRecConfig``; ``{}`` for baselines), ``train`` (the
   ``TrainConfig``; ``{}`` for baselines), ``data`` (name, fingerprint and counts of the training data);
-* ``model.safetensors``: SASRec weights (absent for baselines, which are refitted on load);
+* ``model.safetensors``: SASRec weights (absent for baselines, which are refitted on load); with item
+  features they hold the item -> feature-id table too, and ``features.json`` the feature vocabulary
+  (``seqrec.features.FeatureVocab``), from which the model is rebuilt before its weights are read;
 * ``metrics.json``: whatever the trainer measured (best epoch, validation and test metrics);
 * ``data/``: the training data set as a prepared folder (catalogue and user sequences);
 * ``.seqrec`` (the marker saying seqrec made the folder) and ``manifest.json`` (size and sha256 of
@@ -39,8 +41,9 @@ from seqrec.baselines import BASELINES, make_baseline
 from seqrec.config import TrainConfig
 from seqrec.data import Dataset
 from seqrec.errors import SeqrecError
-from seqrec.files import (CONFIG, DATA_DIR, DATA_FILES, MANIFEST, MODEL_FILES, ONNX, RUN_FILES, SUMMARY, WEIGHTS,  # noqa: F401
-                          _few, _write_file, file_sha256, read_json, read_manifest,
+from seqrec.features import FeatureVocab
+from seqrec.files import (CONFIG, DATA_DIR, DATA_FILES, FEATURES, MANIFEST, MODEL_FILES, ONNX, RUN_FILES,  # noqa: F401
+                          SUMMARY, WEIGHTS, _few, _write_file, file_sha256, read_json, read_manifest,
                           seqrec_version, verify_manifest, write_manifest, write_marker)
 from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.publish import building, check_output_folder, publish_dir, recover_dir
@@ -107,13 +110,17 @@ def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: 
     }
     if recipe:
         doc["recipe"] = recipe
-    content = _content_files(kind)
+    vocab = scorer.features.vocab if kind == "sasrec" and scorer.features is not None else None
+    content = _content_files(kind, vocab is not None)
     with building(path, "model") as tmp:
         if kind == "sasrec":
             from safetensors.torch import save_model
 
             _files._op(f"write {WEIGHTS}", save_model, scorer, str(tmp / WEIGHTS),
                       metadata={"format": "pt", "kind": "sasrec"})
+        if vocab is not None:
+            text = json.dumps(vocab.to_json(), indent=1, sort_keys=True) + "\n"
+            _files._op(f"write {FEATURES}", _write_file, tmp / FEATURES, text.encode())
         text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
         _files._op(f"write {CONFIG}", _write_file, tmp / CONFIG, text.encode())
         text = json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n"
@@ -129,9 +136,10 @@ def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: 
     return path
 
 
-def _content_files(kind: str) -> list[str]:
+def _content_files(kind: str, features: bool = False) -> list[str]:
     """What a model folder's manifest lists: everything but the run's files and an ONNX export."""
-    return [CONFIG, METRICS] + ([WEIGHTS] if kind == "sasrec" else []) + [f"{DATA}/{n}" for n in DATA_FILES]
+    return [CONFIG, METRICS] + ([WEIGHTS] if kind == "sasrec" else []) + ([FEATURES] if features else []) + \
+        [f"{DATA}/{n}" for n in DATA_FILES]
 
 
 def _carry(src: Path, dst: Path) -> None:
@@ -220,11 +228,12 @@ def load_folder(path: str | os.PathLike, *, check_onnx: bool = True) -> ModelBun
         _section(TrainConfig.from_dict, doc["train"], path / CONFIG, "train")
     kind = doc["kind"]
     cfg = _section(SASRecConfig.from_dict, doc["model"], path / CONFIG, "model") if kind == "sasrec" else None
+    vocab = _read_vocab(path) if cfg is not None and cfg.item_features is not None else None
     if cfg is not None:
-        _check_weights_header(path, cfg)
+        _check_weights_header(path, cfg, vocab)
     elif (path / WEIGHTS).exists():
         raise SeqrecError(f"{path}: a {kind} baseline folder should not hold {WEIGHTS}")
-    content = _content_files(kind)
+    content = _content_files(kind, vocab is not None)
     files = read_manifest(path, content)
     if files is not None:  # an ONNX export may be deleted (and exported again) without touching the rest
         verify_manifest(path, files, [n for n in files if "/" not in n and (n != ONNX or (check_onnx and
@@ -244,14 +253,22 @@ def load_folder(path: str | os.PathLike, *, check_onnx: bool = True) -> ModelBun
     if cfg is not None:
         if cfg.n_items != dataset.n_items:
             raise SeqrecError(f"{path / CONFIG}: model n_items {cfg.n_items} but data/ has {dataset.n_items} items")
-        scorer = _load_sasrec(path, cfg)
+        scorer = _load_sasrec(path, cfg, vocab)
         onnx = _check_onnx(path, scorer, files) if check_onnx else None
     else:
         scorer = make_baseline(kind, LeaveOneOut(dataset))
     return ModelBundle(scorer=scorer, dataset=dataset, config=doc, metrics=metrics, path=path, onnx=onnx)
 
 
-def _check_weights_header(path: Path, cfg: SASRecConfig) -> None:
+def _read_vocab(path: Path) -> FeatureVocab:
+    """The feature vocabulary of a model folder with item features (``features.json``)."""
+    return FeatureVocab.from_json(_read_json(path / FEATURES, "the item feature vocabulary"), str(path / FEATURES))
+
+
+_DTYPES = {torch.float32: "F32", torch.int64: "I64"}  # safetensors' names of the dtypes a model holds
+
+
+def _check_weights_header(path: Path, cfg: SASRecConfig, vocab: FeatureVocab | None = None) -> None:
     """The weights file's tensor names, shapes and dtypes against the configured model, read from
     its header before anything is allocated (the model is built on the meta device)."""
     from safetensors import safe_open
@@ -265,7 +282,7 @@ def _check_weights_header(path: Path, cfg: SASRecConfig) -> None:
     except Exception as e:  # safetensors raises several types for damaged or foreign files
         raise SeqrecError(f"{file}: not a readable safetensors file ({e})") from e
     with torch.device("meta"):
-        expected = {k: (tuple(v.shape), "F32") for k, v in SASRecModel(cfg).state_dict().items()}
+        expected = {k: (tuple(v.shape), _DTYPES[v.dtype]) for k, v in SASRecModel(cfg, vocab).state_dict().items()}
     problems = [f"{k} is missing" for k in expected if k not in found]
     problems += [f"unexpected {k}" for k in found if k not in expected]
     problems += [f"{k} is {found[k][1]}{list(found[k][0])}, the config needs {v[1]}{list(v[0])}"
@@ -274,18 +291,20 @@ def _check_weights_header(path: Path, cfg: SASRecConfig) -> None:
         raise SeqrecError(f"{file}: weights do not fit the configured model in {CONFIG} ({_few(problems, 3)})")
 
 
-def _load_sasrec(path: Path, cfg: SASRecConfig) -> SASRecModel:
+def _load_sasrec(path: Path, cfg: SASRecConfig, vocab: FeatureVocab | None = None) -> SASRecModel:
     from safetensors.torch import load_model
 
     file = path / WEIGHTS
     with torch.device("meta"):
-        model = SASRecModel(cfg)
+        model = SASRecModel(cfg, vocab)
     model = model.to_empty(device="cpu")  # every tensor is then read from the file (header checked)
     try:
         load_model(model, str(file), strict=True, device="cpu")
     except Exception as e:  # safetensors and torch raise several types for damaged or foreign weights
         raise SeqrecError(f"{file}: weights do not fit the configured model ({e})") from e
     _check_finite(model, str(file))
+    if model.features is not None:
+        model.features.vocab.check_table(model.features.table.numpy(), str(file))
     return model.eval()
 
 
@@ -354,7 +373,8 @@ def register_onnx(path: str | os.PathLike) -> Path:
     if isinstance(bundle.scorer, SASRecModel):
         _onnx_holds(file, bundle.scorer)  # refuses an export of other weights
     files = read_manifest(path) or {}
-    names = list(dict.fromkeys([*(files or _content_files(bundle.config["kind"])), ONNX]))
+    with_features = bool(bundle.config["model"].get("item_features"))
+    names = list(dict.fromkeys([*(files or _content_files(bundle.config["kind"], with_features)), ONNX]))
     extra = {ONNX: {"weights_sha256": file_sha256(path / WEIGHTS)}} if (path / WEIGHTS).is_file() else {}
     try:
         write_manifest(path, names, extra)

@@ -7,6 +7,9 @@ service's JSON answers (``seqrec.serve_http``) are derived from its dataclass fi
 ``Catalogue`` precomputes what answers need per internal id (raw ids, titles, genres, years, training
 counts) as Python lists, so turning a top-k into ``Item``s costs O(k) and no polars work.
 
+``add_to_catalogue`` extends a data set with items nobody has interacted with yet (their facts and
+feature ids), for ``Recommender.add_items``.
+
 ``Catalogue.similar`` uses the cosine similarity of item embeddings when the scorer has
 ``item_embeddings()`` (SASRec). Scorers without embeddings (the baselines) fall back to counts of
 items that are adjacent in some training sequence (either order), kept as a ``scipy.sparse`` CSR
@@ -15,15 +18,16 @@ matrix; only items that co-occur at least once are returned, so the list may hol
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
 import torch
 
-from seqrec.data import PAD, Dataset
+from seqrec.data import PAD, Dataset, IdMap, id_key
 from seqrec.errors import SeqrecError
+from seqrec.features import FeatureVocab, encode_items
 
 NEG_INF = float("-inf")
 
@@ -143,3 +147,66 @@ class Catalogue:
             self._cooc = m.tocsr()
             self._cooc.sum_duplicates()
         return self._cooc
+
+
+# ----------------------------------------------------------------------------- items added without interactions
+@dataclass
+class AddedItems:
+    """What ``Recommender.add_items`` did: the raw ids added (in order), the feature values the model's
+    vocabulary does not know (left out, per field) and the added items without any known feature."""
+
+    items: list[Any]
+    unknown_values: dict[str, list[str]] = field(default_factory=dict)
+    without_features: list[Any] = field(default_factory=list)
+
+
+def _new_raw_ids(dataset: Dataset, records: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The raw ids of ``records`` (``item_id``), checked: present, distinct and new to ``dataset``."""
+    raws = []
+    seen: set[str] = set()
+    for n, r in enumerate(records):
+        if not isinstance(r, Mapping):
+            raise SeqrecError(f"items[{n}]: expected an object with item_id and the item's facts, got {type(r).__name__}")
+        raw = r.get("item_id")
+        if raw is None or isinstance(raw, bool) or not isinstance(raw, (int, str)) or not str(raw).strip():
+            raise SeqrecError(f"items[{n}]: item_id must be a non-empty text or an integer, got {raw!r}")
+        key = id_key(raw)
+        if key in seen:
+            raise SeqrecError(f"items[{n}]: item {raw!r} is listed twice")
+        if dataset.item_ids.get(raw) is not None:
+            raise SeqrecError(f"items[{n}]: item {raw!r} is already in the catalogue")
+        seen.add(key)
+        raws.append(raw)
+    if not raws:
+        raise SeqrecError("no items to add")
+    return raws
+
+
+def add_to_catalogue(dataset: Dataset, records: Sequence[Mapping[str, Any]],
+                     vocab: FeatureVocab) -> tuple[Dataset, np.ndarray, AddedItems]:
+    """``dataset`` with ``records`` (``{"item_id": ..., "title"?, "genres"?, ...}``: the catalogue's columns)
+    appended as items ``n_items + 1 ..`` without interactions, their feature ids [len(records), columns]
+    under ``vocab``, and what was added. Histories and users are unchanged."""
+    raws = _new_raw_ids(dataset, records)
+    text = {c: pl.List(pl.String) if t == pl.List(pl.Null) else pl.String if t == pl.Null else t
+            for c, t in dataset.catalog.schema.items()}  # a column that held no value yet takes text
+    frame, rows, unknown = encode_items(vocab, records, text)
+    old = dataset.item_ids.raw
+    keys = [id_key(r) for r in raws]
+    whole = all(k.lstrip("+-").isdigit() for k in keys)
+    if old.dtype.kind in "iu" and whole:
+        raw = np.concatenate([old, np.array([int(k) for k in keys], dtype=old.dtype)])
+    else:  # text ids for all, in the readers' form
+        raw = np.array([id_key(r) for r in old.tolist()] + keys, dtype=object)
+    n = dataset.n_items
+    new = frame.with_columns(pl.Series("item", np.arange(n + 1, n + 1 + len(raws)), dtype=pl.Int32),
+                             pl.Series("raw_id", raw[n:].tolist()))
+    catalog = dataset.catalog.sort("item").cast({c: t for c, t in text.items() if c != "raw_id"})
+    catalog = catalog.with_columns(pl.Series("raw_id", raw[:n].tolist()))
+    catalog = pl.concat([catalog, new.select(catalog.columns).cast(catalog.schema)], how="vertical")
+    meta = dict(dataset.meta)
+    grown = Dataset(dataset.offsets, dataset.items, dataset.user_ids, IdMap(raw, offset=1), catalog, meta)
+    meta.update(grown.counts())
+    meta["added_items"] = int(meta.get("added_items", 0)) + len(raws)
+    bare = [r for r, ids in zip(raws, rows) if not ids.any()]
+    return grown, rows, AddedItems(raws, unknown, bare)

@@ -15,11 +15,17 @@ into NaN, in the forward or the backward pass, even for an all-padding row.
 
 The output layer is the item embedding itself (shared weights): the score of item ``i`` after a
 history is ``hidden[:, -1] @ item_embeddings()[i]``.
+
+With ``item_features`` (``seqrec.feature_layers``) an item's input representation is its id row fused
+with its feature embedding, and with ``feature_output`` its output representation too; the feature table
+comes from the data (``SASRecModel.for_data``) or, for a saved model, from its vocabulary and weights.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +33,10 @@ from torch import nn
 
 from seqrec.config import (ACTIVATIONS, MAX_BLOCKS, MAX_HEADS, MAX_HIDDEN, MAX_ITEMS,  # noqa: F401  (re-exported)
                            MAX_LEN, MAX_PARAM_BYTES, NORMS, SASRecConfig)
-from seqrec.data import PAD
+from seqrec.data import PAD, Dataset
+from seqrec.errors import SeqrecError
+from seqrec.feature_layers import FeatureLayers
+from seqrec.features import FeatureVocab, item_features
 
 
 class Dropout(nn.Module):
@@ -123,9 +132,12 @@ class Block(nn.Module):
 
 
 class SASRecModel(nn.Module):
-    """SASRec encoder; implements the ``Scorer`` protocol (``max_len``, ``n_items``, ``score``)."""
+    """SASRec encoder; implements the ``Scorer`` protocol (``max_len``, ``n_items``, ``score``).
 
-    def __init__(self, config: SASRecConfig) -> None:
+    ``vocab`` is the feature vocabulary of a model with ``item_features`` (its table is then filled by
+    ``for_data`` or by loading weights)."""
+
+    def __init__(self, config: SASRecConfig, vocab: FeatureVocab | None = None) -> None:
         super().__init__()
         self.config = config
         self.n_items = config.n_items
@@ -140,6 +152,48 @@ class SASRecModel(nn.Module):
         self.apply(self._init_weights)
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
+        self.features: FeatureLayers | None = None
+        if (config.item_features is None) != (vocab is None):
+            raise SeqrecError("a SASRec with item_features needs their vocabulary (build it with "
+                              "SASRecModel.for_data(config, dataset)); one without takes none"
+                              if vocab is None else "a SASRec without item_features takes no feature vocabulary")
+        if vocab is not None:
+            self.features = FeatureLayers(config, vocab)
+
+    @classmethod
+    def for_data(cls, config: SASRecConfig, dataset: Dataset) -> "SASRecModel":
+        """A new model for ``dataset``: with ``config.item_features``, its vocabulary and feature table are
+        built from the data set's catalogue (``seqrec.features.item_features``)."""
+        if config.item_features is None:
+            return cls(config)
+        vocab, table, trained = item_features(dataset, config.item_features)
+        model = cls(config, vocab)
+        model.features.set_items(table, trained)
+        return model
+
+    def with_items(self, rows: torch.Tensor | Any) -> "SASRecModel":
+        """A copy with ``len(rows)`` more items (ids ``n_items + 1 ..``) that have feature ids ``rows``
+        [k, columns]. Each new id row is the mean id row of the trained items whose features overlap its
+        own most (``FeatureLayers.neighbour_rows``); one sharing no feature with any is represented by its
+        features alone."""
+        if self.features is None:
+            raise SeqrecError("this SASRec has no item features, so items without interactions cannot be added")
+        extra = len(rows)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("features.")}
+        emb = state["item_emb.weight"]
+        new_rows, found = self.features.neighbour_rows(rows, emb)
+        state["item_emb.weight"] = torch.cat([emb, new_rows.to(emb)])
+        state.update({f"features.{k}": v for k, v in self.features.grown(rows, found).items()})
+        model = type(self)(replace(self.config, n_items=self.n_items + extra), self.features.vocab)
+        model.load_state_dict(state)
+        model.features.vocab.check_table(model.features.table.cpu().numpy(), "added items")
+        return model.to(emb.device).train(self.training)
+
+    def fill_untrained_items(self) -> int:
+        """Give each item that has features but no training interactions the mean id row of the trained
+        items whose features overlap its own most, as ``with_items`` does for new items (call it after
+        training); returns how many items got one."""
+        return 0 if self.features is None else self.features.fill_untrained(self.item_emb.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -150,8 +204,12 @@ class SASRecModel(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def item_embeddings(self) -> torch.Tensor:
-        """The output weights, shared with the input embedding: [N+1, d] (row 0 = PAD, zero)."""
-        return self.item_emb.weight
+        """The output weights, shared with the input embedding: [N+1, d] (row 0 = PAD, zero); with
+        ``feature_output`` the fused id and feature representation."""
+        if self.features is None or not self.config.feature_output:
+            return self.item_emb.weight
+        same = self.features.recall(self.item_emb.weight)  # the input's, when forward just made it
+        return self.features.items(self.item_emb.weight) if same is None else same
 
     @staticmethod
     def attention_mask(keep: torch.Tensor) -> torch.Tensor:
@@ -171,7 +229,9 @@ class SASRecModel(nn.Module):
         keep = histories != PAD  # [B, L]
         keep_f = keep.unsqueeze(-1).to(self.item_emb.weight.dtype)  # [B, L, 1]
         pos = self.pos_emb.weight[self.max_len - L :]  # [L, d], counted from the right
-        x = self.item_emb(histories) * self.scale + pos  # [B, L, d]
+        emb = self.item_emb(histories) if self.features is None else \
+            F.embedding(histories, self.features.items(self.item_emb.weight, remember=self.config.feature_output))
+        x = emb * self.scale + pos  # [B, L, d]
         x = self.emb_drop(x) * keep_f
         mask = self.attention_mask(keep)  # [B, 1, L, L]
         for block in self.blocks:
@@ -198,7 +258,7 @@ class SASRecModel(nn.Module):
         try:
             with torch.no_grad():
                 last = self.forward(h)[:, -1, :]  # [B, d]
-                scores = last @ weight.T  # [B, N+1]
+                scores = last @ self.item_embeddings().T  # [B, N+1]
         finally:
             if was_training:
                 self.train()

@@ -31,7 +31,9 @@ class _ScoreGraph(torch.nn.Module):
 
 def export_onnx(scorer: Any, path: str | os.PathLike, opset: int = 17) -> Path:
     """Write ``scorer.score`` as an ONNX graph (input ``histories`` [B, max_len] int64, output
-    ``scores`` [B, N+1], dynamic batch), atomically. Uses the TorchScript-based exporter."""
+    ``scores`` [B, N+1], dynamic batch), atomically. Uses the TorchScript-based exporter. A model with item
+    features is exported unfolded, so the graph holds its item embeddings as they are (``seqrec.folder``
+    checks an export by them); ONNX Runtime folds the feature sums when a session starts."""
     import warnings
 
     path = Path(path)
@@ -50,7 +52,8 @@ def export_onnx(scorer: Any, path: str | os.PathLike, opset: int = 17) -> Path:
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (example,), tmp, input_names=["histories"], output_names=["scores"],
                               dynamic_axes={"histories": {0: "batch"}, "scores": {0: "batch"}},
-                              opset_version=opset, dynamo=False)
+                              opset_version=opset, dynamo=False,
+                              do_constant_folding=getattr(scorer, "features", None) is None)
         os.replace(tmp, path)
     except Exception as e:
         raise SeqrecError(f"could not export {type(scorer).__name__} to ONNX: {e}") from e

@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,11 +31,12 @@ import torch
 from seqrec.data import PAD, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.exports import export_items
-from seqrec.items import NEG_INF, Catalogue, Item, UnknownIdError
+from seqrec.items import NEG_INF, AddedItems, Catalogue, Item, UnknownIdError, add_to_catalogue
 from seqrec.onnx_export import onnx_session
 from seqrec.split import left_pad
 
-__all__ = ["BACKENDS", "SCORE_CHUNK", "Item", "RecommendResult", "Recommender", "UnknownIdError", "export_items"]
+__all__ = ["BACKENDS", "SCORE_CHUNK", "AddedItems", "Item", "RecommendResult", "Recommender", "UnknownIdError",
+           "export_items"]
 BACKENDS = ("torch", "onnx")
 log = logging.getLogger("seqrec.recommend")
 SCORE_CHUNK = 256  # histories per scorer call in batch paths (bounds memory at chunk x (N+1) floats)
@@ -69,6 +70,7 @@ class Recommender:
         self._popularity = torch.from_numpy(self.counts.astype(np.float32))  # [N+1]
         self._session = None
         self._info: dict[str, Any] | None = None
+        self._onnx_threads = onnx_threads
         if backend == "onnx":
             self._session = onnx_session(self.scorer, onnx_path, onnx_threads, owner=self)
 
@@ -231,6 +233,37 @@ class Recommender:
     def similar_items(self, item: Any, k: int = 10) -> list[Item]:
         """Items most like ``item``: cosine of item embeddings, else adjacent-item co-occurrence counts."""
         return self.catalogue.similar(item, k)
+
+    # ------------------------------------------------------------------ items without interactions
+    def with_items(self, items: Sequence[Mapping[str, Any]]) -> tuple["Recommender", AddedItems]:
+        """A new recommender whose model and catalogue also hold ``items`` (``[{"item_id": ..., "title"?,
+        "genres"?, "attributes"?, "year"?, ...}]``, the catalogue's columns), items nobody has interacted
+        with, for a SASRec with ``item_features``: each new id row is the mean of those of the trained items
+        whose features overlap its own most (``SASRecModel.with_items``), and with ``feature_output`` its
+        features take part in its score too; an item sharing no feature with a trained one is ranked by
+        its features alone (``feature_output``) or not at all (score 0). Feature values the vocabulary does
+        not know are left out and reported. This recommender is unchanged (a service swaps the new one in
+        with one assignment)."""
+        scorer = self.scorer
+        features = getattr(scorer, "features", None)
+        if features is None:
+            raise SeqrecError("adding items needs a SASRec trained with item_features (it places new items by "
+                              "their features); this model knows items by their ids only")
+        dataset, rows, added = add_to_catalogue(self.dataset, items, features.vocab)
+        grown = scorer.with_items(rows).eval()
+        config = dict(self.config)
+        if isinstance(config.get("model"), dict):
+            config["model"] = {**config["model"], "n_items": grown.n_items}
+        rec = Recommender(grown, dataset, name=self.name, backend=self.backend, config=config, metrics=self.metrics,
+                          onnx_threads=self._onnx_threads)
+        return rec, added
+
+    def add_items(self, items: Sequence[Mapping[str, Any]]) -> AddedItems:
+        """``with_items``, taking the new model and catalogue into this recommender; not to be called while
+        another thread scores with it."""
+        rec, added = self.with_items(items)
+        self.__dict__.update(rec.__dict__)
+        return added
 
     # ------------------------------------------------------------------ model facts
     def info(self) -> dict[str, Any]:
