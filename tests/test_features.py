@@ -373,3 +373,26 @@ def test_cold_and_warm_targets_are_counted():
         evaluate(pop, loo, EvalConfig(targets="cold", seen_target="drop"))
     with pytest.raises(SeqrecError, match="targets must be 'all', 'cold' or 'warm'"):
         EvalConfig(targets="new")
+
+
+def test_admin_items_route_adds_items_the_next_request_recommends(chain, chain_model):
+    from fastapi.testclient import TestClient
+
+    from seqrec.serve import create_app
+
+    key = {"X-API-Key": "features-test-key"}
+    client = TestClient(create_app(Recommender(chain_model, chain, backend="torch"), api_key=key["X-API-Key"]))
+    items = [{"item_id": f"new-{g}-{j}", "genres": [f"g{g}"]} for g in range(GENRES) for j in range(2)]
+    assert client.post("/admin/items", json={"items": items}).status_code == 401
+    answer = client.post("/admin/items", json={"items": items}, headers=key)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["added"] == [i["item_id"] for i in items] and answer.json()["n_items"] == chain.n_items + 16
+    top = [i["item_id"] for i in client.post("/recommend", json={"history": [1], "k": PER_GENRE + 2}).json()["items"]]
+    assert {"new-1-0", "new-1-1"} <= set(top)  # genre 0 is followed by genre 1
+    again = client.post("/admin/items", json={"items": items[:1]}, headers=key)
+    assert again.status_code == 400 and "new-0-0" in again.text  # already there
+    assert client.post("/admin/items", json={"items": [{"item_id": "x", "colour": "red"}]}, headers=key).status_code == 422
+    plain = SASRecModel(SASRecConfig(n_items=chain.n_items, hidden=8, blocks=1, max_len=4))
+    client = TestClient(create_app(Recommender(plain, chain, backend="torch"), api_key=key["X-API-Key"]))
+    refused = client.post("/admin/items", json={"items": items}, headers=key)
+    assert refused.status_code == 400 and "item_features" in refused.text

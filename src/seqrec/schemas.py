@@ -352,6 +352,33 @@ class ReloadRequest(BaseModel):
         None, description="a model folder on the server; absent: the folder the service was started with")
 
 
+class NewItem(BaseModel):
+    """An item nobody has interacted with yet: its id and the catalogue fields its features come from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: Annotated[str, Field(min_length=1, max_length=400)] | int
+    title: Annotated[str, Field(max_length=2000)] | None = None
+    genres: Annotated[list[Annotated[str, Field(max_length=400)]], Field(max_length=1000)] | None = None
+    attributes: Annotated[list[Annotated[str, Field(max_length=400)]], Field(max_length=1000)] | None = None
+    year: Annotated[int, Field(ge=0, le=10_000)] | None = None
+
+
+class ItemsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: Annotated[list[NewItem], Field(min_length=1, max_length=1000)]
+
+
+class ItemsResponse(BaseModel):
+    added: list[int | str] = Field(description="the ids added, in order")
+    unknown_values: dict[str, list[str]] = Field(description="feature values the model's vocabulary does not know "
+                                                             "(left out), per field")
+    without_features: list[int | str] = Field(description="added items with no known feature (ranked low)")
+    n_items: int
+    took_ms: float
+
+
 class ReloadResponse(BaseModel):
     model: str = Field(description="the model now serving")
     previous: str | None = Field(description="the model it replaced")

@@ -37,7 +37,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from seqrec.errors import SeqrecError
 from seqrec.recommend import Recommender, UnknownIdError
 from seqrec.schemas import (AUTH_ERRORS, ERRORS, MAX_HISTORY, EventsRequest, EventsResponse, HistoryResponse,
-                            ReloadRequest, ReloadResponse)
+                            ItemsRequest, ItemsResponse, ReloadRequest, ReloadResponse)
 from seqrec.store import Event, EventStore, StoreError, normalise_id
 
 log = logging.getLogger("seqrec.serve")
@@ -225,6 +225,8 @@ def add_live_routes(app: FastAPI, *, rec: Callable[[], Recommender], singles: An
     """``POST /events``, ``GET /users/{user_id}/history`` and ``POST /admin/reload`` on ``app``; ``writes`` and
     ``reads`` are the dependencies (key checks) of each kind of route, ``singles`` the pool reads run in."""
 
+    items_lock = asyncio.Lock()
+
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
         log.error("event store: %s", exc)
@@ -265,6 +267,22 @@ def add_live_routes(app: FastAPI, *, rec: Callable[[], Recommender], singles: An
             return _history_answer(r, h, user_id, limit, n_events)
 
         return await singles.run(work)
+
+    @app.post("/admin/items", response_model=ItemsResponse, tags=["operations"], operation_id="add_items",
+              dependencies=writes, responses=AUTH_ERRORS,
+              summary="Add items nobody has interacted with yet, placed by their features (in memory, this worker)")
+    async def add_items(body: ItemsRequest) -> dict[str, Any]:
+        start = time.perf_counter()
+        async with items_lock:  # one addition at a time: none is lost to another's swap
+            r = rec()
+            records = [item.model_dump(exclude_none=True) for item in body.items]
+            new, added = await singles.run(lambda: r.with_items(records))
+            if app.state.recommender is not r:
+                raise HTTPException(409, "the model was reloaded while the items were being added; send them again")
+            app.state.recommender = new  # one assignment: requests in flight finish on the object they took
+        return {"added": added.items, "unknown_values": added.unknown_values,
+                "without_features": added.without_features, "n_items": new.n_items,
+                "took_ms": round((time.perf_counter() - start) * 1000, 3)}
 
     @app.post("/admin/reload", response_model=ReloadResponse, tags=["operations"], operation_id="reload",
               dependencies=writes, responses={**AUTH_ERRORS, 409: {"description": "a reload is already running"}},
