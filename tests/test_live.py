@@ -426,6 +426,9 @@ def test_sighup_reloads_the_served_folder(servers, tiny_dataset, make_scorer) ->
     while server.get("/model")["metrics"] != {"build": 2}:
         assert time.monotonic() < deadline and server.alive(), server.log.read_text()[-2000:]
         time.sleep(0.1)
+    while "SIGHUP: now serving" not in server.log.read_text():  # the reload is over (swap, then clean-up)
+        assert time.monotonic() < deadline and server.alive(), server.log.read_text()[-2000:]
+        time.sleep(0.1)
     weights = folder / "model.safetensors"
     weights.write_bytes(b"\0" * weights.stat().st_size)  # broken in place: the next reload must refuse it
     os.kill(server.pid, signal.SIGHUP)
