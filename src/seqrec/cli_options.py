@@ -67,7 +67,7 @@ def add_config_args(g: argparse.ArgumentParser | argparse._ArgumentGroup, cls: t
                  else f"{default:,}" if isinstance(default, int) and not isinstance(default, bool) else default)
         text = f"{f.metadata.get('help', '')} ({note}: {shown})"
         choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
-        if hint is bool or hint == "bool":
+        if hint is bool:
             g.add_argument(*names, dest=dest, type=_parse_bool, nargs="?", const=True, default=None,
                            metavar="true|false", help=text)
             g.add_argument(f"--no-{flag[2:]}", dest=dest, action="store_const", const=False, help=argparse.SUPPRESS)

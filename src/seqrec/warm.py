@@ -36,8 +36,8 @@ def _keys(raw: np.ndarray) -> list[str]:
 def extend_items(ds: Dataset, old: Dataset) -> tuple[Dataset, int]:
     """``ds`` with ``old``'s items first, at their internal ids, then ``ds``'s new items; and how many
     items are new. Users, histories (as raw ids) and catalogue rows of ``ds`` are unchanged."""
-    old_index = {k: i for i, k in enumerate(_keys(old.item_ids.raw))}
-    pos = np.array([old_index.get(k, -1) for k in _keys(ds.item_ids.raw)], dtype=np.int64)
+    found = (old.item_ids.get(r) for r in ds.item_ids.raw.tolist())  # the old map's own lookup (id_key spellings)
+    pos = np.array([-1 if i is None else i - 1 for i in found], dtype=np.int64)
     fresh = np.flatnonzero(pos < 0)
     m = len(old.item_ids)
     to_final = np.zeros(ds.n_items + 1, dtype=np.int64)  # ds's internal id -> the extended one (PAD stays 0)
