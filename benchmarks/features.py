@@ -8,7 +8,8 @@ prints, per data set, the test split's NDCG@10 and HR@10 (full ranking over ever
 excluded, a seen target a miss) as mean ± std over the seeds, the ratio of the two arms, and HR@10 on cold
 targets only (``targets="cold"``: test items never in the training part) for the id-only model, the
 feature model (its cold items' id rows zero, so ranked by their features alone, and again with id rows
-taken from their feature neighbours, ``SASRecModel.fill_untrained_items``) and the genre / attribute
+taken from their feature neighbours, ``SASRecModel.fill_untrained_items``, which ``fit`` does by default
+and is turned off here to measure both) and the genre / attribute
 profile baseline (``seqrec.baselines.Genre``, on the attributes for Toys).
 
     python benchmarks/features.py                                   # all three, seeds 0,1,2 (about 45 minutes)
@@ -83,7 +84,7 @@ def arm(name: str, ds: Dataset, seeds: list[int], options: dict) -> dict:
     runs = []
     for seed in seeds:
         t = time.perf_counter()
-        est = SASRec(recipe="auto", **{"quiet": True, **options, "seed": seed}).fit(ds)
+        est = SASRec(recipe="auto", **{"quiet": True, **options, "seed": seed, "fill_cold_items": False}).fit(ds)
         model = est.model_
         test = evaluate(model, loo, EvalConfig())
         cold, users = cold_hr(model, loo)

@@ -251,6 +251,21 @@ def test_feature_dropout_and_untrained_items(chain):
     assert model.fill_untrained_items() == 0
 
 
+def test_training_fills_the_untrained_items_unless_told_not_to(chain):
+    trained = LeaveOneOut(chain).train().counts(chain.n_items) > 0
+    results = {}
+    for fill in (True, False):
+        torch.manual_seed(0)
+        model = SASRecModel.for_data(SASRecConfig(n_items=chain.n_items, hidden=8, blocks=1, max_len=4,
+                                                  item_features="genres", feature_output=True), chain)
+        cfg = TrainConfig(epochs=1, batch_size=32, quiet=True, device="cpu", threads=1, eval_every=0,
+                          fill_cold_items=fill)
+        results[fill] = train(model, LeaveOneOut(chain), cfg).test
+        weight = model.features.id_weight[:, 0].bool()
+        assert weight[1:].all() if fill else weight.tolist() == trained.tolist()
+        assert evaluate(model, LeaveOneOut(chain), EvalConfig(split="test")) == results[fill]  # as fit reported
+
+
 # ----------------------------------------------------------------------------- items without interactions
 def new_items() -> list[dict]:
     return [{"item_id": f"new-{g}-{j}", "genres": [f"g{g}"], "title": f"new {g}.{j}"}

@@ -206,6 +206,8 @@ class TrainConfig:
     shared_negatives: bool | None = _opt(None, "one set of negatives per batch shared by all positions (a matrix "
                                          "product instead of a gather); None: on for sampled-softmax from 64 "
                                          "negatives, off for bce and gbce")
+    fill_cold_items: bool = _opt(True, "after training, items with features but no training interactions get the mean "
+                                       "id row of the trained items whose features overlap theirs most")
 
     def __post_init__(self) -> None:
         def check(name: str, ok: bool, expected: str) -> None:

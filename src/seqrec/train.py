@@ -274,6 +274,9 @@ class Run:
         else:
             st.best_epoch = st.epoch
         self.model.eval()
+        if self.cfg.fill_cold_items and hasattr(self.model, "fill_untrained_items"):  # feature neighbours
+            with torch.no_grad():
+                self.model.fill_untrained_items()
         test = evaluate(self.scorer, self.loo, EvalConfig(split="test"))
         result = TrainResult(st.best_epoch, st.best_valid, test, st.history, st.seconds)
         if self.out is not None:
