@@ -75,3 +75,35 @@ def test_catalogue_without_a_scorer(tiny_dataset, titles) -> None:
     assert cat.ranked([float("nan")], [i]) == []
     assert cat.item(106)["item_id"] == 106 and cat.facts(i) == cat.item("106")
     assert [x.item_id for x in cat.similar(106, k=2)] == [107, 109]  # adjacent-item co-occurrence
+
+
+def test_ranked_items_hold_their_features_and_interactions() -> None:
+    import math
+
+    import polars as pl
+
+    from seqrec.data import CleanConfig, Dataset
+    from seqrec.features import build_vocab
+    from seqrec.items import add_to_catalogue
+
+    frame = pl.DataFrame({"user": [0, 0, 1, 1, 1], "item": [1, 2, 1, 3, 1], "timestamp": [0, 1, 0, 1, 2]})
+    catalog = pl.DataFrame({"raw_id": [1, 2, 3], "title": ["a", "b", None], "genres": [["Drama"], [], None],
+                            "year": [1994, None, 2001]})
+    ds = Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0), name="three")
+    more = pl.DataFrame({"raw_id": [1, 2, 3], "rating": [4.5, float("nan"), None], "studio": ["x", None, "y"]})
+    ds = Dataset(ds.offsets, ds.items, ds.user_ids, ds.item_ids,  # other catalogue fields, as item files give
+                 ds.catalog.join(more.cast({"raw_id": ds.catalog["raw_id"].dtype}), on="raw_id", how="left"), ds.meta)
+    new = {"item_id": 4, "title": "d", "genres": ["Comedy", "Drama"], "year": 1980, "rating": 3.0, "studio": "z"}
+    ds = add_to_catalogue(ds, [new], build_vocab(ds.catalog.sort("item"), "genres"))[0]  # no interactions
+    cat = Catalogue(ds)
+    items = {x.item_id: x for x in cat.ranked([4.0, 3.0, 2.0, 1.0], [cat.internal(r) for r in (1, 2, 3, 4)])}
+    assert items[1].features == {"genres": ["Drama"], "year": 1994, "rating": 4.5, "studio": "x"}
+    assert items[2].features == {}  # empty, missing and non-finite values are left out
+    assert items[3].features == {"year": 2001, "studio": "y"}
+    assert {r: x.interactions for r, x in items.items()} == {1: 3, 2: 1, 3: 1, 4: 0}  # 4: nobody yet
+    assert items[4].interactions == cat.facts(cat.internal(4))["popularity"] == 0
+    assert json.loads(_items_json(Owner(), list(items.values()))) == _items(list(items.values()))
+    assert all(not isinstance(v, float) or math.isfinite(v) for x in items.values() for v in x.features.values())
+    out = ItemOut(**_item_dict(items[4])).model_dump()
+    assert out["features"] == {"genres": ["Comedy", "Drama"], "year": 1980, "rating": 3.0, "studio": "z"}
+    assert Item(1, 5, 0.5, None, []).features == {} and Item(1, 5, 0.5, None, []).interactions == 0

@@ -56,7 +56,7 @@ def test_recommend(client: TestClient, rec: Recommender, titles: dict) -> None:
     expected = rec.recommend([101, 102], k=3)
     assert item_ids(body) == [i.item_id for i in expected.items]
     assert body["unknown_items"] == [999] and body["fallback"] is False and body["model"] == "tiny"
-    assert body["items"][0].keys() == {"rank", "item_id", "score", "title", "genres"}
+    assert body["items"][0].keys() == {"rank", "item_id", "score", "title", "genres", "features", "interactions"}
     assert body["items"][0]["title"] == titles[body["items"][0]["item_id"]][0]
     assert body["took_ms"] >= 0
     assert client.post("/recommend", json={"history": []}).json()["fallback"] is True
@@ -322,3 +322,40 @@ def test_several_workers_answer_without_waiting_for_delayed_acks(rec: Recommende
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_answer_items_carry_their_features_and_interactions(client: TestClient, rec: Recommender, titles: dict,
+                                                            sequences: list) -> None:
+    counts = {i: sum(s.count(i) for s in sequences) for i in titles}
+    years = {raw: 1990 + n for n, raw in enumerate(titles)}
+    answers = [client.post("/recommend", json={"history": [101, 102], "k": 5}).json()["items"],
+               client.post("/recommend/batch", json={"histories": [[104]], "k": 5}).json()["results"][0]["items"],
+               client.get("/users/u0/recommendations", params={"k": 5}).json()["items"],
+               client.get("/items/101/similar", params={"k": 5}).json()["items"]]
+    for items in answers:
+        assert items
+        for x in items:
+            assert list(x) == ["rank", "item_id", "score", "title", "genres", "features", "interactions"]
+            assert x["features"] == {"genres": titles[x["item_id"]][1], "year": years[x["item_id"]]}
+            assert x["interactions"] == counts[x["item_id"]] > 0
+    assert client.get("/items/103").json()["popularity"] == counts[103]  # the same count
+
+
+def test_an_added_item_is_answered_with_no_interactions_and_its_features(tiny_dataset) -> None:
+    from seqrec.model import SASRecConfig, SASRecModel
+
+    data = tiny_dataset()
+    model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,
+                                              item_features="genres,year", feature_output=True), data).eval()
+    key = {"X-API-Key": "items-answer-test-key"}
+    client = TestClient(create_app(Recommender(model, data, name="features", backend="torch"),
+                                   api_key=key["X-API-Key"]))
+    new = {"item_id": "new-1", "title": "Star Voyage", "genres": ["Sci-Fi"], "year": 1995}
+    assert client.post("/admin/items", json={"items": [new, {"item_id": "bare"}]}, headers=key).status_code == 200
+    body = client.post("/recommend", json={"history": [101, 102], "k": 3, "include": ["new-1", "bare", 103]}).json()
+    got = {x["item_id"]: x for x in body["items"]}
+    assert set(got) == {"new-1", "bare", "103"}  # the ids are text since a text id was added
+    assert got["new-1"]["interactions"] == 0 and got["new-1"]["features"] == {"genres": ["Sci-Fi"], "year": 1995}
+    assert got["bare"]["interactions"] == 0 and got["bare"]["features"] == {} and got["bare"]["genres"] == []
+    assert got["103"]["interactions"] == 3 and got["103"]["features"]["genres"] == ["Horror", "Sci-Fi"]
+    assert client.get("/items/new-1").json()["popularity"] == 0

@@ -194,3 +194,64 @@ def test_screenshot_on_movielens(browser, shared_data: Path, tmp_path) -> None:
             DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
             shutil.copy(shot, DOCS_SCREENSHOT)
         page.close()
+
+
+def demo_like(data):
+    """A SASRec like the demo's: genres and years as item features, in the scores too; briefly trained."""
+    from seqrec.model import SASRecConfig, SASRecModel
+    from seqrec.split import LeaveOneOut
+    from seqrec.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,
+                                              item_features="genres,year", feature_output=True), data)
+    train(model, LeaveOneOut(data), TrainConfig(epochs=3, batch_size=8, quiet=True, device="cpu", threads=1,
+                                                eval_every=0))
+    return model.eval()
+
+
+def test_item_features_and_new_items(browser, tiny_dataset) -> None:
+    data = tiny_dataset()
+    key = "web-features-test-key"
+    app = create_app(Recommender(demo_like(data), data, name="tiny-features", backend="torch"), api_key=key)
+    with Server(app) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        cards = page.locator('[data-testid="recommendation"]')
+        cards.first.wait_for(timeout=10_000)
+        # every card shows its features: genres as chips, the year; trained items are not "new"
+        first = cards.first
+        chip = first.locator('[data-testid="feature-chip"]').first
+        assert chip.is_visible() and chip.inner_text() != ""
+        assert first.locator('[data-testid="item-year"]').inner_text().isdigit()
+        assert page.locator('[data-testid="new-badge"]').count() == 0
+
+        new = {"item_id": "new-sf", "title": "Star Voyage", "genres": ["Sci-Fi"], "year": 1995}
+        answer = page.request.post(url + "/admin/items", data={"items": [new]}, headers={"X-API-Key": key})
+        assert answer.status == 200, answer.text()
+        for query, title in [("star w", "Star Wars"), ("star t", "Star Trek"), ("ALIEN", "Alien")]:
+            add_by_search(page, query, title)
+        card = page.locator('[data-testid="recommendation"][data-item-id="new-sf"]')
+        card.wait_for(timeout=10_000)  # 13 items, 3 seen: every other one is recommended
+        badge = card.locator('[data-testid="new-badge"]')
+        assert badge.is_visible() and badge.inner_text().lower() == "new"
+        assert badge.get_attribute("title") == "no interactions yet — ranked by its features"
+        assert card.locator('[data-testid="feature-chip"]').all_inner_texts() == ["Sci-Fi"]
+        assert card.locator('[data-testid="item-year"]').inner_text() == "1995"
+        assert page.locator('[data-testid="recommendation"] [data-testid="new-badge"]').count() == 1
+
+        card.click()  # its details: the badge and its features beside "Like ..."
+        source = page.locator('[data-testid="similar-source"]')
+        source.locator('[data-testid="new-badge"]').wait_for(timeout=10_000)
+        assert "Star Voyage" in source.inner_text() and "no interactions yet" in source.inner_text()
+        assert source.locator('[data-testid="feature-chip"]').all_inner_texts() == ["Sci-Fi"]
+
+        page.fill("#search-input", "voyage")  # search results mark it too
+        found = page.locator('[data-testid="search-result"][data-item-id="new-sf"]')
+        found.wait_for(timeout=10_000)
+        assert found.locator('[data-testid="new-badge"]').is_visible() and "plays" not in found.inner_text()
+        assert not errors, errors
+        assert not page.locator('[data-testid="error"]').is_visible()
+        page.close()

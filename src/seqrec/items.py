@@ -5,7 +5,11 @@ similar items.
 service's JSON answers (``seqrec.serve_http``) are derived from its dataclass fields.
 
 ``Catalogue`` precomputes what answers need per internal id (raw ids, titles, genres, years, training
-counts) as Python lists, so turning a top-k into ``Item``s costs O(k) and no polars work.
+counts) as Python lists, so turning a top-k into ``Item``s costs O(k) and no polars work. An item's
+``features`` are its catalogue facts that can be features (``seqrec.features``: every catalogue column
+but ``item``, ``raw_id`` and ``title``, e.g. ``{"genres": [...], "year": 1994}``; missing values left
+out), built on first use per item; ``interactions`` is its count in the training data, 0 for an item
+nobody has interacted with yet (added with ``add_to_catalogue``, ranked by its features alone).
 
 ``add_to_catalogue`` extends a data set with items nobody has interacted with yet (their facts and
 feature ids), for ``Recommender.add_items``.
@@ -18,6 +22,7 @@ matrix; only items that co-occur at least once are returned, so the list may hol
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -27,7 +32,7 @@ import torch
 
 from seqrec.data import PAD, Dataset, IdMap, id_key
 from seqrec.errors import SeqrecError
-from seqrec.features import FeatureVocab, encode_items
+from seqrec.features import RESERVED, FeatureVocab, encode_items
 
 NEG_INF = float("-inf")
 
@@ -38,13 +43,21 @@ class UnknownIdError(SeqrecError, LookupError):
 
 @dataclass(slots=True)
 class Item:
-    """One item of a ranking: its place (from 1), raw id, score and catalogue facts."""
+    """One item of a ranking: its place (from 1), raw id, score and catalogue facts.
+
+    ``features``: the item's catalogue fields that can be features (``{"genres": [...], "year": 1994}``;
+    missing values left out). ``interactions``: how often it occurs in the training data; 0 for an item
+    nobody has interacted with yet, which a model ranks by its features alone."""
 
     rank: int
     item_id: int | str
     score: float
     title: str | None
     genres: list[str]
+    features: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "the item's catalogue fields that can be features, e.g. {\"genres\": [...], \"year\": 1994}"})
+    interactions: int = field(default=0, metadata={
+        "help": "interactions in the training data; 0: nobody has interacted with it yet (ranked by its features)"})
 
 
 class Catalogue:
@@ -62,6 +75,9 @@ class Catalogue:
         self.titles: list[str | None] = [None, *cat["title"].to_list()]
         self.genres: list[list[str]] = [[], *[list(g or []) for g in cat["genres"].to_list()]]
         self.years: list[int | None] = [None, *cat["year"].to_list()]
+        self.interactions: list[int] = counts.tolist()
+        self._fields = [(c, cat[c].to_list()) for c in cat.columns if c not in RESERVED]
+        self._features: dict[int, dict[str, Any]] = {}
         self._search = pl.DataFrame({
             "item": np.arange(1, self.n_items + 1, dtype=np.int64),
             "title": cat["title"].fill_null("").str.to_lowercase(),
@@ -74,13 +90,30 @@ class Catalogue:
     def ranked(self, values: list[float], index: list[int]) -> list[Item]:
         """``Item``s for scores ``values`` of internal ids ``index`` (best first); a masked (-inf) or NaN
         score ends the list."""
-        raw, titles, genres = self.raw, self.titles, self.genres
+        raw, titles, genres, counts, features = self.raw, self.titles, self.genres, self.interactions, self._features
         out = []
         for rank, (v, i) in enumerate(zip(values, index), start=1):
             if v == NEG_INF or v != v:
                 break
-            out.append(Item(rank, raw[i], v, titles[i], genres[i]))
+            feats = features.get(i)
+            if feats is None:
+                feats = self.features(i)
+            out.append(Item(rank, raw[i], v, titles[i], genres[i], feats, counts[i]))
         return out
+
+    def features(self, i: int) -> dict[str, Any]:
+        """The feature fields of internal id ``i`` (catalogue columns but item, raw_id and title) that have a
+        value, as JSON values: lists of text, numbers, text, booleans; cached per item."""
+        feats = self._features.get(i)
+        if feats is None:
+            feats = {}
+            if i != PAD:
+                for name, column in self._fields:
+                    value = _json_value(column[i - 1])
+                    if value is not None and value != []:
+                        feats[name] = value
+            self._features[i] = feats
+        return feats
 
     def internal(self, item_id: Any) -> int:
         """The internal id of a raw item id; ``UnknownIdError`` when it is not in the catalogue."""
@@ -147,6 +180,18 @@ class Catalogue:
             self._cooc = m.tocsr()
             self._cooc.sum_duplicates()
         return self._cooc
+
+
+def _json_value(value: Any) -> Any:
+    """A catalogue value as JSON: lists of text (``None`` left out), finite numbers, text, booleans;
+    missing and non-finite values are ``None``; anything else its text."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [v if isinstance(v, str) else str(v) for v in value if v is not None]
+    return str(value)
 
 
 # ----------------------------------------------------------------------------- items added without interactions

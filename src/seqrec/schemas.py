@@ -180,9 +180,11 @@ class BatchRequest(BaseModel):
 
 # ---------------------------------------------------------------------------- responses
 def _model_of(cls: type, name: str) -> type[BaseModel]:
-    """A pydantic model named ``name`` with the fields of dataclass ``cls``: same order, types, all required."""
+    """A pydantic model named ``name`` with the fields of dataclass ``cls``: same order, types, all required,
+    a field's ``help`` metadata as its description."""
     hints = typing.get_type_hints(cls)
-    return create_model(name, __module__=__name__, **{f.name: (hints[f.name], ...) for f in dataclasses.fields(cls)})
+    return create_model(name, __module__=__name__, **{
+        f.name: (hints[f.name], Field(..., description=f.metadata.get("help"))) for f in dataclasses.fields(cls)})
 
 
 ItemOut = _model_of(Item, "ItemOut")  # the fields of seqrec.items.Item

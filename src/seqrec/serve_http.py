@@ -241,11 +241,9 @@ _ITEM_BYTES: "weakref.WeakKeyDictionary[Recommender, float]" = weakref.WeakKeyDi
 def item_bytes(rec: Recommender, sample: int = 2000) -> float:
     """Mean JSON size of one recommended item of this catalogue (for the answer-size estimate)."""
     if rec not in _ITEM_BYTES:
-        cat = rec.dataset.catalog.sort("item")
-        step = max(1, cat.height // sample)
-        rows = cat.select("raw_id", "title", "genres").gather_every(step).rows()
-        sizes = [len(_dumps(_item_dict(Item(rank=MAX_K, item_id=raw, score=-0.12345678901234567, title=title,
-                                            genres=list(genres or []))))) + 1 for raw, title, genres in rows]
+        ids = list(range(1, rec.catalogue.n_items + 1, max(1, rec.catalogue.n_items // sample)))
+        items = rec.catalogue.ranked([-0.12345678901234567] * len(ids), ids)
+        sizes = [len(_dumps(_item_dict(dataclasses.replace(item, rank=MAX_K)))) + 1 for item in items]
         _ITEM_BYTES[rec] = sum(sizes) / max(1, len(sizes))
     return _ITEM_BYTES[rec]
 

@@ -49,13 +49,52 @@ function showError(err) {
 
 function chips(genres) {
   if (!genres || !genres.length) return null;
-  return el("span", { class: "chips" }, ...genres.slice(0, 4).map((g) => el("span", { class: "chip", text: g })));
+  return el("span", { class: "chips" }, ...genres.slice(0, 4).map((g) => el("span", { class: "chip", "data-testid": "feature-chip", text: g })));
+}
+
+// An item's features: a ranked item's `features` ({genres: [...], year: 1994, ...}), else the facts of /items.
+const featuresOf = (item) => (item.features && typeof item.features === "object" ? item.features : {});
+const genresOf = (item) => {
+  const g = featuresOf(item).genres;
+  return Array.isArray(g) ? g : (item.genres || []);
+};
+const yearOf = (item) => {
+  const y = featuresOf(item).year;
+  return y != null ? y : item.year;
+};
+// No interactions in the training data: `interactions` of a ranked item, `popularity` of /items.
+const isNew = (item) => item.interactions === 0 || item.popularity === 0 || item.fresh === true;
+const NEW_TIP = "no interactions yet — ranked by its features";
+
+function newBadge(item) {
+  return isNew(item) ? el("span", { class: "new-badge", "data-testid": "new-badge", title: NEW_TIP, text: "new" }) : null;
+}
+
+// Chips of the genres, the year, and any other feature field (text values, at most a few in all), after the
+// "new" badge of an item without interactions.
+function featureChips(item) {
+  const feats = featuresOf(item);
+  const values = [...genresOf(item)];
+  for (const [name, v] of Object.entries(feats)) {
+    if (name === "genres" || name === "year") continue;
+    if (Array.isArray(v)) values.push(...v.map(String));
+    else if (v != null && v !== "") values.push(`${name}: ${v}`);
+  }
+  const year = yearOf(item);
+  const lead = [newBadge(item),
+    year == null ? null : el("span", { class: "chip year", "data-testid": "item-year", title: "year", text: String(year) })]
+    .filter(Boolean);
+  const box = chips(values);
+  if (!lead.length) return box;
+  if (!box) return el("span", { class: "chips" }, ...lead);
+  box.prepend(...lead);
+  return box;
 }
 
 function itemText(item, meta) {
   return el("span", { class: "item-text" },
     el("span", { class: "item-title", text: titleOf(item), title: titleOf(item) }),
-    el("span", { class: "item-meta", text: meta }));
+    el("span", { class: "item-meta" }, newBadge(item), meta));
 }
 
 // ------------------------------------------------------------------ history
@@ -71,7 +110,8 @@ function loadHistory() {
 }
 
 function addToHistory(item) {
-  state.history.push({ item_id: item.item_id, title: item.title, genres: item.genres || [] });
+  state.history.push({ item_id: item.item_id, title: item.title, genres: genresOf(item), year: yearOf(item) ?? null,
+    fresh: isNew(item) });
   historyChanged();
 }
 
@@ -101,7 +141,7 @@ function renderHistory() {
   $("history-empty").classList.toggle("hidden", n > 0);
   state.history.forEach((item, i) => {
     const li = el("li", { draggable: "true", "data-testid": "history-item", "data-item-id": String(item.item_id) },
-      itemText(item, (item.genres || []).join(", ") || `id ${item.item_id}`),
+      itemText(item, [yearOf(item), (item.genres || []).join(", ")].filter(Boolean).join(" · ") || `id ${item.item_id}`),
       el("span", { class: "tools" },
         el("button", { class: "icon", type: "button", title: "Move up", "aria-label": "Move up", "data-testid": "move-up", text: "↑", onclick: () => moveHistory(i, i - 1) }),
         el("button", { class: "icon", type: "button", title: "Move down", "aria-label": "Move down", "data-testid": "move-down", text: "↓", onclick: () => moveHistory(i, i + 1) }),
@@ -153,7 +193,7 @@ function renderRecommendations(data) {
     const card = el("li", { class: "rec", "data-testid": "recommendation", "data-item-id": String(item.item_id), tabindex: "0" },
       el("span", { class: "rank", text: `#${item.rank}` }),
       el("span", { class: "item-title", text: titleOf(item), title: titleOf(item) }),
-      chips(item.genres),
+      featureChips(item),
       el("button", { class: "add", type: "button", "data-testid": "add-recommendation", text: "+ history",
         onclick: (e) => { e.stopPropagation(); addToHistory(item); } }),
       el("span", { class: "score" }, el("span", { class: "bar" }, el("span", { style: `width:${width.toFixed(0)}%` })),
@@ -182,11 +222,16 @@ async function showSimilar(item) {
   try {
     const data = await api(`/items/${encodeURIComponent(item.item_id)}/similar?k=10`);
     if (seq !== state.similarSeq) return;
+    const facts = data.item;
+    source.replaceChildren(el("span", { class: "muted small", text: "Like " }), el("strong", { text: titleOf(facts) }),
+      ...[featureChips(facts)].filter(Boolean),
+      el("span", { class: "muted small source-plays", "data-testid": "similar-source-plays",
+        text: isNew(facts) ? "no interactions yet" : `${facts.popularity} plays` }));
     const list = $("similar");
     list.replaceChildren();
     for (const s of data.items) {
       list.append(el("li", { "data-testid": "similar-item", "data-item-id": String(s.item_id) },
-        itemText(s, `${(s.genres || []).join(", ") || `id ${s.item_id}`} · ${similarity(data.method, s.score)}`),
+        itemText(s, `${[yearOf(s), genresOf(s).join(", ")].filter(Boolean).join(" · ") || `id ${s.item_id}`} · ${similarity(data.method, s.score)}`),
         el("button", { class: "add", type: "button", "data-testid": "add-similar", text: "Add", onclick: () => addToHistory(s) })));
     }
     if (!data.items.length) list.append(el("li", { class: "muted small", text: "No similar items found." }));
@@ -211,7 +256,7 @@ async function runSearch() {
     list.replaceChildren();
     $("search-empty").classList.toggle("hidden", data.items.length > 0);
     for (const item of data.items) {
-      const meta = [item.year, (item.genres || []).join(", "), `${item.popularity} plays`].filter(Boolean).join(" · ");
+      const meta = [item.year, (item.genres || []).join(", "), isNew(item) ? null : `${item.popularity} plays`].filter(Boolean).join(" · ");
       list.append(el("li", { "data-testid": "search-result", "data-item-id": String(item.item_id) },
         itemText(item, meta),
         el("button", { class: "add", type: "button", "data-testid": "add-item", text: "Add", onclick: () => addToHistory(item) })));
