@@ -281,3 +281,120 @@ def test_real_games(shared_data):
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (31_013, 23_715, 287_107)
     assert ds.meta["cleaning"]["k_core"] == 0
     assert np.all(ds.lengths >= 1)
+
+
+# ------------------------------------------------------------------ the typed fast path of plain integer tables
+PLAIN_CASES = [
+    "user,item,timestamp\n1,10,100\n1,20,50\n2,10,7\n",
+    "user,item,timestamp\n1,10,100\n1,20,50\n2,10,7",  # no newline at the end
+    "user,item,timestamp\r\n1,10,100\r\n2,10,7\r\n",
+    "user,item,timestamp\n1,007,100\n1,7,50\n2,10,7\n",  # 007 is a code, not 7
+    "user,item,timestamp\n1,+7,100\n1,7,50\n2,10,7\n",
+    "user,item,timestamp\n1, 7,100\n1,7,50\n2,10,7\n",
+    'user,item,timestamp\n1,"7",100\n1,8,50\n2,10,7\n',
+    "user,item,timestamp\n1,7.0,100\n1,8,50\n2,10,7\n",
+    "user,item,timestamp\n-1,-0,100\n1,8,50\n-2,-10,7\n",
+    "user,item,timestamp\n1,9223372036854775807,1\n-9223372036854775808,8,5\n",
+    "user,item,rating,timestamp,tag\n1,10,4.5,100,a b\n1,20, 3 ,50,\n2,10,1.0,7,x\n",
+    "user,item,rating,timestamp\n1,10,4.5,100\n1,20,,50\n",
+    "user,item,timestamp\n1,10,100\n\n2,10,7\n",
+    "user,item,timestamp\n1,10,100\n1,,50\n",
+    "user;item;timestamp\n1;10;100\n1;20;50\n",
+    "\ufeffuser,item,timestamp\n1,10,100\n1,20,50\n",
+    "user,item,timestamp\n1,a,100\n1,20,2020-01-01\n",
+]
+
+
+@pytest.mark.parametrize("text", PLAIN_CASES)
+def test_plain_fast_path_reads_as_the_checked_reader(tmp_path, monkeypatch, text):
+    import seqrec.readers as readers
+
+    path = write(tmp_path / "log.csv", text)
+
+    def read():
+        try:
+            return read_interactions(path)[0]
+        except SeqrecError as e:
+            return str(e)
+
+    fast = read()
+    monkeypatch.setattr(readers, "_plain_table", lambda *a: None)
+    checked = read()
+    assert type(fast) is type(checked)
+    assert fast == checked if isinstance(fast, str) else fast.equals(checked), (fast, checked)
+
+
+def test_plain_fast_path_is_taken_for_plain_files(tmp_path, monkeypatch):
+    import seqrec.columns as columns
+
+    path = write(tmp_path / "log.csv", "user,item,timestamp\n1,10,100\n1,20,50\n2,10,7\n")
+    monkeypatch.setattr(columns, "_ids", lambda *a: pytest.fail("the checked id parser ran"))
+    frame = read_interactions(path)[0]
+    assert frame.schema == pl.Schema({"user": pl.Int64, "item": pl.Int64, "timestamp": pl.Int64})
+    assert load_dataset(path, K0).meta["has_timestamps"] and seqs(load_dataset(path, K0)) == [[20, 10], [10]]
+
+
+def test_ml25m_folder_layout(tmp_path, monkeypatch):
+    import seqrec.readers as readers
+
+    d = tmp_path / "ml-25m"
+    d.mkdir()
+    rows = [(u, m, r, t) for u in range(1, 6) for m, r, t in ((296, 5.0, 1147880044 + u), (306, 3.5, 1147868817 + u),
+                                                            (307, 5.0, 1147868828 + u), (665, 5.0, 1147878820 + u),
+                                                            (899, 3.5, 1147868510 + u))]
+    write(d / "ratings.csv", "userId,movieId,rating,timestamp\n" + "".join(f"{u},{m},{r},{t}\n" for u, m, r, t in rows))
+    write(d / "movies.csv", "movieId,title,genres\n296,Pulp Fiction (1994),Comedy|Crime|Drama|Thriller\n"
+                            '306,"Three Colors: Red (Trois couleurs: Rouge) (1994)",Drama\n307,"Three Colors: Blue '
+                            '(Trois couleurs: Bleu) (1993)",Drama\n665,Underground (1995),Comedy|Drama|War\n'
+                            "899,Singin' in the Rain (1952),Comedy|Musical|Romance\n")
+    for extra in ("tags.csv", "links.csv", "genome-scores.csv", "genome-tags.csv", "README.txt"):
+        write(d / extra, "x\n")
+    monkeypatch.setattr(readers, "_parse_lines", lambda *a: pytest.fail("the line-by-line parser ran"))
+    assert format_of(d) == "movielens-csv"
+    ds = load_dataset(d)
+    assert ds.n_users == 5 and ds.n_items == 5 and ds.n_interactions == 25
+    assert seqs(ds)[0] == [899, 306, 307, 665, 296]  # by time
+    assert ds.catalog["year"].to_list() == [1994, 1994, 1993, 1995, 1952]
+    assert load_dataset(d, CleanConfig(min_rating=4.0, k_core=0)).n_interactions == 15
+
+
+def _reference_clean(frame: pl.DataFrame, config: CleanConfig) -> tuple[list, list, list, dict]:
+    """Cleaning as one plain polars pipeline: the order and the counts the data set must have."""
+    frame = frame.with_row_index("_row")
+    if config.min_rating is not None:
+        frame = frame.filter(pl.col("rating") >= config.min_rating)
+    frame = frame.sort(["user", "timestamp", "_row"] if "timestamp" in frame.columns else ["user", "_row"])
+    if config.dedupe:
+        frame = frame.unique(["user", "item"], keep="first", maintain_order=True)
+    steps, k = [], config.k_core
+    while k > 1:
+        before = frame.height
+        frame = frame.filter(pl.len().over("user") >= k).filter(pl.len().over("item") >= k)
+        steps.append({"users": frame["user"].n_unique(), "items": frame["item"].n_unique(), "interactions": frame.height})
+        if frame.height in (before, 0):
+            break
+    histories = frame.group_by("user", maintain_order=True).agg("item").sort("user")
+    return histories["user"].to_list(), histories["item"].to_list(), frame["item"].unique().sort().to_list(), steps
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cleaning_matches_a_plain_pipeline(seed):
+    rng = np.random.default_rng(seed)
+    n = 3000
+    user = rng.integers(0, 150, n)
+    item = rng.zipf(1.6, n) % 400 * (1000 if seed == 1 else 1)  # seed 1: ids spread over a wide range
+    frame = pl.DataFrame({"user": user, "item": item, "timestamp": rng.integers(0, 50, n),  # many ties
+                          "rating": rng.integers(1, 6, n).astype(float)})
+    if seed == 2:
+        frame = frame.with_columns(pl.format("u{}", "user").alias("user"), pl.format("i{}", "item").alias("item"))
+    if seed == 3:
+        frame = frame.drop("timestamp")
+    if seed == 4:
+        frame = frame.sort("user", "timestamp")  # in order already: no sort
+    config = CleanConfig(k_core=[5, 3, 2, 4, 5, 0][seed], dedupe=seed in (0, 3), min_rating=3.0 if seed == 5 else None)
+    users, histories, items, steps = _reference_clean(frame, config)
+    ds = Dataset.from_interactions(frame, config=config)
+    assert ds.user_ids.raw.tolist() == users and ds.item_ids.raw.tolist() == items
+    assert seqs(ds) == histories
+    assert ds.meta["cleaning"]["k_core_steps"] == steps
+    assert ds.meta["before"]["interactions"] == n and ds.meta["interactions"] == sum(map(len, histories))

@@ -135,3 +135,108 @@ def test_planted_order_ar2_beats_ar1_beats_popularity(default):
     }
     assert ndcg["ar2"] >= 1.3 * ndcg["markov"], ndcg
     assert ndcg["markov"] >= 3.0 * ndcg["popularity"], ndcg
+
+
+# ------------------------------------------------------------------ the generator at scale
+from seqrec.synthetic_scale import generate_large, iter_chunks
+
+
+@pytest.fixture(scope="module")
+def large():
+    return generate_large(1500, 1500, 60_000, seed=3)
+
+
+def test_scale_exact_size_order_and_no_repeats(large):
+    inter, cat = large
+    assert inter.height == 60_000 and inter["user"].n_unique() == 1500
+    assert inter.schema == pl.Schema({"user": pl.Int64, "item": pl.Int64, "timestamp": pl.Int64})
+    user, ts = inter["user"].to_numpy(), inter["timestamp"].to_numpy()
+    assert np.all(np.diff(user) >= 0)
+    assert np.all(np.diff(ts)[user[1:] == user[:-1]] > 0)
+    assert inter.select(pl.struct("user", "item").is_duplicated().any()).item() is False
+    assert cat.height == 1500 and cat["raw_id"].to_list() == list(range(1, 1501))
+    assert set(inter["item"].unique().to_list()) <= set(cat["raw_id"].to_list())
+    assert cat["genres"].list.len().min() >= 1 and cat["title"].null_count() == 0
+    lengths = inter.group_by("user").len()["len"].to_numpy()
+    assert lengths.min() >= 5 and np.median(lengths) < lengths.mean()  # long-tailed
+    counts = inter.group_by("item").len()["len"].sort(descending=True).to_numpy()
+    assert counts[0] > 10 * np.median(counts)  # Zipf-like head
+
+
+def test_scale_series_parts_in_order(large):
+    inter, cat = large
+    parts = cat.filter(pl.col("title").str.contains(r" [IV]+: ")).select(
+        "raw_id", pl.col("title").str.extract(r"^(.*) [IV]+: ").alias("base"),
+        pl.col("title").str.extract(r" ([IV]+): ").replace_strict({"II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6},
+                                                                    return_dtype=pl.Int32).alias("part"))
+    firsts = cat.filter(pl.col("title").is_in(parts["base"].implode())).select(
+        "raw_id", pl.col("title").alias("base"), pl.lit(1, pl.Int32).alias("part"))
+    seen = inter.with_row_index("pos").join(pl.concat([firsts, parts]), left_on="item", right_on="raw_id")
+    pairs = seen.join(seen, on=["user", "base"], suffix="_next").filter(pl.col("part_next") == pl.col("part") + 1)
+    assert pairs.height > 1000
+    assert (pairs["pos_next"] > pairs["pos"]).all()
+    assert (pairs["pos_next"] - pairs["pos"]).max() <= 2  # at most one item in between
+
+
+def test_scale_planted_order_ar2_beats_ar1_beats_popularity(large):
+    from seqrec.baselines import make_baseline
+    from seqrec.evaluate import EvalConfig, evaluate
+    from seqrec.readers import load_dataset
+
+    loo = LeaveOneOut(load_dataset(large[0]))
+    config = EvalConfig(split="test", ks=(10,))
+    ndcg = {name: evaluate(make_baseline(name, loo), loo, config)["NDCG@10"] for name in ("popularity", "markov", "ar2")}
+    assert ndcg["ar2"] >= 1.2 * ndcg["markov"], ndcg
+    assert ndcg["markov"] >= 3.0 * ndcg["popularity"], ndcg
+
+
+def test_scale_deterministic_and_chunked():
+    one = pl.concat(iter_chunks(400, 800, 12_345, seed=7))
+    assert one.equals(pl.concat(iter_chunks(400, 800, 12_345, seed=7)))
+    chunks = list(iter_chunks(400, 800, 12_345, seed=7, chunk_rows=1000))
+    assert len(chunks) > 5
+    many = pl.concat(chunks)
+    assert many.height == 12_345 and many["user"].n_unique() == 400
+    assert many.select(pl.struct("user", "item").is_duplicated().any()).item() is False
+    assert not one.equals(pl.concat(iter_chunks(400, 800, 12_345, seed=8)))
+
+
+def test_scale_memory_does_not_grow_with_users_times_items():
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        inter, _ = generate_large(20_000, 20_000, 200_000, seed=1)  # a dense users x items array: 3.2 GB
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert inter.height == 200_000 and peak < 200e6
+
+
+@pytest.mark.parametrize("sizes", [(0, 100, 10), (10, 20, 100), (10, 1000, 10), (10, 1000, 10**6)])
+def test_scale_invalid_sizes(sizes):
+    with pytest.raises(SeqrecError, match="synthetic"):
+        generate_large(*sizes)
+
+
+def test_cli_synthetic_files(tmp_path):
+    from seqrec.cli import main
+    from seqrec.readers import read_interactions
+
+    csv, pq, cat = tmp_path / "s.csv", tmp_path / "s.parquet", tmp_path / "movies.csv"
+    args = ["synthetic", "--users", "300", "--items", "500", "--interactions", "9000", "--seed", "4"]
+    assert main([*args, "--out", str(csv), "--catalog", str(cat)]) == 0
+    assert main([*args, "--out", str(pq)]) == 0
+    frame, _, _ = read_interactions(csv)
+    assert frame.equals(pl.read_parquet(pq)) and frame.height == 9000
+    assert cat.read_text().startswith("raw_id,title,genres,year\n")
+    assert not list(tmp_path.glob(".*.tmp"))  # written through temp files beside, then renamed
+    assert main([*args, "--out", str(csv)]) == 0  # seqrec's own file: replaced
+    mine = tmp_path / "mine.csv"
+    mine.write_text("a,b\n1,2\n")
+    assert main([*args, "--out", str(mine)]) == 2 and mine.read_text() == "a,b\n1,2\n"
+    assert main([*args, "--out", str(mine), "--force"]) == 0 and mine.read_text().startswith("user,item,timestamp\n")
+    assert main([*args, "--out", str(tmp_path / "s.txt")]) == 2
+    assert main(["synthetic", "--users", "300", "--out", str(csv)]) == 2  # all three sizes or none
+    assert main(["synthetic", "--out", str(tmp_path / "default.parquet")]) == 0  # the embedded data set
+    assert pl.read_parquet(tmp_path / "default.parquet").equals(generate()[0])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+import numpy as np
 import polars as pl
 
 from seqrec.errors import SeqrecError
@@ -186,3 +187,23 @@ def _epoch(s: pl.Series) -> pl.Series:
     if s.dtype.is_numeric():
         return (s.fill_nan(None).floor() if s.dtype.is_float() else s).cast(pl.Int64)
     return pl.Series(s.name, [None] * len(s), dtype=pl.Int64)
+
+
+def decimal_chars(s: pl.Series) -> int:
+    """How many characters the integers of ``s`` (no nulls) take written plainly: an optional ``-`` and the
+    digits, without leading zeros. Any other spelling of the same numbers (``+5``, ``05``, `` 5``, ``"5"``,
+    ``5.0``) is longer, so a file whose size this accounts for holds plain integers only."""
+    x = s.to_numpy()
+    if len(x) == 0:
+        return 0
+    low, n = x.min(), len(x)
+    if low < 0:
+        n += int(np.count_nonzero(x < 0))
+        mag, low = np.abs(x).view(np.uint64), 0  # abs(-2**63) reads right as uint64
+    else:
+        mag = x.view(np.uint64) if x.dtype.kind == "i" else x.astype(np.uint64, copy=False)
+    top, power = int(mag.max()), 10
+    while power <= top:  # one more digit for each power of ten a value reaches
+        n += len(x) if power <= low else int(np.count_nonzero(mag >= power))
+        power *= 10
+    return n

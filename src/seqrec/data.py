@@ -112,18 +112,18 @@ class IdMap:
         return self.raw[idx].tolist()
 
 
-def _summary(user: np.ndarray, n_items: int) -> dict[str, Any]:
-    """Counts and history-length percentiles from a user column (any dtype)."""
-    if len(user) == 0:
+def _summary(lengths: np.ndarray, n_items: int) -> dict[str, Any]:
+    """Counts and history-length percentiles from the users' history lengths (users without any are not counted)."""
+    lengths = lengths[lengths > 0]
+    if len(lengths) == 0:
         return {"users": 0, "items": n_items, "interactions": 0}
-    _, lengths = np.unique(user, return_counts=True)
-    n_users = len(lengths)
+    n_users, n = len(lengths), int(lengths.sum())
     pct = np.percentile(lengths, [5, 25, 50, 75, 95]).round(1).tolist()
     return {
         "users": int(n_users),
         "items": int(n_items),
-        "interactions": int(len(user)),
-        "density": float(len(user) / max(1, n_users * max(1, n_items))),
+        "interactions": n,
+        "density": float(n / max(1, n_users * max(1, n_items))),
         "length_mean": float(lengths.mean()),
         "length_min": int(lengths.min()),
         "length_max": int(lengths.max()),
@@ -131,9 +131,67 @@ def _summary(user: np.ndarray, n_items: int) -> dict[str, Any]:
     }
 
 
-def _frame_summary(frame: pl.DataFrame) -> dict[str, Any]:
-    user = frame["user"].to_numpy()
-    return _summary(user, frame["item"].n_unique() if frame.height else 0)
+def _sorted(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """``frame`` in ``by`` order, ties in their order (a stable sort), without the columns after the first of
+    ``by``. Integer columns are sorted as one int64 key (user, then time) with numpy; none when in order."""
+    rest = [c for c in frame.columns if c not in by[1:]]
+    cols = [frame[c] for c in by]
+    if frame.height and all(c.dtype.is_integer() for c in cols):
+        lows, spans = [int(c.min()) for c in cols], [int(c.max()) - int(c.min()) + 1 for c in cols]
+        small = all(-(1 << 62) < lo and lo + span < 1 << 62 for lo, span in zip(lows, spans))
+        if small and np.prod(np.array(spans, dtype=float)) < 2.0**62:
+            key = cols[0].to_numpy().astype(np.int64, copy=False) - lows[0]
+            if len(by) > 1:
+                key = key * spans[1] + (cols[1].to_numpy().astype(np.int64, copy=False) - lows[1])
+            if np.all(key[1:] >= key[:-1]):
+                return frame.select(rest)
+            order = np.argsort(key, kind="stable")
+            del key
+            return frame.select(rest)[order]
+    return frame.sort(by, maintain_order=True).select(rest)
+
+
+def _codes(s: pl.Series, in_order: bool = False) -> tuple[np.ndarray, pl.Series]:
+    """Dense codes 0..n-1 of a column's values in value order (int32) and the values (sorted, distinct).
+    ``in_order``: the column is sorted, so codes come from where the value changes."""
+    if len(s) and in_order:
+        x = s.to_numpy() if s.dtype.is_integer() else None
+        new = np.empty(len(s), dtype=bool)
+        if x is not None:
+            new[0] = True
+            np.not_equal(x[1:], x[:-1], out=new[1:])
+        else:
+            new[:] = s.ne_missing(s.shift(1)).fill_null(True).to_numpy()
+        return (np.cumsum(new, dtype=np.int32) - 1), s.filter(pl.Series(new))
+    if len(s) and s.dtype.is_integer():
+        lo, hi = s.min(), s.max()
+        if -(1 << 62) < lo and hi < 1 << 62 and hi - lo <= max(2 * len(s), 1 << 20) and hi - lo < 1 << 25:  # a small range of ids: a lookup table
+            x = (s.to_numpy() - lo).astype(np.int64, copy=False)
+            present = np.bincount(x, minlength=hi - lo + 1) > 0
+            code = np.cumsum(present, dtype=np.int32) - 1
+            return code[x], pl.Series(s.name, np.flatnonzero(present) + lo).cast(s.dtype)
+    return (s.rank("dense").cast(pl.Int32) - 1).to_numpy(), s.unique().sort()
+
+
+def _k_core_codes(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
+                  k: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, int]]]:
+    """``k_core`` on code arrays (users, items in 0..n-1): the rows kept and one record per pass."""
+    steps: list[dict[str, int]] = []
+    if k <= 1:
+        return users, items, steps
+    while True:
+        before = len(users)
+        keep = np.bincount(users, minlength=n_users)[users] >= k  # users first, then items, as k_core
+        if not keep.all():
+            users, items = users[keep], items[keep]
+        keep = np.bincount(items, minlength=n_items)[items] >= k
+        if not keep.all():
+            users, items = users[keep], items[keep]
+        steps.append({"users": int(np.count_nonzero(np.bincount(users, minlength=n_users))),
+                      "items": int(np.count_nonzero(np.bincount(items, minlength=n_items))),
+                      "interactions": len(users)})
+        if len(users) == before or len(users) == 0:
+            return users, items, steps
 
 
 def k_core(frame: pl.DataFrame, k: int) -> tuple[pl.DataFrame, list[dict[str, int]]]:
@@ -203,24 +261,32 @@ class Dataset:
         for col in ("user", "item"):
             if col not in frame.columns:
                 raise SeqrecError(f"{source or name}: interactions need a '{col}' column, got {frame.columns}")
-        frame = frame.with_row_index("_row")
-        before = _frame_summary(frame)
+        if config.min_rating is not None and "rating" not in frame.columns:
+            raise SeqrecError(f"{source or name}: min_rating={config.min_rating} given but the data has no rating")
+        has_time = "timestamp" in frame.columns
+        order = ["user", "timestamp"] if has_time else ["user"]
+        # a stable sort: ties (and files without timestamps) keep file order; rating only to filter on
+        frame = _sorted(frame.select(*order, "item", *(["rating"] if config.min_rating is not None else [])), order)
+        users, raw_users = _codes(frame["user"], in_order=True)
+        items, raw_items = _codes(frame["item"])
+        n_users, n_items = len(raw_users), len(raw_items)
+        before = _summary(np.bincount(users, minlength=n_users), n_items)
         cleaning: dict[str, Any] = {"config": asdict(config)}
         if config.min_rating is not None:
-            if "rating" not in frame.columns:
-                raise SeqrecError(f"{source or name}: min_rating={config.min_rating} given but the data has no rating")
-            frame = frame.filter(pl.col("rating") >= config.min_rating)
-            cleaning["after_min_rating"] = frame.height
-        order = ["user", "timestamp", "_row"] if "timestamp" in frame.columns else ["user", "_row"]
-        frame = frame.sort(order)  # "_row" makes the order total: ties keep file order
-        if config.dedupe:
-            frame = frame.unique(["user", "item"], keep="first", maintain_order=True)
-            cleaning["after_dedupe"] = frame.height
+            keep = (frame["rating"] >= config.min_rating).fill_null(False).to_numpy()
+            users, items = users[keep], items[keep]
+            cleaning["after_min_rating"] = len(users)
+        del frame
+        if config.dedupe:  # the first of each (user, item) pair in time order
+            _, first = np.unique(users.astype(np.int64) * n_items + items, return_index=True)
+            first.sort()
+            users, items = users[first], items[first]
+            cleaning["after_dedupe"] = len(users)
         k = DEFAULT_K_CORE if config.k_core is None else config.k_core
         cleaning["k_core"] = k
-        frame, steps = k_core(frame, k)
+        users, items, steps = _k_core_codes(users, items, n_users, n_items, k)
         cleaning["k_core_steps"] = steps
-        if frame.height == 0:
+        if len(users) == 0:
             trail = "; ".join(
                 f"pass {i + 1}: {s['users']} users, {s['items']} items, {s['interactions']} interactions"
                 for i, s in enumerate(steps)
@@ -230,16 +296,14 @@ class Dataset:
                 f"k_core={k}; started with {before['users']} users, {before['items']} items, "
                 f"{before['interactions']} interactions; {trail or 'no k-core pass'})"
             )
-        raw_items = frame["item"].unique().sort()
-        raw_users = frame["user"].unique().sort()
-        item_code = frame["item"].rank("dense").cast(pl.Int32)  # 1..N in raw-id order
-        user_code = frame["user"].rank("dense").cast(pl.Int64) - 1
-        user_np = user_code.to_numpy()
+        per_user = np.bincount(users, minlength=n_users)
+        item_seen = np.bincount(items, minlength=n_items) > 0
+        raw_users, raw_items = raw_users.filter(pl.Series(per_user > 0)), raw_items.filter(pl.Series(item_seen))
         offsets = np.zeros(len(raw_users) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(user_np, minlength=len(raw_users)), out=offsets[1:])
+        np.cumsum(per_user[per_user > 0], out=offsets[1:])
         ds = cls(
             offsets=offsets,
-            items=item_code.to_numpy().astype(np.int32),
+            items=np.cumsum(item_seen, dtype=np.int32)[items],  # 1..N in raw-id order
             user_ids=IdMap(raw_users, offset=0),
             item_ids=IdMap(raw_items, offset=1),
             catalog=_normalise_catalog(catalog, raw_items),
@@ -248,7 +312,7 @@ class Dataset:
             "format_version": FORMAT_VERSION,
             "name": name,
             "source": source,
-            "has_timestamps": "timestamp" in frame.columns,
+            "has_timestamps": has_time,
             "before": before,
             "cleaning": cleaning,
         }
@@ -290,7 +354,7 @@ class Dataset:
         return h.hexdigest()[:16]
 
     def counts(self) -> dict[str, Any]:
-        stats = _summary(np.repeat(np.arange(self.n_users), self.lengths), self.n_items)
+        stats = _summary(self.lengths, self.n_items)
         stats["fingerprint"] = self.fingerprint()
         return stats
 

@@ -14,6 +14,12 @@ adjacent-item co-occurrence). ``Item`` and ``UnknownIdError`` (from ``seqrec.ite
 
 Backends: ``"torch"`` calls ``scorer.score`` under ``torch.inference_mode``; ``"onnx"`` runs the
 graph written by ``seqrec.onnx_export.export_onnx`` with onnxruntime (scores equal torch within 1e-4).
+
+Indexes (``seqrec.ann``): ``index="exact"`` scores every item; ``"hnsw"`` / ``"ivf"`` (a SASRec only, torch
+backend) build a faiss inner-product index over the item rows when the recommender is made and rank from it:
+each history asks for ``k + (items it excludes) + IndexParams.margin`` candidates, the excluded ones are
+dropped, and a history left with fewer than ``k`` (of those it may still get) is ranked exactly. With
+``include`` the included items are scored exactly from the index's rows; an empty history gets popularity.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from seqrec.ann import INDEX_KINDS, IndexParams, build_index, check_kind, query_vectors
 from seqrec.data import PAD, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.exports import export_items
@@ -35,8 +42,8 @@ from seqrec.items import NEG_INF, AddedItems, Catalogue, Item, UnknownIdError, a
 from seqrec.onnx_export import onnx_session
 from seqrec.split import left_pad
 
-__all__ = ["BACKENDS", "SCORE_CHUNK", "AddedItems", "Item", "RecommendResult", "Recommender", "UnknownIdError",
-           "export_items"]
+__all__ = ["BACKENDS", "INDEX_KINDS", "SCORE_CHUNK", "AddedItems", "IndexParams", "Item", "RecommendResult",
+           "Recommender", "UnknownIdError", "export_items"]
 BACKENDS = ("torch", "onnx")
 log = logging.getLogger("seqrec.recommend")
 SCORE_CHUNK = 256  # histories per scorer call in batch paths (bounds memory at chunk x (N+1) floats)
@@ -54,11 +61,15 @@ class Recommender:
 
     def __init__(self, scorer: Any, dataset: Dataset, name: str = "model", backend: str = "torch", *,
                  config: dict | None = None, metrics: dict | None = None, onnx_path: str | os.PathLike | None = None,
-                 onnx_threads: int = 1) -> None:
+                 onnx_threads: int = 1, index: str = "exact", index_params: IndexParams | None = None) -> None:
         if backend not in BACKENDS:
             raise SeqrecError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if int(scorer.n_items) != dataset.n_items:
             raise SeqrecError(f"scorer has {scorer.n_items} items but the data set has {dataset.n_items}")
+        check_kind(index, scorer)
+        if index != "exact" and backend == "onnx":
+            raise SeqrecError(f"index {index!r} ranks from the model's state, which the torch backend computes; the "
+                              f"onnx backend scores every item: use backend 'torch' (or 'auto') with an index")
         self.scorer, self.dataset, self.name, self.backend = scorer, dataset, name, backend
         self.max_len = int(scorer.max_len)
         self.n_items = dataset.n_items
@@ -73,16 +84,22 @@ class Recommender:
         self._onnx_threads = onnx_threads
         if backend == "onnx":
             self._session = onnx_session(self.scorer, onnx_path, onnx_threads, owner=self)
+        self.index_kind, self.index_params = index, index_params or IndexParams()
+        self.index = build_index(index, scorer, self.index_params)  # None for "exact"
+        if self.index is not None:
+            log.info("%s index over %d items built in %.1f s", index, self.n_items, self.index.build_seconds)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_folder(cls, path: str | os.PathLike, backend: str = "auto", name: str | None = None,
-                    onnx_threads: int = 1) -> "Recommender":
+                    onnx_threads: int = 1, index: str = "exact",
+                    index_params: IndexParams | None = None) -> "Recommender":
         """Load a model folder (``seqrec.folder``); the ONNX backend uses the folder's ``model.onnx`` when
         ``load_folder`` found it holds these weights (``ModelBundle.onnx``), else a private export.
 
         ``backend="auto"`` picks ONNX Runtime for neural scorers (about twice as fast per request
-        as torch in ``benchmarks/serve_latency.py``) and torch for baselines or when export fails.
+        as torch in ``benchmarks/serve_latency.py``) and torch for baselines or when export fails, or with
+        an ``index`` other than ``"exact"`` (built from the item rows as the folder loads).
         """
         from seqrec.folder import load_folder
 
@@ -91,8 +108,10 @@ class Recommender:
         def build(chosen: str) -> "Recommender":
             return cls(bundle.scorer, bundle.dataset, name=name or Path(path).resolve().name, backend=chosen,
                        config=bundle.config, metrics=bundle.metrics,
-                       onnx_path=bundle.onnx, onnx_threads=onnx_threads)
+                       onnx_path=bundle.onnx, onnx_threads=onnx_threads, index=index, index_params=index_params)
 
+        if index != "exact" and backend == "auto":
+            return build("torch")
         if backend != "auto":
             return build(backend)
         if not isinstance(bundle.scorer, torch.nn.Module):
@@ -159,6 +178,49 @@ class Recommender:
         ranked = self.catalogue.ranked  # masked candidates (and NaN) end each list
         return [ranked(v, i) for v, i in zip(values.tolist(), index.tolist())]
 
+    def _ann_top(self, seqs: Sequence[np.ndarray], k: int, exclude_seen: bool,
+                 banned: np.ndarray | None = None) -> list[list[Item]]:
+        """``_top`` through the item index: each history with a known item asks it for ``k`` + its excluded
+        items + ``margin`` candidates; the excluded (and unfilled) ones are dropped; a history left with fewer
+        than it may get, and an empty history (popularity), is ranked exactly."""
+        k = min(int(k), self.n_items)
+        banned = np.zeros(0, np.int64) if banned is None else np.unique(np.asarray(banned, dtype=np.int64))
+        out: list[list[Item] | None] = [None] * len(seqs)
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        rows = np.flatnonzero(lengths > 0)
+        if len(rows):
+            ban = [np.union1d(np.asarray(seqs[r], dtype=np.int64), banned) if exclude_seen else banned for r in rows]
+            fetch = k + max(len(b) for b in ban) + self.index_params.margin
+            scores, ids = self.index.search(query_vectors(self.scorer, self._batch(seqs, rows, lengths)), fetch)
+            n1 = self.n_items + 1  # (row, id) pairs as one code each, to drop the excluded ones at once
+            codes = np.concatenate([j * n1 + b for j, b in enumerate(ban)])
+            keep = (ids > PAD) & ~np.isin(np.arange(len(rows))[:, None] * n1 + ids, codes)
+            for j, r in enumerate(rows):
+                sel = np.flatnonzero(keep[j])[:k]
+                if len(sel) >= min(k, self.n_items - len(ban[j])):
+                    out[r] = self.catalogue.ranked(scores[j, sel].tolist(), ids[j, sel].tolist())
+        rest = [i for i, o in enumerate(out) if o is None]
+        if rest:
+            part = [seqs[i] for i in rest]
+            for i, items in zip(rest, self._top(self._scores_for(part)[0], part, k, exclude_seen, None, banned)):
+                out[i] = items
+        return out  # type: ignore[return-value]
+
+    def _ann_include(self, ids: np.ndarray, k: int, exclude_seen: bool, include: np.ndarray,
+                     banned: np.ndarray | None) -> list[Item]:
+        """The top ``k`` of the ``include``d items, scored exactly with the index's rows."""
+        drop = np.asarray(ids if exclude_seen else [], dtype=np.int64)
+        if banned is not None:
+            drop = np.union1d(drop, banned)
+        cand = np.setdiff1d(np.asarray(include, dtype=np.int64), drop)
+        cand = cand[cand > PAD]
+        if not len(cand):
+            return []
+        query = query_vectors(self.scorer, self._batch([ids], np.zeros(1, np.int64), np.array([len(ids)])))[0]
+        scores = self.index.rows(cand) @ query
+        order = np.argsort(-scores, kind="stable")[: int(k)]
+        return self.catalogue.ranked(scores[order].tolist(), cand[order].tolist())
+
     def _lookup(self, raws: Sequence[Any] | None) -> np.ndarray | None:
         return None if raws is None else self.dataset.item_ids.lookup(raws)[0]
 
@@ -173,6 +235,13 @@ class Recommender:
         """
         _check_k(k)
         ids, unknown = self.dataset.item_ids.lookup(history)
+        if self.index is not None and len(ids):
+            with torch.inference_mode():
+                if include is None:
+                    items = self._ann_top([ids], k, exclude_seen, self._lookup(exclude))[0]
+                else:
+                    items = self._ann_include(ids, k, exclude_seen, self._lookup(include), self._lookup(exclude))
+            return RecommendResult(items, unknown, False)
         allowed = None
         if include is not None:
             allowed = torch.zeros(self.n_items + 1, dtype=torch.bool)
@@ -205,9 +274,12 @@ class Recommender:
         with torch.inference_mode():
             for lo in range(0, len(seqs), SCORE_CHUNK):  # score, mask and rank chunk by chunk: bounded memory
                 part = seqs[lo : lo + SCORE_CHUNK]
-                scores, fallback = self._scores_for(part)
-                tops = self._top(scores, part, k, exclude_seen)
-                out += [RecommendResult(t, u, f) for t, u, f in zip(tops, unknown[lo : lo + SCORE_CHUNK], fallback.tolist())]
+                if self.index is not None:
+                    tops, fallback = self._ann_top(part, k, exclude_seen), [len(s) == 0 for s in part]
+                else:
+                    scores, empty = self._scores_for(part)
+                    tops, fallback = self._top(scores, part, k, exclude_seen), empty.tolist()
+                out += [RecommendResult(t, u, f) for t, u, f in zip(tops, unknown[lo : lo + SCORE_CHUNK], fallback)]
         return out
 
     def score(self, history: Sequence[Any], items: Sequence[Any]) -> list[float]:
@@ -255,7 +327,7 @@ class Recommender:
         if isinstance(config.get("model"), dict):
             config["model"] = {**config["model"], "n_items": grown.n_items}
         rec = Recommender(grown, dataset, name=self.name, backend=self.backend, config=config, metrics=self.metrics,
-                          onnx_threads=self._onnx_threads)
+                          onnx_threads=self._onnx_threads, index=self.index_kind, index_params=self.index_params)
         return rec, added
 
     def add_items(self, items: Sequence[Mapping[str, Any]]) -> AddedItems:
@@ -274,7 +346,7 @@ class Recommender:
 
     def _facts(self) -> dict[str, Any]:
         return _json_safe({
-            "name": self.name, "backend": self.backend, "scorer": type(self.scorer).__name__,
+            "name": self.name, "backend": self.backend, "index": self.index_kind, "scorer": type(self.scorer).__name__,
             "max_len": self.max_len, "n_items": self.n_items,
             "has_embeddings": hasattr(self.scorer, "item_embeddings"),
             "config": self.config, "metrics": self.metrics, "data": self.dataset.counts(),

@@ -86,6 +86,7 @@ from seqrec.serve_http import (_answer, _Busy, _Guard, _items, _items_json, _jso
 log = logging.getLogger("seqrec.serve")
 WEB_DIR = Path(__file__).with_name("web")
 ENV_MODEL, ENV_BACKEND, ENV_THREADS = "SEQREC_MODEL_PATH", "SEQREC_BACKEND", "SEQREC_TORCH_THREADS"
+ENV_INDEX = "SEQREC_INDEX"  # exact / hnsw / ivf (seqrec.ann), for the workers of run
 ENV_STORE, ENV_PROTECT_READS, ENV_CORS = "SEQREC_STORE", "SEQREC_PROTECT_READS", "SEQREC_CORS_ORIGINS"
 SWITCH_INTERVAL = 0.0005  # seconds; see _settle
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -370,7 +371,8 @@ def app_from_env() -> FastAPI:
     _set_threads(os.environ.get(ENV_THREADS))
     backend = os.environ.get(ENV_BACKEND, "auto")
     store = EventStore(os.environ[ENV_STORE]) if os.environ.get(ENV_STORE) else None
-    app = create_app(Recommender.from_folder(path, backend=backend), limits=Limits.from_env(), store=store,
+    index = os.environ.get(ENV_INDEX) or "exact"
+    app = create_app(Recommender.from_folder(path, backend=backend, index=index), limits=Limits.from_env(), store=store,
                      api_key=os.environ.get(ENV_API_KEY) or None, protect_reads=os.environ.get(ENV_PROTECT_READS) == "1",
                      cors_origins=json.loads(os.environ.get(ENV_CORS) or "[]"), model_path=path, backend=backend,
                      close_store=True)
@@ -407,7 +409,7 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
         backend: str = "auto", threads: int | None = 1, access_log: bool = True, limits: Limits | None = None,
         store: str | os.PathLike | None = None, api_key: str | None = None, protect_reads: bool = False,
-        cors_origins: Sequence[str] = ()) -> None:
+        cors_origins: Sequence[str] = (), index: str = "exact") -> None:
     """Serve a model folder with uvicorn; several workers each load the model (via ``app_from_env``).
 
     ``limits`` default to ``Limits.from_env()`` (``SEQREC_LIMITS``, else the defaults). ``store`` is the
@@ -419,7 +421,8 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
 
     ``threads`` sets torch's intra-op threads per worker (default 1: one history is too small to
     split, and every thread that scores, e.g. the pool serving batch requests, would otherwise keep
-    its own busy OpenMP team). Scale with ``workers`` instead; ``None`` keeps torch's default.
+    its own busy OpenMP team). Scale with ``workers`` instead; ``None`` keeps torch's default. faiss searches
+    with as many threads. ``index`` (``exact``, ``hnsw``, ``ivf``: ``seqrec.ann``) is built as each worker loads.
     """
     import uvicorn
 
@@ -432,7 +435,8 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
     if workers > 1:
         if store is not None:
             EventStore(store).close()  # created and checked once, before the workers open it
-        os.environ.update({ENV_MODEL: str(model_path), ENV_BACKEND: backend, ENV_LIMITS: json.dumps(asdict(limits)),
+        os.environ.update({ENV_MODEL: str(model_path), ENV_BACKEND: backend, ENV_INDEX: index,
+                           ENV_LIMITS: json.dumps(asdict(limits)),
                            ENV_STORE: "" if store is None else str(store), ENV_API_KEY: api_key or "",
                            ENV_PROTECT_READS: "1" if protect_reads else "", ENV_CORS: json.dumps(list(cors_origins))})
         if threads:
@@ -446,7 +450,7 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
     _set_threads(threads)
     events = EventStore(store) if store is not None else None
     try:
-        app = create_app(Recommender.from_folder(model_path, backend=backend), limits=limits, store=events,
+        app = create_app(Recommender.from_folder(model_path, backend=backend, index=index), limits=limits, store=events,
                          api_key=api_key, protect_reads=protect_reads, cors_origins=cors_origins,
                          model_path=model_path, backend=backend, reload_on_sighup=True, close_store=True)
         _settle()

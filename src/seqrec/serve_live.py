@@ -146,15 +146,15 @@ def _history_answer(r: Recommender, h: LiveHistory, user_id: str, limit: int, n_
 
 
 # ---------------------------------------------------------------------------- reload
-def load_checked(path: str, backend: str) -> Recommender:
+def load_checked(path: str, backend: str, index: str = "exact") -> Recommender:
     """A model folder loaded and checked for serving: it loads, its scorer, catalogue and id map agree on
-    the item count, and it ranks a probe history with finite scores. A ``SeqrecError`` naming the problem
-    otherwise."""
+    the item count, and it ranks a probe history with finite scores; ``index`` (``seqrec.ann``) is built as it
+    loads. A ``SeqrecError`` naming the problem otherwise."""
     folder = Path(path)
     if not folder.is_dir():
         raise SeqrecError(f"{path}: no such model folder")
     try:
-        new = Recommender.from_folder(folder, backend=backend)
+        new = Recommender.from_folder(folder, backend=backend, index=index)
     except SeqrecError as e:
         raise SeqrecError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
     except Exception as e:  # a folder that passed its checks but still fails to build (e.g. a scorer error)
@@ -187,8 +187,9 @@ async def reload_model(app: FastAPI, path: str | None = None) -> dict[str, Any]:
         if not target:
             raise SeqrecError('give the model folder to load: {"path": "FOLDER"} (the service was not started '
                               'from a folder)')
-        new = await asyncio.to_thread(load_checked, str(target), app.state.backend)
         old = app.state.recommender
+        index = "exact" if old is None else old.index_kind  # the new model is searched as the old one was
+        new = await asyncio.to_thread(load_checked, str(target), app.state.backend, index)
         app.state.recommender = new  # the swap: requests that took the old reference finish on it
         app.state.model_path = str(target)
         previous = None if old is None else old.name
