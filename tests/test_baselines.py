@@ -163,3 +163,84 @@ def test_amazon_games_popularity_and_markov_speed(shared_data):
     assert results["ar2"]["NDCG@10"] > 2 * results["popularity"]["NDCG@10"]
     # CPU time, not wall time: the shared machine's load would otherwise decide the outcome.
     assert cpu < 30
+
+
+# --------------------------------------------------------------------------- sparse fitting, memory budget
+def _dense_counts(loo, order):
+    """(context tuple) -> next item -> count, by a plain loop over the training sequences."""
+    train, out = loo.train(), {}
+    for u in range(len(train)):
+        seq = train.sequence(u).tolist()
+        for j in range(len(seq) - order):
+            row = out.setdefault(tuple(seq[j : j + order]), {})
+            row[seq[j + order]] = row.get(seq[j + order], 0) + 1
+    return out
+
+
+@pytest.fixture
+def random_chains():
+    rng = np.random.default_rng(1)
+    seqs = [rng.integers(0, 40, size=int(rng.integers(1, 30))).tolist() for _ in range(300)]
+    return LeaveOneOut(Dataset.from_sequences(seqs))
+
+
+def test_count_matrices_match_a_loop_and_do_not_depend_on_blocks(random_chains, monkeypatch):
+    from seqrec import baselines, split
+
+    n = random_chains.data.n_items
+    m, a = Markov(n).fit(random_chains), AR2(n).fit(random_chains)
+    for order, got in ((1, lambda ctx: m.transitions[ctx[0]]),
+                       (2, lambda ctx: a.pairs[int(np.searchsorted(a.pair_keys, ctx[0] * (n + 1) + ctx[1]))])):
+        ref = _dense_counts(random_chains, order)
+        if order == 2:
+            assert a.pair_keys.tolist() == sorted(x * (n + 1) + y for x, y in ref)
+        for ctx, row in ref.items():
+            top = max(row.values())
+            want = {item: np.float32(c) / np.float32(top) for item, c in row.items()}
+            r = got(ctx)
+            assert dict(zip(r.indices.tolist(), r.data.tolist())) == pytest.approx(want, rel=0, abs=0)
+    assert m.transitions.nnz == sum(len(r) for r in _dense_counts(random_chains, 1).values())
+    _, segs, _ = random_chains.inputs("test")
+    h = segs.left_padded(2)
+    scores = {name: model.score(h) for name, model in (("markov", m), ("ar2", a))}
+    # many small blocks of sequences while fitting, few stored entries at a time while scoring
+    monkeypatch.setattr(split, "BLOCK_EVENTS", 7)
+    monkeypatch.setattr(baselines, "_PIECE", 5)
+    m2, a2 = Markov(n).fit(random_chains), AR2(n).fit(random_chains)
+    assert (m2.transitions != m.transitions).nnz == 0 and (a2.pairs != a.pairs).nnz == 0
+    assert np.array_equal(a2.pair_keys, a.pair_keys)
+    assert torch.equal(m2.score(h), scores["markov"]) and torch.equal(a2.score(h), scores["ar2"])
+    assert np.array_equal(random_chains.train().counts(n), np.bincount(random_chains.train().flat()[1], minlength=n + 1))
+
+
+def test_baselines_report_their_memory(random_chains):
+    n = random_chains.data.n_items
+    m, a = Markov(n).fit(random_chains), AR2(n).fit(random_chains)
+    held, per_row = m.memory_bytes()
+    matrix = m.transitions.data.nbytes + m.transitions.indices.nbytes + m.transitions.indptr.nbytes
+    assert held >= matrix + m.counts.nbytes and per_row == 4 * (n + 1) + 8
+    assert a.memory_bytes()[0] >= held + a.pairs.data.nbytes + a.pair_keys.nbytes
+    assert Popularity(n).fit(random_chains).memory_bytes()[0] < held
+
+
+def test_every_baseline_gives_the_same_metrics_under_a_tiny_memory_budget():
+    from seqrec.evaluate import EvalConfig, block_users
+    from seqrec.readers import load_dataset
+
+    loo = LeaveOneOut(load_dataset("synthetic"))
+    n, users = loo.data.n_items, len(loo.inputs("test")[0])
+    for name in BASELINES:
+        model = make_baseline(name, loo)
+        for protocol in ("full", "sampled"):
+            tiny = EvalConfig(protocol=protocol, memory_budget=model.memory_bytes()[0] + 200_000)
+            assert 1 <= block_users(model, n, tiny, users) <= 10, name
+            assert evaluate(model, loo, tiny) == evaluate(model, loo, EvalConfig(protocol=protocol)), name
+
+
+def test_a_budget_below_a_baselines_matrices_is_refused_with_the_figure(random_chains):
+    from seqrec.evaluate import EvalConfig
+
+    m = Markov(random_chains.data.n_items).fit(random_chains)
+    held = m.memory_bytes()[0]
+    with pytest.raises(SeqrecError, match=r"memory_budget .* is too small: the markov scorer holds [\d.]+ [KM]B"):
+        evaluate(m, random_chains, EvalConfig(memory_budget=held))

@@ -416,3 +416,108 @@ def test_scorer_mismatch_is_reported(tiny):
 
     with pytest.raises(SeqrecError, match="expected"):
         evaluate(Wrong(6), tiny)
+
+
+# --------------------------------------------------------------------------- memory budget
+class CountingScorer(HashScorer):
+    """HashScorer that records how many histories each call scored."""
+
+    def __init__(self, n_items):
+        super().__init__(n_items)
+        self.calls = []
+
+    def score(self, histories):
+        self.calls.append(len(histories))
+        return super().score(histories)
+
+
+def test_memory_budget_parses_sizes():
+    from seqrec.config import parse_bytes
+
+    assert EvalConfig().budget_bytes == 2 * 10**9
+    assert parse_bytes("512MB") == 512 * 10**6 and parse_bytes("1.5 GiB") == 3 * 2**29
+    assert parse_bytes(4096) == parse_bytes("4096") == parse_bytes("4kib") == 4096
+    for bad in ("", "lots", "2XB", "GB", "0", "-1GB", "nan", "inf", 0, 1.5, True, None):
+        with pytest.raises(SeqrecError, match="memory_budget must be a positive size"):
+            EvalConfig(memory_budget=bad)
+
+
+@pytest.mark.parametrize("protocol,seen_target", [("full", "miss"), ("full", "drop"), ("full", "keep"),
+                                                  ("sampled", "miss")])
+def test_a_tiny_memory_budget_gives_the_same_metrics(random_loo, protocol, seen_target):
+    from seqrec.evaluate import block_users
+
+    n = random_loo.data.n_items
+    small, default = CountingScorer(n), CountingScorer(n)
+    tiny_budget = EvalConfig(protocol=protocol, seen_target=seen_target, memory_budget="400KB")
+    users = len(random_loo.inputs("test")[0])
+    block = block_users(small, n, tiny_budget, users)
+    assert 1 <= block < 64
+    a = evaluate(small, random_loo, tiny_budget)
+    b = evaluate(default, random_loo, EvalConfig(protocol=protocol, seen_target=seen_target))
+    assert a == b
+    assert max(small.calls) == block and max(default.calls) == 1024
+    assert sum(small.calls) == sum(default.calls) == a["users"]
+
+
+def test_an_impossible_memory_budget_is_refused_before_any_scoring(random_loo):
+    from seqrec.evaluate import check_budget
+
+    scorer = CountingScorer(random_loo.data.n_items)
+    with pytest.raises(SeqrecError, match=r"memory_budget '20KB' \(20 KB\) is too small: .* give at least \d"):
+        evaluate(scorer, random_loo, EvalConfig(memory_budget="20KB"))
+    assert scorer.calls == []
+    with pytest.raises(SeqrecError, match=r"memory_budget '5KB' \(5 KB\) is too small: one user's scores over "
+                                          r"1,000 items and their ranking need 10 KB"):
+        check_budget(1000, EvalConfig(memory_budget="5KB"))
+    check_budget(1000, EvalConfig(memory_budget="11KB"))
+
+
+def test_cli_memory_budget_flag(capsys):
+    from seqrec.cli import build_parser, main
+    from seqrec.cli_options import _eval_config
+
+    args = build_parser().parse_args(["compare", "synthetic", "--memory-budget", "64MB"])
+    assert _eval_config(args, "full").memory_budget == "64MB"
+    assert main(["evaluate", "synthetic", "--model", "markov", "--memory-budget", "1KB", "--quiet"]) == 2
+    assert "memory_budget '1KB' (1 KB) is too small: one user's scores over" in capsys.readouterr().err
+    assert main(["evaluate", "synthetic", "--memory-budget", "much", "--quiet"]) == 2
+    assert "memory_budget must be a positive size" in capsys.readouterr().err
+
+
+def test_sasrec_at_200k_items_is_scored_in_blocks_that_follow_the_budget():
+    import polars as pl
+
+    from seqrec.config import SASRecConfig, parse_bytes
+    from seqrec.data import CleanConfig
+    from seqrec.evaluate import _RANK_BYTES, _USER_BYTES, block_users, scorer_memory
+    from seqrec.model import SASRecModel
+
+    n_items, users, length = 200_000, 1_000, 200
+    rng = np.random.default_rng(0)
+    frame = pl.DataFrame({"user": np.repeat(np.arange(users), length), "item": rng.permutation(n_items)})
+    loo = LeaveOneOut(Dataset.from_interactions(frame, config=CleanConfig(k_core=0)))
+    assert loo.data.n_items == n_items
+    torch.manual_seed(0)
+    model = SASRecModel(SASRecConfig(n_items=n_items, hidden=16, blocks=1, heads=1, max_len=20)).eval()
+    seen = []
+    score = model.score
+    model.score = lambda histories: (seen.append(len(histories)), score(histories))[1]
+    fixed, per_row = scorer_memory(model)
+    assert fixed >= 2 * 4 * 16 * (n_items + 1) and per_row > 4 * (n_items + 1)
+    results, blocks = {}, {}
+    for budget in ("40MB", "80MB", "2GB"):
+        config = EvalConfig(ks=(10,), max_users=150, memory_budget=budget)
+        block = blocks[budget] = block_users(model, n_items, config, users)
+        seen.clear()
+        results[budget] = evaluate(model, loo, config)
+        assert max(seen) == min(block, 150) and sum(seen) == 150
+    # each block's users fit the budget with the fixed part; one more would not
+    own = _USER_BYTES * users + (n_items + 1) * 9  # per-user arrays, coverage flags of ks=(10,), counts
+    row = per_row + _RANK_BYTES * (n_items + 1) + 8 * 20 * 3
+    for budget, block in blocks.items():
+        if block < 1024:
+            assert fixed + own + block * row <= parse_bytes(budget) < fixed + own + (block + 1) * row
+    assert 1 <= blocks["40MB"] < blocks["80MB"] < blocks["2GB"] <= 1024
+    assert results["40MB"]["users"] == results["2GB"]["users"] == 150
+    assert results["40MB"]["NDCG@10"] == pytest.approx(results["2GB"]["NDCG@10"], abs=0.02)

@@ -97,6 +97,43 @@ def test_sampled_softmax_masks_accidental_hits():
     assert torch.isfinite(h.grad).all()
 
 
+def test_sampled_softmax_logq_with_shared_negatives_hand_computed():
+    # two rows share the negatives [1, 2]; q(1) = 0.25, q(2) = 0.125, the positives' q 0.5 and 0.2
+    h = torch.tensor([[1.0, 2.0], [2.0, 0.0]])  # scores: row 0 -> (1, 2, 3), row 1 -> (2, 0, 2)
+    pos, neg = torch.tensor([3, 3]), torch.tensor([1, 2])
+    lq_pos, lq_neg = torch.log(torch.tensor([0.5, 0.2])), torch.log(torch.tensor([0.25, 0.125]))
+    want = 0.0
+    for scores, q_pos in (((1, 2, 3), 0.5), ((2, 0, 2), 0.2)):
+        s = [scores[2] - math.log(q_pos), scores[0] - math.log(0.25), scores[1] - math.log(0.125)]
+        want += -s[0] + math.log(sum(math.exp(v) for v in s))
+    close(sampled_softmax_loss(h, pos, neg, EMB, lq_pos, lq_neg), want / 2)
+    # the positive left uncorrected (a zero correction): only the negatives move
+    s = [3, 1 - math.log(0.25), 2 - math.log(0.125)]
+    close(sampled_softmax_loss(H, pos[:1], neg, EMB, torch.zeros(1), lq_neg), -s[0] + math.log(sum(map(math.exp, s))))
+
+
+def test_in_batch_negatives_mask_a_positions_own_positive_and_equal_items():
+    h = torch.tensor([[1.0, 2.0], [2.0, 0.0], [1.0, 2.0]])  # scores row 0, 2 -> (1, 2, 3); row 1 -> (2, 0, 2)
+    pos = torch.tensor([3, 1, 3])  # rows 0 and 2 have the same target
+    neg = torch.tensor([2])  # one shared sampled negative
+    lq = torch.log(torch.tensor([0.5, 0.25, 0.5]))  # log q of the candidates, by position
+    in_batch, lq_in = pos.clone(), lq.clone()  # every target of the batch as a negative
+    got = sampled_softmax_loss(h, pos, neg, EMB, lq, torch.log(torch.tensor([0.1])), in_batch, lq_in)
+    lse = lambda *v: math.log(sum(map(math.exp, v)))  # noqa: E731
+    l2, l25, l1 = math.log(2), math.log(0.25), math.log(0.1)
+    # row 0 (target 3): the in-batch 3s (its own and row 2's) masked, item 1 kept
+    row0 = -(3 + l2) + lse(3 + l2, 2 - l1, 1 - l25)
+    # row 1 (target 1): its own in-batch 1 masked, both 3s kept
+    row1 = -(2 - l25) + lse(2 - l25, 0 - l1, 2 + l2, 2 + l2)
+    close(got, (2 * row0 + row1) / 3)
+    # with nothing but the positive and masked candidates the loss is 0 and gradients finite
+    h1 = H.clone().requires_grad_()
+    loss = sampled_softmax_loss(h1, torch.tensor([3]), torch.tensor([3]), EMB, None, None, torch.tensor([3, 3]))
+    close(loss, 0.0)
+    loss.backward()
+    assert torch.isfinite(h1.grad).all()
+
+
 def test_bce_and_gbce_leave_out_a_negative_that_is_the_positive():
     pos = torch.tensor([3])
     close(bce_loss(H, pos, torch.tensor([3, 1]), EMB), sp(-3) + sp(1))  # shared [k]

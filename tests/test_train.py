@@ -61,7 +61,8 @@ def quick(**kw) -> TrainConfig:
     ("grad_accum", 0), ("precision", "int8"), ("device", "tpu"), ("threads", 0), ("compile", "yes"),
     ("epochs", 0), ("batch_size", 1.5), ("eval_every", -1), ("eval_max_users", 0), ("patience", -2),
     ("seed", "x"), ("seed", -1), ("seed", 2**32), ("checkpoint_every_steps", 0), ("quiet", 1), ("bucket", None),
-    ("time_limit", 0), ("time_limit", "1m"),
+    ("time_limit", 0), ("time_limit", "1m"), ("in_batch_negatives", -1), ("in_batch_negatives", 2.0),
+    ("logq_positive", 1), ("sparse_embeddings", "yes"),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     kw = {"loss": "bce"} if field == "n_negatives" else {}
@@ -245,6 +246,10 @@ def test_learns_the_planted_order_and_not_from_shuffled_sequences(loss):
     dict(loss="gbce", n_negatives=8, shared_negatives=True),
     dict(optimizer="adamw", weight_decay=0.1, warmup_steps=0.2, schedule="constant", grad_clip=None),
     dict(bucket=False, precision="bf16", quiet=False),
+    dict(loss="sampled-softmax", n_negatives=8, in_batch_negatives=16, negative_sampling="popularity"),
+    dict(loss="sampled-softmax", n_negatives=8, logq_positive=False, sparse_embeddings=True),
+    dict(loss="gbce", n_negatives=8, sparse_embeddings=True, optimizer="adamw", weight_decay=0.1, grad_clip=0.01),
+    dict(loss="ce", sparse_embeddings=True, optimizer="adam", weight_decay=0.1, grad_accum=2),
 ])
 def test_every_loss_and_option_trains(kw):
     ds = small()
@@ -370,10 +375,12 @@ def test_resume_after_an_interrupted_epoch_gives_the_same_run(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("loss", ["ce", "bce"])
-def test_resume_mid_epoch_from_step_checkpoints(tmp_path, monkeypatch, loss):
+@pytest.mark.parametrize("options", [{"loss": "ce"}, {"loss": "bce"}, {
+    "loss": "sampled-softmax", "n_negatives": 8, "in_batch_negatives": 8, "sparse_embeddings": True,
+    "optimizer": "adamw", "weight_decay": 0.1}])
+def test_resume_mid_epoch_from_step_checkpoints(tmp_path, monkeypatch, options):
     ds = small(n_users=90)
-    cfg = quick(epochs=2, checkpoint_every_steps=2, eval_every=0, loss=loss)
+    cfg = quick(epochs=2, checkpoint_every_steps=2, eval_every=0, **options)
     full = train(model_for(ds), LeaveOneOut(ds), cfg, out_dir=tmp_path / "a")
     saves, save = [], T.Run.save
 

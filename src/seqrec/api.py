@@ -130,17 +130,22 @@ class SASRec:
         ``init_from`` (a SASRec model folder) starts from that model (``seqrec.warm``): its items keep
         their ids and weights, new items are added, its shape is kept (model options may not differ),
         the optimiser starts afresh; the training options come from the recipe and the caller.
+        With ``nproc > 1`` that many worker processes train (``seqrec.distributed``) into ``out_dir`` (or a
+        temporary folder) and the fitted model is read back from it.
         """
+        from seqrec.distributed import fit_in_workers, is_main, launched
         from seqrec.split import LeaveOneOut
 
         ds = self._dataset(data)
+        if self.train_config.nproc > 1 and not launched():  # workers train and write the run; read it back
+            return fit_in_workers(self, ds, out_dir, resume, valid, init_from)
         start = None
         if init_from is not None:
             ds, start = self._warm_start(ds, init_from)
         model_options, resolved, recipe = self.resolve(ds)
         if start is not None:
             model_options = {k: v for k, v in start.config.to_dict().items() if k != "n_items"}
-        if not resolved.quiet:
+        if not resolved.quiet and is_main():
             print(recipe.describe(self.options), flush=True)
             if start is not None:
                 from seqrec.warm import describe
@@ -158,7 +163,7 @@ class SASRec:
         self.result_ = train(model, LeaveOneOut(ds), cfg, out_dir=out_dir, resume=resume)
         self.model_, self.dataset_, self._fitted_config = model.eval(), ds, cfg
         self.model_options, self.train_config, self.recipe_ = model_options, resolved, recipe
-        if out_dir is not None:
+        if out_dir is not None and is_main():  # under several processes rank 0 writes
             self.save(out_dir, force=True, keep_files=RUN_FILES)
         return self
 

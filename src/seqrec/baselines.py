@@ -13,9 +13,18 @@
   the validation split over a grid by NDCG@10 with the full evaluator.
 
 All scores are float32 [B, n_items + 1]; column 0 (PAD) is ignored by every consumer.
+
+Memory: counts stay sparse. Fitting reads the training sequences a block of users at a time
+(``Segments.blocks``), counts each block's (row, next item) pairs as int64 keys with ``np.unique`` and
+merges them into the sorted keys so far, and builds the CSR matrix from the merged keys; scoring adds a
+batch's sparse rows into its dense scores a bounded number of stored entries at a time. Each baseline's
+``memory_bytes()`` says what it holds and what it needs per history scored, which the evaluator's
+``memory_budget`` accounts for.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,43 +44,81 @@ def _scaled(values: np.ndarray) -> np.ndarray:
     return (values / top if top > 0 else values).astype(np.float32)
 
 
-def _grams(segs: Segments, order: int) -> tuple[np.ndarray, ...]:
-    """All runs of ``order + 1`` consecutive items inside one training sequence, as columns."""
-    rows, items = segs.flat()
-    items = items.astype(np.int64)
-    n = len(items) - order
-    if n <= 0:
-        return tuple(np.empty(0, np.int64) for _ in range(order + 1))
-    same = rows[order:] == rows[:n]  # rows are sorted, so the items between share the row too
-    return tuple(items[j : j + n][same] for j in range(order + 1))
+_PIECE = 1 << 20  # stored entries added into scores at a time (about 30 MB of temporaries)
+_PIECE_BYTES = 32  # temporaries per such entry: position, flat index, column, value
 
 
-def _count_matrix(row_ids: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
-    """Counts of (row, col) pairs, each row scaled to [0, 1] by its maximum; float32 CSR."""
-    m = sp.csr_matrix(
-        (np.ones(len(row_ids), np.float32), (row_ids, cols)), shape=(n_rows, n_cols), dtype=np.float32
-    )
-    m.sum_duplicates()
-    if m.nnz:
-        row_max = np.maximum.reduceat(m.data, m.indptr[:-1][np.diff(m.indptr) > 0])
-        m.data /= np.repeat(row_max, np.diff(m.indptr)[np.diff(m.indptr) > 0])
-    return m
+def _grams(segs: Segments, order: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """All runs of ``order + 1`` consecutive items inside one training sequence, as int64 columns, one
+    block of sequences at a time."""
+    for block in segs.blocks():
+        rows, items = segs.subset(block).flat()
+        items = items.astype(np.int64)
+        n = len(items) - order
+        if n <= 0:
+            continue
+        same = rows[order:] == rows[:n]  # rows are sorted, so the items between share the row too
+        del rows
+        yield tuple(items[j : j + n][same] for j in range(order + 1))
+
+
+def _key_counts(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct int64 keys over all blocks (sorted) and how often each occurs (int64)."""
+    keys, counts = np.empty(0, np.int64), np.empty(0, np.int64)
+    for block in blocks:
+        k, c = np.unique(block, return_counts=True)
+        if len(keys) == 0:
+            keys, counts = k, c
+            continue
+        pos = np.searchsorted(keys, k)
+        found = pos < len(keys)
+        found[found] = keys[pos[found]] == k[found]
+        counts[pos[found]] += c[found]  # the keys of one block are distinct
+        new = ~found
+        keys, counts = np.insert(keys, pos[new], k[new]), np.insert(counts, pos[new], c[new])
+    return keys, counts
+
+
+def _count_matrix(keys: np.ndarray, counts: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    """CSR of the sorted keys ``row * n_cols + col`` with their counts, each row scaled to [0, 1] by its
+    maximum; float32 data, int32 column indices."""
+    rows = keys // n_cols
+    lengths = np.bincount(rows, minlength=n_rows)
+    index = np.int32 if len(keys) < 2**31 else np.int64
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(index)
+    cols = (keys - rows * n_cols).astype(np.int32)
+    del rows
+    data = counts.astype(np.float32)
+    if len(data):
+        filled = lengths > 0
+        row_max = np.maximum.reduceat(data, indptr[:-1][filled])
+        data /= np.repeat(row_max, lengths[filled])
+    return sp.csr_matrix((data, cols, indptr), shape=(n_rows, n_cols), copy=False)
+
+
+def _sparse_bytes(m: sp.csr_matrix | None) -> int:
+    return 0 if m is None else m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
 
 
 def _add_rows(
     out: torch.Tensor, matrix: sp.csr_matrix, row_ids: np.ndarray, weight: float, where: np.ndarray | None = None
 ) -> None:
-    """``out[b] += weight * matrix[row_ids[b]]`` for the batch rows ``where`` (default all), vectorised."""
+    """``out[b] += weight * matrix[row_ids[b]]`` for the batch rows ``where`` (default all), vectorised,
+    at most ``_PIECE`` stored entries at a time."""
     batch = np.arange(len(row_ids)) if where is None else np.flatnonzero(where)
     if len(batch) == 0:
         return
-    sub = matrix[row_ids[batch]]
-    rows = np.repeat(batch, np.diff(sub.indptr))
-    out.index_put_(
-        (torch.from_numpy(rows), torch.from_numpy(sub.indices.astype(np.int64))),
-        torch.from_numpy(sub.data.astype(np.float32) * weight),
-        accumulate=True,
-    )
+    picked = row_ids[batch]
+    starts = matrix.indptr[picked].astype(np.int64)
+    entries = Segments(matrix.indices, starts, matrix.indptr[picked + 1].astype(np.int64))
+    flat_out, width = out.view(-1), out.shape[1]
+    for piece in entries.blocks(_PIECE):
+        part = entries.subset(piece)
+        lengths = part.lengths
+        rows = np.repeat(batch[piece], lengths)
+        pos = np.arange(len(rows)) + np.repeat(part.starts - (np.cumsum(lengths) - lengths), lengths)
+        index = rows * width + matrix.indices[pos]
+        flat_out.index_add_(0, torch.from_numpy(index), torch.from_numpy(matrix.data[pos] * weight))
 
 
 class _Baseline:
@@ -102,6 +149,14 @@ class _Baseline:
         if histories.dim() != 2:
             raise SeqrecError(f"histories must be [batch, length], got shape {tuple(histories.shape)}")
         return histories.detach().cpu().numpy().astype(np.int64)
+
+    def memory_bytes(self) -> tuple[int, int]:
+        """(bytes this scorer holds, bytes it needs per history scored: its float32 score row)."""
+        held = sum(a.nbytes for a in (self.counts, self.popularity) if a is not None)
+        return held + self._held(), 4 * (self.n_items + 1) + 8 * self.max_len
+
+    def _held(self) -> int:
+        return 0
 
     def _base(self, batch: int, weight: float) -> torch.Tensor:
         pop = torch.from_numpy(self.popularity * np.float32(weight))
@@ -145,9 +200,14 @@ class Markov(_Baseline):
 
     def fit(self, loo: LeaveOneOut) -> "Markov":
         train = self._fit_popularity(loo)
-        prev, nxt = _grams(train, 1)
-        self.transitions = _count_matrix(prev, nxt, self.n_items + 1, self.n_items + 1)
+        width = self.n_items + 1
+        keys, counts = _key_counts(prev * width + nxt for prev, nxt in _grams(train, 1))
+        self.transitions = _count_matrix(keys, counts, width, width)
         return self
+
+    def _held(self) -> int:
+        nnz = 0 if self.transitions is None else self.transitions.nnz
+        return _sparse_bytes(self.transitions) + _PIECE_BYTES * min(_PIECE, nnz)
 
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         h = self._check(histories)
@@ -172,10 +232,16 @@ class AR2(_Baseline):
     def fit(self, loo: LeaveOneOut) -> "AR2":
         train = self._fit_popularity(loo)
         self.markov.fit(loo)
-        a, b, c = _grams(train, 2)
-        self.pair_keys, pair_id = np.unique(a * (self.n_items + 1) + b, return_inverse=True)
-        self.pairs = _count_matrix(pair_id.ravel(), c, len(self.pair_keys), self.n_items + 1)
+        width = self.n_items + 1
+        self.pair_keys, _ = _key_counts(a * width + b for a, b, _ in _grams(train, 2))
+        keys, counts = _key_counts(np.searchsorted(self.pair_keys, a * width + b) * width + c
+                                   for a, b, c in _grams(train, 2))
+        self.pairs = _count_matrix(keys, counts, len(self.pair_keys), width)
         return self
+
+    def _held(self) -> int:
+        keys = 0 if self.pair_keys is None else self.pair_keys.nbytes
+        return self.markov.memory_bytes()[0] + _sparse_bytes(self.pairs) + keys
 
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         h = self._check(histories)
@@ -238,6 +304,9 @@ class Hybrid(_Baseline):
         _add_rows(out, self.markov.transitions, _last(h), self.alpha)
         return out.to(histories.device)
 
+    def _held(self) -> int:
+        return self.markov.memory_bytes()[0]
+
     def __repr__(self) -> str:
         return f"Hybrid(n_items={self.n_items}, alpha={self.alpha})"
 
@@ -255,7 +324,7 @@ class Genre(_Baseline):
         self.pop_weight = float(pop_weight)
         self.genres: list[str] = []
         self.item_genres: torch.Tensor | None = None  # multi-hot [n_items + 1, G]
-        self.item_vectors: torch.Tensor | None = None  # rows sum to 1 (or 0 without genres)
+        self.item_share: torch.Tensor | None = None  # 1 / the item's number of genres (0 without genres)
 
     def fit(self, loo: LeaveOneOut) -> "Genre":
         self._fit_popularity(loo)
@@ -272,17 +341,27 @@ class Genre(_Baseline):
         multi = np.zeros((self.n_items + 1, len(self.genres)), dtype=np.float32)
         multi[pairs["item"].to_numpy().astype(np.int64), col.ravel()] = 1.0
         multi[PAD] = 0.0
-        per_item = multi.sum(1, keepdims=True)
+        per_item = multi.sum(1)
         self.item_genres = torch.from_numpy(multi)
-        self.item_vectors = torch.from_numpy(np.divide(multi, per_item, out=np.zeros_like(multi), where=per_item > 0))
+        self.item_share = torch.from_numpy(np.divide(1.0, per_item, out=np.zeros_like(per_item), where=per_item > 0))
         return self
+
+    def memory_bytes(self) -> tuple[int, int]:
+        """The genre matrices besides the popularity; per history the score row and the history's genre rows."""
+        held, per_row = super().memory_bytes()
+        return held, per_row + 4 * self.max_len * max(len(self.genres), 1)
+
+    def _held(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.item_genres, self.item_share) if t is not None)
 
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         h = self._check(histories)[:, -self.max_len :]  # the last max_len items, like every scorer
-        profile = self.item_genres[torch.from_numpy(h)].sum(1)  # PAD row is all zeros
-        total = profile.sum(1, keepdim=True)
-        profile = torch.where(total > 0, profile / total.clamp_min(1e-12), profile)
-        out = profile @ self.item_vectors.T
+        # profile share of genre g x the item's share of g, summed over g = (the history's count of the item's
+        # genres) / (the history's genre count x the item's genre count): whole numbers multiplied, so the
+        # product is exact and a history scores the same whichever rows it is scored with
+        counts = self.item_genres[torch.from_numpy(h)].sum(1)  # [B, G] genre counts; PAD row is all zeros
+        total = counts.sum(1, keepdim=True)
+        out = (counts @ self.item_genres.T).div_(total.clamp_min(1)).mul_(self.item_share)
         out += torch.from_numpy(self.popularity * np.float32(self.pop_weight))
         return out.to(histories.device)
 

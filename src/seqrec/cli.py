@@ -92,13 +92,15 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 
 def _evaluate_rows(data_specs: Sequence[str], model_specs: Sequence[str], protocols: Sequence[str], args) -> list[dict]:
-    from seqrec.evaluate import evaluate
+    from seqrec.evaluate import check_budget, evaluate
     from seqrec.split import LeaveOneOut
 
     rows = []
     for dspec in data_specs:
         ds = _load(dspec, args)
         loo = LeaveOneOut(ds)
+        for protocol in protocols:  # a memory budget that cannot hold one user's scores: refused before any fit
+            check_budget(ds.n_items, _eval_config(args, protocol))
         for mspec in _model_specs(model_specs, ds):
             t = time.perf_counter()
             scorer = _scorer(mspec, loo)
@@ -164,8 +166,11 @@ def cmd_train(args: argparse.Namespace) -> None:
             print(f"{ds.meta['events_added']:,} events from {args.from_store} added to {args.data}", flush=True)
     model = SASRec(recipe=args.recipe, **options).fit(ds, out_dir=args.out, resume=args.resume,
                                                       init_from=args.init_from)
+    from seqrec.distributed import is_main
     from seqrec.report import markdown_table
 
+    if not is_main():  # under torchrun rank 0 reports
+        return
     res = model.result_
     print(markdown_table([{"split": "valid (best)", **_pick(res.best_valid)}, {"split": "test", **_pick(res.test)}]))
     print(f"model folder: {args.out}")
@@ -203,7 +208,7 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     _check_k(args.k)
     if (args.history is None) == (args.user is None):
         raise SeqrecError("give exactly one of --history 1,2,3 or --user ID")
-    rec = Recommender.from_folder(args.model, backend="torch")
+    rec = Recommender.from_folder(args.model, backend="torch", index=args.index)
     if args.user is not None:
         result = rec.recommend_users([args.user], k=args.k)[0]
     else:
@@ -241,7 +246,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from seqrec.serve import run
 
     run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend, limits=_limits(args),
-        store=args.store, api_key=args.api_key, protect_reads=args.protect_reads, cors_origins=args.cors_origin or [])
+        index=args.index, store=args.store, api_key=args.api_key, protect_reads=args.protect_reads,
+        cors_origins=args.cors_origin or [])
 
 
 def cmd_export_events(args: argparse.Namespace) -> None:
@@ -251,6 +257,14 @@ def cmd_export_events(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {n:,} events")
 
 
+def cmd_synthetic(args: argparse.Namespace) -> None:
+    from seqrec.synthetic_files import write_synthetic
+
+    r = write_synthetic(args.out, args.users, args.items, args.interactions, seed=args.seed, catalog=args.catalog,
+                        force=args.force)
+    print(f"wrote {r['out']}: {r['interactions']:,} interactions, {r['items']:,} items in {r['seconds']:.1f} s")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from seqrec.demo import demo
 
@@ -258,6 +272,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- parser
+def _add_index_arg(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--index", choices=["exact", "hnsw", "ivf"], default="exact",
+                    help="exact: score every item; hnsw / ivf (SASRec only): a faiss inner-product index built "
+                         "from the item embeddings as the model loads, for huge catalogues (seqrec.ann)")
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments are one line on stderr, like every other error, and exit 2."""
 
@@ -285,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(sp)
     sp.add_argument("--out", required=True, help="output folder")
     sp.add_argument("--force", action="store_true", help="replace an existing output folder")
+
+    sp = add("synthetic", cmd_synthetic, "write a synthetic log (CSV or Parquet, by extension) with planted structure")
+    for flag in ("users", "items", "interactions"):
+        sp.add_argument(f"--{flag}", type=int, default=None, help="size (all three, or none: the embedded data set)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, help="FILE.csv or FILE.parquet")
+    sp.add_argument("--catalog", default=None, help="also write the catalogue (raw_id,title,genres,year) here")
+    sp.add_argument("--force", action="store_true", help="replace an existing file seqrec did not write")
 
     sp = add("stats", cmd_stats, "counts and history lengths before and after cleaning")
     _add_data_args(sp)
@@ -326,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--user", default=None, help="a user id from the training data")
     sp.add_argument("-k", type=int, default=10)
     sp.add_argument("--json", action="store_true")
+    _add_index_arg(sp)
 
     sp = add("similar", cmd_similar, "items most similar to an item (cosine of item embeddings)")
     sp.add_argument("model")
@@ -348,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1)
     sp.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                     help="auto: ONNX Runtime for SASRec (faster), torch for baselines")
+    _add_index_arg(sp)
     g = sp.add_argument_group("live service")
     g.add_argument("--store", default=None, metavar="FILE",
                    help="event store (SQLite, created when absent): POST /events, and users' histories read from it")

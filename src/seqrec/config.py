@@ -190,10 +190,12 @@ class TrainConfig:
     threads: int | None = _opt(None, "torch CPU threads while training (None: torch's default, fewer when the "
                                      "load average says other work holds the cores)")
     compile: bool = _opt(False, "torch.compile the model for training")
+    nproc: int = _opt(1, "training processes on this machine (torch.distributed: gloo on CPUs, NCCL on GPUs), each "
+                         "with its share of every batch and the free cores / nproc threads; under torchrun leave it")
     epochs: int = _opt(200, "maximum epochs")
     time_limit: float | None = _opt(None, "stop after this many seconds of training (validation excluded); a "
                                           "cosine schedule then decays over this time instead of the epochs")
-    batch_size: int = _opt(128, "sequences per micro-batch")
+    batch_size: int = _opt(128, "sequences per micro-batch (with nproc > 1: over all processes together)")
     eval_every: int = _opt(1, "validate every E epochs (0: never; then the last weights are kept)")
     eval_max_users: int | None = _opt(None, "validate on a seeded sample of this many users")
     patience: int | None = _opt(5, "stop after this many validations without a better NDCG@10 (None or 0: off)")
@@ -206,6 +208,15 @@ class TrainConfig:
     shared_negatives: bool | None = _opt(None, "one set of negatives per batch shared by all positions (a matrix "
                                          "product instead of a gather); None: on for sampled-softmax from 64 "
                                          "negatives, off for bce and gbce")
+    in_batch_negatives: int = _opt(0, "sampled-softmax: also this many of the batch's targets (drawn at random among "
+                                      "its positions) as negatives shared by every position, a position's own target "
+                                      "and items equal to it masked; logQ-corrected by their training popularity "
+                                      "(0: off)")
+    logq_positive: bool = _opt(True, "sampled-softmax logQ correction: subtract the positive's log sampling "
+                                     "probability too, as every negative's (off: the negatives' only)")
+    sparse_embeddings: bool = _opt(False, "sparse item-embedding gradients and a lazy Adam(W) update of the rows a step "
+                                          "touches: a step's cost no longer grows with the catalogue (weight decay then "
+                                          "reaches touched rows only; not with item_features)")
     fill_cold_items: bool = _opt(True, "after training, items with features but no training interactions get the mean "
                                        "id row of the trained items whose features overlap theirs most")
 
@@ -219,7 +230,7 @@ class TrainConfig:
                 setattr(self, name, None)
         for name, options in CHOICES.items():
             check(name, getattr(self, name) in options, "one of " + ", ".join(options))
-        for name, lo in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("eval_every", 0)):
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("eval_every", 0), ("nproc", 1)):
             v = getattr(self, name)
             check(name, _is_int(v) and v >= lo, f"an integer >= {lo}")
         check("seed", _is_int(self.seed) and 0 <= self.seed <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
@@ -242,12 +253,16 @@ class TrainConfig:
         check("warmup_steps", _is_num(w) and w >= 0 and (w < 1 or float(w).is_integer()),
               "a whole number of steps >= 0 or a fraction in (0, 1)")
         self.warmup_steps = int(w) if float(w).is_integer() else float(w)
-        for name in ("compile", "quiet", "bucket", "windows") + (() if self.shared_negatives is None else ("shared_negatives",)):
+        for name in ("compile", "quiet", "bucket", "windows", "logq_positive", "sparse_embeddings") + (
+                () if self.shared_negatives is None else ("shared_negatives",)):
             check(name, isinstance(getattr(self, name), bool), "true or false")
         d = self.device
         check("device", isinstance(d, str) and (d in ("auto", "cpu", "cuda", "mps") or (d[:5] == "cuda:" and d[5:].isdigit())),
               "auto, cpu, cuda, cuda:N or mps")
         check("n_negatives", self.loss != "ce" or self.n_negatives is None, "None with loss='ce' (it uses every item)")
+        v = self.in_batch_negatives
+        check("in_batch_negatives", _is_int(v) and v >= 0, "an integer >= 0")
+        check("in_batch_negatives", v == 0 or self.loss == "sampled-softmax", "0 unless loss='sampled-softmax'")
 
     @property
     def negatives(self) -> int:
@@ -268,6 +283,27 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- evaluation
 SEEN_TARGET = ("miss", "drop", "keep")  # EvalConfig.seen_target's choices
 TARGETS = ("all", "cold", "warm")  # EvalConfig.targets' choices
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: Any, name: str = "memory_budget") -> int:
+    """A size in bytes from an integer or a text like ``"2GB"``, ``"512 MiB"``, ``"1.5gb"`` (KB, MB, GB, TB are
+    powers of 1000; KiB, MiB, GiB, TiB of 1024); a ``SeqrecError`` naming ``name`` otherwise."""
+    expected = "a positive size like 2GB, 512MB, 1.5GiB or a number of bytes"
+    if _is_int(value) and value > 0:
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "").replace("_", "")
+        number = text.rstrip("kmgtib")
+        unit = text[len(number):]
+        try:
+            size = float(number) * _UNITS[unit] if number else math.nan
+        except (KeyError, ValueError):
+            size = math.nan
+        if math.isfinite(size) and size >= 1:
+            return int(size)
+    raise SeqrecError(f"{name} must be {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -280,7 +316,7 @@ class EvalConfig:
     n_negatives: int = _opt(100, "sampled protocol: negatives per user (paper: 100)")
     negatives: Literal["uniform", "popularity"] = _opt("uniform", "sampled protocol: how negatives are drawn")
     exclude_seen: bool = _opt(True, "remove the items a user already saw from the ranking (off: repeat consumption)")
-    batch_size: int = _opt(1024, "users scored at a time")
+    batch_size: int = _opt(1024, "users scored at a time, at most (fewer when memory_budget asks for it)")
     seed: int = _opt(0, "seed of the sampled protocol's negatives and of max_users' sample")
     max_users: int | None = _opt(None, "evaluate a seeded sample of this many users (None: all)")
     seen_target: Literal["miss", "drop", "keep"] = _opt(
@@ -289,8 +325,13 @@ class EvalConfig:
     targets: Literal["all", "cold", "warm"] = _opt(
         "all", "which users to evaluate by their target: all, cold (a target that never occurs in the training part, "
                "e.g. a new item) or warm (the others)")
+    memory_budget: str | int = _opt(
+        "2GB", "memory evaluation may use: the scorer's own (a baseline's matrices, a model's weights) plus the "
+               "scores of the users ranked at a time, whose number follows from it and the catalogue size "
+               "(KB, MB, GB: powers of 1000; KiB, MiB, GiB: of 1024)")
 
     def __post_init__(self) -> None:
+        parse_bytes(self.memory_budget)
         if self.split not in ("valid", "test"):
             raise SeqrecError(f"split must be 'valid' or 'test', got {self.split!r}")
         if self.protocol not in ("full", "sampled"):
@@ -319,6 +360,11 @@ class EvalConfig:
             raise SeqrecError(f"seen_target must be 'miss', 'drop' or 'keep', got {self.seen_target!r}")
         if not isinstance(self.targets, str) or self.targets not in TARGETS:
             raise SeqrecError(f"targets must be 'all', 'cold' or 'warm', got {self.targets!r}")
+
+    @property
+    def budget_bytes(self) -> int:
+        """``memory_budget`` in bytes."""
+        return parse_bytes(self.memory_budget)
 
 
 @dataclass

@@ -47,17 +47,29 @@ Metrics (one target per user, averaged over users)
 
 Under ``sampled`` the negatives are never items of the user's sequence, so ``exclude_seen`` has
 no effect there. ``ks`` is stored sorted and without repeats.
+
+Memory
+------
+Users are taken ``batch_size`` at a time (the sampled protocol's negatives are drawn per such batch)
+and scored and ranked in blocks of at most ``block_users`` of them, a number that follows from
+``memory_budget``: the scorer's fixed part (``scorer_memory``: a baseline's matrices, a model's weights)
+and the evaluator's own (per-user arrays, coverage flags) come first, then each user of a block costs
+the scorer's bytes per history plus the evaluator's ranking buffers over the ``n_items + 1`` columns.
+A budget that cannot hold the fixed part and one user is refused before any scoring, with the figures.
+The baselines score a history the same whichever rows it is scored with, so their metrics do not
+depend on the block size; a model scored by matrix products (SASRec) may differ in a float's last bits.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from seqrec.config import SEEN_TARGET, EvalConfig  # noqa: F401  (re-exported)
+from seqrec.config import SEEN_TARGET, EvalConfig, parse_bytes  # noqa: F401  (re-exported)
 from seqrec.errors import SeqrecError
 from seqrec.sampling import sample_negatives
 from seqrec.split import LeaveOneOut, Segments
@@ -65,6 +77,8 @@ from seqrec.split import LeaveOneOut, Segments
 NEG_INF = float("-inf")
 _MISS = -1  # rank recorded for a target removed as seen (seen_target="miss"); reported as math.inf
 _CHUNK = 128  # rows ranked at a time on the CPU, in reused buffers (no fresh page-faulting allocations)
+_RANK_BYTES = 6  # per candidate column of a row being ranked: float32 work copy, bool flags, bool exclusions
+_USER_BYTES = 64  # per evaluated user: inputs, selection, targets, ranks
 
 
 @runtime_checkable
@@ -113,6 +127,68 @@ def metrics_from_ranks(ranks: torch.Tensor | np.ndarray, ks: tuple[int, ...] | l
         out[f"Recall@{k}"] = hr
     out["MRR"] = float((1.0 / (r + 1)).mean())
     return out
+
+
+# --------------------------------------------------------------------------- memory
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def scorer_memory(scorer: Scorer) -> tuple[int, int]:
+    """(bytes the scorer holds, bytes it needs per history scored).
+
+    A scorer that has ``memory_bytes()`` says so itself (the baselines do). A torch module (SASRec), or a
+    view with one as ``.model``, is estimated: its parameters and buffers twice (the output embeddings
+    may be made afresh), and per history its float32 score row plus its activations (``max_len`` x
+    ``hidden`` x 16 floats and ``heads`` x ``max_len``² x 3 attention values). Any other scorer: two
+    float32 score rows per history.
+    """
+    if callable(getattr(scorer, "memory_bytes", None)):
+        fixed, per_row = scorer.memory_bytes()
+        return int(fixed), int(per_row)
+    width = int(scorer.n_items) + 1
+    model = scorer if isinstance(scorer, torch.nn.Module) else getattr(scorer, "model", None)
+    if not isinstance(model, torch.nn.Module):
+        return 0, 8 * width
+    held = sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
+    config = getattr(model, "config", None)
+    length, hidden = int(scorer.max_len), int(getattr(config, "hidden", 64))
+    heads = int(getattr(config, "heads", 1))
+    return 2 * held, 4 * width + 4 * length * hidden * 16 + 4 * heads * length * length * 3
+
+
+def block_users(scorer: Scorer, n_items: int, config: EvalConfig, n_users: int = 0) -> int:
+    """How many users are scored and ranked at a time under ``config.memory_budget`` (at most
+    ``config.batch_size``); a ``SeqrecError`` with the figures when not even one fits."""
+    fixed, per_row = scorer_memory(scorer)
+    width = n_items + 1
+    own = _USER_BYTES * n_users + width * (len(config.ks) + 8)  # per-user arrays, coverage flags, counts
+    if config.protocol == "sampled":
+        per_row += 8 * config.n_negatives * 4 + 8 * int(scorer.max_len) * 3
+    else:
+        per_row += _RANK_BYTES * width + 8 * int(scorer.max_len) * 3
+    budget = config.budget_bytes
+    rows = (budget - fixed - own) // per_row
+    if rows < 1:
+        name = getattr(scorer, "name", type(scorer).__name__)
+        raise SeqrecError(
+            f"memory_budget {config.memory_budget!r} ({_size(budget)}) is too small: the {name} scorer holds "
+            f"{_size(fixed)}, the evaluation of {n_users:,} users over {n_items:,} items needs {_size(own)} and "
+            f"each user scored {_size(per_row)}; give at least {_size(fixed + own + per_row)} (more users at a "
+            f"time need more)")
+    return int(min(rows, config.batch_size))
+
+
+def check_budget(n_items: int, config: EvalConfig) -> None:
+    """Refuse, before any model is fitted, a ``memory_budget`` that cannot hold one user's float32 scores
+    over ``n_items + 1`` columns and the buffers that rank them."""
+    need = (4 + _RANK_BYTES) * (n_items + 1)
+    if config.budget_bytes < need:
+        raise SeqrecError(f"memory_budget {config.memory_budget!r} ({_size(config.budget_bytes)}) is too small: "
+                          f"one user's scores over {n_items:,} items and their ranking need {_size(need)}")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -164,13 +240,13 @@ def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False)
     return ranks
 
 
-def _target_seen(segs: Segments, targets: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+def _target_seen(segs: Segments, targets: np.ndarray) -> np.ndarray:
     """Whether ``targets[u]`` occurs in ``segs.sequence(u)``, for every row: bool [len(segs)]."""
     out = np.zeros(len(segs), dtype=bool)
-    for lo in range(0, len(segs), block):
-        rows = np.arange(lo, min(lo + block, len(segs)))
+    for block in segs.blocks():
+        rows = np.arange(block.start, block.stop)
         r, i = segs.subset(rows).flat()
-        out[lo + r[i == targets[rows][r]]] = True
+        out[block.start + r[i == targets[rows][r]]] = True
     return out
 
 
@@ -201,6 +277,7 @@ def evaluate(
     if len(users) == 0:
         raise SeqrecError(f"no users to evaluate: nobody has at least 3 interactions ({loo.data.n_users} users)")
     sel = _select_users(len(users), config)
+    block = block_users(scorer, n_items, config, len(users))  # before any work: a budget too small is refused
     sampled = config.protocol == "sampled"
     dropped = excluded = 0
     if config.targets != "all":
@@ -228,7 +305,8 @@ def evaluate(
         o = loo.data.offsets
         whole = Segments(loo.data.items, o[users], o[users + 1])
     cover: dict[int, torch.Tensor] = {}
-    all_ranks = []
+    ranks = np.empty(len(sel), dtype=np.int64)  # filled in place: no list of small tensors kept between blocks
+    done = 0
     batches = [sel[i : i + config.batch_size] for i in range(0, len(sel), config.batch_size)]
     if progress:
         from tqdm.auto import tqdm
@@ -237,37 +315,36 @@ def evaluate(
     max_len = int(scorer.max_len)
     work = flags = None
     with torch.inference_mode():
-        for rows in batches:
-            histories = segs.left_padded(max_len, rows)
-            scores = _checked(scorer.score(histories), len(rows), n_items)
-            dev = scores.device
-            if not cover:
-                cover = {k: torch.zeros(n_items + 1, dtype=torch.bool, device=dev) for k in config.ks}
-            tgt = torch.from_numpy(targets[rows]).to(dev)
+        for batch in batches:
             if sampled:
-                negs = sample_negatives(whole.subset(rows), n_items, config.n_negatives, rng, weights)
-                cand = torch.cat([tgt[:, None], torch.from_numpy(negs).to(dev)], dim=1)
-                cand_scores = scores.gather(1, cand).float()
-                cand_scores.nan_to_num_(nan=NEG_INF, posinf=math.inf, neginf=NEG_INF)
-                all_ranks.append(_ranks(cand_scores, torch.zeros_like(tgt)))
-                _update_coverage(cover, cand_scores, cand)
-                continue
-            r, i = segs.subset(rows).flat() if config.exclude_seen else (np.empty(0, np.int64),) * 2
-            chunk = _CHUNK if dev.type == "cpu" else config.batch_size  # accelerators: whole batch
-            bounds = np.searchsorted(r, np.arange(0, len(rows) + chunk, chunk))
-            if work is None or work.device != dev:
-                work = torch.empty((chunk, n_items + 1), dtype=torch.float32, device=dev)
-                flags = torch.empty((chunk, n_items + 1), dtype=torch.bool, device=dev)
-            for c, lo in enumerate(range(0, len(rows), chunk)):
-                hi = min(lo + chunk, len(rows))
-                w = work[: hi - lo]
-                w.copy_(scores[lo:hi])
-                seen = slice(bounds[c], bounds[c + 1])
-                r_t = torch.from_numpy(r[seen].astype(np.int64) - lo).to(dev)
-                i_t = torch.from_numpy(i[seen].astype(np.int64)).to(dev)
-                all_ranks.append(_full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo], miss))
-                _update_coverage(cover, w, None)
-    ranks = torch.cat(all_ranks).cpu().double()
+                negatives = sample_negatives(whole.subset(batch), n_items, config.n_negatives, rng, weights)
+            for lo in range(0, len(batch), block):
+                rows = batch[lo : lo + block]
+                histories = segs.left_padded(max_len, rows)
+                scores = _checked(scorer.score(histories), len(rows), n_items)
+                del histories
+                dev = scores.device
+                if not cover:
+                    cover = {k: torch.zeros(n_items + 1, dtype=torch.bool, device=dev) for k in config.ks}
+                tgt = torch.from_numpy(targets[rows]).to(dev)
+                if sampled:
+                    negs = torch.from_numpy(negatives[lo : lo + len(rows)]).to(dev)
+                    cand = torch.cat([tgt[:, None], negs], dim=1)
+                    cand_scores = scores.gather(1, cand).float()
+                    cand_scores.nan_to_num_(nan=NEG_INF, posinf=math.inf, neginf=NEG_INF)
+                    ranks[done : done + len(rows)] = _ranks(cand_scores, torch.zeros_like(tgt)).cpu().numpy()
+                    done += len(rows)
+                    _update_coverage(cover, cand_scores, cand)
+                    del scores, cand_scores  # freed before the next block is scored
+                    continue
+                if work is None or work.device != dev:
+                    chunk = min(_CHUNK, block) if dev.type == "cpu" else block  # accelerators: the whole block
+                    work = torch.empty((chunk, n_items + 1), dtype=torch.float32, device=dev)
+                    flags = torch.empty((chunk, n_items + 1), dtype=torch.bool, device=dev)
+                _rank_block(scores, rows, tgt, segs, config.exclude_seen, miss, work, flags, cover, ranks[done:])
+                done += len(rows)
+                del scores  # freed before the next block is scored
+    ranks = torch.from_numpy(ranks).double()
     out = metrics_from_ranks(ranks.masked_fill(ranks == _MISS, math.inf), config.ks)
     for k, seen in cover.items():
         out[f"Coverage@{k}"] = int(seen[1:].sum()) / n_items
@@ -275,6 +352,22 @@ def evaluate(
     keys = _key_order(config.ks) + (["excluded_users"] if config.targets != "all" else [])
     out["excluded_users"] = excluded
     return {key: out[key] for key in keys}
+
+
+def _rank_block(scores, rows, tgt, segs, exclude_seen, miss, work, flags, cover, out: np.ndarray) -> None:
+    """Full-protocol ranks of one block's rows, ``len(work)`` rows at a time, written to ``out[:len(rows)]``."""
+    dev, chunk = scores.device, len(work)
+    r, i = segs.subset(rows).flat() if exclude_seen else (np.empty(0, np.int64),) * 2
+    bounds = np.searchsorted(r, np.arange(0, len(rows) + chunk, chunk))
+    for c, lo in enumerate(range(0, len(rows), chunk)):
+        hi = min(lo + chunk, len(rows))
+        w = work[: hi - lo]
+        w.copy_(scores[lo:hi])
+        seen = slice(bounds[c], bounds[c + 1])
+        r_t = torch.from_numpy(r[seen].astype(np.int64) - lo).to(dev)
+        i_t = torch.from_numpy(i[seen].astype(np.int64)).to(dev)
+        out[lo:hi] = _full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo], miss).cpu().numpy()
+        _update_coverage(cover, w, None)
 
 
 def _key_order(ks: tuple[int, ...]) -> list[str]:

@@ -13,8 +13,8 @@ and returns a scalar: the mean over the ``M`` positions (0 for ``M == 0``, never
   objective (pmixer/SASRec.pytorch adds the mean positive and the mean negative BCE, the same
   thing for k = 1).
 * ``ce_loss``: full softmax over the catalogue (SASRec+, Klenitskiy & Vasilev 2023).
-* ``sampled_softmax_loss``: softmax over the positive and k negatives, with logQ correction and
-  accidental hits masked.
+* ``sampled_softmax_loss``: softmax over the positive and k negatives (and, optionally, negatives
+  taken from the batch's own targets), with logQ correction and accidental hits masked.
 * ``gbce_loss``: gSASRec's generalised BCE (Petrov & Macdonald, RecSys 2023). The positive
   probability is raised to the power beta, i.e. the positive term becomes ``-beta log sigma(s+)``;
   reduced like ``bce_loss`` so that ``t = 0`` (beta = 1) gives exactly ``bce_loss``. (The
@@ -171,12 +171,17 @@ def sampled_softmax_loss(
     emb: torch.Tensor,
     log_q_pos: torch.Tensor | None = None,
     log_q_neg: torch.Tensor | None = None,
+    in_batch: torch.Tensor | None = None,
+    log_q_in_batch: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Softmax cross-entropy over [positive, k negatives] for each position; mean over positions.
+    """Softmax cross-entropy over [positive, k negatives(, in-batch negatives)] for each position; mean
+    over positions.
 
     ``neg`` is [M, k] (or [k] shared by all rows). With ``log_q_pos`` [M] and ``log_q_neg``
     (shaped like ``neg``), the log sampling probability of each candidate is subtracted from its
-    logit (logQ correction). Negatives equal to the row's positive (accidental hits) get -inf.
+    logit (logQ correction). ``in_batch`` [B'] are further negatives shared by every row (the batch's
+    own targets), with ``log_q_in_batch`` [B'] their correction. Negatives equal to the row's
+    positive (accidental hits, and a row's own target among the in-batch ones) get -inf.
     """
     s_pos = _pos_logits(hidden, pos, emb)  # [M]
     s_neg = _neg_logits(hidden, neg, emb)  # [M, k]
@@ -184,8 +189,13 @@ def sampled_softmax_loss(
         s_pos = s_pos - log_q_pos
     if log_q_neg is not None:
         s_neg = s_neg - log_q_neg
-    s_neg = s_neg.masked_fill(_hits(pos, neg), float("-inf"))
-    logits = torch.cat([s_pos[:, None], s_neg], dim=1)  # [M, 1+k], target column 0
+    parts = [s_pos[:, None], s_neg.masked_fill(_hits(pos, neg), float("-inf"))]
+    if in_batch is not None:
+        s_in = _neg_logits(hidden, in_batch, emb)  # [M, B']
+        if log_q_in_batch is not None:
+            s_in = s_in - log_q_in_batch
+        parts.append(s_in.masked_fill(_hits(pos, in_batch), float("-inf")))
+    logits = torch.cat(parts, dim=1)  # [M, 1+k(+B')], target column 0
     return _mean(torch.logsumexp(logits.float(), dim=1) - logits[:, 0].float())
 
 

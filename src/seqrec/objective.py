@@ -4,7 +4,11 @@ and the fused full-softmax cross-entropy that ``loss="ce"`` trains with.
 ``fused_ce_loss`` computes the same value and gradients as ``losses.ce_loss`` (the plain reference the
 tests compare it with) without ever holding the whole [M, N] logit matrix. ``cfg`` is a
 ``TrainConfig`` (read for seed, loss, negatives, negative_sampling, shared_negatives, pop_alpha, mix,
-gbce_t).
+gbce_t, in_batch_negatives, logq_positive).
+
+Per step nothing here is the catalogue's size: negatives are drawn from the sampler's fixed tables, and a
+batch gathers only the embedding rows its targets and negatives index (at most M + M k, fewer when
+shared), whose gradient is sparse.
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ SHARED_FROM = 64
 
 # The loss each ``TrainConfig.loss`` names: ``(objective, h [M, d], emb, pos [M], neg, log_q) -> scalar``.
 # ``emb`` is the whole embedding matrix for "ce" (no negatives) and the [R, d] rows that ``pos`` and
-# ``neg`` index for the sampled losses; ``log_q`` is () unless sampled softmax corrects for the sampler.
+# ``neg`` index for the sampled losses; ``log_q`` is () unless sampled softmax corrects for the sampler, then
+# (log_q_pos, log_q_neg), followed by (in_batch, log_q_in_batch) with in-batch negatives.
 LOSS_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "ce": lambda o, h, emb, pos, neg, log_q: fused_ce_loss(h, pos, emb),
     "bce": lambda o, h, e, pos, neg, log_q: losses.bce_loss(h, pos, neg, e),
@@ -89,13 +94,24 @@ class Objective:
         self.gen = torch.Generator()
         self.sampler = None if cfg.loss == "ce" else losses.NegativeSampler(
             n_items, counts, mode=cfg.negative_sampling, alpha=cfg.pop_alpha, mix=cfg.mix, generator=self.gen)
-        self.log_q = cfg.loss == "sampled-softmax" and cfg.negative_sampling != "uniform"
+        self.in_batch = cfg.in_batch_negatives if cfg.loss == "sampled-softmax" else 0
+        # Uniform negatives with the positive corrected too shift every logit by the same log N: nothing to do.
+        self.log_q = cfg.loss == "sampled-softmax" and (
+            cfg.negative_sampling != "uniform" or self.in_batch > 0 or not cfg.logq_positive)
+        if self.in_batch:  # the share of training interactions per item id: how in-batch negatives are drawn
+            c = np.asarray(counts, dtype=np.float64)[-n_items:]
+            self.popularity = torch.from_numpy(np.concatenate([[0.0], c / max(c.sum(), 1.0)]))
         shared = cfg.shared_negatives
         self.shared = cfg.loss == "sampled-softmax" and cfg.negatives >= SHARED_FROM if shared is None else shared
 
     def prepare(self, pos: torch.Tensor, epoch: int, index: int) -> tuple[torch.Tensor, ...]:
         """CPU tensors for ``__call__`` for the targets ``pos`` of batch ``index`` of ``epoch``:
-        (pos,) for "ce", else (pos, neg, rows[, log_q_pos, log_q_neg]) with pos and neg indexing rows."""
+        (pos,) for "ce", else (pos, neg, rows[, log_q_pos, log_q_neg[, in_batch, log_q_in_batch]]) with pos,
+        neg and in_batch indexing rows.
+
+        In-batch negatives are ``in_batch_negatives`` of the batch's targets drawn without replacement; with
+        them every candidate's correction is the log of how often it is expected among a row's candidates,
+        ``k q(i) + B' p(i)`` (k sampled from q, B' in-batch ones from the popularity p), the positive's too."""
         if self.sampler is None:
             return (pos,)
         seed = np.random.SeedSequence([self.cfg.seed, epoch, index]).generate_state(1, np.uint64)[0]
@@ -106,8 +122,34 @@ class Objective:
         else:
             neg = self.sampler.sample(pos, k)
         rows, inv = torch.unique(torch.cat([pos, neg.reshape(-1)]), return_inverse=True)
-        extra = (self.sampler.log_prob(pos), self.sampler.log_prob(neg)) if self.log_q else ()
+        if not self.log_q:
+            return (inv[: len(pos)], inv[len(pos) :].view(neg.shape), rows)
+        take = min(self.in_batch, len(pos))
+        pick = torch.randperm(len(pos), generator=self.gen)[:take] if take else None
+        lq_pos = self._log_q(pos, k, take) if self.cfg.logq_positive else torch.zeros(len(pos))
+        extra = (lq_pos, self._log_q(neg, k, take)) + ((inv[pick], self._log_q(pos[pick], k, take)) if take else ())
         return (inv[: len(pos)], inv[len(pos) :].view(neg.shape), rows, *extra)
+
+    def keep(self, prepared: tuple[torch.Tensor, ...], positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``prepare``'s tensors cut to the batch's ``positions`` (one process's share under several, which
+        then trains on the negatives one process draws): the per-position ones are cut; the embedding rows,
+        a shared set of negatives and the in-batch negatives stay the whole batch's."""
+        cut = lambda t: t.index_select(0, positions)  # noqa: E731
+        if self.sampler is None:
+            return (cut(prepared[0]),)
+        pos, neg, rows, *extra = prepared
+        out = [cut(pos), neg if self.shared else cut(neg), rows]
+        if extra:
+            lq_pos, lq_neg, *in_batch = extra
+            out += [cut(lq_pos), lq_neg if self.shared else cut(lq_neg), *in_batch]
+        return tuple(out)
+
+    def _log_q(self, items: torch.Tensor, k: int, take: int) -> torch.Tensor:
+        """Log sampling probability of ``items`` (float32); with ``take`` in-batch negatives, the log of their
+        expected count among a row's candidates, ``k q(i) + take p(i)``."""
+        if not take:
+            return self.sampler.log_prob(items)
+        return (self.sampler.probs[items - 1] * k + self.popularity[items] * take).log().float()
 
     def __call__(self, h: torch.Tensor, emb: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None = None,
                  rows: torch.Tensor | None = None, *log_q: torch.Tensor) -> torch.Tensor:

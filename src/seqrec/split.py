@@ -9,6 +9,7 @@ part plus the validation item. Nothing is copied: every part is a ``Segments`` v
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +21,7 @@ from seqrec.errors import SeqrecError
 
 SplitName = Literal["valid", "test"]
 MIN_EVAL_LENGTH = 3
+BLOCK_EVENTS = 1 << 22  # items per block of Segments.blocks (about 100 MB of temporaries)
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,26 @@ class Segments:
         ends = self.ends if rows is None else self.ends[rows]
         return left_pad(self.items, starts, ends, max_len)
 
+    def blocks(self, events: int | None = None) -> Iterator[slice]:
+        """Consecutive ranges of rows holding about ``events`` items each (default ``BLOCK_EVENTS``; at least
+        one row), so that work over every item of every segment can run a block at a time in bounded memory."""
+        events = BLOCK_EVENTS if events is None else events
+        cum = np.cumsum(self.lengths, dtype=np.int64)
+        lo = 0
+        while lo < len(self):
+            hi = max(int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + events, side="right")), lo + 1)
+            yield slice(lo, hi)
+            lo = hi
+
     def counts(self, n_items: int) -> np.ndarray:
-        """How often each item id 0..n_items occurs over all segments."""
-        return np.bincount(self.flat()[1], minlength=n_items + 1)
+        """How often each item id 0..n_items occurs over all segments (counted a block of rows at a time)."""
+        out = np.zeros(n_items + 1, dtype=np.int64)
+        for rows in self.blocks():
+            c = np.bincount(self.subset(rows).flat()[1], minlength=n_items + 1)
+            if len(c) > len(out):
+                out = np.concatenate([out, np.zeros(len(c) - len(out), dtype=np.int64)])
+            out[: len(c)] += c
+        return out
 
 
 def left_pad(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int) -> torch.Tensor:

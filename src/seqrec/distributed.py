@@ -1,0 +1,422 @@
+"""Training on several processes: torch.distributed (gloo on CPUs, NCCL on CUDA GPUs) with
+``DistributedDataParallel`` around the model; docs/distributed.md says what is shared and how.
+
+``seqrec.train`` runs the loop through a ``Group`` (``join``: this worker's rank and the collectives it
+uses) or ``Solo`` (one process: every collective the identity). ``fit_in_workers`` is the launcher of
+``SASRec(nproc=N).fit`` and ``seqrec train --nproc N``: it saves the data, starts N workers
+(``python -m seqrec.distributed JOB``, torchrun's variables set), watches them, and on a failure stops the
+others and raises a ``SeqrecError`` naming the rank. Under torchrun its processes are the workers.
+
+Batches are one process's plan dealt round-robin (``Group.share``); ``batch_size`` stays global; each
+share's loss is scaled by N so DDP's mean is the whole batch's gradient; negatives are drawn for the whole
+micro-batch from the (seed, epoch, global batch index) generator and cut to the share (``Objective.keep``);
+rank 0 alone validates and writes, the others receive its state by broadcast. Sparse item-embedding
+gradients are dense under DDP (its buckets all-reduce dense tensors; NCCL has no sparse all-reduce).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import inspect
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+
+from seqrec.errors import SeqrecError
+from seqrec.files import CHECKPOINT, METRICS_LOG
+from seqrec.optim import free_cores, resolve_device
+
+ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")  # set by torchrun and by this module's launcher
+THREADS_ENV = "SEQREC_WORKER_THREADS"
+TIMEOUT_ENV = "SEQREC_DIST_TIMEOUT"
+_LAUNCHER_ENV = "SEQREC_LAUNCHER_PID"
+
+
+def launched() -> bool:
+    """Whether this process is one worker of a multi-process job (torchrun's or ``fit_in_workers``')."""
+    return all(k in os.environ for k in ENV)
+
+
+def is_main() -> bool:
+    """True in a single process and on rank 0: the process that prints and writes."""
+    return not launched() or os.environ.get("RANK") == "0"
+
+
+def worker_threads(local_size: int) -> int:
+    """Intra-op threads of each of ``local_size`` workers on this machine: the free cores (``free_cores``,
+    all of them when the load average says they are free) shared out."""
+    free = free_cores()
+    cores = (os.cpu_count() or 1) if free is None else free
+    return max(1, cores // local_size)
+
+
+class Share(NamedTuple):
+    """This process's part of one micro-batch: ``rows`` of the whole ``batch``, their places ``picked`` in
+    it, and the weight of its loss (0 for the stand-in example of a process whose share is empty)."""
+
+    rows: np.ndarray
+    batch: np.ndarray
+    picked: np.ndarray | None
+    weight: float
+
+
+class Solo:
+    """One process: every collective is the identity."""
+
+    rank, size, main = 0, 1, True
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def threads(self) -> int | None:
+        return free_cores()
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def share(self, rows: np.ndarray) -> Share:
+        return Share(rows, rows, None, 1.0)
+
+    def prepare(self, objective: Any, data: Any, share: Share, targets: torch.Tensor, epoch: int,
+                index: int) -> tuple[torch.Tensor, ...]:
+        return objective.prepare(targets, epoch, index)
+
+    def no_sync(self, module: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def agree(self, fn: Callable[[], Any]) -> Any:
+        return fn()
+
+    def broadcast(self, obj: Any) -> Any:
+        return obj
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def max(self, x: float) -> float:
+        return x
+
+    def rng_states(self, device: torch.device) -> dict[str, torch.Tensor]:
+        return {}
+
+    def copy_from_main(self, model: torch.nn.Module) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Group(Solo):
+    """One worker of N: the process group (gloo on CPUs, NCCL on CUDA) and the collectives training uses."""
+
+    def __init__(self, device: torch.device) -> None:
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.rank, self.size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        self.local_rank = int(os.environ["LOCAL_RANK"])
+        self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", self.size))
+        self.main = self.rank == 0
+        if device.type == "cuda":
+            if self.local_rank >= torch.cuda.device_count():
+                raise SeqrecError(f"rank {self.rank}: local rank {self.local_rank} but only "
+                                  f"{torch.cuda.device_count()} CUDA devices on this machine")
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        elif device.type != "cpu":
+            raise SeqrecError(f"training on several processes runs on CPUs (gloo) or CUDA GPUs (NCCL), not {device.type}")
+        self.device = device
+        self.owns = not dist.is_initialized()
+        if self.owns:
+            try:
+                seconds = float(os.environ.get(TIMEOUT_ENV, "1800"))
+            except ValueError:
+                raise SeqrecError(f"{TIMEOUT_ENV} must be a number of seconds, got {os.environ[TIMEOUT_ENV]!r}") from None
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
+                                    rank=self.rank, world_size=self.size,
+                                    timeout=datetime.timedelta(seconds=seconds))
+
+    def threads(self) -> int | None:
+        given = os.environ.get(THREADS_ENV)
+        return int(given) if given else worker_threads(self.local_size)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        emb = getattr(model, "item_emb", None)
+        if isinstance(emb, torch.nn.Embedding):
+            emb.sparse = False  # dense under DDP (see the module's docstring)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # no buffer changes in training (LayerNorm, fixed feature tables): nothing to broadcast each step
+        # (the initial broadcast of rank 0's weights and buffers happens either way)
+        newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+        sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
+        return DistributedDataParallel(model, device_ids=ids, **sync)
+
+    def share(self, rows: np.ndarray) -> Share:
+        picked = np.arange(self.rank, len(rows), self.size)
+        if len(picked):
+            return Share(rows[picked], rows, picked, 1.0)
+        # fewer examples than processes: train on the first one with weight 0, so every process joins the all-reduce
+        return Share(rows[:1], rows, np.zeros(1, dtype=np.int64), 0.0)
+
+    def prepare(self, objective: Any, data: Any, share: Share, targets: torch.Tensor, epoch: int,
+                index: int) -> tuple[torch.Tensor, ...]:
+        """The negatives of the whole micro-batch, as one process draws them, cut to this share's positions."""
+        if objective.sampler is None:
+            return objective.prepare(targets, epoch, index)
+        full = data.build(share.batch)[2]
+        n = data.n[share.batch]
+        starts, k = np.cumsum(n) - n, n[share.picked]
+        positions = np.repeat(starts[share.picked], k) + np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
+        return objective.keep(objective.prepare(full, epoch, index), torch.from_numpy(positions))
+
+    def no_sync(self, module: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        # gradients of the micro-batches before an optimizer step's last one stay local (one all-reduce per step)
+        inner = getattr(module, "_orig_mod", module)  # through torch.compile
+        return contextlib.nullcontext() if last or not hasattr(inner, "no_sync") else inner.no_sync()
+
+    def broadcast(self, obj: Any) -> Any:
+        box = [obj if self.main else None]
+        self.dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+        return box[0]
+
+    def agree(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on rank 0, its value (or its ``SeqrecError``) on every rank."""
+        outcome = None
+        if self.main:
+            try:
+                outcome = ("ok", fn())
+            except SeqrecError as e:
+                outcome = ("error", str(e))
+                self.broadcast(outcome)
+                raise
+        kind, value = self.broadcast(outcome)
+        if kind == "error":
+            raise SeqrecError(value)
+        return value
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        out = t.detach().clone()
+        self.dist.all_reduce(out)
+        return out
+
+    def max(self, x: float) -> float:
+        t = torch.tensor([x], dtype=torch.float64, device=self.device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return float(t)
+
+    def rng_states(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """Every rank's torch generator states for rank 0's checkpoint (``rng.R``, ``rng_cuda.R``; rank 0's
+        own are the checkpoint's ``rng.torch``)."""
+        mine = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+        every: list[Any] = [None] * self.size
+        self.dist.all_gather_object(every, mine)
+        out = {}
+        for r, (cpu, cuda) in enumerate(every[1:], start=1):
+            out[f"rng.{r}"] = cpu
+            if cuda is not None:
+                out[f"rng_cuda.{r}"] = cuda
+        return out
+
+    def restore_rng(self, extra: dict[str, torch.Tensor], device: torch.device) -> None:
+        if f"rng.{self.rank}" in extra:
+            torch.set_rng_state(extra[f"rng.{self.rank}"])
+        if f"rng_cuda.{self.rank}" in extra and device.type == "cuda":
+            torch.cuda.set_rng_state(extra[f"rng_cuda.{self.rank}"], device)
+
+    def copy_from_main(self, model: torch.nn.Module) -> None:
+        """Rank 0's weights and buffers (its best epoch's) into every rank's model."""
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                self.dist.broadcast(t, src=0)
+
+    def close(self) -> None:
+        if self.owns and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+def join(cfg: Any) -> Solo:
+    """Where this process stands for a ``TrainConfig``: ``Solo`` unless it is a worker of several."""
+    device = resolve_device(cfg.device)
+    if not launched() or int(os.environ["WORLD_SIZE"]) == 1:
+        if cfg.nproc > 1 and not launched():
+            raise SeqrecError(f"train config: nproc={cfg.nproc}: train() runs in the process it is called from; "
+                              "start the workers with SASRec(nproc=N).fit, seqrec train --nproc N or torchrun")
+        return Solo(device)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    if cfg.nproc not in (1, local):
+        raise SeqrecError(f"train config: nproc={cfg.nproc}, but the launcher started {local} processes on this "
+                          "machine (under torchrun leave nproc out)")
+    return Group(device)
+
+
+# ----------------------------------------------------------------------------- the launcher
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fit_in_workers(est: Any, ds: Any, out_dir: Any, resume: bool, valid: bool, init_from: Any) -> Any:
+    """``est.fit(ds, ...)`` on ``est.train_config.nproc`` worker processes of this machine; ``est`` then
+    holds the model they trained, read back from the run folder (a temporary one without ``out_dir``)."""
+    from seqrec.publish import check_output_folder
+
+    n = est.train_config.nproc
+    if out_dir is not None:  # before any process starts
+        check_output_folder(Path(out_dir), "model", force=True)
+    with tempfile.TemporaryDirectory(prefix="seqrec-workers-") as tmp:
+        job = Path(tmp)
+        ds.save(job / "data")
+        run = Path(out_dir) if out_dir is not None else job / "run"
+        spec = {"recipe": est.recipe, "options": est.options, "out_dir": str(run), "resume": resume,
+                "valid": valid, "init_from": None if init_from is None else str(init_from)}
+        (job / "job.json").write_text(json.dumps(spec))
+        threads = est.train_config.threads or worker_threads(n)
+        if not est.train_config.quiet:
+            print(f"training on {n} processes (torch.distributed, {threads} threads each)", flush=True)
+        _run_workers(job, n, threads, run if out_dir is not None else None)
+        fitted = type(est).load(run)
+        rows = [json.loads(line) for line in (run / METRICS_LOG).read_text().splitlines() if line.strip()]
+    est.model_, est.dataset_, est.recipe_ = fitted.model_, fitted.dataset_, fitted.recipe_
+    est.result_ = fitted.result_
+    est.result_.history = rows
+    est.model_options, est._fitted_config = fitted.model_options, fitted.train_config
+    return est
+
+
+def _run_workers(job: Path, n: int, threads: int, run: Path | None) -> None:
+    import seqrec
+
+    port = _free_port()
+    src = str(Path(seqrec.__file__).resolve().parent.parent)
+    procs: list[subprocess.Popen] = []
+    logs = []
+    try:
+        for r in range(n):
+            env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(n), "LOCAL_RANK": str(r),
+                   "LOCAL_WORLD_SIZE": str(n), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(threads), THREADS_ENV: str(threads),
+                   _LAUNCHER_ENV: str(os.getpid()),
+                   "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
+            log = None if r == 0 else open(job / f"rank{r}.log", "wb")  # rank 0 shows its progress here
+            logs.append(log)
+            procs.append(subprocess.Popen([sys.executable, "-m", "seqrec.distributed", str(job)], env=env,
+                                          stdout=log, stderr=subprocess.STDOUT if log else None))
+        _watch(procs, job, run)
+    finally:
+        _stop(procs)
+        for log in logs:
+            if log is not None:
+                log.close()
+
+
+def _watch(procs: list[subprocess.Popen], job: Path, run: Path | None) -> None:
+    """Until every worker has exited 0; the first to fail (one killed by a signal, else the first to write
+    its error: the others' are about the peer they lost) stops the others and is named in the ``SeqrecError``."""
+    n = len(procs)
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = [r for r, c in enumerate(codes) if c not in (None, 0)]
+        if failed:
+            r = min(failed, key=lambda i: (codes[i] > 0, _written(job / f"rank{i}.error"), i))
+            _stop(procs)
+            code = codes[r]
+            if code < 0:
+                try:
+                    how = f"was killed by {signal.Signals(-code).name}"
+                except ValueError:
+                    how = f"was killed by signal {-code}"
+            else:
+                err = job / f"rank{r}.error"
+                log = job / f"rank{r}.log"
+                detail = err.read_text().strip() if err.is_file() else (
+                    log.read_text(errors="replace").strip()[-600:] if log.is_file() else "")
+                if code == 2 and err.is_file():  # a SeqrecError (every rank raises rank 0's): as one process says it
+                    raise SeqrecError(detail)
+                how = f"failed (exit status {code})" + (f": {detail}" if detail else "")
+                trace = job / f"rank{r}.traceback"
+                if trace.is_file():  # an unexpected error: its traceback, as one process would show it
+                    print(trace.read_text(errors="replace"), file=sys.stderr, end="", flush=True)
+            hint = f"; --resume continues from {run / CHECKPOINT}" if run and (run / CHECKPOINT).is_file() else ""
+            raise SeqrecError(f"training process rank {r} of {n} {how}; the other processes were stopped{hint}")
+        if all(c == 0 for c in codes):
+            return
+        time.sleep(0.05)
+
+
+def _written(path: Path) -> float:
+    """When a worker wrote its error (the first to fail wrote first), inf when it wrote none."""
+    try:
+        return path.stat().st_mtime_ns / 1e9
+    except OSError:
+        return float("inf")
+
+
+def _stop(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
+    live = [p for p in procs if p.poll() is None]
+    for p in live:
+        p.terminate()
+    end = time.monotonic() + grace
+    for p in live:
+        try:
+            p.wait(max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _orphan_guard() -> None:
+    """A worker whose launcher is gone (killed itself) exits instead of waiting for the group's timeout."""
+    launcher = int(os.environ.get(_LAUNCHER_ENV, "0"))
+
+    def check() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != launcher:
+                os._exit(1)
+
+    if launcher:
+        threading.Thread(target=check, daemon=True).start()
+
+
+def _worker(job: Path) -> int:
+    """One worker of ``fit_in_workers``: ``SASRec.fit`` under the job's options; a failure's message goes
+    to ``rank{R}.error`` for the launcher."""
+    rank = os.environ.get("RANK", "0")
+    _orphan_guard()
+    try:
+        from seqrec.api import SASRec
+        from seqrec.data import Dataset
+
+        spec = json.loads((job / "job.json").read_text())
+        est = SASRec(recipe=spec["recipe"], **spec["options"])
+        est.fit(Dataset.load(job / "data"), out_dir=spec["out_dir"], resume=spec["resume"], valid=spec["valid"],
+                init_from=spec["init_from"])
+    except SeqrecError as e:
+        (job / f"rank{rank}.error").write_text(str(e))
+        return 2
+    except BaseException as e:  # noqa: BLE001  (the launcher reports the first rank to fail, with its traceback;
+        # the others' errors, such as a lost connection to a dead peer, are consequences and stay quiet)
+        (job / f"rank{rank}.traceback").write_text(traceback.format_exc())
+        (job / f"rank{rank}.error").write_text(f"{type(e).__name__}: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(Path(sys.argv[1])))
