@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from seqrec.cli_options import (_add_data_args, _add_eval_args, _add_limit_args, _add_train_args, _check_k, _checked,
-                                _eval_config, _limits, _load, given_options)
+from seqrec.cli_options import (_add_data_args, _add_eval_args, _add_train_args, _checked,
+                                _eval_config, _load, given_options)
+from seqrec.cli_models import add_model_commands
 from seqrec.errors import SeqrecError
 
 MODEL_HELP = "a baseline name (popularity, genre, markov, ar2, hybrid), 'all', or a model folder"
@@ -186,77 +186,6 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(plot_run(args.run_dir))
 
 
-def _print_items(items: list, as_json: bool, extra: dict | None = None) -> None:
-    rows = [dataclasses.asdict(i) if dataclasses.is_dataclass(i) else dict(i) for i in items]
-    if as_json:
-        print(json.dumps({"items": rows, **(extra or {})}, default=str))
-        return
-    from seqrec.report import markdown_table
-
-    for r in rows:
-        if isinstance(r.get("genres"), list):
-            r["genres"] = ", ".join(r["genres"])
-    print(markdown_table(rows))
-    for k, v in (extra or {}).items():
-        if v:
-            print(f"{k}: {v}")
-
-
-def cmd_recommend(args: argparse.Namespace) -> None:
-    from seqrec.recommend import Recommender
-
-    _check_k(args.k)
-    if (args.history is None) == (args.user is None):
-        raise SeqrecError("give exactly one of --history 1,2,3 or --user ID")
-    rec = Recommender.from_folder(args.model, backend="torch", index=args.index)
-    if args.user is not None:
-        result = rec.recommend_users([args.user], k=args.k)[0]
-    else:
-        history = [h.strip() for h in args.history.split(",") if h.strip()]
-        result = rec.recommend(history, k=args.k)
-    _print_items(result.items, args.json, {"unknown_items": result.unknown_items, "fallback": result.fallback})
-
-
-def cmd_similar(args: argparse.Namespace) -> None:
-    from seqrec.recommend import Recommender
-
-    _check_k(args.k)
-    _print_items(Recommender.from_folder(args.model, backend="torch").similar_items(args.item, k=args.k), args.json)
-
-
-def cmd_export_items(args: argparse.Namespace) -> None:
-    from seqrec.folder import load_folder
-    from seqrec.recommend import export_items
-
-    print(export_items(load_folder(args.model).dataset, args.out))
-
-
-def cmd_export_onnx(args: argparse.Namespace) -> None:
-    from seqrec.folder import ONNX, load_folder, register_onnx
-    from seqrec.onnx_export import export_onnx
-
-    default = Path(args.model) / ONNX
-    out = export_onnx(load_folder(args.model).scorer, args.out or default)
-    if out.resolve() == default.resolve():  # the folder's own export: recorded with the weights it holds
-        register_onnx(args.model)
-    print(out)
-
-
-def cmd_serve(args: argparse.Namespace) -> None:
-    from seqrec.serve import run
-
-    run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend, limits=_limits(args),
-        index=args.index, store=args.store, api_key=args.api_key, protect_reads=args.protect_reads,
-        cors_origins=args.cors_origin or [])
-
-
-def cmd_export_events(args: argparse.Namespace) -> None:
-    from seqrec.store import export_events
-
-    out, n = export_events(args.store, args.out)
-    print(f"wrote {out}: {n:,} events")
-
-
 def cmd_synthetic(args: argparse.Namespace) -> None:
     from seqrec.synthetic_files import write_synthetic
 
@@ -272,12 +201,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- parser
-def _add_index_arg(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--index", choices=["exact", "hnsw", "ivf"], default="exact",
-                    help="exact: score every item; hnsw / ivf (SASRec only): a faiss inner-product index built "
-                         "from the item embeddings as the model loads, for huge catalogues (seqrec.ann)")
-
-
 class _Parser(argparse.ArgumentParser):
     """Bad arguments are one line on stderr, like every other error, and exit 2."""
 
@@ -348,52 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("plot", cmd_plot, "draw a run's learning curves as PNG")
     sp.add_argument("run_dir")
 
-    sp = add("recommend", cmd_recommend, "recommend items for a history or a known user")
-    sp.add_argument("model", help="model folder")
-    sp.add_argument("--history", default=None, help="raw item ids, comma-separated, oldest first")
-    sp.add_argument("--user", default=None, help="a user id from the training data")
-    sp.add_argument("-k", type=int, default=10)
-    sp.add_argument("--json", action="store_true")
-    _add_index_arg(sp)
-
-    sp = add("similar", cmd_similar, "items most similar to an item (cosine of item embeddings)")
-    sp.add_argument("model")
-    sp.add_argument("item")
-    sp.add_argument("-k", type=int, default=10)
-    sp.add_argument("--json", action="store_true")
-
-    sp = add("export-items", cmd_export_items, "write the item table (internal id, raw id, title, genres) as CSV")
-    sp.add_argument("model")
-    sp.add_argument("--out", required=True)
-
-    sp = add("export-onnx", cmd_export_onnx, "export the model's scorer to ONNX")
-    sp.add_argument("model")
-    sp.add_argument("--out", default=None, help="default: MODEL/model.onnx")
-
-    sp = add("serve", cmd_serve, "serve a model folder over HTTP (FastAPI), with a web page at /")
-    sp.add_argument("model")
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=8000)
-    sp.add_argument("--workers", type=int, default=1)
-    sp.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
-                    help="auto: ONNX Runtime for SASRec (faster), torch for baselines")
-    _add_index_arg(sp)
-    g = sp.add_argument_group("live service")
-    g.add_argument("--store", default=None, metavar="FILE",
-                   help="event store (SQLite, created when absent): POST /events, and users' histories read from it")
-    g.add_argument("--api-key", default=None, metavar="KEY",
-                   help="the key of POST /events and /admin/reload (default $SEQREC_API_KEY, which keeps it out of "
-                        "the process list); without one those routes are refused")
-    g.add_argument("--protect-reads", action="store_true", help="the read routes need the key too "
-                   "(/health, /ready, the page and the docs stay open)")
-    g.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
-                   help="a browser origin allowed to call the service, e.g. https://shop.example (repeatable; "
-                        "none by default)")
-    _add_limit_args(sp)
-
-    sp = add("export-events", cmd_export_events, "write an event store's events to Parquet or CSV (by extension)")
-    sp.add_argument("store", help="the event store (the file given to seqrec serve --store)")
-    sp.add_argument("--out", required=True, help="events.parquet or events.csv: user_id, item_id, timestamp")
+    add_model_commands(add)
 
     sp = add("demo", cmd_demo, "train (or reuse) a small SASRec and serve it with the web page")
     sp.add_argument("data", nargs="?", default="synthetic")
