@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
 from seqrec.errors import SeqrecError
 
@@ -92,12 +92,22 @@ def _sync_tree(root: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file via a temp file + fsync + rename (then fsync the folder), so readers never see
     half a file and a crash leaves the old one or the new one."""
+    atomic_write_with(path, lambda f: f.write(data))
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], Any], public: bool = False) -> None:
+    """``write(binary file)`` into a temp file beside ``path``, fsynced, renamed onto it, the folder fsynced;
+    ``public``: the file gets the permissions ``open()`` would give it (not the temp file's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if public:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(fd, 0o666 & ~mask)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -10,16 +10,15 @@ seqrec writes) or with ``force``; anything else is refused naming the file.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import polars as pl
 
 from seqrec.errors import SeqrecError
-from seqrec.files import _fsync_dir
+from seqrec.files import atomic_write_with
 
 SUFFIXES = (".csv", ".parquet")
 _KEY = b"created_by"
@@ -52,25 +51,6 @@ def check_output_file(path: Path, force: bool, flag: str = "--out") -> None:
                           f"give --force to replace it")
 
 
-def _atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """``write(binary file)`` into a temp file beside ``path``, fsynced, then renamed onto it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)  # as open() would make it, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def write_frames(path: Path, frames: Iterator[pl.DataFrame]) -> int:
     """Write the frames one after the other as one CSV or Parquet file (by suffix), atomically; the rows."""
     parquet = path.suffix.lower() == ".parquet"
@@ -99,7 +79,7 @@ def write_frames(path: Path, frames: Iterator[pl.DataFrame]) -> int:
         if writer is not None:
             writer.close()
 
-    _atomic(path, write)
+    atomic_write_with(path, write, public=True)
     return rows
 
 
