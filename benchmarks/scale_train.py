@@ -1,7 +1,7 @@
 """SASRec training at 10 k, 100 k and 1 M items, and one epoch on 25 M interactions: speed and peak memory.
 
     python benchmarks/scale_train.py train [--seconds 30] [-q]           # sequences/s and peak RSS per catalogue
-    python benchmarks/scale_train.py epoch [--data /work/scale/prep25m]  # one epoch on the 25 M-row data
+    python benchmarks/scale_train.py epoch [--data /tmp/seqrec-scale/prep25m]  # one epoch on the 25 M-row data
 
 ``train``: synthetic data of 20,000 users x 50 events, item popularity Zipf (exponent 1) over the whole
 catalogue of 10 k, 100 k or 1 M items (ids shuffled, so popular items are spread over the table; at 1 M
@@ -52,7 +52,7 @@ SETUPS = {
                         "in_batch_negatives": 256},
     "gbce": {"loss": "gbce", "n_negatives": 256},
 }
-DATA_25M = Path("/work/scale/prep25m")
+DATA_25M = Path("/tmp/seqrec-scale/prep25m")
 
 
 def _say(quiet: bool, *msg: object) -> None:
