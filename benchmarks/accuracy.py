@@ -33,16 +33,16 @@ import time
 
 import torch
 
-from seqrec.baselines import BASELINES, make_baseline
-from seqrec.cli_options import add_option_args, given_options
+from seqrec.cli.options import add_option_args, given_options
 from seqrec.config import TrainConfig
+from seqrec.data.readers import load_dataset
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import EvalConfig, evaluate
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.readers import load_dataset
-from seqrec.report import markdown_table
-from seqrec.split import LeaveOneOut
-from seqrec.train import train
+from seqrec.evaluation.evaluator import EvalConfig, evaluate
+from seqrec.evaluation.report import markdown_table
+from seqrec.models.baselines import BASELINES, make_baseline
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
+from seqrec.training.loop import train
 
 LOSS_PRESETS = {
     "bce": dict(loss="bce", n_negatives=1),

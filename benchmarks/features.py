@@ -10,7 +10,7 @@ targets only (``targets="cold"``: test items never in the training part) for the
 feature model (its cold items' id rows zero, so ranked by their features alone, and again with id rows
 taken from their feature neighbours, ``SASRecModel.fill_untrained_items``, which ``fit`` does by default
 and is turned off here to measure both) and the genre / attribute
-profile baseline (``seqrec.baselines.Genre``, on the attributes for Toys).
+profile baseline (``seqrec.models.baselines.Genre``, on the attributes for Toys).
 
     python benchmarks/features.py                                   # all three, seeds 0,1,2 (about 45 minutes)
     python benchmarks/features.py --data ml-100k --seeds 0 --time-limit 5   # a smoke run
@@ -36,14 +36,14 @@ import polars as pl
 import torch
 
 from seqrec.api import SASRec
-from seqrec.baselines import Genre
-from seqrec.cli_options import add_option_args, given_options
-from seqrec.data import Dataset
+from seqrec.cli.options import add_option_args, given_options
+from seqrec.data.dataset import Dataset
+from seqrec.data.readers import load_dataset
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import EvalConfig, evaluate
-from seqrec.readers import load_dataset
-from seqrec.report import markdown_table
-from seqrec.split import LeaveOneOut
+from seqrec.evaluation.evaluator import EvalConfig, evaluate
+from seqrec.evaluation.report import markdown_table
+from seqrec.models.baselines import Genre
 
 DATA = Path(os.environ.get("SEQREC_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 DATASETS = {  # name: (path under DATA, item features, default seconds of training)

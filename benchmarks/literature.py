@@ -27,15 +27,15 @@ import numpy as np
 import torch
 
 from seqrec.api import SASRec
-from seqrec.baselines import BASELINES, make_baseline
-from seqrec.cli_options import add_option_args, given_options
-from seqrec.data import Dataset
+from seqrec.cli.options import add_option_args, given_options
+from seqrec.data.dataset import Dataset
+from seqrec.data.readers import load_dataset
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import EvalConfig, evaluate
-from seqrec.readers import load_dataset
-from seqrec.recipe import RECIPES
-from seqrec.report import markdown_table
-from seqrec.split import LeaveOneOut
+from seqrec.evaluation.evaluator import EvalConfig, evaluate
+from seqrec.evaluation.report import markdown_table
+from seqrec.models.baselines import BASELINES, make_baseline
+from seqrec.training.recipe import RECIPES
 
 DATA = Path(os.environ.get("SEQREC_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 DATASETS = {

@@ -46,13 +46,13 @@ import polars as pl
 import torch
 
 from seqrec.api import SASRec
-from seqrec.folder import save_folder
-from seqrec.model import SASRecConfig, SASRecModel
 from seqrec.config import CleanConfig
-from seqrec.data import Dataset
-from seqrec.readers import read_interactions
-from seqrec.report import markdown_table
-from seqrec.split import LeaveOneOut
+from seqrec.data.dataset import Dataset
+from seqrec.data.readers import read_interactions
+from seqrec.data.split import LeaveOneOut
+from seqrec.evaluation.report import markdown_table
+from seqrec.models.folder import save_folder
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
 
 DATA = Path(os.environ.get("SEQREC_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 DATASETS = {"ml-1m": "ml-1m/ml-1m.txt", "games": "amazon-games/games.txt", "ml-100k": "ml-100k",
@@ -182,10 +182,9 @@ def run_load(args: argparse.Namespace) -> None:
     import json
     import urllib.request
 
+    from seqrec.data.readers import load_dataset
+    from seqrec.serving.store import read_events
     from serve_latency import table
-
-    from seqrec.readers import load_dataset
-    from seqrec.store import read_events
 
     ds = load_dataset(str(DATA / "ml-100k"))
     users = [str(u) for u in ds.user_ids.raw.tolist()]

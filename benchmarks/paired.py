@@ -18,12 +18,11 @@ import platform
 import numpy as np
 import torch
 
-from seqrec.api import SASRec, config_fields
-from seqrec.cli_options import flag_type
-from seqrec.readers import load_dataset
-from seqrec.report import markdown_table
-
 from literature import DATA, DATASETS
+from seqrec.api import SASRec, config_fields
+from seqrec.cli.options import flag_type
+from seqrec.data.readers import load_dataset
+from seqrec.evaluation.report import markdown_table
 
 
 def parse_options(text: str) -> dict:

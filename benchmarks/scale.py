@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from seqrec.report import markdown_table  # noqa: E402
+from seqrec.evaluation.report import markdown_table
 
 PARTS = ("data", "eval", "epoch", "train", "ddp", "ann")
 

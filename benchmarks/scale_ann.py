@@ -1,4 +1,4 @@
-"""Exact, HNSW and IVF top-k at 1,000,000 items of width 64 (``seqrec.ann``).
+"""Exact, HNSW and IVF top-k at 1,000,000 items of width 64 (``seqrec.serving.ann``).
 
     python benchmarks/scale_ann.py [--items 1000000] [--queries 2000] [-q]
 
@@ -6,7 +6,7 @@ The model is an untrained ``SASRecModel`` (n_items 1 M, hidden 64, 2 blocks, max
 replaced by clustered vectors: 1,000 cluster centres (sizes Zipf-like), each item its centre plus noise of
 half its scale, times a log-normal norm (trained item embeddings cluster by taste and differ in norm by
 popularity). The queries are real hidden states of that model: each of ``--queries`` histories holds 30
-items of one cluster, and its state is what ``Recommender`` searches with (``seqrec.ann.query_vectors``).
+items of one cluster, and its state is what ``Recommender`` searches with (``seqrec.serving.ann.query_vectors``).
 
 Per index: build seconds; index memory (the growth of the process's resident memory while it is built, and
 the bytes it holds); queries/s of batched top-10 search over precomputed states (exact: ``states @ rows.T``
@@ -32,11 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from seqrec.ann import IndexParams, ItemIndex, item_vectors, query_vectors  # noqa: E402
-from seqrec.data import Dataset, IdMap  # noqa: E402
-from seqrec.model import SASRecConfig, SASRecModel  # noqa: E402
-from seqrec.recommend import Recommender  # noqa: E402
-from seqrec.report import markdown_table  # noqa: E402
+from seqrec.data.dataset import Dataset, IdMap
+from seqrec.evaluation.report import markdown_table
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
+from seqrec.serving.ann import IndexParams, ItemIndex, item_vectors, query_vectors
+from seqrec.serving.recommender import Recommender
 
 HIDDEN, CLUSTERS, HISTORY = 64, 1000, 30
 

@@ -4,7 +4,7 @@ gloo, ``nproc=2``) and of 1 process x 2 threads (and x 1 thread) on the same dat
     python benchmarks/scale_ddp.py [--data ml-1m] [--epochs 2] [-q]
 
 ``--data`` is ML-1M from ``../shared/data/ml-1m`` (its ``ml-1m.txt``) beside the checkout when it is there (else any name or path
-``seqrec.readers.load_dataset`` reads; ``synthetic`` when the name cannot be found). Settings: hidden 64,
+``seqrec.data.readers.load_dataset`` reads; ``synthetic`` when the name cannot be found). Settings: hidden 64,
 2 blocks, max_len 50, dropout 0.2, BCE with 1 negative, batch 128 (over both processes), lr 1e-3, validation
 every epoch. Sequences/s is each epoch's training rate as ``metrics.jsonl`` records it (rank 0's wall clock
 over the epoch, waits for the other process included), the best of the epochs; wall seconds include
@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from seqrec.api import SASRec  # noqa: E402
-from seqrec.report import markdown_table  # noqa: E402
+from seqrec.api import SASRec
+from seqrec.evaluation.report import markdown_table
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETTINGS = dict(hidden=64, blocks=2, max_len=50, dropout=0.2, loss="bce", n_negatives=1, batch_size=128, lr=1e-3,
@@ -33,8 +33,8 @@ SETTINGS = dict(hidden=64, blocks=2, max_len=50, dropout=0.2, loss="bce", n_nega
 
 
 def _dataset(name: str):
+    from seqrec.data.readers import load_dataset
     from seqrec.errors import SeqrecError
-    from seqrec.readers import load_dataset
 
     local = SHARED / name
     if (local / f"{name}.txt").is_file():  # the SASRec paper's "user item" file

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from seqrec.report import markdown_table
+from seqrec.evaluation.report import markdown_table
 
 MODELS = ("popularity", "markov", "ar2")
 TARGET_GB = 4.0
@@ -35,7 +35,7 @@ TARGET_GB = 4.0
 
 def _seqrec() -> list[str]:
     """The command that runs this checkout's ``seqrec`` with this interpreter."""
-    return [sys.executable, "-c", "import sys; from seqrec.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from seqrec.cli.commands import main; sys.exit(main())"]
 
 
 def _peak_gb(time_report: str) -> float:

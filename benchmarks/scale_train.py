@@ -43,7 +43,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from seqrec.report import markdown_table  # noqa: E402
+from seqrec.evaluation.report import markdown_table
 
 SIZES = (10_000, 100_000, 1_000_000)
 USERS, EVENTS, HIDDEN = 20_000, 50, 64
@@ -62,7 +62,7 @@ def _say(quiet: bool, *msg: object) -> None:
 
 def synthetic(n_items: int, n_users: int = USERS, length: int = EVENTS, seed: int = 0):
     """Every user ``length`` events, Zipf popularity over all ``n_items`` items (ids shuffled)."""
-    from seqrec.data import Dataset, IdMap
+    from seqrec.data.dataset import Dataset, IdMap
 
     rng = np.random.default_rng(seed)
     cdf = np.cumsum(1.0 / np.arange(1, n_items + 1))
@@ -82,10 +82,10 @@ def _child(spec: dict) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from seqrec.data import Dataset
-    from seqrec.model import SASRecConfig, SASRecModel
-    from seqrec.split import LeaveOneOut
-    from seqrec.train import Run, TrainConfig
+    from seqrec.data.dataset import Dataset
+    from seqrec.data.split import LeaveOneOut
+    from seqrec.models.sasrec import SASRecConfig, SASRecModel
+    from seqrec.training.loop import Run, TrainConfig
 
     t0 = time.perf_counter()
     ds = Dataset.load(spec["data"]) if spec.get("data") else synthetic(spec["items"])

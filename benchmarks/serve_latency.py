@@ -45,10 +45,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from seqrec.folder import save_folder  # noqa: E402
-from seqrec.model import SASRecConfig, SASRecModel  # noqa: E402
-from seqrec.readers import load_dataset  # noqa: E402
-from seqrec.recommend import Recommender  # noqa: E402
+from seqrec.data.readers import load_dataset  # noqa: E402
+from seqrec.models.folder import save_folder  # noqa: E402
+from seqrec.models.sasrec import SASRecConfig, SASRecModel  # noqa: E402
+from seqrec.serving.recommender import Recommender  # noqa: E402
 
 
 def table(rows: list[dict]) -> str:
@@ -178,10 +178,10 @@ def free_port() -> int:
 
 
 def start_server(folder: Path, backend: str = "auto", workers: int = 1, **options) -> tuple[subprocess.Popen, int]:
-    """``seqrec.serve.run`` in its own process (``options``: more of its keywords, as Python literals)."""
+    """``seqrec.serving.app.run`` in its own process (``options``: more of its keywords, as Python literals)."""
     port = free_port()
     more = "".join(f", {k}={v!r}" for k, v in options.items())
-    code = (f"from seqrec.serve import run; run({str(folder)!r}, port={port}, backend={backend!r}, threads=1, "
+    code = (f"from seqrec.serving.app import run; run({str(folder)!r}, port={port}, backend={backend!r}, threads=1, "
             f"access_log=False, workers={workers}{more})")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -193,7 +193,7 @@ def start_server(folder: Path, backend: str = "auto", workers: int = 1, **option
                     return proc, port
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode())
+                raise RuntimeError(proc.stderr.read().decode()) from None
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server did not become ready")
@@ -251,7 +251,7 @@ def worker_pids(pid: int) -> list[int]:
 
 def heavy_body(histories: list[list], n: int = 1000, length: int = 150) -> tuple[bytes, int]:
     """The costliest batch the default limits allow: n histories of ``length`` ids, k at the limit."""
-    from seqrec.serve import Limits
+    from seqrec.serving.limits import Limits
 
     limits = Limits()
     k = min(1000, limits.max_batch_results // n)

@@ -43,12 +43,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from seqrec.batches import Batches  # noqa: E402
 from seqrec.config import TrainConfig  # noqa: E402
-from seqrec.model import SASRecConfig, SASRecModel  # noqa: E402
-from seqrec.readers import load_dataset  # noqa: E402
-from seqrec.split import LeaveOneOut  # noqa: E402
-from seqrec.train import train  # noqa: E402
+from seqrec.data.readers import load_dataset  # noqa: E402
+from seqrec.data.split import LeaveOneOut  # noqa: E402
+from seqrec.models.sasrec import SASRecConfig, SASRecModel  # noqa: E402
+from seqrec.training.batches import Batches  # noqa: E402
+from seqrec.training.loop import train  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "amazon-games" / "games.txt"
 PEER_PYTHON = ROOT / "bench-env" / "venv" / "bin" / "python"

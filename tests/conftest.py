@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 import torch
 
-from seqrec.cli import main
-from seqrec.data import CleanConfig, Dataset
+from seqrec.cli.commands import main
+from seqrec.data.dataset import CleanConfig, Dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -112,7 +112,7 @@ class CountScorer:
 
 def _make_scorer(n_items: int, max_len: int = 5, norm: str = "pre"):
     try:
-        from seqrec.model import SASRecConfig, SASRecModel
+        from seqrec.models.sasrec import SASRecConfig, SASRecModel
     except ImportError:
         return FakeScorer(n_items, max_len)
     torch.manual_seed(0)
@@ -147,8 +147,8 @@ def make_scorer():
 def tiny_app():
     """``tiny_app(metrics=None, **create_app options) -> (recommender, app)``: a fresh recommender over the
     tiny catalogue (``make_scorer``'s SASRec, named "tiny") and the service in front of it."""
-    from seqrec.recommend import Recommender
-    from seqrec.serve import create_app
+    from seqrec.serving.app import create_app
+    from seqrec.serving.recommender import Recommender
 
     def build(metrics: dict | None = None, **options):
         data = _tiny_dataset()

@@ -8,13 +8,13 @@ import torch
 
 import seqrec
 from seqrec.api import SASRec, config_fields
-from seqrec.data import Dataset
-from seqrec.errors import SeqrecError
-from seqrec.folder import save_folder
-from seqrec.model import SASRecConfig
-from seqrec.baselines import make_baseline
-from seqrec.split import LeaveOneOut
 from seqrec.config import TrainConfig
+from seqrec.data.dataset import Dataset
+from seqrec.data.split import LeaveOneOut
+from seqrec.errors import SeqrecError
+from seqrec.models.baselines import make_baseline
+from seqrec.models.folder import save_folder
+from seqrec.models.sasrec import SASRecConfig
 
 TINY = dict(hidden=16, blocks=1, max_len=8, epochs=2, batch_size=32, quiet=True, lr=3e-3)
 
@@ -125,4 +125,4 @@ def test_top_level_exports():
     assert callable(seqrec.load_dataset) and isinstance(seqrec.__version__, str)
     assert {"SASRec", "Dataset", "load_dataset", "SeqrecError"} <= set(dir(seqrec))
     with pytest.raises(AttributeError):
-        seqrec.nothing_here
+        _ = seqrec.nothing_here

@@ -9,10 +9,10 @@ import dataclasses
 import pytest
 
 from seqrec.api import SASRec, config_fields
-from seqrec.cli import build_parser
-from seqrec.cli_options import add_option_args
+from seqrec.cli.commands import build_parser
+from seqrec.cli.options import add_option_args
 from seqrec.config import CleanConfig, EvalConfig, SASRecConfig, TrainConfig
-from seqrec.limits import Limits
+from seqrec.serving.limits import Limits
 
 # command -> (config class, flag prefix, fields left out, how the default is introduced in the help)
 COMMANDS = {
@@ -58,7 +58,7 @@ def test_each_commands_flags_are_the_config_fields(command):
 
 
 def test_a_command_line_without_options_gives_the_dataclass_defaults():
-    from seqrec.cli_options import _eval_config, config_options
+    from seqrec.cli.options import _eval_config, config_options
 
     args = build_parser().parse_args(["evaluate", "synthetic"])
     assert _eval_config(args, "full") == EvalConfig()

@@ -12,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import save_model
 
-import seqrec.folder as F
-from seqrec.data import CleanConfig, Dataset
+import seqrec.models.folder as F
+from seqrec.config import TrainConfig
+from seqrec.data.dataset import CleanConfig, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.files import MANIFEST, MARKER, write_manifest
-from seqrec.folder import load_folder, register_onnx, save_folder
-from seqrec.model import MAX_PARAM_BYTES, SASRecConfig, SASRecModel
-from seqrec.config import TrainConfig
+from seqrec.models.folder import load_folder, register_onnx, save_folder
+from seqrec.models.sasrec import MAX_PARAM_BYTES, SASRecConfig, SASRecModel
 
 CONTENT = ["config.json", "metrics.json", "model.safetensors", "data/sequences.npz", "data/users.parquet",
            "data/catalog.parquet", "data/meta.json"]
@@ -243,7 +243,7 @@ def test_a_legacy_prepared_folder_loads_equal(tmp_path, data):
 
 # ----------------------------------------------------------------------------- ONNX exports
 def test_onnx_exports_are_checked_against_the_weights(folder, data):
-    from seqrec.onnx_export import export_onnx
+    from seqrec.serving.onnx import export_onnx
 
     onnx = folder / "model.onnx"
     export_onnx(sasrec(data), onnx)
@@ -281,9 +281,9 @@ def test_export_onnx_records_the_folders_export_and_the_recommender_uses_only_a_
                                                                                             monkeypatch):
     import dataclasses
 
-    import seqrec.recommend as R
-    from seqrec.cli import main
-    from seqrec.onnx_export import export_onnx
+    import seqrec.serving.recommender as R
+    from seqrec.cli.commands import main
+    from seqrec.serving.onnx import export_onnx
 
     onnx = folder / "model.onnx"
     assert main(["export-onnx", str(folder)]) == 0 and capsys.readouterr().out.strip() == str(onnx)

@@ -10,16 +10,16 @@ import polars as pl
 import pytest
 import torch
 
-import seqrec.train as T
+import seqrec.training.loop as T
 from seqrec.config import TrainConfig
-from seqrec.data import CleanConfig, Dataset
+from seqrec.data.dataset import CleanConfig, Dataset
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
 from seqrec.files import MARKER
-from seqrec.folder import load_folder, save_folder
-from seqrec.model import SASRecConfig, SASRecModel
+from seqrec.models.folder import load_folder, save_folder
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
 from seqrec.publish import check_output_folder, ownership_problem
-from seqrec.split import LeaveOneOut
-from seqrec.train import train
+from seqrec.training.loop import train
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ import torch
 from seqrec import files as F
 from seqrec import publish as P
 from seqrec.config import TrainConfig
-from seqrec.data import CleanConfig, Dataset
-from seqrec.publish import publish_dir
+from seqrec.data.dataset import CleanConfig, Dataset
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.folder import load_folder, save_folder
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.split import LeaveOneOut
-from seqrec.train import train
+from seqrec.models.folder import load_folder, save_folder
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
+from seqrec.publish import publish_dir
+from seqrec.training.loop import train
 
 
 class Killed(BaseException):

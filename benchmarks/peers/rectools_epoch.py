@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     DEFAULT_DATA,
     K,
     emit,
@@ -102,12 +102,12 @@ def interactions_frame(parts: list[dict[int, list[int]]]):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    import rectools
     import torch
     from pytorch_lightning import Callback, Trainer, seed_everything
     from rectools.dataset import Dataset
     from rectools.models import SASRecModel
     from rectools.models.nn.item_net import IdEmbeddingsItemNet
-    import rectools
 
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     if args.threads:

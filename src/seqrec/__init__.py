@@ -2,7 +2,7 @@
 
 The top-level names are imported lazily, so ``import seqrec`` stays cheap (no torch until needed)::
 
-    from seqrec import SASRec, load_dataset
+    from seqrec import Recommender, SASRec, load_dataset
     model = SASRec(loss="ce").fit(load_dataset("ml-1m"), out_dir="runs/ml-1m")
 """
 
@@ -13,8 +13,9 @@ from typing import Any
 
 from seqrec.errors import SeqrecError
 
-__all__ = ["Dataset", "SASRec", "SeqrecError", "load_dataset", "__version__"]
-_LAZY = {"Dataset": "seqrec.data", "SASRec": "seqrec.api", "load_dataset": "seqrec.readers"}
+__all__ = ["Dataset", "Recommender", "SASRec", "SeqrecError", "load_dataset", "__version__"]
+_LAZY = {"Dataset": "seqrec.data.dataset", "SASRec": "seqrec.api", "load_dataset": "seqrec.data.readers",
+         "Recommender": "seqrec.serving.recommender"}
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,7 @@
 
 import sys
 
-from seqrec.cli import main
+from seqrec.cli.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,13 +2,13 @@
 defaults and help in field metadata (the command line's flags, the API's keywords and the benchmarks'
 flags are all made from these fields) and checked at construction (errors name the field):
 
-* ``CleanConfig``: how raw interactions are filtered (``seqrec.data``);
-* ``SASRecConfig``: the model's shape (``seqrec.model``), with bounds checked before any allocation;
-* ``TrainConfig``: a training run (``seqrec.train``); ``CHOICES`` holds its string options' choices
+* ``CleanConfig``: how raw interactions are filtered (``seqrec.data.dataset``);
+* ``SASRecConfig``: the model's shape (``seqrec.models.sasrec``), with bounds checked before any allocation;
+* ``TrainConfig``: a training run (``seqrec.training.loop``); ``CHOICES`` holds its string options' choices
   (the one home of the loss and sampler names), ``DEFAULT_NEGATIVES`` each loss's negatives;
-* ``EvalConfig``: what to evaluate and how (``seqrec.evaluate``).
+* ``EvalConfig``: what to evaluate and how (``seqrec.evaluation.evaluator``).
 
-The service's ``Limits`` live in ``seqrec.limits`` in the same form. Imports only ``errors``, so the
+The service's ``Limits`` live in ``seqrec.serving.limits`` in the same form. Imports only ``errors``, so the
 model folders and the serving side can read a run's settings without importing the trainer.
 """
 
@@ -149,7 +149,7 @@ class SASRecConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SASRecConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SASRecConfig:
         check_config_keys(cls, d, "model config")
         if "n_items" not in d:
             raise SeqrecError("model config: n_items is missing")
@@ -248,7 +248,7 @@ class TrainConfig:
             setattr(self, name, float(v))
         betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
         check("betas", len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas), "two numbers in [0, 1)")
-        self.betas = tuple(float(b) for b in betas)
+        self.betas = (float(betas[0]), float(betas[1]))
         w = self.warmup_steps
         check("warmup_steps", _is_num(w) and w >= 0 and (w < 1 or float(w).is_integer()),
               "a whole number of steps >= 0 or a fraction in (0, 1)")
@@ -275,7 +275,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         check_config_keys(cls, d, "train config")
         return cls(**d)
 

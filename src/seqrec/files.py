@@ -1,9 +1,9 @@
 """The files and folders seqrec writes, at the lowest level: atomic file writes, the folder marker
 and the manifest. Imports only ``seqrec.errors``; ``seqrec.publish`` decides which folders seqrec may
-replace and swaps new ones in, ``seqrec.data`` and ``seqrec.folder`` write what goes inside.
+replace and swaps new ones in, ``seqrec.data.dataset`` and ``seqrec.models.folder`` write what goes inside.
 
-Two kinds of folder are written: prepared data sets (kind ``"data"``, ``seqrec.data``) and model /
-training-run folders (kind ``"model"``, ``seqrec.folder`` and ``seqrec.train``).
+Two kinds of folder are written: prepared data sets (kind ``"data"``, ``seqrec.data.dataset``) and model /
+training-run folders (kind ``"model"``, ``seqrec.models.folder`` and ``seqrec.training.loop``).
 
 * Marker: each such folder holds ``.seqrec`` (JSON: created_by "seqrec", kind, version), written
   before anything else, so even a folder whose writing was interrupted is known to be seqrec's.
@@ -21,20 +21,21 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Sequence
+from typing import Any, BinaryIO
 
 from seqrec.errors import SeqrecError
 
 # The names of everything seqrec writes, in one place.
 MARKER, MANIFEST = ".seqrec", "manifest.json"  # in every folder seqrec makes
 MANIFEST_FORMAT = 1
-# a prepared data folder (seqrec.prepared), also the data/ folder inside a model folder
+# a prepared data folder (seqrec.data.prepared), also the data/ folder inside a model folder
 SEQUENCES, USERS, CATALOG, META = "sequences.npz", "users.parquet", "catalog.parquet", "meta.json"
-# a model folder (seqrec.folder; model.onnx by export-onnx; features.json for a model with item features)
+# a model folder (seqrec.models.folder; model.onnx by export-onnx; features.json for a model with item features)
 CONFIG, SUMMARY, WEIGHTS, DATA_DIR, ONNX = "config.json", "metrics.json", "model.safetensors", "data", "model.onnx"
 FEATURES = "features.json"
-# a training run's files, kept in the model folder it becomes (seqrec.train, seqrec.report)
+# a training run's files, kept in the model folder it becomes (seqrec.training.loop, seqrec.evaluation.report)
 CHECKPOINT, METRICS_LOG, RESULT, PLOT = "checkpoint.safetensors", "metrics.jsonl", "result.json", "training.png"
 DATA_FILES = (SEQUENCES, USERS, CATALOG, META)
 RUN_FILES = (CHECKPOINT, METRICS_LOG, RESULT, PLOT)

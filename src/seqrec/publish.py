@@ -26,13 +26,30 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from seqrec import files as _files
 from seqrec.errors import SeqrecError
-from seqrec.files import (CHECKPOINT, CONFIG, META, METRICS_LOG, RESULT, FOLDER_FILES, FOLDER_NOUNS, MANIFEST, MARKER, _JSON_LIMIT, _few, _fsync_dir, _sync_tree,
-                          read_json, read_marker, write_marker)
+from seqrec.files import (
+    _JSON_LIMIT,
+    CHECKPOINT,
+    CONFIG,
+    FOLDER_FILES,
+    FOLDER_NOUNS,
+    MANIFEST,
+    MARKER,
+    META,
+    METRICS_LOG,
+    RESULT,
+    _few,
+    _fsync_dir,
+    _sync_tree,
+    read_json,
+    read_marker,
+    write_marker,
+)
 
 STALE_SECONDS = 3600.0  # temp folders beside a target older than this are leftovers of a killed writer
 _TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # tempfile's names: .NAME.XXXXXXXX.tmp
@@ -241,11 +258,11 @@ def _exchange_function() -> Callable[[bytes, bytes], int] | None:
             if sys.platform.startswith("linux"):
                 fn = libc.renameat2
                 fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-                _EXCHANGE = lambda a, b: fn(-100, a, -100, b, 2)  # AT_FDCWD, RENAME_EXCHANGE  # noqa: E731
+                _EXCHANGE = lambda a, b: fn(-100, a, -100, b, 2)  # AT_FDCWD, RENAME_EXCHANGE
             elif sys.platform == "darwin":
                 fn = libc.renamex_np
                 fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
-                _EXCHANGE = lambda a, b: fn(a, b, 2)  # RENAME_SWAP  # noqa: E731
+                _EXCHANGE = lambda a, b: fn(a, b, 2)  # RENAME_SWAP
         except (OSError, AttributeError):
             _EXCHANGE = False
     return _EXCHANGE or None

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from seqrec.cli import build_parser, main
+from seqrec.cli.commands import build_parser, main
 
 
 def test_every_command_has_help(capsys):
@@ -111,9 +111,9 @@ def test_train_evaluate_recommend_round_trip(log_csv, tmp_path, cli):
 def test_serve_takes_a_flag_for_every_limit(tmp_path, cli, monkeypatch):
     import dataclasses
 
-    import seqrec.serve as S
-    from seqrec.cli_options import _limits
-    from seqrec.limits import Limits
+    import seqrec.serving.app as S
+    from seqrec.cli.options import _limits
+    from seqrec.serving.limits import Limits
 
     parser = build_parser()
     serve = parser._subparsers._group_actions[0].choices["serve"]

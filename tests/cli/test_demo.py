@@ -6,10 +6,10 @@ from __future__ import annotations
 import polars as pl
 
 from seqrec.api import SASRec
+from seqrec.cli.demo import _cached, demo_options
 from seqrec.config import CleanConfig
-from seqrec.data import Dataset
-from seqrec.demo import _cached, demo_options
-from seqrec.synthetic import generate
+from seqrec.data.dataset import Dataset
+from seqrec.data.synthetic.story import generate
 
 
 def small(with_features: bool = True, seed: int = 0) -> Dataset:

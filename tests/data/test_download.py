@@ -6,10 +6,10 @@ import zipfile
 
 import pytest
 
-from seqrec.data import CleanConfig
-from seqrec.download import DOWNLOADABLE, download
+from seqrec.data.dataset import CleanConfig
+from seqrec.data.download import DOWNLOADABLE, download
+from seqrec.data.readers import load_dataset
 from seqrec.errors import SeqrecError
-from seqrec.readers import load_dataset
 
 ITEM = "|Movie (1995)|01-Jan-1995||http://x|0|1|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0\n"
 

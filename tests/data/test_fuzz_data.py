@@ -10,11 +10,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqrec.columns import MISSING_IDS
-from seqrec.data import CleanConfig, Dataset, id_key
+from seqrec.data.columns import MISSING_IDS
+from seqrec.data.dataset import CleanConfig, Dataset, id_key
+from seqrec.data.readers import load_dataset
 from seqrec.errors import SeqrecError
-from seqrec.readers import load_dataset
-
 from timeouts import time_limit
 
 SEEDS = {  # file name (folder/name), contents: one of each layout, a few users and items

@@ -3,9 +3,9 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from seqrec.data import CleanConfig, Dataset
+from seqrec.data.dataset import CleanConfig, Dataset
+from seqrec.data.readers import NAMES, format_of, load_dataset, read_interactions
 from seqrec.errors import SeqrecError
-from seqrec.readers import NAMES, format_of, load_dataset, read_interactions
 
 K0 = CleanConfig(k_core=0)
 
@@ -241,7 +241,7 @@ def test_prepared_folder(ml100k, tmp_path):
 
 
 def test_synthetic_name(monkeypatch):
-    synthetic = pytest.importorskip("seqrec.synthetic")
+    synthetic = pytest.importorskip("seqrec.data.synthetic.story")
     calls = []
 
     def fake(seed=0):
@@ -307,7 +307,7 @@ PLAIN_CASES = [
 
 @pytest.mark.parametrize("text", PLAIN_CASES)
 def test_plain_fast_path_reads_as_the_checked_reader(tmp_path, monkeypatch, text):
-    import seqrec.readers as readers
+    import seqrec.data.readers as readers
 
     path = write(tmp_path / "log.csv", text)
 
@@ -325,7 +325,7 @@ def test_plain_fast_path_reads_as_the_checked_reader(tmp_path, monkeypatch, text
 
 
 def test_plain_fast_path_is_taken_for_plain_files(tmp_path, monkeypatch):
-    import seqrec.columns as columns
+    import seqrec.data.columns as columns
 
     path = write(tmp_path / "log.csv", "user,item,timestamp\n1,10,100\n1,20,50\n2,10,7\n")
     monkeypatch.setattr(columns, "_ids", lambda *a: pytest.fail("the checked id parser ran"))
@@ -335,7 +335,7 @@ def test_plain_fast_path_is_taken_for_plain_files(tmp_path, monkeypatch):
 
 
 def test_ml25m_folder_layout(tmp_path, monkeypatch):
-    import seqrec.readers as readers
+    import seqrec.data.readers as readers
 
     d = tmp_path / "ml-25m"
     d.mkdir()

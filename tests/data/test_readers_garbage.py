@@ -1,4 +1,4 @@
-"""Readers refuse ids they would otherwise train on wrongly, and spell one id one way (``seqrec.readers``)."""
+"""Readers refuse ids they would otherwise train on wrongly, and spell one id one way (``seqrec.data.readers``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from seqrec.data import CleanConfig, Dataset, IdMap, id_key
+from seqrec.data.dataset import CleanConfig, Dataset, IdMap, id_key
+from seqrec.data.readers import load_dataset
 from seqrec.errors import SeqrecError
-from seqrec.readers import load_dataset
 
 K0 = CleanConfig(k_core=0)
 

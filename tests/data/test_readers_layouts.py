@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from seqrec.data import CleanConfig, Dataset
+from seqrec.data.dataset import CleanConfig, Dataset
+from seqrec.data.readers import format_of, load_dataset, read_interactions
 from seqrec.errors import SeqrecError
-from seqrec.readers import format_of, load_dataset, read_interactions
 
 K0 = CleanConfig(k_core=0)
 

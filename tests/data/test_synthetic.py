@@ -4,10 +4,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from seqrec.data import Dataset
+from seqrec.data.dataset import Dataset
+from seqrec.data.split import LeaveOneOut
+from seqrec.data.synthetic.story import DEFAULT_SEED, GENRES, generate
 from seqrec.errors import SeqrecError
-from seqrec.split import LeaveOneOut
-from seqrec.synthetic import DEFAULT_SEED, GENRES, generate
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +125,8 @@ def test_dataset_round_trip(default):
 
 
 def test_planted_order_ar2_beats_ar1_beats_popularity(default):
-    baselines = pytest.importorskip("seqrec.baselines")
-    evaluate_mod = pytest.importorskip("seqrec.evaluate")
+    baselines = pytest.importorskip("seqrec.models.baselines")
+    evaluate_mod = pytest.importorskip("seqrec.evaluation.evaluator")
     loo = LeaveOneOut(Dataset.from_interactions(*default, name="synthetic"))
     config = evaluate_mod.EvalConfig(split="test", ks=(10,))
     ndcg = {
@@ -138,7 +138,7 @@ def test_planted_order_ar2_beats_ar1_beats_popularity(default):
 
 
 # ------------------------------------------------------------------ the generator at scale
-from seqrec.synthetic_scale import generate_large, iter_chunks
+from seqrec.data.synthetic.scale import generate_large, iter_chunks  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +179,9 @@ def test_scale_series_parts_in_order(large):
 
 
 def test_scale_planted_order_ar2_beats_ar1_beats_popularity(large):
-    from seqrec.baselines import make_baseline
-    from seqrec.evaluate import EvalConfig, evaluate
-    from seqrec.readers import load_dataset
+    from seqrec.data.readers import load_dataset
+    from seqrec.evaluation.evaluator import EvalConfig, evaluate
+    from seqrec.models.baselines import make_baseline
 
     loo = LeaveOneOut(load_dataset(large[0]))
     config = EvalConfig(split="test", ks=(10,))
@@ -220,8 +220,8 @@ def test_scale_invalid_sizes(sizes):
 
 
 def test_cli_synthetic_files(tmp_path):
-    from seqrec.cli import main
-    from seqrec.readers import read_interactions
+    from seqrec.cli.commands import main
+    from seqrec.data.readers import read_interactions
 
     csv, pq, cat = tmp_path / "s.csv", tmp_path / "s.parquet", tmp_path / "movies.csv"
     args = ["synthetic", "--users", "300", "--items", "500", "--interactions", "9000", "--seed", "4"]

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from seqrec.data import Dataset
+from seqrec.data.dataset import Dataset
+from seqrec.data.split import LeaveOneOut, Segments
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import EvalConfig, Scorer, evaluate, metrics_from_ranks, rank_of_targets
-from seqrec.sampling import sample_negatives
-from seqrec.split import LeaveOneOut, Segments
+from seqrec.evaluation.evaluator import EvalConfig, Scorer, evaluate, metrics_from_ranks, rank_of_targets
+from seqrec.evaluation.sampling import sample_negatives
 
 INF = math.inf
 
@@ -230,8 +230,8 @@ def test_seen_target_has_no_effect_under_sampled(random_loo):
 
 
 def test_cli_seen_target_flag():
-    from seqrec.cli import build_parser
-    from seqrec.cli_options import _eval_config
+    from seqrec.cli.commands import build_parser
+    from seqrec.cli.options import _eval_config
 
     parser = build_parser()
     args = parser.parse_args(["evaluate", "synthetic"])
@@ -445,7 +445,7 @@ def test_memory_budget_parses_sizes():
 @pytest.mark.parametrize("protocol,seen_target", [("full", "miss"), ("full", "drop"), ("full", "keep"),
                                                   ("sampled", "miss")])
 def test_a_tiny_memory_budget_gives_the_same_metrics(random_loo, protocol, seen_target):
-    from seqrec.evaluate import block_users
+    from seqrec.evaluation.evaluator import block_users
 
     n = random_loo.data.n_items
     small, default = CountingScorer(n), CountingScorer(n)
@@ -461,7 +461,7 @@ def test_a_tiny_memory_budget_gives_the_same_metrics(random_loo, protocol, seen_
 
 
 def test_an_impossible_memory_budget_is_refused_before_any_scoring(random_loo):
-    from seqrec.evaluate import check_budget
+    from seqrec.evaluation.evaluator import check_budget
 
     scorer = CountingScorer(random_loo.data.n_items)
     with pytest.raises(SeqrecError, match=r"memory_budget '20KB' \(20 KB\) is too small: .* give at least \d"):
@@ -474,8 +474,8 @@ def test_an_impossible_memory_budget_is_refused_before_any_scoring(random_loo):
 
 
 def test_cli_memory_budget_flag(capsys):
-    from seqrec.cli import build_parser, main
-    from seqrec.cli_options import _eval_config
+    from seqrec.cli.commands import build_parser, main
+    from seqrec.cli.options import _eval_config
 
     args = build_parser().parse_args(["compare", "synthetic", "--memory-budget", "64MB"])
     assert _eval_config(args, "full").memory_budget == "64MB"
@@ -489,9 +489,9 @@ def test_sasrec_at_200k_items_is_scored_in_blocks_that_follow_the_budget():
     import polars as pl
 
     from seqrec.config import SASRecConfig, parse_bytes
-    from seqrec.data import CleanConfig
-    from seqrec.evaluate import _RANK_BYTES, _USER_BYTES, block_users, scorer_memory
-    from seqrec.model import SASRecModel
+    from seqrec.data.dataset import CleanConfig
+    from seqrec.evaluation.evaluator import _RANK_BYTES, _USER_BYTES, block_users, scorer_memory
+    from seqrec.models.sasrec import SASRecModel
 
     n_items, users, length = 200_000, 1_000, 200
     rng = np.random.default_rng(0)

@@ -5,11 +5,11 @@ import polars as pl
 import pytest
 import torch
 
-from seqrec.baselines import AR2, BASELINES, Genre, Hybrid, Markov, Popularity, make_baseline
-from seqrec.data import CleanConfig, Dataset
+from seqrec.data.dataset import CleanConfig, Dataset
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import Scorer, evaluate
-from seqrec.split import LeaveOneOut
+from seqrec.evaluation.evaluator import Scorer, evaluate
+from seqrec.models.baselines import AR2, BASELINES, Genre, Hybrid, Markov, Popularity, make_baseline
 
 
 def hist(*rows, length=None):
@@ -185,7 +185,8 @@ def random_chains():
 
 
 def test_count_matrices_match_a_loop_and_do_not_depend_on_blocks(random_chains, monkeypatch):
-    from seqrec import baselines, split
+    from seqrec.data import split
+    from seqrec.models import baselines
 
     n = random_chains.data.n_items
     m, a = Markov(n).fit(random_chains), AR2(n).fit(random_chains)
@@ -224,8 +225,8 @@ def test_baselines_report_their_memory(random_chains):
 
 
 def test_every_baseline_gives_the_same_metrics_under_a_tiny_memory_budget():
-    from seqrec.evaluate import EvalConfig, block_users
-    from seqrec.readers import load_dataset
+    from seqrec.data.readers import load_dataset
+    from seqrec.evaluation.evaluator import EvalConfig, block_users
 
     loo = LeaveOneOut(load_dataset("synthetic"))
     n, users = loo.data.n_items, len(loo.inputs("test")[0])
@@ -238,7 +239,7 @@ def test_every_baseline_gives_the_same_metrics_under_a_tiny_memory_budget():
 
 
 def test_a_budget_below_a_baselines_matrices_is_refused_with_the_figure(random_chains):
-    from seqrec.evaluate import EvalConfig
+    from seqrec.evaluation.evaluator import EvalConfig
 
     m = Markov(random_chains.data.n_items).fit(random_chains)
     held = m.memory_bytes()[0]

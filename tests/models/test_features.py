@@ -12,18 +12,18 @@ import polars as pl
 import pytest
 import torch
 
-from seqrec.baselines import Popularity
 from seqrec.config import EvalConfig, TrainConfig
-from seqrec.data import CleanConfig, Dataset
+from seqrec.data.dataset import CleanConfig, Dataset
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import evaluate
-from seqrec.features import NUMERIC_BUCKETS, FeatureVocab, add_item_features, build_vocab, item_features
-from seqrec.folder import load_folder, register_onnx, save_folder
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.onnx_export import export_onnx
-from seqrec.recommend import Recommender
-from seqrec.split import LeaveOneOut
-from seqrec.train import train
+from seqrec.evaluation.evaluator import evaluate
+from seqrec.models.baselines import Popularity
+from seqrec.models.features import NUMERIC_BUCKETS, FeatureVocab, add_item_features, build_vocab, item_features
+from seqrec.models.folder import load_folder, register_onnx, save_folder
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
+from seqrec.serving.onnx import export_onnx
+from seqrec.serving.recommender import Recommender
+from seqrec.training.loop import train
 
 GENRES, PER_GENRE = 8, 16
 
@@ -393,7 +393,7 @@ def test_cold_and_warm_targets_are_counted():
 def test_admin_items_route_adds_items_the_next_request_recommends(chain, chain_model):
     from fastapi.testclient import TestClient
 
-    from seqrec.serve import create_app
+    from seqrec.serving.app import create_app
 
     key = {"X-API-Key": "features-test-key"}
     client = TestClient(create_app(Recommender(chain_model, chain, backend="torch"), api_key=key["X-API-Key"]))

@@ -6,13 +6,13 @@ import polars as pl
 import pytest
 import torch
 
-from seqrec.baselines import make_baseline
-from seqrec.data import Dataset
-from seqrec.errors import SeqrecError
-from seqrec.folder import FORMAT_VERSION, ModelBundle, load_folder, save_folder
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.split import LeaveOneOut
 from seqrec.config import TrainConfig
+from seqrec.data.dataset import Dataset
+from seqrec.data.split import LeaveOneOut
+from seqrec.errors import SeqrecError
+from seqrec.models.baselines import make_baseline
+from seqrec.models.folder import FORMAT_VERSION, ModelBundle, load_folder, save_folder
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_model_folders_and_serving_import_nothing_of_the_trainer():
     import subprocess
     import sys
 
-    code = ("import sys, seqrec.folder, seqrec.recommend; "
-            "print(sorted(m for m in sys.modules if m in ('seqrec.train', 'seqrec.batches', 'seqrec.objective')))")
+    code = ("import sys, seqrec.models.folder, seqrec.serving.recommender; "
+            "print(sorted(m for m in sys.modules if m in ('seqrec.training.loop', 'seqrec.training.batches', 'seqrec.training.objective')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -12,13 +12,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqrec.data import CleanConfig, Dataset
+from seqrec.config import TrainConfig
+from seqrec.data.dataset import CleanConfig, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.files import MANIFEST, MARKER
-from seqrec.folder import load_folder, register_onnx, save_folder
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.config import TrainConfig
-
+from seqrec.models.folder import load_folder, register_onnx, save_folder
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
 from timeouts import time_limit
 
 LOAD_SECONDS = 20  # far above a load of these folders (milliseconds) on a busy machine
@@ -50,7 +49,7 @@ def folders(tmp_path_factory):
     ds = Dataset.from_interactions(frame, catalog, config=CleanConfig(k_core=0), name="fuzz")
     torch.manual_seed(0)
     model = SASRecModel(SASRecConfig(n_items=ds.n_items, hidden=4, blocks=1, max_len=4)).eval()
-    from seqrec.onnx_export import export_onnx
+    from seqrec.serving.onnx import export_onnx
 
     made = {}
     for name, legacy in (("prep", False), ("model", False), ("prep-legacy", True), ("model-legacy", True)):

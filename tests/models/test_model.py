@@ -3,11 +3,10 @@ import json
 import pytest
 import torch
 
-from seqrec.data import PAD
+from seqrec.data.dataset import PAD
 from seqrec.errors import SeqrecError
-from seqrec.losses import ce_loss
-from seqrec.model import Block, SASRecConfig, SASRecModel
-
+from seqrec.models.sasrec import Block, SASRecConfig, SASRecModel
+from seqrec.training.losses import ce_loss
 
 
 def make(**kw) -> SASRecModel:
@@ -194,7 +193,7 @@ def test_learns_a_deterministic_pattern():
 
 
 def test_dropout_keeps_expected_fraction_and_scale():
-    from seqrec.model import Dropout
+    from seqrec.models.sasrec import Dropout
 
     d = Dropout(0.25)
     x = torch.ones(200_000)

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from seqrec.baselines import BASELINES, make_baseline
 from seqrec.config import TrainConfig
-from seqrec.data import PAD, CleanConfig, Dataset
-from seqrec.evaluate import EvalConfig, evaluate
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.recommend import Recommender
-from seqrec.split import LeaveOneOut
-from seqrec.synthetic import generate
-from seqrec.train import train
+from seqrec.data.dataset import PAD, CleanConfig, Dataset
+from seqrec.data.split import LeaveOneOut
+from seqrec.data.synthetic.story import generate
+from seqrec.evaluation.evaluator import EvalConfig, evaluate
+from seqrec.models.baselines import BASELINES, make_baseline
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
+from seqrec.serving.recommender import Recommender
+from seqrec.training.loop import train
 
 SCORERS = [*BASELINES, "sasrec", "sasrec-onnx"]
 B = 8  # histories per batch in the checks

@@ -1,4 +1,4 @@
-"""Approximate item indexes (seqrec.ann): exact ranking unchanged, HNSW / IVF recall against it, exclusions,
+"""Approximate item indexes (seqrec.serving.ann): exact ranking unchanged, HNSW / IVF recall against it, exclusions,
 baselines refused, and the service answering through an index."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from seqrec.ann import IndexParams, ItemIndex, item_vectors
-from seqrec.baselines import make_baseline
-from seqrec.data import CleanConfig, Dataset
+from seqrec.data.dataset import CleanConfig, Dataset
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.recommend import Recommender
-from seqrec.serve import create_app
-from seqrec.split import LeaveOneOut
+from seqrec.models.baselines import make_baseline
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
+from seqrec.serving.ann import IndexParams, ItemIndex, item_vectors
+from seqrec.serving.app import create_app
+from seqrec.serving.recommender import Recommender
 
 N_BIG = 20_000
 
@@ -165,7 +165,7 @@ def test_service_answers_with_hnsw(tiny_dataset, make_scorer) -> None:
 
 
 def test_folder_and_command_line(tmp_path, tiny_dataset, make_scorer, cli) -> None:
-    from seqrec.folder import save_folder
+    from seqrec.models.folder import save_folder
 
     data = tiny_dataset()
     path = save_folder(tmp_path / "m", make_scorer(data.n_items), data, {}, {})
@@ -184,7 +184,7 @@ def test_folder_and_command_line(tmp_path, tiny_dataset, make_scorer, cli) -> No
 
 
 def test_a_reloaded_model_is_searched_with_the_same_index(tmp_path, tiny_dataset, make_scorer) -> None:
-    from seqrec.folder import save_folder
+    from seqrec.models.folder import save_folder
 
     data = tiny_dataset()
     path = save_folder(tmp_path / "m", make_scorer(data.n_items), data, {}, {})

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqrec.serve import Limits
+from seqrec.serving.limits import Limits
 
 PATHS = ["/recommend", "/recommend/batch", "/recommend_batch"]
 KEYS = ["history", "user_history", "histories", "user_histories", "k", "top_k", "exclude_seen", "exclude_history",

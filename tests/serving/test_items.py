@@ -10,9 +10,9 @@ import typing
 
 import pytest
 
-from seqrec.items import Catalogue, Item
-from seqrec.schemas import ItemOut
-from seqrec.serve_http import ITEM_FIELDS, _item_dict, _items, _items_json
+from seqrec.serving.catalogue import Catalogue, Item
+from seqrec.serving.http import ITEM_FIELDS, _item_dict, _items, _items_json
+from seqrec.serving.schemas import ItemOut
 
 ITEMS = [
     Item(1, 50, 0.75, "Amélie «Le Fabuleux Destin» 東京", ["Comedy", "Romance"]),
@@ -52,16 +52,16 @@ def test_items_json_is_the_json_of_items() -> None:
 
 
 def test_recommend_reexports_what_moved() -> None:
-    import seqrec.exports
-    import seqrec.items
-    import seqrec.recommend as R
+    import seqrec.serving.catalogue
+    import seqrec.serving.exports
+    import seqrec.serving.recommender as R
 
-    assert R.Item is seqrec.items.Item and R.UnknownIdError is seqrec.items.UnknownIdError
-    assert R.export_items is seqrec.exports.export_items
+    assert R.Item is seqrec.serving.catalogue.Item and R.UnknownIdError is seqrec.serving.catalogue.UnknownIdError
+    assert R.export_items is seqrec.serving.exports.export_items
 
 
 def test_items_and_exports_do_not_import_the_recommender() -> None:
-    code = "import sys, seqrec.items, seqrec.exports; print('seqrec.recommend' in sys.modules)"
+    code = "import sys, seqrec.serving.catalogue, seqrec.serving.exports; print('seqrec.serving.recommender' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -82,9 +82,9 @@ def test_ranked_items_hold_their_features_and_interactions() -> None:
 
     import polars as pl
 
-    from seqrec.data import CleanConfig, Dataset
-    from seqrec.features import build_vocab
-    from seqrec.items import add_to_catalogue
+    from seqrec.data.dataset import CleanConfig, Dataset
+    from seqrec.models.features import build_vocab
+    from seqrec.serving.catalogue import add_to_catalogue
 
     frame = pl.DataFrame({"user": [0, 0, 1, 1, 1], "item": [1, 2, 1, 3, 1], "timestamp": [0, 1, 0, 1, 2]})
     catalog = pl.DataFrame({"raw_id": [1, 2, 3], "title": ["a", "b", None], "genres": [["Drama"], [], None],

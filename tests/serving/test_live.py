@@ -23,11 +23,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqrec.folder import save_folder
-from seqrec.limits import Limits
-from seqrec.recommend import Recommender
-from seqrec.serve import create_app
-from seqrec.store import EventStore
+from seqrec.models.folder import save_folder
+from seqrec.serving.app import create_app
+from seqrec.serving.limits import Limits
+from seqrec.serving.recommender import Recommender
+from seqrec.serving.store import EventStore
 
 KEY = "live-test-key-4f1d9c"
 AUTH = {"X-API-Key": KEY}
@@ -256,13 +256,13 @@ def _free_port() -> int:
 
 
 # A start of ``seqrec serve`` spends seconds importing modules; a parent that has imported them once forks
-# each server, which then runs ``seqrec.serve.run`` as ``seqrec serve`` would. The parent does no work
+# each server, which then runs ``seqrec.serving.app.run`` as ``seqrec serve`` would. The parent does no work
 # (polars' and torch's thread pools must not exist before a fork), it only imports.
 FORKER = r"""
 import os, signal, sys
 import torch._dynamo  # imported by the first model load
-from seqrec.folder import load_folder
-from seqrec.serve import run
+from seqrec.models.folder import load_folder
+from seqrec.serving.app import run
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the system reaps killed servers
 print("ready", flush=True)
 while line := sys.stdin.readline():
@@ -281,7 +281,7 @@ while line := sys.stdin.readline():
 
 
 class Server:
-    """A ``seqrec.serve.run`` process with a store (its key from SEQREC_API_KEY), its log in a file."""
+    """A ``seqrec.serving.app.run`` process with a store (its key from SEQREC_API_KEY), its log in a file."""
 
     def __init__(self, forker: subprocess.Popen, model: Path, store: Path, log: Path) -> None:
         self.port, self.log = _free_port(), log

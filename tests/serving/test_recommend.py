@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 import torch
 
-from seqrec.data import Dataset
+from seqrec.data.dataset import Dataset
 from seqrec.errors import SeqrecError
-from seqrec.onnx_export import export_onnx
-from seqrec.recommend import Recommender, UnknownIdError, export_items
+from seqrec.serving.onnx import export_onnx
+from seqrec.serving.recommender import Recommender, UnknownIdError, export_items
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_batch_equals_singles(rec: Recommender) -> None:
 
 
 def test_batch_larger_than_one_chunk(rec: Recommender, monkeypatch: pytest.MonkeyPatch) -> None:
-    import seqrec.recommend as module
+    import seqrec.serving.recommender as module
 
     histories = [[101 + i % 12, 101 + (i * 5) % 12] if i % 3 else [] for i in range(10)]
     expected = rec.recommend_many(histories, k=4)
@@ -202,7 +202,7 @@ def test_export_items(data: Dataset, tmp_path) -> None:
 
 
 def test_from_folder(rec: Recommender, data: Dataset, tmp_path) -> None:
-    folder = pytest.importorskip("seqrec.folder", reason="seqrec.folder has not landed yet")
+    folder = pytest.importorskip("seqrec.models.folder", reason="seqrec.models.folder has not landed yet")
     path = tmp_path / "model"
     folder.save_folder(path, rec.scorer, data, config={}, metrics={"HR@10": 0.5})
     loaded = Recommender.from_folder(path)

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqrec.recommend import Recommender
-from seqrec.serve import create_app
+from seqrec.serving.app import create_app
+from seqrec.serving.recommender import Recommender
 
 MAX_BATCH = 5
 
@@ -186,8 +186,8 @@ def test_not_ready_without_a_model() -> None:
 
 def test_app_factory_loads_the_folder_named_in_the_environment(rec: Recommender, tmp_path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = pytest.importorskip("seqrec.folder", reason="seqrec.folder has not landed yet")
-    from seqrec.serve import ENV_LIMITS, ENV_MODEL, SWITCH_INTERVAL, app_from_env
+    folder = pytest.importorskip("seqrec.models.folder", reason="seqrec.models.folder has not landed yet")
+    from seqrec.serving.app import ENV_LIMITS, ENV_MODEL, SWITCH_INTERVAL, app_from_env
 
     path = folder.save_folder(tmp_path / "model", rec.scorer, rec.dataset, config={}, metrics={})
     monkeypatch.setenv(ENV_MODEL, str(path))
@@ -288,13 +288,13 @@ def test_several_workers_answer_without_waiting_for_delayed_acks(rec: Recommende
     import subprocess
     import time
 
-    from seqrec.folder import save_folder
+    from seqrec.models.folder import save_folder
 
     path = save_folder(tmp_path / "model", rec.scorer, rec.dataset, config={}, metrics={})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = f"from seqrec.serve import run; run({str(path)!r}, port={port}, workers=2, access_log=False)"
+    code = f"from seqrec.serving.app import run; run({str(path)!r}, port={port}, workers=2, access_log=False)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
@@ -342,7 +342,7 @@ def test_answer_items_carry_their_features_and_interactions(client: TestClient, 
 
 
 def test_an_added_item_is_answered_with_no_interactions_and_its_features(tiny_dataset) -> None:
-    from seqrec.model import SASRecConfig, SASRecModel
+    from seqrec.models.sasrec import SASRecConfig, SASRecModel
 
     data = tiny_dataset()
     model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,

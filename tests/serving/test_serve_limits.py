@@ -17,10 +17,12 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from seqrec.data import Dataset
+from seqrec.data.dataset import Dataset
 from seqrec.errors import SeqrecError
-from seqrec.recommend import Recommender
-from seqrec.serve import Limits, create_app, item_bytes
+from seqrec.serving.app import create_app
+from seqrec.serving.http import item_bytes
+from seqrec.serving.limits import Limits
+from seqrec.serving.recommender import Recommender
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def test_a_surrogate_in_a_key_and_several_problems_at_once(client) -> None:
 
 
 def test_paired_surrogates_and_integral_numbers_are_fine(client) -> None:
-    emoji = post(client, "/recommend", '{"history":["\\ud83d\\ude00", 101]}'.encode())
+    emoji = post(client, "/recommend", b'{"history":["\\ud83d\\ude00", 101]}')
     assert emoji.status_code == 200 and emoji.json()["unknown_items"] == ["\U0001f600"]
     ints = post(client, "/recommend", b'{"history":[101, 102], "k": 3}').json()
     floats = post(client, "/recommend", b'{"history":[101.0, 1.02e2], "k": 3.0}').json()
@@ -243,7 +245,7 @@ def test_scoring_runs_off_the_event_loop_and_batches_queue_boundedly(tiny, monke
             entered.clear()
             release.clear()
             answer: list = []
-            heavy = threading.Thread(target=lambda: answer.append(httpx.post(url + path, json=body, timeout=30)))
+            heavy = threading.Thread(target=lambda a=answer, p=path, b=body: a.append(httpx.post(url + p, json=b, timeout=30)))
             heavy.start()
             assert entered.wait(10)
             start = time.perf_counter()

@@ -9,10 +9,10 @@ import threading
 import polars as pl
 import pytest
 
-from seqrec.data import CleanConfig
+from seqrec.data.dataset import CleanConfig
+from seqrec.data.readers import load_dataset
 from seqrec.errors import SeqrecError
-from seqrec.readers import load_dataset
-from seqrec.store import APPLICATION_ID, Appended, Event, EventStore, export_events, read_events
+from seqrec.serving.store import APPLICATION_ID, Appended, Event, EventStore, export_events, read_events
 
 
 @pytest.fixture

@@ -14,15 +14,15 @@ import torch
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright for Python is not installed")
 uvicorn = pytest.importorskip("uvicorn")
 
-from seqrec.recommend import Recommender  # noqa: E402
-from seqrec.serve import create_app  # noqa: E402
+from seqrec.serving.app import create_app  # noqa: E402
+from seqrec.serving.recommender import Recommender  # noqa: E402
 
 
 def free_port() -> int:
@@ -134,7 +134,7 @@ def test_search_history_recommendations_similar(browser, tmp_path, tiny_dataset,
 
 
 def test_stored_history_of_a_user(browser, tmp_path, tiny_dataset, make_scorer) -> None:
-    from seqrec.store import EventStore
+    from seqrec.serving.store import EventStore
 
     data = tiny_dataset()
     with EventStore(tmp_path / "events.db") as store:
@@ -169,9 +169,9 @@ def test_stored_history_of_a_user(browser, tmp_path, tiny_dataset, make_scorer) 
 @pytest.mark.realdata
 def test_screenshot_on_movielens(browser, shared_data: Path, tmp_path) -> None:
     """The page on MovieLens 100k with the AR-1 baseline; writes docs/screenshot.png once, if missing."""
-    from seqrec.baselines import make_baseline
-    from seqrec.readers import load_dataset
-    from seqrec.split import LeaveOneOut
+    from seqrec.data.readers import load_dataset
+    from seqrec.data.split import LeaveOneOut
+    from seqrec.models.baselines import make_baseline
 
     if not (shared_data / "ml-100k").is_dir():
         pytest.skip("ml-100k not in the shared data")
@@ -198,9 +198,9 @@ def test_screenshot_on_movielens(browser, shared_data: Path, tmp_path) -> None:
 
 def demo_like(data):
     """A SASRec like the demo's: genres and years as item features, in the scores too; briefly trained."""
-    from seqrec.model import SASRecConfig, SASRecModel
-    from seqrec.split import LeaveOneOut
-    from seqrec.train import TrainConfig, train
+    from seqrec.data.split import LeaveOneOut
+    from seqrec.models.sasrec import SASRecConfig, SASRecModel
+    from seqrec.training.loop import TrainConfig, train
 
     torch.manual_seed(0)
     model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,

@@ -1,4 +1,4 @@
-"""Training on several processes (``seqrec.distributed``): two CPU processes train as one does, a killed
+"""Training on several processes (``seqrec.training.distributed``): two CPU processes train as one does, a killed
 worker ends the job at once with its rank named and ``--resume`` then finishes the run as if nothing had
 happened, and rank 0 alone writes the run folder (under torchrun too)."""
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from seqrec.api import SASRec
-from seqrec.data import Dataset
+from seqrec.data.dataset import Dataset
 from seqrec.errors import SeqrecError
 from seqrec.files import read_manifest, verify_manifest
 
@@ -27,7 +27,7 @@ from seqrec.files import read_manifest, verify_manifest
 OPTIONS = dict(hidden=16, blocks=1, max_len=12, dropout=0.0, loss="bce", epochs=6, patience=0, batch_size=64,
                lr=3e-3, threads=1, seed=3, quiet=True)
 FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in OPTIONS.items() if k != "quiet"] + ["--quiet"]
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def planted(n_users=1500, n_items=60, seed=0) -> Dataset:
@@ -149,7 +149,7 @@ def test_a_killed_worker_ends_the_job_and_resume_finishes_it(data, torchrun_run,
     resumed, full = (json.loads((d / "result.json").read_text()) for d in (out, torchrun_run[0]))
     assert resumed["best_valid"] == pytest.approx(full["best_valid"], rel=1e-9)
     assert resumed["test"] == pytest.approx(full["test"], rel=1e-9)
-    losses = lambda d: [json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    losses = lambda d: [json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
     assert losses(out) == pytest.approx(losses(torchrun_run[0]), rel=1e-9)
 
 
@@ -167,9 +167,9 @@ def test_rank_zero_alone_writes_the_run_folder(torchrun_run):
 
 def test_nproc_is_checked_and_train_itself_runs_in_one_process(data):
     from seqrec.config import TrainConfig
-    from seqrec.model import SASRecConfig, SASRecModel
-    from seqrec.split import LeaveOneOut
-    from seqrec.train import train
+    from seqrec.data.split import LeaveOneOut
+    from seqrec.models.sasrec import SASRecConfig, SASRecModel
+    from seqrec.training.loop import train
 
     with pytest.raises(SeqrecError, match="nproc"):
         TrainConfig(nproc=0)

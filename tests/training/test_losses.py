@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from seqrec.errors import SeqrecError
-from seqrec.losses import (
+from seqrec.training.losses import (
     LOSSES,
     NegativeSampler,
     bce_loss,
@@ -14,7 +14,6 @@ from seqrec.losses import (
     gbce_loss,
     sampled_softmax_loss,
 )
-
 
 # Tiny catalogue, d = 2: item 1 = (1, 0), item 2 = (0, 1), item 3 = (1, 1); row 0 = PAD.
 EMB = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
@@ -119,7 +118,7 @@ def test_in_batch_negatives_mask_a_positions_own_positive_and_equal_items():
     lq = torch.log(torch.tensor([0.5, 0.25, 0.5]))  # log q of the candidates, by position
     in_batch, lq_in = pos.clone(), lq.clone()  # every target of the batch as a negative
     got = sampled_softmax_loss(h, pos, neg, EMB, lq, torch.log(torch.tensor([0.1])), in_batch, lq_in)
-    lse = lambda *v: math.log(sum(map(math.exp, v)))  # noqa: E731
+    lse = lambda *v: math.log(sum(map(math.exp, v)))
     l2, l25, l1 = math.log(2), math.log(0.25), math.log(0.1)
     # row 0 (target 3): the in-batch 3s (its own and row 2's) masked, item 1 kept
     row0 = -(3 + l2) + lse(3 + l2, 2 - l1, 1 - l25)
@@ -158,7 +157,7 @@ def test_shared_negatives_equal_per_row():
 
 
 def test_per_row_negatives_by_matrix_product_equal_the_gather():
-    from seqrec import losses as L
+    from seqrec.training import losses as L
 
     torch.manual_seed(3)
     h, emb = torch.randn(20, 4, requires_grad=True), torch.randn(30, 4, requires_grad=True)

@@ -5,11 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from seqrec import baselines, config, losses, train
+from seqrec import config
 from seqrec.config import TrainConfig
 from seqrec.errors import SeqrecError
-from seqrec.losses import ce_loss
-from seqrec.objective import LOSS_FUNCTIONS, Objective, fused_ce_loss
+from seqrec.models import baselines
+from seqrec.training import loop as train
+from seqrec.training import losses
+from seqrec.training.losses import ce_loss
+from seqrec.training.objective import LOSS_FUNCTIONS, Objective, fused_ce_loss
 
 
 @pytest.mark.parametrize("m, n", [(0, 10), (5, 10), (300, 4000)])
@@ -52,7 +55,7 @@ def test_in_batch_negatives_are_batch_targets_with_the_mixture_correction():
     in_batch = rows[ib_idx]
     assert len(in_batch) == take and all(int(i) in pos.tolist() for i in in_batch)
     # uniform q = 1/10; expected occurrences among a row's candidates: k q(i) + take p(i)
-    expect = lambda items: torch.log(k / 10 + take * torch.from_numpy(counts / 12.0)[items]).float()  # noqa: E731
+    expect = lambda items: torch.log(k / 10 + take * torch.from_numpy(counts / 12.0)[items]).float()
     torch.testing.assert_close(lq_pos, expect(pos))
     torch.testing.assert_close(lq_neg, expect(rows[n_idx]))
     torch.testing.assert_close(lq_ib, expect(in_batch))

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from seqrec.config import TrainConfig
-from seqrec.data import Dataset
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.split import LeaveOneOut
-from seqrec.train import train
+from seqrec.data.dataset import Dataset
+from seqrec.data.split import LeaveOneOut
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
+from seqrec.training.loop import train
 
 # "ce" was recorded with the code before the config / objective modules were split out of train and
 # batches, and is unchanged since. The sampled losses were re-recorded once, when negatives came to be

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from seqrec.api import SASRec
-from seqrec.data import Dataset
+from seqrec.data.dataset import Dataset
 from seqrec.errors import SeqrecError
-from seqrec.recipe import CE_MAX_ITEMS, DataStats, choose
+from seqrec.training.recipe import CE_MAX_ITEMS, DataStats, choose
 
 
 def sequences(n_users: int, length: int, n_items: int, seed: int = 0) -> Dataset:

@@ -16,12 +16,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from seqrec.config import TrainConfig
-from seqrec.data import Dataset, IdMap
+from seqrec.data.dataset import Dataset, IdMap
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.optim import LazyAdam, LazyAdamW, _optimizer, clip_grad_norm
-from seqrec.split import LeaveOneOut
-from seqrec.train import Run
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
+from seqrec.training.loop import Run
+from seqrec.training.optim import LazyAdam, LazyAdamW, _optimizer, clip_grad_norm
 
 N_ITEMS, HIDDEN = 200_000, 64
 TABLE = (N_ITEMS + 1) * HIDDEN * 4  # bytes of the item embedding (float32)

@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-import seqrec.optim as O
-import seqrec.train as T
-from seqrec.batches import Batches
-from seqrec.baselines import make_baseline
+import seqrec.training.loop as T
+import seqrec.training.optim as O
 from seqrec.config import TrainConfig
-from seqrec.data import PAD, Dataset
+from seqrec.data.dataset import PAD, Dataset
+from seqrec.data.split import LeaveOneOut, left_pad
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import EvalConfig, evaluate
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.objective import Objective
-from seqrec.optim import lr_factor
-from seqrec.report import plot_run
-from seqrec.split import LeaveOneOut, left_pad
-from seqrec.train import TrainingDiverged, train
+from seqrec.evaluation.evaluator import EvalConfig, evaluate
+from seqrec.evaluation.report import plot_run
+from seqrec.models.baselines import make_baseline
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
+from seqrec.training.batches import Batches
+from seqrec.training.loop import TrainingDiverged, train
+from seqrec.training.objective import Objective
+from seqrec.training.optim import lr_factor
 
 
 def planted(n_users=400, n_items=50, shuffle=False, seed=0) -> Dataset:
@@ -368,7 +368,7 @@ def test_resume_after_an_interrupted_epoch_gives_the_same_run(tmp_path):
     with pytest.raises(Stop):
         train(model_for(ds), LeaveOneOut(ds), cfg, out_dir=tmp_path / "b", callback=stop_after_2)
     resumed = train(model_for(ds, seed=5), LeaveOneOut(ds), cfg, out_dir=tmp_path / "b", resume=True)
-    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and k != "seq_per_s"} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and k != "seq_per_s"} for r in rows]
     assert strip(resumed.history) == strip(full.history)
     assert resumed.test == full.test and resumed.best_valid == full.best_valid
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
@@ -469,8 +469,8 @@ def test_sasrec_beats_popularity_and_ar1_on_synthetic_order_that_shuffling_remov
     trained on the same histories shuffled within each user, it gets nowhere near that margin."""
     import polars as pl
 
-    from seqrec.data import CleanConfig
-    from seqrec.synthetic import generate
+    from seqrec.data.dataset import CleanConfig
+    from seqrec.data.synthetic.story import generate
 
     frame, catalog = generate(seed=3, n_users=600, n_items=400, n_series=50, n_hubs=10, mean_length=25, max_length=60)
 

@@ -10,10 +10,10 @@ import torch
 
 from seqrec.api import SASRec
 from seqrec.config import CleanConfig
-from seqrec.data import Dataset
+from seqrec.data.dataset import Dataset
 from seqrec.errors import SeqrecError
-from seqrec.model import SASRecConfig, SASRecModel
-from seqrec.warm import NEW_ITEM_NOISE, extend_items, warm_model, with_events
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
+from seqrec.training.warm import NEW_ITEM_NOISE, extend_items, warm_model, with_events
 
 
 def frame_ds(rows: list[tuple], titles: dict | None = None) -> Dataset:
@@ -93,8 +93,8 @@ def test_a_short_fine_tune_from_yesterdays_model_learns_todays_items(tmp_path):
 
 
 def test_cli_retrains_on_a_model_folders_data_plus_stored_events(tmp_path, cli):
-    from seqrec.folder import load_folder
-    from seqrec.store import EventStore
+    from seqrec.models.folder import load_folder
+    from seqrec.serving.store import EventStore
 
     csv = tmp_path / "log.csv"
     rows = ["user_id,item_id,timestamp"] + [f"{u},{(u + j) % 20 + 1},{j}" for u in range(40) for j in range(6)]
@@ -116,8 +116,8 @@ def test_cli_retrains_on_a_model_folders_data_plus_stored_events(tmp_path, cli):
     hist = new.dataset.item_ids.to_raw(new.dataset.sequence(new.dataset.user_ids.get("1")))
     assert [str(h) for h in hist[-2:]] == ["7", "99"]  # user 1's history, then the stored event
     # served on the same store, the retrained model's users get only the events stored after its training
-    from seqrec.recommend import Recommender
-    from seqrec.serve_live import live_history
+    from seqrec.serving.live import live_history
+    from seqrec.serving.recommender import Recommender
 
     rec = Recommender.from_folder(tmp_path / "m2", backend="torch")
     with EventStore(tmp_path / "events.db") as store:

@@ -32,11 +32,11 @@ def demo(data: str = "synthetic", *, host: str = "127.0.0.1", port: int = 8000, 
          retrain: bool = False, serve: bool = True, **options) -> Path:
     """Train (or reuse a cached) SASRec on ``data``, print its test metrics beside the baselines, serve it."""
     from seqrec.api import SASRec
-    from seqrec.baselines import BASELINES, make_baseline
-    from seqrec.evaluate import EvalConfig, evaluate
-    from seqrec.readers import load_dataset
-    from seqrec.report import markdown_table
-    from seqrec.split import LeaveOneOut
+    from seqrec.data.readers import load_dataset
+    from seqrec.data.split import LeaveOneOut
+    from seqrec.evaluation.evaluator import EvalConfig, evaluate
+    from seqrec.evaluation.report import markdown_table
+    from seqrec.models.baselines import BASELINES, make_baseline
 
     ds = load_dataset(data)
     folder = cache_dir() / f"{ds.meta.get('name', 'data')}-{ds.fingerprint()}"
@@ -62,7 +62,7 @@ def demo(data: str = "synthetic", *, host: str = "127.0.0.1", port: int = 8000, 
     print(f"\nTest split, full ranking over {ds.n_items:,} items ({len(loo.eval_users):,} users):")
     print(markdown_table(rows))
     if serve:
-        from seqrec.serve import run
+        from seqrec.serving.app import run
 
         print(f"\nserving at http://{host}:{port}/  (API docs at /docs; Ctrl-C to stop)")
         run(str(folder), host=host, port=port)
@@ -88,12 +88,13 @@ def _cached(folder: Path, estimator, ds) -> tuple:
     """(the cached SASRec in ``folder``, None) when it was trained on ``ds`` with the settings ``estimator``
     would train with, else (None, why not)."""
     from seqrec.api import SASRec
-    from seqrec.model import SASRecConfig
+    from seqrec.models.sasrec import SASRecConfig
 
     try:
         cached = SASRec.load(folder)
     except SeqrecError as e:
         return None, f"it does not load ({e})"
+    assert cached.dataset_ is not None and cached.model_ is not None
     if cached.dataset_.fingerprint() != ds.fingerprint():
         return None, "it was trained on other data"
     model_opts, train_cfg, _ = estimator.resolve(ds)

@@ -6,19 +6,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from seqrec.cli_options import _add_limit_args, _check_k, _limits
+from seqrec.cli.options import _add_limit_args, _check_k, _limits
 from seqrec.errors import SeqrecError
 
 
 def _print_items(items: list, as_json: bool, extra: dict | None = None) -> None:
-    rows = [dataclasses.asdict(i) if dataclasses.is_dataclass(i) else dict(i) for i in items]
+    rows = [dataclasses.asdict(i) if dataclasses.is_dataclass(i) and not isinstance(i, type) else dict(i) for i in items]
     if as_json:
         print(json.dumps({"items": rows, **(extra or {})}, default=str))
         return
-    from seqrec.report import markdown_table
+    from seqrec.evaluation.report import markdown_table
 
     for r in rows:
         if isinstance(r.get("genres"), list):
@@ -30,7 +30,7 @@ def _print_items(items: list, as_json: bool, extra: dict | None = None) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace) -> None:
-    from seqrec.recommend import Recommender
+    from seqrec.serving.recommender import Recommender
 
     _check_k(args.k)
     if (args.history is None) == (args.user is None):
@@ -45,22 +45,22 @@ def cmd_recommend(args: argparse.Namespace) -> None:
 
 
 def cmd_similar(args: argparse.Namespace) -> None:
-    from seqrec.recommend import Recommender
+    from seqrec.serving.recommender import Recommender
 
     _check_k(args.k)
     _print_items(Recommender.from_folder(args.model, backend="torch").similar_items(args.item, k=args.k), args.json)
 
 
 def cmd_export_items(args: argparse.Namespace) -> None:
-    from seqrec.folder import load_folder
-    from seqrec.recommend import export_items
+    from seqrec.models.folder import load_folder
+    from seqrec.serving.recommender import export_items
 
     print(export_items(load_folder(args.model).dataset, args.out))
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
-    from seqrec.folder import ONNX, load_folder, register_onnx
-    from seqrec.onnx_export import export_onnx
+    from seqrec.models.folder import ONNX, load_folder, register_onnx
+    from seqrec.serving.onnx import export_onnx
 
     default = Path(args.model) / ONNX
     out = export_onnx(load_folder(args.model).scorer, args.out or default)
@@ -70,7 +70,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from seqrec.serve import run
+    from seqrec.serving.app import run
 
     run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend, limits=_limits(args),
         index=args.index, store=args.store, api_key=args.api_key, protect_reads=args.protect_reads,
@@ -78,7 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_export_events(args: argparse.Namespace) -> None:
-    from seqrec.store import export_events
+    from seqrec.serving.store import export_events
 
     out, n = export_events(args.store, args.out)
     print(f"wrote {out}: {n:,} events")
@@ -87,7 +87,7 @@ def cmd_export_events(args: argparse.Namespace) -> None:
 def _add_index_arg(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--index", choices=["exact", "hnsw", "ivf"], default="exact",
                     help="exact: score every item; hnsw / ivf (SASRec only): a faiss inner-product index built "
-                         "from the item embeddings as the model loads, for huge catalogues (seqrec.ann)")
+                         "from the item embeddings as the model loads, for huge catalogues (seqrec.serving.ann)")
 
 
 def add_model_commands(add: Callable[[str, Callable, str], argparse.ArgumentParser]) -> None:

@@ -1,6 +1,6 @@
 """The `seqrec` command's shared options and their checks: data and cleaning flags, evaluation flags,
 the training flags made from the configurations' fields (``seqrec.api.config_fields``), the service
-limit flags made from ``seqrec.limits.Limits``, and the checks of -k, --seed and --out that run before
+limit flags made from ``seqrec.serving.limits.Limits``, and the checks of -k, --seed and --out that run before
 a command starts its work."""
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def _add_data_args(p: argparse.ArgumentParser, many: bool = False) -> None:
 
 
 def _load(spec: str, args: argparse.Namespace):
-    from seqrec.data import CleanConfig
-    from seqrec.readers import load_dataset
+    from seqrec.data.dataset import CleanConfig
+    from seqrec.data.readers import load_dataset
 
     config = CleanConfig(**config_options(args, CleanConfig))
     ds = load_dataset(
@@ -116,7 +116,7 @@ def _load(spec: str, args: argparse.Namespace):
         rating_col=args.rating_col, sep=args.sep,
     )
     if getattr(args, "item_features_file", None):
-        from seqrec.features import add_item_features
+        from seqrec.models.features import add_item_features
 
         ds = add_item_features(ds, args.item_features_file)
     return ds
@@ -192,7 +192,7 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from seqrec.recipe import RECIPES
+    from seqrec.training.recipe import RECIPES
 
     g = p.add_argument_group("model and training options (the Python API's names; the recipe fills those not given)")
     g.add_argument("--recipe", choices=RECIPES, default="auto",
@@ -206,7 +206,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------- service limit flags from Limits
 def _add_limit_args(p: argparse.ArgumentParser) -> None:
     """``--limit-NAME`` for each field of ``Limits``, with its help and default from the dataclass."""
-    from seqrec.limits import ENV_LIMITS, Limits
+    from seqrec.serving.limits import ENV_LIMITS, Limits
 
     g = p.add_argument_group(f"service limits (a flag wins over {ENV_LIMITS}, which wins over the default)")
     add_config_args(g, Limits, prefix="limit", metavar="N")
@@ -214,7 +214,7 @@ def _add_limit_args(p: argparse.ArgumentParser) -> None:
 
 def _limits(args: argparse.Namespace):
     """The ``Limits`` that ``--limit-*`` flags ask for (over ``SEQREC_LIMITS``), or None when none is given."""
-    from seqrec.limits import Limits
+    from seqrec.serving.limits import Limits
 
     changes = {}
     for f in fields(Limits):

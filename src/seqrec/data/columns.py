@@ -16,14 +16,14 @@ Raw ids (the user and item columns) follow one rule in every format:
   a code) are kept as text, exactly as written. Float columns (Parquet, frames) follow the same rule;
   NaN and infinities there are refused;
 * a column is integer ids when every value is an integer, else text ids (integers then written in
-  decimal, ``"242"``); ``50`` and ``"50"`` find the same item either way (``seqrec.data.id_key``);
+  decimal, ``"242"``); ``50`` and ``"50"`` find the same item either way (``seqrec.data.dataset.id_key``);
 * a column of another type (list, struct, date, boolean, ...) is refused naming the column and its type.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl

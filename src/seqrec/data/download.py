@@ -22,10 +22,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from seqrec.data.source import data_home
 from seqrec.errors import SeqrecError
 from seqrec.files import atomic_write_text
 from seqrec.publish import publish_dir
-from seqrec.readers import data_home
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 DOWNLOADABLE = ("ml-100k", "ml-1m", "ml-10m", "ml-latest-small", "ml-20m", "ml-25m", "ml-32m")

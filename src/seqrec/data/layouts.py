@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from seqrec.data import id_key
+from seqrec.data.dataset import id_key
 from seqrec.errors import SeqrecError
 
 PAIRS, SEQUENCES = "sasrec-txt", "s3rec-txt"

@@ -5,7 +5,7 @@
 ``title``, ``genres``, ``year``, optional ``attributes``) and ``meta.json`` (name, source, cleaning,
 counts), then ``manifest.json`` (``seqrec.files``). Reading checks the manifest before any binary file
 is parsed, then every file's form and their agreement; anything missing, damaged or inconsistent is
-a ``SeqrecError`` naming the file and what was expected. ``seqrec.data.Dataset`` builds on these.
+a ``SeqrecError`` naming the file and what was expected. ``seqrec.data.dataset.Dataset`` builds on these.
 """
 
 from __future__ import annotations
@@ -19,7 +19,18 @@ import polars as pl
 
 from seqrec import files as _files
 from seqrec.errors import SeqrecError
-from seqrec.files import CATALOG, DATA_FILES, META, SEQUENCES, USERS, _write_file, read_json, read_manifest, verify_manifest, write_manifest
+from seqrec.files import (
+    CATALOG,
+    DATA_FILES,
+    META,
+    SEQUENCES,
+    USERS,
+    _write_file,
+    read_json,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
 
 FORMAT_VERSION = 1
 
@@ -72,7 +83,7 @@ def read_prepared(path: Path) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, pl.
 
 def _write_npz(file: Path, **arrays: np.ndarray) -> None:
     with open(file, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy types the first keyword only
 
 
 def _check_meta(meta: dict[str, Any], file: Path) -> None:

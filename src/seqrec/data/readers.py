@@ -1,36 +1,46 @@
-"""Format detection and readers: names, prepared folders, MovieLens folders, headerless integer line files
-(the SASRec paper's ``user item`` pairs and the one-user-per-line ``user item1 item2 ...`` layout, with any
-``item2attributes.json`` beside them; see ``seqrec.layouts`` for how the two are told apart), CSV / TSV /
-Parquet files and pandas / polars frames all become a ``Dataset``. Parsing is vectorised:
-fixed layouts take a fast native parse first; if that fails a checked (still vectorised) line parse finds the
-first offending line for a ``SeqrecError`` naming file, line, text and what was expected. Delimited tables whose
-user, item and timestamp columns are plain integers (the common case, MovieLens 25M-sized logs among them) are
-read typed in one pass (``_plain_table``, the file's size proving that no value is spelt otherwise), without a
-text column per field; anything else goes through the checked text reader.
+"""Reading: a located ``Source`` in, a ``Raw`` out (the interactions as a frame with the standard columns
+``user``, ``item`` and, where the input has them, ``timestamp`` and ``rating``; the item catalogue where the
+format has one), and ``load_dataset``, the whole data path in one pass::
 
-Raw ids follow one rule in every format, set out in ``seqrec.columns``: text is trimmed; empty ids, missing-value
-markers and text that is not UTF-8 are refused; ``242``, ``242.0`` and ``2.42e2`` are the one id 242."""
+    locate(spec) -> Source            seqrec.data.source: where, and which format (detected once)
+    read_raw(source, columns) -> Raw  this module: parse, standardise the columns (seqrec.data.columns)
+    clean(raw.frame, config) -> Cleaned   seqrec.data.clean: order, filters, k-core, dense codes
+    Dataset.build(cleaned, catalog)   seqrec.data.dataset: CSR sequences, id maps, catalogue
+
+Formats: MovieLens folders, headerless integer line files (the SASRec paper's ``user item`` pairs and the
+one-user-per-line ``user item1 item2 ...`` layout, with any ``item2attributes.json`` beside them; see
+``seqrec.data.layouts``), CSV / TSV / Parquet files and pandas / polars frames. Parsing is vectorised: fixed
+layouts take a fast native parse first; if that fails a checked (still vectorised) line parse finds the first
+offending line for a ``SeqrecError`` naming file, line, text and what was expected. Delimited tables whose user,
+item and timestamp columns are plain integers (the common case, MovieLens 25M-sized logs among them) are read
+typed in one pass (``_plain_table``, the file's size proving that no value is spelt otherwise); anything else
+goes through the checked text reader.
+
+Raw ids follow one rule in every format, set out in ``seqrec.data.columns``: text is trimmed; empty ids,
+missing-value markers and text that is not UTF-8 are refused; ``242``, ``242.0`` and ``2.42e2`` are one id."""
 
 from __future__ import annotations
 
 import io
 import os
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
 
-from seqrec.columns import _pick, _standardise, decimal_chars
-from seqrec.data import CATALOG_COLUMNS, DEFAULT_K_CORE, CleanConfig, Dataset
+from seqrec.data.clean import DEFAULT_K_CORE, clean
+from seqrec.data.columns import _pick, _standardise, decimal_chars
+from seqrec.data.dataset import CATALOG_COLUMNS, CleanConfig, Dataset
+from seqrec.data.layouts import LINE_LAYOUTS, PAIRS, _fail, _head, _lines, attributes_beside, read_sequences
+from seqrec.data.source import NAMES, Source, data_home, format_of, locate, sniff
 from seqrec.errors import SeqrecError
-from seqrec.files import CONFIG, DATA_DIR, META
-from seqrec.layouts import LINE_LAYOUTS, PAIRS, _fail, _head, _lines, attributes_beside, line_layout, read_sequences
 
-ML_NAMES = ("ml-100k", "ml-1m", "ml-10m", "ml-latest-small", "ml-20m", "ml-25m", "ml-32m")
-NAMES = ("synthetic", *ML_NAMES)
+__all__ = ["NAMES", "Columns", "Raw", "data_home", "format_of", "load_dataset", "locate", "read_interactions",
+           "read_raw"]
+
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
                  "War", "Western")
@@ -38,35 +48,49 @@ RATINGS = [("user", pl.Int64), ("item", pl.Int64), ("rating", pl.Float64), ("tim
 _YEAR_IN_TITLE = r"\((\d{4})[^()]*\)\s*$"
 
 
-class Raw(NamedTuple):  # frame: user, item, [timestamp], [rating]; catalog: raw_id, title, genres, year, [attributes]
+class Columns(NamedTuple):
+    """Which input column plays each role (None: found by its common names; ``seqrec.data.columns``)."""
+
+    user: str | None = None
+    item: str | None = None
+    timestamp: str | None = None
+    rating: str | None = None
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Interactions as read: ``frame`` (user, item, [timestamp], [rating]); ``catalog`` (raw_id, title, genres,
+    year, [attributes]) where the format has one; ``k_core``, the format's default (0 for line files their
+    authors filtered already)."""
+
     frame: pl.DataFrame
     catalog: pl.DataFrame | None
-    k_core: int  # the format's default k-core
+    k_core: int
     name: str
     source: str
     format: str
 
-
-def data_home() -> Path:
-    """Where named data sets live: ``$SEQREC_DATA`` or ``~/.cache/seqrec``."""
-    env = os.environ.get("SEQREC_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "seqrec"
+    def clean_config(self, config: CleanConfig) -> CleanConfig:
+        """``config`` with the format's k-core where it leaves it to the format (``k_core=None``)."""
+        if config.k_core is None and self.k_core != DEFAULT_K_CORE:
+            return replace(config, k_core=self.k_core)
+        return config
 
 
 # ----------------------------------------------------------------------------------------- public API
 def load_dataset(spec: Any, config: CleanConfig = CleanConfig(), *, user_col: str | None = None,
                  item_col: str | None = None, time_col: str | None = None, rating_col: str | None = None,
                  sep: str | None = None) -> Dataset:
-    """Read any input (name, path, prepared folder, model folder: its data, DataFrame) and clean it into a Dataset. ``k_core=None``
-    means the format's default: 5, or 0 for the already-filtered line files (``user item`` pairs and one user
-    per line); prepared folders load as saved."""
-    resolved = _resolve(spec)
-    if isinstance(resolved, Path) and format_of(resolved) == "prepared":
-        return Dataset.load(resolved)
-    raw = _read(resolved, dict(user=user_col, item=item_col, timestamp=time_col, rating=rating_col), sep)
-    if config.k_core is None and raw.k_core != DEFAULT_K_CORE:
-        config = replace(config, k_core=raw.k_core)
-    ds = Dataset.from_interactions(raw.frame, raw.catalog, config, name=raw.name, source=raw.source)
+    """Read any input (name, path, prepared folder, model folder: its data, DataFrame) and clean it into a
+    Dataset. ``k_core=None`` means the format's default: 5, or 0 for the already-filtered line files
+    (``user item`` pairs and one user per line); prepared folders load as saved."""
+    source = locate(spec)
+    if source.format == "prepared":
+        assert source.path is not None
+        return Dataset.load(source.path)
+    raw = read_raw(source, Columns(user_col, item_col, time_col, rating_col), sep)
+    cleaned = clean(raw.frame, raw.clean_config(config), raw.source)
+    ds = Dataset.build(cleaned, raw.catalog, name=raw.name, source=raw.source)
     ds.meta["format"] = raw.format
     return ds
 
@@ -75,88 +99,36 @@ def read_interactions(spec: Any, *, user_col: str | None = None, item_col: str |
                       time_col: str | None = None, rating_col: str | None = None,
                       sep: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame | None, int]:
     """The raw interactions before cleaning: (frame, catalogue or None, the format's default k-core)."""
-    raw = _read(_resolve(spec), dict(user=user_col, item=item_col, timestamp=time_col, rating=rating_col), sep)
+    raw = read_raw(locate(spec), Columns(user_col, item_col, time_col, rating_col), sep)
     return raw.frame, raw.catalog, raw.k_core
 
 
-def format_of(spec: Any) -> str:
-    """prepared, ml-100k, movielens-dat, movielens-csv, sasrec-txt (``user item`` pairs), s3rec-txt (one user per
-    line), parquet, csv, tsv (or synthetic, dataframe)."""
-    path = _resolve(spec)
-    if not isinstance(path, Path):
-        return "synthetic" if isinstance(path, str) else "dataframe"
-    if path.is_dir():
-        return "prepared" if (path / META).is_file() else format_of(_ratings_file(path))
-    head = _head(path)
-    if path.name in ("u.data", "ratings.dat"):
-        return "ml-100k" if path.name == "u.data" else "movielens-dat"
-    if head.startswith(b"PAR1"):
-        return "parquet"
-    text = head.decode("utf-8", "replace")
-    if path.name == "ratings.csv" and text.startswith("userId,movieId"):
-        return "movielens-csv"
-    if layout := line_layout(path, head):
-        return layout
-    return "tsv" if _sniff(text) == "\t" else "csv"
-
-
-# ----------------------------------------------------------------------------------------- dispatch
-def _resolve(spec: Any) -> Path | str | pl.DataFrame:
-    if isinstance(spec, pl.LazyFrame):
-        spec = spec.collect()
-    if isinstance(spec, pl.DataFrame):
-        return spec
-    if type(spec).__module__.split(".")[0] == "pandas" and hasattr(spec, "columns"):
-        if any(n is not None for n in spec.index.names):
-            spec = spec.reset_index()
-        try:
-            return pl.from_pandas(spec)
-        except (TypeError, ValueError, pl.exceptions.PolarsError) as e:
-            raise SeqrecError(f"DataFrame: cannot convert the pandas frame ({e})") from e
-    if not isinstance(spec, (str, os.PathLike)):
-        raise SeqrecError(f"cannot load data from a {type(spec).__name__}; give a path, a name or a DataFrame")
-    path = Path(spec).expanduser()
-    if path.is_dir() and (path / CONFIG).is_file() and (path / DATA_DIR / META).is_file():
-        return path / DATA_DIR  # a model folder reads as the data it was trained on
-    if path.exists():
-        return path
-    if spec == "synthetic":
-        return "synthetic"
-    if spec in ML_NAMES:
-        places = list(dict.fromkeys([data_home() / spec, Path.home() / ".cache" / "seqrec" / spec]))
-        if found := next((p for p in places if p.is_dir()), None):
-            return found
-        raise SeqrecError(f"data set {spec!r} is not downloaded (looked in {', '.join(map(str, places))}); "
-                          f"run `seqrec download {spec}` first")
-    raise SeqrecError(f"{spec!r}: no such file or folder, and not a known data set name ({', '.join(NAMES)})")
-
-
-def _read(spec: Path | str | pl.DataFrame, cols: dict[str, str | None], sep: str | None) -> Raw:
-    if isinstance(spec, str):
-        from seqrec.synthetic import generate  # lazily: only the synthetic data set needs it
+def read_raw(source: Source, columns: Columns = Columns(), sep: str | None = None) -> Raw:
+    """``source`` read into a ``Raw``: its columns standardised, its catalogue where the format has one. A
+    file that cannot be parsed is one ``SeqrecError`` naming it (and the line, where one is at fault)."""
+    if source.format == "synthetic":
+        from seqrec.data.synthetic.story import generate  # lazily: only the synthetic data set needs it
 
         frame, catalog = generate(seed=0)
         return Raw(frame, catalog, DEFAULT_K_CORE, "synthetic", "synthetic", "synthetic")
-    label = "DataFrame" if isinstance(spec, pl.DataFrame) else str(spec)
+    cols = columns._asdict()
     try:
-        if isinstance(spec, pl.DataFrame):
-            frame = _standardise(spec.with_row_index("_line", 1), cols, label, "row")
+        if source.frame is not None:
+            frame = _standardise(source.frame.with_row_index("_line", 1), cols, source.label, "row")
             return Raw(frame, None, DEFAULT_K_CORE, "dataframe", "<DataFrame>", "dataframe")
-        return _read_path(spec, cols, sep)
+        return _read_file(source, cols, sep)
     except pl.exceptions.PolarsError as e:
-        raise SeqrecError(f"{label}: could not read it ({str(e).strip().splitlines()[0]})") from e
+        raise SeqrecError(f"{source.label}: could not read it ({str(e).strip().splitlines()[0]})") from e
     except OSError as e:
-        raise SeqrecError(f"{label}: cannot read ({e.strerror or e})") from e
+        raise SeqrecError(f"{source.label}: cannot read ({e.strerror or e})") from e
 
 
-def _read_path(path: Path, cols: dict[str, str | None], sep: str | None) -> Raw:
-    fmt = format_of(path)
+def _read_file(source: Source, cols: dict[str, str | None], sep: str | None) -> Raw:
+    path, fmt = source.path, source.format
+    assert path is not None
     if fmt == "prepared":
         return _from_prepared(path)
-    if path.is_dir():
-        path = _ratings_file(path)
-    folder, src = path.parent, str(path)
-    name = folder.name if fmt.startswith(("ml-", "movielens")) else path.stem
+    folder, src, name = path.parent, str(path), source.name
     if fmt in _MOVIELENS:
         sep, skip, layout, meta, read_catalog = _MOVIELENS[fmt]
         frame = _fixed(path, sep, RATINGS, f"expected {layout} (integers; rating a number)", skip)
@@ -171,15 +143,6 @@ def _read_path(path: Path, cols: dict[str, str | None], sep: str | None) -> Raw:
     else:
         frame = _text_table(path, cols, sep)
     return Raw(frame, None, DEFAULT_K_CORE, name, src, fmt)
-
-
-def _ratings_file(folder: Path) -> Path:
-    for name in ("u.data", "ratings.dat", "ratings.csv"):
-        if (folder / name).is_file():
-            return folder / name
-    found = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
-    raise SeqrecError(f"{folder}: not a recognised data folder (found {found}); expected a prepared data set "
-                      "(meta.json) or a MovieLens folder (u.data, ratings.dat or ratings.csv)")
 
 
 def _from_prepared(path: Path) -> Raw:
@@ -293,21 +256,9 @@ _MOVIELENS = {  # format: separator, header lines, layout, catalogue file beside
 
 
 # ----------------------------------------------------------------------------------------- generic tables
-def _sniff(text: str) -> str | None:
-    """The separator of a delimited text sample: , tab ; | or None for whitespace."""
-    lines = [ln for ln in text.splitlines() if ln.strip()][:20]
-    lines = lines[:-1] if len(lines) > 2 else lines
-    best, best_n = None, 0
-    for cand in (",", "\t", ";", "|"):
-        counts = [ln.count(cand) for ln in lines]
-        if counts and min(counts) > 0 and counts[0] > best_n:
-            best, best_n = cand, counts[0]
-    return best
-
-
 def _text_table(path: Path, cols: dict[str, str | None], sep: str | None) -> pl.DataFrame:
     if sep is None:
-        sep = _sniff(_head(path).decode("utf-8", "replace"))
+        sep = sniff(_head(path).decode("utf-8", "replace"))
     sep = {"\\t": "\t", "tab": "\t", "whitespace": " "}.get(sep, sep) if sep else None
     if sep is None or sep == " ":  # whitespace-separated, with a header line
         df = _lines(path).with_columns(_split(None).alias("_p"))

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from seqrec.data import PAD, Dataset
+from seqrec.data.dataset import PAD, Dataset
 from seqrec.errors import SeqrecError
 
 SplitName = Literal["valid", "test"]
@@ -39,10 +39,10 @@ class Segments:
     def lengths(self) -> np.ndarray:
         return self.ends - self.starts
 
-    def sequence(self, i: int) -> np.ndarray:
+    def sequence(self, i: int | np.integer) -> np.ndarray:
         return self.items[self.starts[i] : self.ends[i]]
 
-    def subset(self, rows: np.ndarray) -> "Segments":
+    def subset(self, rows: np.ndarray | slice) -> Segments:
         return Segments(self.items, self.starts[rows], self.ends[rows])
 
     def flat(self) -> tuple[np.ndarray, np.ndarray]:

@@ -70,9 +70,9 @@ import numpy as np
 import torch
 
 from seqrec.config import SEEN_TARGET, EvalConfig, parse_bytes  # noqa: F401  (re-exported)
+from seqrec.data.split import LeaveOneOut, Segments
 from seqrec.errors import SeqrecError
-from seqrec.sampling import sample_negatives
-from seqrec.split import LeaveOneOut, Segments
+from seqrec.evaluation.sampling import sample_negatives
 
 NEG_INF = float("-inf")
 _MISS = -1  # rank recorded for a target removed as seen (seen_target="miss"); reported as math.inf

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from seqrec.errors import SeqrecError
-from seqrec.files import METRICS_LOG as METRICS  # one JSON row per training epoch, written by seqrec.train
+from seqrec.files import METRICS_LOG as METRICS  # one JSON row per training epoch, written by seqrec.training.loop
 from seqrec.files import PLOT
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from seqrec.data.split import Segments
 from seqrec.errors import SeqrecError
-from seqrec.split import Segments
 
 _MAX_ROUNDS = 30
 _MAX_DRAW = 4096

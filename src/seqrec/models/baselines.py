@@ -30,10 +30,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from seqrec.data import PAD
+from seqrec.data.dataset import PAD
+from seqrec.data.split import LeaveOneOut, Segments
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import EvalConfig, Scorer, evaluate
-from seqrec.split import LeaveOneOut, Segments
+from seqrec.evaluation.evaluator import EvalConfig, Scorer, evaluate
 
 
 # --------------------------------------------------------------------------- helpers
@@ -91,7 +91,7 @@ def _count_matrix(keys: np.ndarray, counts: np.ndarray, n_rows: int, n_cols: int
     data = counts.astype(np.float32)
     if len(data):
         filled = lengths > 0
-        row_max = np.maximum.reduceat(data, indptr[:-1][filled])
+        row_max = np.maximum.reduceat(data, indptr[:-1][filled].astype(np.int64))
         data /= np.repeat(row_max, lengths[filled])
     return sp.csr_matrix((data, cols, indptr), shape=(n_rows, n_cols), copy=False)
 
@@ -159,6 +159,7 @@ class _Baseline:
         return 0
 
     def _base(self, batch: int, weight: float) -> torch.Tensor:
+        assert self.popularity is not None, "fit first"
         pop = torch.from_numpy(self.popularity * np.float32(weight))
         return pop.unsqueeze(0).repeat(batch, 1)
 
@@ -179,7 +180,7 @@ class Popularity(_Baseline):
 
     name = "popularity"
 
-    def fit(self, loo: LeaveOneOut) -> "Popularity":
+    def fit(self, loo: LeaveOneOut) -> Popularity:
         self._fit_popularity(loo)
         return self
 
@@ -198,7 +199,7 @@ class Markov(_Baseline):
         self.eps = float(eps)
         self.transitions: sp.csr_matrix | None = None
 
-    def fit(self, loo: LeaveOneOut) -> "Markov":
+    def fit(self, loo: LeaveOneOut) -> Markov:
         train = self._fit_popularity(loo)
         width = self.n_items + 1
         keys, counts = _key_counts(prev * width + nxt for prev, nxt in _grams(train, 1))
@@ -229,7 +230,7 @@ class AR2(_Baseline):
         self.pair_keys: np.ndarray | None = None  # sorted a * (n_items + 1) + b
         self.pairs: sp.csr_matrix | None = None  # one row per pair key
 
-    def fit(self, loo: LeaveOneOut) -> "AR2":
+    def fit(self, loo: LeaveOneOut) -> AR2:
         train = self._fit_popularity(loo)
         self.markov.fit(loo)
         width = self.n_items + 1
@@ -250,8 +251,10 @@ class AR2(_Baseline):
         last = _last(h)
         _add_rows(out, self.markov.transitions, last, w_ar1)
         keys = _last(h, 2) * (self.n_items + 1) + last
-        pos = np.minimum(np.searchsorted(self.pair_keys, keys), max(len(self.pair_keys) - 1, 0))
-        found = (self.pair_keys[pos] == keys) if len(self.pair_keys) else np.zeros(len(keys), bool)
+        pair_keys = self.pair_keys
+        assert pair_keys is not None, "fit first"
+        pos = np.minimum(np.searchsorted(pair_keys, keys), max(len(pair_keys) - 1, 0))
+        found = (pair_keys[pos] == keys) if len(pair_keys) else np.zeros(len(keys), bool)
         _add_rows(out, self.pairs, pos, w_pair, where=found)
         return out.to(histories.device)
 
@@ -283,7 +286,7 @@ class Hybrid(_Baseline):
         self.markov = Markov(n_items, eps=0.0)
         self.tuning: dict[float, float] = {}  # alpha -> validation NDCG@10
 
-    def fit(self, loo: LeaveOneOut) -> "Hybrid":
+    def fit(self, loo: LeaveOneOut) -> Hybrid:
         self._fit_popularity(loo)
         self.markov.fit(loo)
         if self.fixed_alpha:
@@ -326,7 +329,7 @@ class Genre(_Baseline):
         self.item_genres: torch.Tensor | None = None  # multi-hot [n_items + 1, G]
         self.item_share: torch.Tensor | None = None  # 1 / the item's number of genres (0 without genres)
 
-    def fit(self, loo: LeaveOneOut) -> "Genre":
+    def fit(self, loo: LeaveOneOut) -> Genre:
         self._fit_popularity(loo)
         catalog = loo.data.catalog
         name = loo.data.meta.get("name", "data set")
@@ -359,10 +362,12 @@ class Genre(_Baseline):
         # profile share of genre g x the item's share of g, summed over g = (the history's count of the item's
         # genres) / (the history's genre count x the item's genre count): whole numbers multiplied, so the
         # product is exact and a history scores the same whichever rows it is scored with
-        counts = self.item_genres[torch.from_numpy(h)].sum(1)  # [B, G] genre counts; PAD row is all zeros
+        genres, share, popularity = self.item_genres, self.item_share, self.popularity
+        assert genres is not None and share is not None and popularity is not None, "fit first"
+        counts = genres[torch.from_numpy(h)].sum(1)  # [B, G] genre counts; PAD row is all zeros
         total = counts.sum(1, keepdim=True)
-        out = (counts @ self.item_genres.T).div_(total.clamp_min(1)).mul_(self.item_share)
-        out += torch.from_numpy(self.popularity * np.float32(self.pop_weight))
+        out = (counts @ genres.T).div_(total.clamp_min(1)).mul_(share)
+        out += torch.from_numpy(popularity * np.float32(self.pop_weight))
         return out.to(histories.device)
 
 

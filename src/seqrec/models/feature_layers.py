@@ -1,8 +1,8 @@
-"""The model side of item features (``seqrec.features`` makes the vocabulary and the table).
+"""The model side of item features (``seqrec.models.features`` makes the vocabulary and the table).
 
 ``FeatureLayers`` holds, for a ``SASRecModel`` with ``item_features``:
 
-* ``table`` (buffer, int64 [N+1, columns]): each item's feature ids, 0 = none (``seqrec.features``);
+* ``table`` (buffer, int64 [N+1, columns]): each item's feature ids, 0 = none (``seqrec.models.features``);
 * ``id_weight`` (buffer, float32 [N+1, 1]): 1 for items that occur in the training data, 0 for those that
   do not (held out only), whose id rows never learned anything but to lose as negatives: their
   representation is their features alone, until ``fill_untrained`` gives them the mean id row of the
@@ -34,11 +34,16 @@ from torch import nn
 
 from seqrec.config import SASRecConfig
 from seqrec.errors import SeqrecError
-from seqrec.features import FeatureVocab
+from seqrec.models.features import FeatureVocab
 
 
 class FeatureLayers(nn.Module):
     """Feature embeddings, the item -> feature table and the fusion with the id embedding."""
+
+    table: torch.Tensor  # buffers: [N+1, columns] feature ids, [N+1, 1] 1 for items with interactions
+    id_weight: torch.Tensor
+    gate: nn.Linear  # fusion "gated"
+    proj: nn.Linear  # fusion "concat"
 
     def __init__(self, config: SASRecConfig, vocab: FeatureVocab) -> None:
         super().__init__()
@@ -147,7 +152,7 @@ class FeatureLayers(nn.Module):
             return None
         return kept[1]
 
-    def neighbour_rows(self, rows: np.ndarray, id_rows: torch.Tensor,
+    def neighbour_rows(self, rows: np.ndarray | torch.Tensor, id_rows: torch.Tensor,
                        chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Id rows for items with feature ids ``rows`` [k, columns]: the mean id row of the trained items
         whose features overlap theirs most (Jaccard of feature ids), and whether each had such items."""
@@ -188,12 +193,12 @@ class FeatureLayers(nn.Module):
             self.id_weight[cold[found]] = 1.0
         return int(found.sum())
 
-    def grown(self, rows: np.ndarray, found: torch.Tensor) -> dict[str, torch.Tensor]:
+    def grown(self, rows: np.ndarray | torch.Tensor, found: torch.Tensor) -> dict[str, torch.Tensor]:
         """This module's state for ``len(rows)`` more items with feature ids ``rows``; ``found``: which of
         them have an id row (the others are represented by their features alone)."""
-        rows = torch.as_tensor(np.asarray(rows, dtype=np.int64)).reshape(-1, self.table.shape[1])
+        new = torch.as_tensor(np.asarray(rows, dtype=np.int64)).reshape(-1, self.table.shape[1])
         state = {k: v.detach().clone() for k, v in self.state_dict().items()}
-        state["table"] = torch.cat([self.table, rows.to(self.table.device)])
+        state["table"] = torch.cat([self.table, new.to(self.table.device)])
         state["id_weight"] = torch.cat([self.id_weight, found.to(self.id_weight).reshape(-1, 1)])
         return state
 

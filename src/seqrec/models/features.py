@@ -16,7 +16,7 @@ beside the weights, which hold the table.
 
 ``add_item_features(ds, path)`` merges a CSV / TSV / Parquet / JSON file of extra item facts (an item id
 column and feature columns: lists, or text with ``|`` between values) into a data set's catalogue by raw
-id (``seqrec.data.id_key``); ``encode_items`` turns facts of items added later into table rows with an
+id (``seqrec.data.dataset.id_key``); ``encode_items`` turns facts of items added later into table rows with an
 existing vocabulary (values it does not know are left out and reported).
 """
 
@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from seqrec.data import Dataset, id_key
+from seqrec.data.dataset import Dataset, id_key
 from seqrec.errors import SeqrecError
 
 CATEGORICAL, NUMERIC = "categorical", "numeric"
@@ -95,7 +96,7 @@ class FeatureVocab:
             for f in self.fields]}
 
     @classmethod
-    def from_json(cls, doc: Any, where: str) -> "FeatureVocab":
+    def from_json(cls, doc: Any, where: str) -> FeatureVocab:
         """The vocabulary ``to_json`` wrote; anything else is a ``SeqrecError`` naming ``where``."""
         if not isinstance(doc, dict) or doc.get("format") != VOCAB_FORMAT or not isinstance(doc.get("fields"), list) \
                 or not doc["fields"]:
@@ -104,8 +105,8 @@ class FeatureVocab:
         for i, f in enumerate(doc["fields"]):
             kind = f.get("kind") if isinstance(f, dict) else None
             key = "values" if kind == CATEGORICAL else "edges"
-            items = f.get(key) if isinstance(f, dict) else None
-            width = f.get("width") if isinstance(f, dict) else None
+            items: Any = f.get(key) if isinstance(f, dict) else None
+            width: Any = f.get("width") if isinstance(f, dict) else None
             ok = (kind in (CATEGORICAL, NUMERIC) and isinstance(f.get("name"), str) and isinstance(items, list)
                   and set(f) == {"name", "kind", "width", key} and isinstance(width, int)
                   and not isinstance(width, bool) and 1 <= width <= (MAX_WIDTH if kind == CATEGORICAL else 1))
@@ -117,6 +118,7 @@ class FeatureVocab:
             if not ok:
                 raise SeqrecError(f"{where}: field {i} must be an object with name, kind (categorical or numeric), "
                                   f"width (1..{MAX_WIDTH}) and distinct text values or rising finite edges")
+            assert isinstance(f, dict) and kind is not None
             fields.append(FeatureField(f["name"], kind, tuple(items) if kind == CATEGORICAL else (),
                                        tuple(float(e) for e in items) if kind == NUMERIC else (), width))
         vocab = cls(tuple(fields))
@@ -252,7 +254,7 @@ def build_vocab(catalog: pl.DataFrame, spec: str) -> FeatureVocab:
 def item_features(ds: Dataset, spec: str) -> tuple[FeatureVocab, np.ndarray, np.ndarray]:
     """(vocabulary, feature ids int64 [n_items + 1, columns] with row 0 all zeros, bool [n_items + 1]: whether
     each item occurs in the training part of the leave-one-out split) of ``ds``'s catalogue."""
-    from seqrec.split import LeaveOneOut
+    from seqrec.data.split import LeaveOneOut
 
     catalog = ds.catalog.sort("item")
     vocab = build_vocab(catalog, spec)
@@ -384,7 +386,7 @@ def add_item_features(ds: Dataset, path: str | Path) -> Dataset:
         like = catalog.schema.get(c)
         col = _feature_column(frame[c], like, where).filter(pl.Series(found))
         if like is None:
-            empty = [] if isinstance(col.dtype, pl.List) else None
+            empty: list[Any] | None = [] if isinstance(col.dtype, pl.List) else None
             base = pl.Series(c, [empty] * catalog.height, dtype=col.dtype)
         else:
             base = catalog[c]

@@ -7,12 +7,12 @@ A folder holds
   ``TrainConfig``; ``{}`` for baselines), ``data`` (name, fingerprint and counts of the training data);
 * ``model.safetensors``: SASRec weights (absent for baselines, which are refitted on load); with item
   features they hold the item -> feature-id table too, and ``features.json`` the feature vocabulary
-  (``seqrec.features.FeatureVocab``), from which the model is rebuilt before its weights are read;
+  (``seqrec.models.features.FeatureVocab``), from which the model is rebuilt before its weights are read;
 * ``metrics.json``: whatever the trainer measured (best epoch, validation and test metrics);
 * ``data/``: the training data set as a prepared folder (catalogue and user sequences);
 * ``.seqrec`` (the marker saying seqrec made the folder) and ``manifest.json`` (size and sha256 of
   the files above; ``seqrec.files`` describes both);
-* from a training run (``seqrec.train``): ``checkpoint.safetensors``, ``metrics.jsonl``,
+* from a training run (``seqrec.training.loop``): ``checkpoint.safetensors``, ``metrics.jsonl``,
   ``result.json``, ``training.png``; from ``seqrec export-onnx``: ``model.onnx`` (``register_onnx``
   records it in the manifest with the weights it was exported from).
 
@@ -37,17 +37,35 @@ import numpy as np
 import torch
 
 from seqrec import files as _files
-from seqrec.baselines import BASELINES, make_baseline
 from seqrec.config import TrainConfig
-from seqrec.data import Dataset
+from seqrec.data.dataset import Dataset
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.features import FeatureVocab
-from seqrec.files import (CONFIG, DATA_DIR, DATA_FILES, FEATURES, MANIFEST, MODEL_FILES, ONNX, RUN_FILES,  # noqa: F401
-                          SUMMARY, WEIGHTS, _few, _write_file, file_sha256, read_json, read_manifest,
-                          seqrec_version, verify_manifest, write_manifest, write_marker)
-from seqrec.model import SASRecConfig, SASRecModel
+from seqrec.files import (  # noqa: F401
+    CONFIG,
+    DATA_DIR,
+    DATA_FILES,
+    FEATURES,
+    MANIFEST,
+    MODEL_FILES,
+    ONNX,
+    RUN_FILES,
+    SUMMARY,
+    WEIGHTS,
+    _few,
+    _write_file,
+    file_sha256,
+    read_json,
+    read_manifest,
+    seqrec_version,
+    verify_manifest,
+    write_manifest,
+    write_marker,
+)
+from seqrec.models.baselines import BASELINES, make_baseline
+from seqrec.models.features import FeatureVocab
+from seqrec.models.sasrec import SASRecConfig, SASRecModel
 from seqrec.publish import building, check_output_folder, publish_dir, recover_dir
-from seqrec.split import LeaveOneOut
 
 FORMAT_VERSION = 1
 CONFIG_KEYS = ("data", "format_version", "kind", "model", "seqrec_version", "train")
@@ -256,7 +274,7 @@ def load_folder(path: str | os.PathLike, *, check_onnx: bool = True) -> ModelBun
         scorer = _load_sasrec(path, cfg, vocab)
         onnx = _check_onnx(path, scorer, files) if check_onnx else None
     else:
-        scorer = make_baseline(kind, LeaveOneOut(dataset))
+        scorer = make_baseline(kind, LeaveOneOut(dataset))  # type: ignore[assignment]  # a bundle holds any Scorer
     return ModelBundle(scorer=scorer, dataset=dataset, config=doc, metrics=metrics, path=path, onnx=onnx)
 
 

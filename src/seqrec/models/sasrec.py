@@ -16,7 +16,7 @@ into NaN, in the forward or the backward pass, even for an all-padding row.
 The output layer is the item embedding itself (shared weights): the score of item ``i`` after a
 history is ``hidden[:, -1] @ item_embeddings()[i]``.
 
-With ``item_features`` (``seqrec.feature_layers``) an item's input representation is its id row fused
+With ``item_features`` (``seqrec.models.feature_layers``) an item's input representation is its id row fused
 with its feature embedding, and with ``feature_output`` its output representation too; the feature table
 comes from the data (``SASRecModel.for_data``) or, for a saved model, from its vocabulary and weights.
 """
@@ -31,12 +31,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqrec.config import (ACTIVATIONS, MAX_BLOCKS, MAX_HEADS, MAX_HIDDEN, MAX_ITEMS,  # noqa: F401  (re-exported)
-                           MAX_LEN, MAX_PARAM_BYTES, NORMS, SASRecConfig)
-from seqrec.data import PAD, Dataset
+from seqrec.config import (  # noqa: F401  (re-exported)
+    ACTIVATIONS,
+    MAX_BLOCKS,
+    MAX_HEADS,
+    MAX_HIDDEN,
+    MAX_ITEMS,
+    MAX_LEN,
+    MAX_PARAM_BYTES,
+    NORMS,
+    SASRecConfig,
+)
+from seqrec.data.dataset import PAD, Dataset
 from seqrec.errors import SeqrecError
-from seqrec.feature_layers import FeatureLayers
-from seqrec.features import FeatureVocab, item_features
+from seqrec.models.feature_layers import FeatureLayers
+from seqrec.models.features import FeatureVocab, item_features
 
 
 class Dropout(nn.Module):
@@ -161,17 +170,18 @@ class SASRecModel(nn.Module):
             self.features = FeatureLayers(config, vocab)
 
     @classmethod
-    def for_data(cls, config: SASRecConfig, dataset: Dataset) -> "SASRecModel":
+    def for_data(cls, config: SASRecConfig, dataset: Dataset) -> SASRecModel:
         """A new model for ``dataset``: with ``config.item_features``, its vocabulary and feature table are
-        built from the data set's catalogue (``seqrec.features.item_features``)."""
+        built from the data set's catalogue (``seqrec.models.features.item_features``)."""
         if config.item_features is None:
             return cls(config)
         vocab, table, trained = item_features(dataset, config.item_features)
         model = cls(config, vocab)
+        assert model.features is not None
         model.features.set_items(table, trained)
         return model
 
-    def with_items(self, rows: torch.Tensor | Any) -> "SASRecModel":
+    def with_items(self, rows: torch.Tensor | Any) -> SASRecModel:
         """A copy with ``len(rows)`` more items (ids ``n_items + 1 ..``) that have feature ids ``rows``
         [k, columns]. Each new id row is the mean id row of the trained items whose features overlap its
         own most (``FeatureLayers.neighbour_rows``); one sharing no feature with any is represented by its
@@ -186,6 +196,7 @@ class SASRecModel(nn.Module):
         state.update({f"features.{k}": v for k, v in self.features.grown(rows, found).items()})
         model = type(self)(replace(self.config, n_items=self.n_items + extra), self.features.vocab)
         model.load_state_dict(state)
+        assert model.features is not None
         model.features.vocab.check_table(model.features.table.cpu().numpy(), "added items")
         return model.to(emb.device).train(self.training)
 

@@ -4,7 +4,7 @@ A SASRec's score of item ``i`` after a history is ``state @ item_embeddings()[i]
 state against the item's output-side row (the fused id and feature row with ``feature_output``). Exact
 ranking computes all N of them; an index finds the largest inner products while visiting a small part:
 
-* ``"exact"``: no index, every item scored (``seqrec.recommend``'s own path);
+* ``"exact"``: no index, every item scored (``seqrec.serving.recommender``'s own path);
 * ``"hnsw"``: ``faiss.IndexHNSWFlat`` (a graph; no training, the best recall per visited item);
 * ``"ivf"``: ``faiss.IndexIVFFlat`` (k-means lists, trained on a sample; quicker to build, less memory).
 
@@ -20,6 +20,7 @@ torch's intra-op setting in the calling thread (``seqrec serve`` sets 1 per work
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import time
@@ -67,7 +68,7 @@ def check_kind(kind: str, scorer: Any) -> None:
         raise SeqrecError(f"index must be one of {INDEX_KINDS}, got {kind!r}")
     if kind == "exact":
         return
-    from seqrec.model import SASRecModel
+    from seqrec.models.sasrec import SASRecModel
 
     if not isinstance(scorer, SASRecModel):
         raise SeqrecError(f"index {kind!r} needs a SASRec model (its scores are inner products of a history's "
@@ -108,7 +109,8 @@ class ItemIndex:
     """An inner-product index over ``vectors`` [N, d] (row j = internal item j + 1)."""
 
     def __init__(self, kind: str, vectors: np.ndarray, params: IndexParams | None = None) -> None:
-        import faiss
+        # faiss's SWIG stubs miss most of its API (SearchParametersHNSW, IndexIVF.cp, ...): untyped here
+        faiss: Any = importlib.import_module("faiss")
 
         if kind not in ("hnsw", "ivf"):
             raise SeqrecError(f"an item index is 'hnsw' or 'ivf', got {kind!r}")

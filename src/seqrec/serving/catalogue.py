@@ -1,12 +1,12 @@
 """The catalogue side of recommendations: the ``Item`` a ranking returns, item facts, search and
 similar items.
 
-``Item`` is the one definition of a recommended item's fields: ``seqrec.schemas.ItemOut`` and the
-service's JSON answers (``seqrec.serve_http``) are derived from its dataclass fields.
+``Item`` is the one definition of a recommended item's fields: ``seqrec.serving.schemas.ItemOut`` and the
+service's JSON answers (``seqrec.serving.http``) are derived from its dataclass fields.
 
 ``Catalogue`` precomputes what answers need per internal id (raw ids, titles, genres, years, training
 counts) as Python lists, so turning a top-k into ``Item``s costs O(k) and no polars work. An item's
-``features`` are its catalogue facts that can be features (``seqrec.features``: every catalogue column
+``features`` are its catalogue facts that can be features (``seqrec.models.features``: every catalogue column
 but ``item``, ``raw_id`` and ``title``, e.g. ``{"genres": [...], "year": 1994}``; missing values left
 out), built on first use per item; ``interactions`` is its count in the training data, 0 for an item
 nobody has interacted with yet (added with ``add_to_catalogue``, ranked by its features alone).
@@ -23,16 +23,17 @@ matrix; only items that co-occur at least once are returned, so the list may hol
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 
-from seqrec.data import PAD, Dataset, IdMap, id_key
+from seqrec.data.dataset import PAD, Dataset, IdMap, id_key
 from seqrec.errors import SeqrecError
-from seqrec.features import RESERVED, FeatureVocab, encode_items
+from seqrec.models.features import RESERVED, FeatureVocab, encode_items
 
 NEG_INF = float("-inf")
 
@@ -233,7 +234,7 @@ def add_to_catalogue(dataset: Dataset, records: Sequence[Mapping[str, Any]],
     appended as items ``n_items + 1 ..`` without interactions, their feature ids [len(records), columns]
     under ``vocab``, and what was added. Histories and users are unchanged."""
     raws = _new_raw_ids(dataset, records)
-    text = {c: pl.List(pl.String) if t == pl.List(pl.Null) else pl.String if t == pl.Null else t
+    text: dict[str, Any] = {c: pl.List(pl.String) if t == pl.List(pl.Null) else pl.String if t == pl.Null else t
             for c, t in dataset.catalog.schema.items()}  # a column that held no value yet takes text
     frame, rows, unknown = encode_items(vocab, records, text)
     old = dataset.item_ids.raw

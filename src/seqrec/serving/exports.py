@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from seqrec.data import Dataset
+from seqrec.data.dataset import Dataset
 from seqrec.files import atomic_write_bytes
 
 

@@ -1,7 +1,7 @@
-"""The HTTP plumbing under ``seqrec.serve``'s routes: strict JSON bodies, the request guard, the
+"""The HTTP plumbing under ``seqrec.serving.app``'s routes: strict JSON bodies, the request guard, the
 bounded thread pools and the JSON answers built from text fragments.
 
-* Strict JSON: a route with a JSON body (``_StrictRoute``) reads it with ``seqrec.schemas.parse_json_body``,
+* Strict JSON: a route with a JSON body (``_StrictRoute``) reads it with ``seqrec.serving.schemas.parse_json_body``,
   so ``NaN``, ``Infinity``, ``1e400``, unpaired surrogates and bodies that are not UTF-8 are a 422
   naming the field, before the request model sees them; error details are made JSON-safe (``_safe``).
 * ``_Guard`` (ASGI middleware): the body-size limit (413), Prometheus request counts and latencies
@@ -11,7 +11,7 @@ bounded thread pools and the JSON answers built from text fragments.
   waiting work (``_Busy``, answered 503).
 * Answers: ``_items_json`` and ``_answer`` write the JSON text directly from per-item fragments built
   once per catalogue; ``item_bytes`` estimates an answer's size for ``Limits.max_response_bytes``.
-  An item's keys and their order are the fields of ``seqrec.items.Item`` (``ITEM_FIELDS``).
+  An item's keys and their order are the fields of ``seqrec.serving.catalogue.Item`` (``ITEM_FIELDS``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import operator
 import threading
 import time
 import weakref
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -35,9 +36,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import Counter, Histogram
 
-from seqrec.items import Item
-from seqrec.recommend import Recommender
-from seqrec.schemas import MAX_K, BodyError, parse_json_body
+from seqrec.serving.catalogue import Item
+from seqrec.serving.recommender import Recommender
+from seqrec.serving.schemas import MAX_K, BodyError, parse_json_body
 
 log = logging.getLogger("seqrec.serve")
 
@@ -130,7 +131,7 @@ class _Guard:
         status = [500]
         started = [False]
 
-        async def send_and_record(message: dict) -> None:
+        async def send_and_record(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 started[0] = True
@@ -212,15 +213,16 @@ class _Pool:
             if self.slots is not None:
                 self.slots.release()
             raise
-        if self.slots is not None:
-            future.add_done_callback(lambda _: self.slots.release())
+        slots = self.slots
+        if slots is not None:
+            future.add_done_callback(lambda _: slots.release())
         return await asyncio.wrap_future(future)
 
 
 ITEM_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Item))  # an answer item's keys, in order
 _PER_ANSWER = ("rank", "score")  # set by each ranking; the other fields are the item's own (cached as text)
 if tuple(n for n in ITEM_FIELDS if n in _PER_ANSWER) != _PER_ANSWER:
-    raise TypeError(f"seqrec.items.Item must have the fields {_PER_ANSWER}, in that order")
+    raise TypeError(f"seqrec.serving.catalogue.Item must have the fields {_PER_ANSWER}, in that order")
 _OWN = tuple(n for n in ITEM_FIELDS if n not in _PER_ANSWER)
 _TEMPLATE = "{{" + ",".join(f'"{n}":' + ("\0" if n in _PER_ANSWER else f"{{{n}}}") for n in ITEM_FIELDS) + "}}"
 _values = operator.attrgetter(*ITEM_FIELDS)
@@ -235,7 +237,7 @@ def _items(items: list[Item]) -> list[dict[str, Any]]:
     return [_item_dict(i) for i in items]
 
 
-_ITEM_BYTES: "weakref.WeakKeyDictionary[Recommender, float]" = weakref.WeakKeyDictionary()
+_ITEM_BYTES: weakref.WeakKeyDictionary[Recommender, float] = weakref.WeakKeyDictionary()
 
 
 def item_bytes(rec: Recommender, sample: int = 2000) -> float:
@@ -253,7 +255,7 @@ def _fragments(item: Item) -> tuple[str, ...]:
     return tuple(_TEMPLATE.format_map({n: _text(getattr(item, n)) for n in _OWN}).split("\0"))
 
 
-_FRAGMENTS: "weakref.WeakKeyDictionary[Recommender, dict[Any, tuple[str, ...]]]" = weakref.WeakKeyDictionary()
+_FRAGMENTS: weakref.WeakKeyDictionary[Recommender, dict[Any, tuple[str, ...]]] = weakref.WeakKeyDictionary()
 
 
 def _items_json(rec: Recommender, items: list[Item]) -> str:

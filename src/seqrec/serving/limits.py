@@ -1,6 +1,6 @@
 """What one request to the service may cost: ``Limits``, with every default and its help in one place.
 
-``seqrec.serve`` answers a request over a limit with 413 naming it (``max_body_bytes``, ``max_batch``,
+``seqrec.serving.app`` answers a request over a limit with 413 naming it (``max_body_bytes``, ``max_batch``,
 ``max_batch_results``, ``max_response_bytes``, ``max_events``) and sizes its thread pools from the rest. The limits
 come from ``Limits()``, changed by ``SEQREC_LIMITS`` (a JSON object of fields, read by ``seqrec serve``
 and the multi-worker factory) and by ``seqrec serve``'s ``--limit-*`` flags, which are made from the
@@ -46,7 +46,7 @@ class Limits:
                 raise SeqrecError(f"limit {f.name} must be an integer >= {least}, got {value!r}")
 
     @classmethod
-    def from_env(cls, text: str | None = None) -> "Limits":
+    def from_env(cls, text: str | None = None) -> Limits:
         """Defaults, changed by the JSON object in ``SEQREC_LIMITS`` (or ``text``) when set."""
         text = os.environ.get(ENV_LIMITS) if text is None else text
         if not text:

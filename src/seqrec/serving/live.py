@@ -1,4 +1,4 @@
-"""The live side of the service (``seqrec.serve``): API keys, events into the store, users' histories
+"""The live side of the service (``seqrec.serving.app``): API keys, events into the store, users' histories
 from it, and swapping in a new model while requests are served.
 
 * Keys: ``key_check(api_key)`` is the dependency of the routes that need a key (``Authorization: Bearer
@@ -6,7 +6,7 @@ from it, and swapping in a new model while requests are served.
   a configured key these routes are refused with 403 saying how to set one, whatever the client's address
   (behind a proxy every client can look local). ``/health`` and ``/ready`` never need a key.
 * ``POST /events`` stores one event or a list (at most ``Limits.max_events``) and answers once they are
-  durable (``seqrec.store``); the commit runs on the store's writer thread, awaited, never on the loop.
+  durable (``seqrec.serving.store``); the commit runs on the store's writer thread, awaited, never on the loop.
 * A user's history is their training sequence (if any) followed by their stored events by ``ts``
   (``live_history``); items the model does not know are skipped when scoring and reported.
 * ``reload_model`` loads a model folder in a thread, checks it (it loads, its item count matches its id
@@ -25,20 +25,21 @@ import math
 import re
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request, Security
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from seqrec.errors import SeqrecError
-from seqrec.recommend import Recommender, UnknownIdError
-from seqrec.schemas import (AUTH_ERRORS, ERRORS, MAX_HISTORY, EventsRequest, EventsResponse, HistoryResponse,
-                            ItemsRequest, ItemsResponse, ReloadRequest, ReloadResponse)
-from seqrec.store import Event, EventStore, StoreError, normalise_id
+from seqrec.serving.recommender import Recommender, UnknownIdError
+from seqrec.serving.schemas import (
+    MAX_HISTORY,
+)
+from seqrec.serving.store import Event, EventStore, normalise_id
 
 log = logging.getLogger("seqrec.serve")
 ENV_API_KEY = "SEQREC_API_KEY"
@@ -120,7 +121,7 @@ def live_history(r: Recommender, store: EventStore | None, user_id: str, limit: 
     return LiveHistory(user, training, events)
 
 
-_TITLES: "weakref.WeakKeyDictionary[Recommender, list[str | None]]" = weakref.WeakKeyDictionary()
+_TITLES: weakref.WeakKeyDictionary[Recommender, list[str | None]] = weakref.WeakKeyDictionary()
 
 
 def _titles(r: Recommender) -> list[str | None]:
@@ -131,7 +132,7 @@ def _titles(r: Recommender) -> list[str | None]:
     return titles
 
 
-def _history_answer(r: Recommender, h: LiveHistory, user_id: str, limit: int, n_events: int) -> dict[str, Any]:
+def history_answer(r: Recommender, h: LiveHistory, user_id: str, limit: int, n_events: int) -> dict[str, Any]:
     titles, items = _titles(r), r.dataset.item_ids
     out: list[dict[str, Any]] = []
     start = max(0, len(h.training) - max(0, limit - len(h.events)))
@@ -148,7 +149,7 @@ def _history_answer(r: Recommender, h: LiveHistory, user_id: str, limit: int, n_
 # ---------------------------------------------------------------------------- reload
 def load_checked(path: str, backend: str, index: str = "exact") -> Recommender:
     """A model folder loaded and checked for serving: it loads, its scorer, catalogue and id map agree on
-    the item count, and it ranks a probe history with finite scores; ``index`` (``seqrec.ann``) is built as it
+    the item count, and it ranks a probe history with finite scores; ``index`` (``seqrec.serving.ann``) is built as it
     loads. A ``SeqrecError`` naming the problem otherwise."""
     folder = Path(path)
     if not folder.is_dir():
@@ -218,75 +219,3 @@ def _refreeze() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-# ---------------------------------------------------------------------------- routes
-def add_live_routes(app: FastAPI, *, rec: Callable[[], Recommender], singles: Any, writes: list[Any],
-                    reads: list[Any], too_large: Callable[[str], Exception]) -> None:
-    """``POST /events``, ``GET /users/{user_id}/history`` and ``POST /admin/reload`` on ``app``; ``writes`` and
-    ``reads`` are the dependencies (key checks) of each kind of route, ``singles`` the pool reads run in."""
-
-    items_lock = asyncio.Lock()
-
-    @app.exception_handler(StoreError)
-    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
-        log.error("event store: %s", exc)
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
-
-    @app.post("/events", response_model=EventsResponse, tags=["events"], operation_id="post_events",
-              dependencies=writes, responses=AUTH_ERRORS,
-              summary="Store one event or a list; answered once they are durable")
-    async def post_events(body: EventsRequest) -> dict[str, Any]:
-        start = time.perf_counter()
-        store: EventStore | None = app.state.store
-        if store is None:
-            raise HTTPException(404, "this service has no event store: start it with --store FILE")
-        events = body.root
-        limit = app.state.limits.max_events
-        if len(events) > limit:
-            raise too_large(f"{len(events)} events in one request is over the limit of {limit} (max_events)")
-        r = rec()
-        done = await asyncio.wrap_future(store.submit([(e.user_id, e.item_id, e.ts) for e in events]))
-        unknown: dict[str, None] = {}
-        for e in events:
-            key = normalise_id(e.item_id)
-            if key not in unknown and r.dataset.item_ids.get(key) is None:
-                unknown[key] = None
-        return {"stored": done.stored, "duplicates": done.duplicates, "unknown_items": [shown_id(k) for k in unknown],
-                "took_ms": round((time.perf_counter() - start) * 1000, 3)}
-
-    @app.get("/users/{user_id}/history", response_model=HistoryResponse, tags=["recommend"], dependencies=reads,
-             responses=AUTH_ERRORS if reads else ERRORS,
-             summary="A user's latest history: training items, then their stored events")
-    async def user_history(user_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
-        r = rec()
-        store = app.state.store
-
-        def work() -> dict[str, Any]:
-            h = live_history(r, store, user_id, limit)
-            n_events = store.count(user_id) if len(h.events) == limit else len(h.events)  # more than were read
-            return _history_answer(r, h, user_id, limit, n_events)
-
-        return await singles.run(work)
-
-    @app.post("/admin/items", response_model=ItemsResponse, tags=["operations"], operation_id="add_items",
-              dependencies=writes, responses=AUTH_ERRORS,
-              summary="Add items nobody has interacted with yet, placed by their features (in memory, this worker)")
-    async def add_items(body: ItemsRequest) -> dict[str, Any]:
-        start = time.perf_counter()
-        async with items_lock:  # one addition at a time: none is lost to another's swap
-            r = rec()
-            records = [item.model_dump(exclude_none=True) for item in body.items]
-            new, added = await singles.run(lambda: r.with_items(records))
-            if app.state.recommender is not r:
-                raise HTTPException(409, "the model was reloaded while the items were being added; send them again")
-            app.state.recommender = new  # one assignment: requests in flight finish on the object they took
-        return {"added": added.items, "unknown_values": added.unknown_values,
-                "without_features": added.without_features, "n_items": new.n_items,
-                "took_ms": round((time.perf_counter() - start) * 1000, 3)}
-
-    @app.post("/admin/reload", response_model=ReloadResponse, tags=["operations"], operation_id="reload",
-              dependencies=writes, responses={**AUTH_ERRORS, 409: {"description": "a reload is already running"}},
-              summary="Load a model folder beside the current one, check it, and swap it in")
-    async def reload(body: ReloadRequest | None = None) -> dict[str, Any]:
-        return await reload_model(app, body.path if body is not None else None)

@@ -1,5 +1,5 @@
 """ONNX: ``export_onnx`` writes a scorer's ``score`` as an ONNX graph; ``onnx_session`` opens one with
-onnxruntime for ``seqrec.recommend``'s ``"onnx"`` backend (scores equal torch's within 1e-4).
+onnxruntime for ``seqrec.serving.recommender``'s ``"onnx"`` backend (scores equal torch's within 1e-4).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from seqrec.data import PAD
+from seqrec.data.dataset import PAD
 from seqrec.errors import SeqrecError
 from seqrec.files import ONNX
 
@@ -32,7 +32,7 @@ class _ScoreGraph(torch.nn.Module):
 def export_onnx(scorer: Any, path: str | os.PathLike, opset: int = 17) -> Path:
     """Write ``scorer.score`` as an ONNX graph (input ``histories`` [B, max_len] int64, output
     ``scores`` [B, N+1], dynamic batch), atomically. Uses the TorchScript-based exporter. A model with item
-    features is exported unfolded, so the graph holds its item embeddings as they are (``seqrec.folder``
+    features is exported unfolded, so the graph holds its item embeddings as they are (``seqrec.models.folder``
     checks an export by them); ONNX Runtime folds the feature sums when a session starts."""
     import warnings
 

@@ -7,15 +7,15 @@ reported; an empty or wholly unknown history gets the popularity ranking (traini
 for by id raise ``UnknownIdError`` (a ``SeqrecError`` and a ``LookupError``; the service answers 404).
 
 The hot path avoids per-call polars work: popularity is a tensor and the item facts are Python lists
-indexed by internal id (``seqrec.items.Catalogue``), so building a top-k answer costs O(k).
+indexed by internal id (``seqrec.serving.catalogue.Catalogue``), so building a top-k answer costs O(k).
 ``item``, ``search`` and ``similar_items`` are answered by that catalogue (embedding cosine, else
-adjacent-item co-occurrence). ``Item`` and ``UnknownIdError`` (from ``seqrec.items``) and
-``export_items`` (from ``seqrec.exports``) are importable from here too.
+adjacent-item co-occurrence). ``Item`` and ``UnknownIdError`` (from ``seqrec.serving.catalogue``) and
+``export_items`` (from ``seqrec.serving.exports``) are importable from here too.
 
 Backends: ``"torch"`` calls ``scorer.score`` under ``torch.inference_mode``; ``"onnx"`` runs the
-graph written by ``seqrec.onnx_export.export_onnx`` with onnxruntime (scores equal torch within 1e-4).
+graph written by ``seqrec.serving.onnx.export_onnx`` with onnxruntime (scores equal torch within 1e-4).
 
-Indexes (``seqrec.ann``): ``index="exact"`` scores every item; ``"hnsw"`` / ``"ivf"`` (a SASRec only, torch
+Indexes (``seqrec.serving.ann``): ``index="exact"`` scores every item; ``"hnsw"`` / ``"ivf"`` (a SASRec only, torch
 backend) build a faiss inner-product index over the item rows when the recommender is made and rank from it:
 each history asks for ``k + (items it excludes) + IndexParams.margin`` candidates, the excluded ones are
 dropped, and a history left with fewer than ``k`` (of those it may still get) is ranked exactly. With
@@ -27,20 +27,21 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from seqrec.ann import INDEX_KINDS, IndexParams, build_index, check_kind, query_vectors
-from seqrec.data import PAD, Dataset
+from seqrec.data.dataset import PAD, Dataset
+from seqrec.data.split import left_pad
 from seqrec.errors import SeqrecError
-from seqrec.exports import export_items
-from seqrec.items import NEG_INF, AddedItems, Catalogue, Item, UnknownIdError, add_to_catalogue
-from seqrec.onnx_export import onnx_session
-from seqrec.split import left_pad
+from seqrec.serving.ann import INDEX_KINDS, IndexParams, build_index, check_kind, query_vectors
+from seqrec.serving.catalogue import NEG_INF, AddedItems, Catalogue, Item, UnknownIdError, add_to_catalogue
+from seqrec.serving.exports import export_items
+from seqrec.serving.onnx import onnx_session
 
 __all__ = ["BACKENDS", "INDEX_KINDS", "SCORE_CHUNK", "AddedItems", "IndexParams", "Item", "RecommendResult",
            "Recommender", "UnknownIdError", "export_items"]
@@ -93,19 +94,19 @@ class Recommender:
     @classmethod
     def from_folder(cls, path: str | os.PathLike, backend: str = "auto", name: str | None = None,
                     onnx_threads: int = 1, index: str = "exact",
-                    index_params: IndexParams | None = None) -> "Recommender":
-        """Load a model folder (``seqrec.folder``); the ONNX backend uses the folder's ``model.onnx`` when
+                    index_params: IndexParams | None = None) -> Recommender:
+        """Load a model folder (``seqrec.models.folder``); the ONNX backend uses the folder's ``model.onnx`` when
         ``load_folder`` found it holds these weights (``ModelBundle.onnx``), else a private export.
 
         ``backend="auto"`` picks ONNX Runtime for neural scorers (about twice as fast per request
         as torch in ``benchmarks/serve_latency.py``) and torch for baselines or when export fails, or with
         an ``index`` other than ``"exact"`` (built from the item rows as the folder loads).
         """
-        from seqrec.folder import load_folder
+        from seqrec.models.folder import load_folder
 
         bundle = load_folder(path)
 
-        def build(chosen: str) -> "Recommender":
+        def build(chosen: str) -> Recommender:
             return cls(bundle.scorer, bundle.dataset, name=name or Path(path).resolve().name, backend=chosen,
                        config=bundle.config, metrics=bundle.metrics,
                        onnx_path=bundle.onnx, onnx_threads=onnx_threads, index=index, index_params=index_params)
@@ -188,8 +189,10 @@ class Recommender:
         out: list[list[Item] | None] = [None] * len(seqs)
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
         rows = np.flatnonzero(lengths > 0)
+        assert self.index is not None
         if len(rows):
-            ban = [np.union1d(np.asarray(seqs[r], dtype=np.int64), banned) if exclude_seen else banned for r in rows]
+            ban = [np.union1d(np.asarray(seqs[int(r)], dtype=np.int64), banned) if exclude_seen else banned
+                   for r in rows]
             fetch = k + max(len(b) for b in ban) + self.index_params.margin
             scores, ids = self.index.search(query_vectors(self.scorer, self._batch(seqs, rows, lengths)), fetch)
             n1 = self.n_items + 1  # (row, id) pairs as one code each, to drop the excluded ones at once
@@ -217,6 +220,7 @@ class Recommender:
         if not len(cand):
             return []
         query = query_vectors(self.scorer, self._batch([ids], np.zeros(1, np.int64), np.array([len(ids)])))[0]
+        assert self.index is not None
         scores = self.index.rows(cand) @ query
         order = np.argsort(-scores, kind="stable")[: int(k)]
         return self.catalogue.ranked(scores[order].tolist(), cand[order].tolist())
@@ -240,12 +244,13 @@ class Recommender:
                 if include is None:
                     items = self._ann_top([ids], k, exclude_seen, self._lookup(exclude))[0]
                 else:
-                    items = self._ann_include(ids, k, exclude_seen, self._lookup(include), self._lookup(exclude))
+                    wanted = self.dataset.item_ids.lookup(include)[0]
+                    items = self._ann_include(ids, k, exclude_seen, wanted, self._lookup(exclude))
             return RecommendResult(items, unknown, False)
         allowed = None
         if include is not None:
             allowed = torch.zeros(self.n_items + 1, dtype=torch.bool)
-            allowed[torch.from_numpy(self._lookup(include))] = True
+            allowed[torch.from_numpy(self.dataset.item_ids.lookup(include)[0])] = True
         with torch.inference_mode():
             scores, fallback = self._scores_for([ids])
             items = self._top(scores, [ids], k, exclude_seen, allowed, self._lookup(exclude))[0]
@@ -264,7 +269,7 @@ class Recommender:
         missing = [u for u, i in zip(user_ids, internal) if i is None]
         if missing:
             raise UnknownIdError(f"unknown user id(s): {missing[:10]}")
-        seqs = [self.dataset.sequence(u).astype(np.int64) for u in internal]
+        seqs = [self.dataset.sequence(u).astype(np.int64) for u in internal if u is not None]
         return self._recommend_internal(seqs, [[] for _ in seqs], k, exclude_seen)
 
     def _recommend_internal(self, seqs: list[np.ndarray], unknown: list[list], k: int,
@@ -292,7 +297,7 @@ class Recommender:
             scores, _ = self._scores_for([ids])
             return scores[0, torch.from_numpy(cand)].tolist()
 
-    # ------------------------------------------------------------------ items (seqrec.items)
+    # ------------------------------------------------------------------ items (seqrec.serving.catalogue)
     def item(self, item_id: Any) -> dict[str, Any]:
         """Catalogue facts of one raw item id (``UnknownIdError`` when unknown)."""
         return self.catalogue.item(item_id)
@@ -307,7 +312,7 @@ class Recommender:
         return self.catalogue.similar(item, k)
 
     # ------------------------------------------------------------------ items without interactions
-    def with_items(self, items: Sequence[Mapping[str, Any]]) -> tuple["Recommender", AddedItems]:
+    def with_items(self, items: Sequence[Mapping[str, Any]]) -> tuple[Recommender, AddedItems]:
         """A new recommender whose model and catalogue also hold ``items`` (``[{"item_id": ..., "title"?,
         "genres"?, "attributes"?, "year"?, ...}]``, the catalogue's columns), items nobody has interacted
         with, for a SASRec with ``item_features``: each new id row is the mean of those of the trained items

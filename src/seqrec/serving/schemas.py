@@ -1,9 +1,9 @@
-"""Request and response models of the HTTP service (``seqrec.serve``), and its strict JSON reader.
+"""Request and response models of the HTTP service (``seqrec.serving.app``), and its strict JSON reader.
 
 Requests accept the names of the older API as aliases (``user_history``, ``top_k``,
 ``exclude_history``, ``user_histories``); the OpenAPI schema shows the current names.
 Raw ids are JSON integers (|id| < 2**53, exact in JavaScript) or strings (at most 256 characters): ``50`` and ``"50"`` find
-the same item. ``ItemOut``, an item of an answer, is made from the fields of ``seqrec.items.Item``.
+the same item. ``ItemOut``, an item of an answer, is made from the fields of ``seqrec.serving.catalogue.Item``.
 
 Request bodies are read by ``parse_json_body``, stricter than ``json.loads``: the body must be UTF-8;
 ``NaN``, ``Infinity``, ``-Infinity`` and numbers beyond the float range (``1e400``) are refused, and so
@@ -20,11 +20,11 @@ import math
 import re
 import typing
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, Strict, create_model
 
-from seqrec.items import Item
+from seqrec.serving.catalogue import Item
 
 MAX_K = 1000
 MAX_HISTORY = 10_000
@@ -183,11 +183,14 @@ def _model_of(cls: type, name: str) -> type[BaseModel]:
     """A pydantic model named ``name`` with the fields of dataclass ``cls``: same order, types, all required,
     a field's ``help`` metadata as its description."""
     hints = typing.get_type_hints(cls)
-    return create_model(name, __module__=__name__, **{
+    return create_model(name, __module__=__name__, **{  # type: ignore[call-overload]
         f.name: (hints[f.name], Field(..., description=f.metadata.get("help"))) for f in dataclasses.fields(cls)})
 
 
-ItemOut = _model_of(Item, "ItemOut")  # the fields of seqrec.items.Item
+if TYPE_CHECKING:
+    ItemOut = BaseModel
+else:
+    ItemOut = _model_of(Item, "ItemOut")  # the fields of seqrec.serving.catalogue.Item
 
 
 class RecommendResponse(BaseModel):
@@ -282,7 +285,7 @@ MAX_TS = 1e11  # epoch seconds (the year 5138); larger values are almost surely 
 
 
 def _event_id(value: int | str) -> int | str:
-    from seqrec.columns import MISSING_IDS
+    from seqrec.data.columns import MISSING_IDS
 
     if isinstance(value, str) and value.strip().lower() in MISSING_IDS:
         raise ValueError("an id is needed: empty values and missing-value markers such as NaN are not ids")

@@ -8,7 +8,7 @@ thread, beside the writer (WAL readers never wait for it).
 
 The ``events`` table holds ``user_id TEXT``, ``item_id TEXT``, ``ts REAL`` (epoch seconds) with
 ``UNIQUE(user_id, item_id, ts)``: an event sent twice (a retried request with its ``ts``) is stored once
-and counted as a duplicate. Ids are stored in the readers' one form (``seqrec.data.id_key``: ``242``,
+and counted as a duplicate. Ids are stored in the readers' one form (``seqrec.data.dataset.id_key``: ``242``,
 ``242.0`` and ``"242"`` are the id ``"242"``; text trimmed; empty ids and missing-value markers refused),
 so the service, ``seqrec export-events`` and training from the store see the ids a data file would give.
 
@@ -25,16 +25,17 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from seqrec.columns import MISSING_IDS
-from seqrec.data import id_key
+from seqrec.data.columns import MISSING_IDS
+from seqrec.data.dataset import id_key
 from seqrec.errors import SeqrecError
 from seqrec.files import atomic_write_bytes
 
@@ -104,6 +105,9 @@ def normalise_ts(ts: Any, what: str = "ts") -> float:
 
 def _row(event: Any, now: float, n: int) -> tuple[str, str, float]:
     """(user_id, item_id, ts) of an ``Event``, a mapping with user_id / item_id / ts or a (user, item[, ts]) tuple."""
+    user: Any
+    item: Any
+    ts: Any
     if isinstance(event, Event):
         user, item, ts = event.user_id, event.item_id, event.ts
     elif isinstance(event, Mapping):
@@ -189,14 +193,14 @@ class EventStore:
             raise SeqrecError(f"{path}: not an event store (the events table has columns {columns}, "
                               f"expected user_id, item_id, ts)")
 
-    def __enter__(self) -> "EventStore":
+    def __enter__(self) -> EventStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     # ------------------------------------------------------------------ writing
-    def submit(self, events: Iterable[Any]) -> "Future[Appended]":
+    def submit(self, events: Iterable[Any]) -> Future[Appended]:
         """Queue ``events`` for the writer; the future holds their ``Appended`` once committed and synced.
 
         Ids and times are checked here (``SeqrecError`` naming the event and field); an event without
@@ -340,12 +344,12 @@ def read_marked(path: str | os.PathLike) -> tuple[pl.DataFrame, int]:
         schema = {**COLUMNS, "rowid": pl.Int64}
         parts = [pl.DataFrame(rows, schema=schema, orient="row") for rows in store._chunks(READ_CHUNK, rowid=True)]
     frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
-    return frame.drop("rowid"), int(frame["rowid"].max() or 0) if frame.height else 0
+    return frame.drop("rowid"), int(frame["rowid"].max() or 0) if frame.height else 0  # type: ignore[arg-type]
 
 
 def read_events(path: str | os.PathLike) -> pl.DataFrame:
     """An existing store's events as a polars frame (``user_id``, ``item_id``, ``timestamp``), in the
-    order stored; the frame ``seqrec.readers.load_dataset`` reads like any interaction table."""
+    order stored; the frame ``seqrec.data.readers.load_dataset`` reads like any interaction table."""
     with EventStore(path, create=False) as store:
         return store.frame()
 

@@ -1,4 +1,4 @@
-"""The training hot path's data: cropped, length-bucketed batches (the loss they feed is ``seqrec.objective``).
+"""The training hot path's data: cropped, length-bucketed batches (the loss they feed is ``seqrec.training.objective``).
 
 Each user's training segment ``s`` gives one example: input ``s[:-1]``, target ``s[1:]``, both cut
 to the last ``max_len`` positions (a single-item segment gives nothing); with ``windows`` a longer
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from seqrec.config import TrainConfig
-from seqrec.data import PAD
+from seqrec.data.dataset import PAD
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.split import LeaveOneOut
 
 
 class Batches:

@@ -1,10 +1,10 @@
 """Training on several processes: torch.distributed (gloo on CPUs, NCCL on CUDA GPUs) with
 ``DistributedDataParallel`` around the model; docs/distributed.md says what is shared and how.
 
-``seqrec.train`` runs the loop through a ``Group`` (``join``: this worker's rank and the collectives it
+``seqrec.training.loop`` runs the loop through a ``Group`` (``join``: this worker's rank and the collectives it
 uses) or ``Solo`` (one process: every collective the identity). ``fit_in_workers`` is the launcher of
 ``SASRec(nproc=N).fit`` and ``seqrec train --nproc N``: it saves the data, starts N workers
-(``python -m seqrec.distributed JOB``, torchrun's variables set), watches them, and on a failure stops the
+(``python -m seqrec.training.fit JOB``, torchrun's variables set), watches them, and on a failure stops the
 others and raises a ``SeqrecError`` naming the rank. Under torchrun its processes are the workers.
 
 Batches are one process's plan dealt round-robin (``Group.share``); ``batch_size`` stays global; each
@@ -28,16 +28,18 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
 
 from seqrec.errors import SeqrecError
 from seqrec.files import CHECKPOINT, METRICS_LOG
-from seqrec.optim import free_cores, resolve_device
+from seqrec.training.optim import free_cores, resolve_device
+
+T = TypeVar("T")
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")  # set by torchrun and by this module's launcher
 THREADS_ENV = "SEQREC_WORKER_THREADS"
@@ -164,7 +166,7 @@ class Group(Solo):
         # (the initial broadcast of rank 0's weights and buffers happens either way)
         newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
         sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
-        return DistributedDataParallel(model, device_ids=ids, **sync)
+        return DistributedDataParallel(model, device_ids=ids, **sync)  # type: ignore[arg-type]
 
     def share(self, rows: np.ndarray) -> Share:
         picked = np.arange(self.rank, len(rows), self.size)
@@ -187,7 +189,9 @@ class Group(Solo):
     def no_sync(self, module: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
         # gradients of the micro-batches before an optimizer step's last one stay local (one all-reduce per step)
         inner = getattr(module, "_orig_mod", module)  # through torch.compile
-        return contextlib.nullcontext() if last or not hasattr(inner, "no_sync") else inner.no_sync()
+        if last or not hasattr(inner, "no_sync"):
+            return contextlib.nullcontext()
+        return inner.no_sync()  # type: ignore[operator]
 
     def broadcast(self, obj: Any) -> Any:
         box = [obj if self.main else None]
@@ -271,35 +275,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def fit_in_workers(est: Any, ds: Any, out_dir: Any, resume: bool, valid: bool, init_from: Any) -> Any:
-    """``est.fit(ds, ...)`` on ``est.train_config.nproc`` worker processes of this machine; ``est`` then
-    holds the model they trained, read back from the run folder (a temporary one without ``out_dir``)."""
+def fit_in_workers(module: str, spec: dict[str, Any], cfg: Any, ds: Any, out_dir: Any,
+                   read: Callable[[Path], T]) -> tuple[T, list[dict[str, Any]]]:
+    """A fit on ``cfg.nproc`` worker processes of this machine, each running ``python -m module JOB`` (the
+    job folder holds ``spec`` as ``job.json`` with ``out_dir`` added, and the data set); then ``read`` of the
+    run folder they wrote (a temporary one without ``out_dir``) and its metrics rows."""
     from seqrec.publish import check_output_folder
 
-    n = est.train_config.nproc
+    n = cfg.nproc
     if out_dir is not None:  # before any process starts
         check_output_folder(Path(out_dir), "model", force=True)
     with tempfile.TemporaryDirectory(prefix="seqrec-workers-") as tmp:
         job = Path(tmp)
         ds.save(job / "data")
         run = Path(out_dir) if out_dir is not None else job / "run"
-        spec = {"recipe": est.recipe, "options": est.options, "out_dir": str(run), "resume": resume,
-                "valid": valid, "init_from": None if init_from is None else str(init_from)}
-        (job / "job.json").write_text(json.dumps(spec))
-        threads = est.train_config.threads or worker_threads(n)
-        if not est.train_config.quiet:
+        (job / "job.json").write_text(json.dumps({**spec, "out_dir": str(run)}))
+        threads = cfg.threads or worker_threads(n)
+        if not cfg.quiet:
             print(f"training on {n} processes (torch.distributed, {threads} threads each)", flush=True)
-        _run_workers(job, n, threads, run if out_dir is not None else None)
-        fitted = type(est).load(run)
+        _run_workers(module, job, n, threads, run if out_dir is not None else None)
+        fitted = read(run)
         rows = [json.loads(line) for line in (run / METRICS_LOG).read_text().splitlines() if line.strip()]
-    est.model_, est.dataset_, est.recipe_ = fitted.model_, fitted.dataset_, fitted.recipe_
-    est.result_ = fitted.result_
-    est.result_.history = rows
-    est.model_options, est._fitted_config = fitted.model_options, fitted.train_config
-    return est
+    return fitted, rows
 
 
-def _run_workers(job: Path, n: int, threads: int, run: Path | None) -> None:
+def _run_workers(module: str, job: Path, n: int, threads: int, run: Path | None) -> None:
     import seqrec
 
     port = _free_port()
@@ -315,7 +315,7 @@ def _run_workers(job: Path, n: int, threads: int, run: Path | None) -> None:
                    "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
             log = None if r == 0 else open(job / f"rank{r}.log", "wb")  # rank 0 shows its progress here
             logs.append(log)
-            procs.append(subprocess.Popen([sys.executable, "-m", "seqrec.distributed", str(job)], env=env,
+            procs.append(subprocess.Popen([sys.executable, "-m", module, str(job)], env=env,
                                           stdout=log, stderr=subprocess.STDOUT if log else None))
         _watch(procs, job, run)
     finally:
@@ -331,11 +331,12 @@ def _watch(procs: list[subprocess.Popen], job: Path, run: Path | None) -> None:
     n = len(procs)
     while True:
         codes = [p.poll() for p in procs]
-        failed = [r for r, c in enumerate(codes) if c not in (None, 0)]
+        failed = [r for r, c in enumerate(codes) if c is not None and c != 0]
         if failed:
-            r = min(failed, key=lambda i: (codes[i] > 0, _written(job / f"rank{i}.error"), i))
+            exits = {i: int(codes[i] or 0) for i in failed}
+            r = min(failed, key=lambda i: (exits[i] > 0, _written(job / f"rank{i}.error"), i))
             _stop(procs)
-            code = codes[r]
+            code = exits[r]
             if code < 0:
                 try:
                     how = f"was killed by {signal.Signals(-code).name}"
@@ -380,7 +381,7 @@ def _stop(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
             p.wait()
 
 
-def _orphan_guard() -> None:
+def orphan_guard() -> None:
     """A worker whose launcher is gone (killed itself) exits instead of waiting for the group's timeout."""
     launcher = int(os.environ.get(_LAUNCHER_ENV, "0"))
 
@@ -392,31 +393,3 @@ def _orphan_guard() -> None:
 
     if launcher:
         threading.Thread(target=check, daemon=True).start()
-
-
-def _worker(job: Path) -> int:
-    """One worker of ``fit_in_workers``: ``SASRec.fit`` under the job's options; a failure's message goes
-    to ``rank{R}.error`` for the launcher."""
-    rank = os.environ.get("RANK", "0")
-    _orphan_guard()
-    try:
-        from seqrec.api import SASRec
-        from seqrec.data import Dataset
-
-        spec = json.loads((job / "job.json").read_text())
-        est = SASRec(recipe=spec["recipe"], **spec["options"])
-        est.fit(Dataset.load(job / "data"), out_dir=spec["out_dir"], resume=spec["resume"], valid=spec["valid"],
-                init_from=spec["init_from"])
-    except SeqrecError as e:
-        (job / f"rank{rank}.error").write_text(str(e))
-        return 2
-    except BaseException as e:  # noqa: BLE001  (the launcher reports the first rank to fail, with its traceback;
-        # the others' errors, such as a lost connection to a dead peer, are consequences and stay quiet)
-        (job / f"rank{rank}.traceback").write_text(traceback.format_exc())
-        (job / f"rank{rank}.error").write_text(f"{type(e).__name__}: {e}")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker(Path(sys.argv[1])))

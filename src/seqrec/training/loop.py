@@ -1,16 +1,16 @@
 """Training: the loop, validation with early stopping, resumable checkpoints, progress, plots; the
 options (``TrainConfig``) live in ``seqrec.config`` and are re-exported here.
 
-Batches come from ``seqrec.batches`` (length-bucketed, cropped, built with index arithmetic); the
+Batches come from ``seqrec.training.batches`` (length-bucketed, cropped, built with index arithmetic); the
 loss reads real positions only and is summed over them and divided by the mean real positions per
 optimizer step (one constant, so every position weighs the same in every batch, and
 ``grad_accum=2, batch_size=64`` takes the same steps as ``batch_size=128``).
 
-The checkpoint (``seqrec.checkpoint``) is one safetensors file with JSON metadata, rewritten
+The checkpoint (``seqrec.training.checkpoint``) is one safetensors file with JSON metadata, rewritten
 atomically after every epoch (and every ``checkpoint_every_steps`` optimizer steps).
 
 Under several processes (``nproc``, torchrun) the same loop runs in each, through the collectives of
-``seqrec.distributed`` (its docstring says how batches, negatives and writing are shared); in one process
+``seqrec.training.distributed`` (its docstring says how batches, negatives and writing are shared); in one process
 they are the identity.
 """
 
@@ -21,26 +21,26 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from seqrec.batches import Batches
-from seqrec.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from seqrec.config import CHOICES, DEFAULT_NEGATIVES, LOSSES, TrainConfig, TrainResult  # noqa: F401  (re-exported)
-from seqrec.distributed import Solo, join
+from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
-from seqrec.evaluate import EvalConfig, evaluate
-from seqrec.files import (CHECKPOINT, CONFIG, RESULT, SUMMARY, WEIGHTS, atomic_write_text, read_marker,  # noqa: F401
-                          write_marker)
-from seqrec.objective import Objective
-from seqrec.optim import clip_grad_norm, _OnDevice, _optimizer, lr_factor, resolve_device
+from seqrec.evaluation.evaluator import EvalConfig, evaluate
+from seqrec.evaluation.report import METRICS
+from seqrec.files import CHECKPOINT, CONFIG, RESULT, SUMMARY, WEIGHTS, atomic_write_text, read_marker, write_marker
 from seqrec.publish import check_output_folder
-from seqrec.report import METRICS
-from seqrec.split import LeaveOneOut
+from seqrec.training.batches import Batches
+from seqrec.training.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from seqrec.training.distributed import Solo, join
+from seqrec.training.objective import Objective
+from seqrec.training.optim import _OnDevice, _optimizer, clip_grad_norm, lr_factor, resolve_device
 
 _RESUME_MAY_CHANGE = {"epochs", "patience", "quiet", "device", "threads", "compile", "eval_max_users",
                       "checkpoint_every_steps", "eval_every", "nproc"}
@@ -343,7 +343,7 @@ def train(model: torch.nn.Module, loo: LeaveOneOut, config: TrainConfig, out_dir
     there is nothing to resume (a new or empty folder); a run's files without a checkpoint, or one that
     does not fit, are a ``SeqrecError`` (``Run.restore``): a resume never silently restarts.
     Seeds torch's global generator (dropout) from ``config.seed``. In a worker of several processes
-    (``seqrec.distributed``: started by ``SASRec(nproc=N).fit`` or torchrun) it trains that worker's
+    (``seqrec.training.distributed``: started by ``SASRec(nproc=N).fit`` or torchrun) it trains that worker's
     share; rank 0 writes ``out_dir`` and runs ``callback``, every rank returns rank 0's result and weights.
     """
     group = join(config)

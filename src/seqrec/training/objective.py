@@ -13,14 +13,15 @@ shared), whose gradient is sparse.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqrec import losses
 from seqrec.config import TrainConfig
+from seqrec.training import losses
 
 
 class FusedSoftmaxCE(torch.autograd.Function):
@@ -134,7 +135,7 @@ class Objective:
         """``prepare``'s tensors cut to the batch's ``positions`` (one process's share under several, which
         then trains on the negatives one process draws): the per-position ones are cut; the embedding rows,
         a shared set of negatives and the in-batch negatives stay the whole batch's."""
-        cut = lambda t: t.index_select(0, positions)  # noqa: E731
+        cut = lambda t: t.index_select(0, positions)
         if self.sampler is None:
             return (cut(prepared[0]),)
         pos, neg, rows, *extra = prepared
@@ -147,6 +148,7 @@ class Objective:
     def _log_q(self, items: torch.Tensor, k: int, take: int) -> torch.Tensor:
         """Log sampling probability of ``items`` (float32); with ``take`` in-batch negatives, the log of their
         expected count among a row's candidates, ``k q(i) + take p(i)``."""
+        assert self.sampler is not None  # only losses with negatives ask
         if not take:
             return self.sampler.log_prob(items)
         return (self.sampler.probs[items - 1] * k + self.popularity[items] * take).log().float()

@@ -1,7 +1,7 @@
 """What training runs with, apart from the model and the data: the optimizer (with ``sparse_embeddings``,
 ``LazyAdam`` / ``LazyAdamW``, which update only the item rows a step touches, and ``clip_grad_norm``, which
 takes their sparse gradients), the learning-rate schedule, the device (and a scorer view of a model on an
-accelerator) and the number of CPU threads. ``seqrec.train`` builds them from a ``TrainConfig``.
+accelerator) and the number of CPU threads. ``seqrec.training.loop`` builds them from a ``TrainConfig``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class _LazyRows:
+class _LazyRows(torch.optim.Optimizer):
     """Adam / AdamW whose parameters with a sparse gradient (the item embedding under ``sparse_embeddings``)
     are updated lazily: only the rows the gradient holds, their moments and the step's weight decay, so a
     step costs O(rows touched), not O(catalogue). Bias corrections use the parameter's step count, as
@@ -125,12 +125,12 @@ def _optimizer(model: torch.nn.Module, cfg: Any, device: torch.device) -> torch.
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     if sparse:
-        cls = LazyAdamW if cfg.optimizer == "adamw" else LazyAdam
+        cls: type[torch.optim.Optimizer] = LazyAdamW if cfg.optimizer == "adamw" else LazyAdam
     else:
         cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     # fp16's grad scaler unscales sparse gradients itself only for an optimizer that is not fused
     fused = device.type in ("cpu", "cuda") and not (sparse and cfg.precision == "fp16")
-    return cls(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
+    return cls(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)  # type: ignore[call-arg]  # Adam's keywords
 
 
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
@@ -159,4 +159,5 @@ class _OnDevice:
         self.max_len, self.n_items = model.max_len, model.n_items
 
     def score(self, histories: torch.Tensor) -> torch.Tensor:
-        return self.model.score(histories.to(self.device))
+        score: Any = self.model.score
+        return score(histories.to(self.device))

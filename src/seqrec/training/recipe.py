@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from seqrec.data import Dataset
+from seqrec.data.dataset import Dataset
 from seqrec.errors import SeqrecError
 
 RECIPES = ("auto", "paper", "sasrec+")
@@ -42,7 +42,7 @@ class DataStats:
     lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False, compare=False)
 
     @classmethod
-    def of(cls, ds: Dataset) -> "DataStats":
+    def of(cls, ds: Dataset) -> DataStats:
         lengths = ds.lengths - np.where(ds.lengths >= 3, 2, 0)  # the leave-one-out training part
         p50, p90 = np.percentile(lengths, [50, 90]) if len(lengths) else (0.0, 0.0)
         return cls(ds.n_users, ds.n_items, int(lengths.sum()), float(p50), float(p90), lengths)

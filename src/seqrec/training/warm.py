@@ -8,7 +8,7 @@ blocks); each new item's row is the mean of the old item rows plus a little nois
 starts as an average item and fine-tuning moves it from there. The optimiser starts afresh (the
 trainer makes a new one).
 
-``with_events`` appends stored events (``seqrec.store``'s frame: user_id, item_id, timestamp) to a
+``with_events`` appends stored events (``seqrec.serving.store``'s frame: user_id, item_id, timestamp) to a
 data set's histories, in time order, for a retrain on yesterday's data plus today's events.
 """
 
@@ -22,9 +22,9 @@ import polars as pl
 import torch
 
 from seqrec.config import CleanConfig
-from seqrec.data import Dataset, IdMap, id_key
+from seqrec.data.dataset import Dataset, IdMap, id_key
 from seqrec.errors import SeqrecError
-from seqrec.model import SASRecModel
+from seqrec.models.sasrec import SASRecModel
 
 NEW_ITEM_NOISE = 0.1  # a new item's row: the old rows' mean plus this times their per-dimension std, in N(0, 1)
 
@@ -84,7 +84,7 @@ def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event stor
     """``ds``'s histories with ``events`` (columns user_id, item_id, timestamp) appended in time order;
     users and items seen first in the events are added. No cleaning is applied (the data set was
     cleaned when it was made; events are kept as they came). ``mark`` (``{"store": path, "rowid": n}``,
-    see ``seqrec.store.read_marked``) is kept in the data's meta as ``store_mark``."""
+    see ``seqrec.serving.store.read_marked``) is kept in the data's meta as ``store_mark``."""
     missing = {"user_id", "item_id"} - set(events.columns)
     if missing:
         raise SeqrecError(f"{source}: events need columns user_id and item_id, missing {sorted(missing)}")

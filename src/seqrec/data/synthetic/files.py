@@ -1,7 +1,7 @@
 """``seqrec synthetic``: a synthetic log (and optionally its catalogue) written to CSV or Parquet.
 
 Files are written atomically (a temp file beside the target, fsynced, renamed, the folder fsynced),
-the interactions a chunk of users at a time (``seqrec.synthetic_scale.iter_chunks``) while the next
+the interactions a chunk of users at a time (``seqrec.data.synthetic.scale.iter_chunks``) while the next
 chunk is generated, so memory stays that of a chunk or two. An existing file is replaced only when
 seqrec wrote it (a Parquet file with seqrec's key in its metadata, a CSV whose first line is the header
 seqrec writes) or with ``force``; anything else is refused naming the file.
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 
@@ -91,7 +92,7 @@ def write_synthetic(out: str | os.PathLike, n_users: int | None = None, n_items:
                     n_interactions: int | None = None, seed: int = 0, catalog: str | os.PathLike | None = None,
                     force: bool = False) -> dict[str, Any]:
     """Write a synthetic log to ``out`` (and its catalogue to ``catalog``); without sizes the embedded
-    data set (``seqrec.synthetic.generate(seed)``), else ``seqrec.synthetic_scale`` at those sizes
+    data set (``seqrec.data.synthetic.story.generate(seed)``), else ``seqrec.data.synthetic.scale`` at those sizes
     (all three needed). Returns counts and seconds."""
     out = Path(out)
     check_output_file(out, force)
@@ -103,15 +104,16 @@ def write_synthetic(out: str | os.PathLike, n_users: int | None = None, n_items:
     sizes = (n_users, n_items, n_interactions)
     t = time.perf_counter()
     if all(s is None for s in sizes):
-        from seqrec.synthetic import generate
+        from seqrec.data.synthetic.story import generate
 
         frame, cat = generate(seed=seed)
         frames: Iterator[pl.DataFrame] = iter([frame])
     elif any(s is None for s in sizes):
         raise SeqrecError("synthetic: give all of --users, --items and --interactions, or none (the embedded data set)")
     else:
-        from seqrec.synthetic_scale import iter_chunks, layout
+        from seqrec.data.synthetic.scale import iter_chunks, layout
 
+        assert n_users is not None and n_items is not None and n_interactions is not None
         lay = layout(seed, n_items)
         cat = lay.catalog
         frames = iter_chunks(n_users, n_items, n_interactions, seed, lay=lay)

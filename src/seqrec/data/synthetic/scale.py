@@ -1,7 +1,7 @@
-"""The synthetic story of ``seqrec.synthetic`` at any size: vectorised, users in chunks, bounded memory.
+"""The synthetic story of ``seqrec.data.synthetic.story`` at any size: vectorised, users in chunks, bounded memory.
 
 ``generate_large(n_users, n_items, n_interactions, seed)`` and ``write_synthetic(out, ...)`` (what
-``seqrec synthetic`` runs) tell the same story as ``seqrec.synthetic.generate``: films in one to three
+``seqrec synthetic`` runs) tell the same story as ``seqrec.data.synthetic.story.generate``: films in one to three
 genres with Zipf popularity, series of 3-6 parts watched in order, popular hubs between parts that tell
 which of several series a user is in, genre-affine free picks, strictly increasing timestamps per user,
 nobody watching a film twice. Nothing is of size users x items, and no Python loop runs per user:
@@ -23,15 +23,14 @@ memory is that of one chunk plus the catalogue and the per-user lengths.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Iterator
 
 import numpy as np
 import polars as pl
 
-from seqrec.errors import MAX_SEED, SeqrecError
-from seqrec.synthetic import (
+from seqrec.data.synthetic.story import (
     _ROMAN,
     _SUBTITLES,
     _T0,
@@ -42,6 +41,7 @@ from seqrec.synthetic import (
     _topk_gumbel,
     _zipf,
 )
+from seqrec.errors import MAX_SEED, SeqrecError
 
 CHUNK_ROWS = 2_000_000  # interactions per chunk of users
 P_CONTINUE, P_HUB, P_OTHER, P_END_IN_SERIES = 0.85, 0.55, 0.15, 0.65
@@ -335,7 +335,7 @@ def iter_chunks(n_users: int, n_items: int, n_interactions: int, seed: int = 0, 
 
 def generate_large(n_users: int, n_items: int, n_interactions: int, seed: int = 0,
                    **kwargs) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``(interactions, catalog)`` in memory, in the form of ``seqrec.synthetic.generate``."""
+    """``(interactions, catalog)`` in memory, in the form of ``seqrec.data.synthetic.story.generate``."""
     lay = layout(seed, n_items)
     frames = list(iter_chunks(n_users, n_items, n_interactions, seed, lay=lay, **kwargs))
     return pl.concat(frames), lay.catalog

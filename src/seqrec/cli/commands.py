@@ -6,12 +6,20 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import NoReturn
 
-from seqrec.cli_options import (_add_data_args, _add_eval_args, _add_train_args, _checked,
-                                _eval_config, _load, given_options)
-from seqrec.cli_models import add_model_commands
+from seqrec.cli.models import add_model_commands
+from seqrec.cli.options import (
+    _add_data_args,
+    _add_eval_args,
+    _add_train_args,
+    _checked,
+    _eval_config,
+    _load,
+    given_options,
+)
 from seqrec.errors import SeqrecError
 
 MODEL_HELP = "a baseline name (popularity, genre, markov, ar2, hybrid), 'all', or a model folder"
@@ -20,14 +28,14 @@ MODEL_HELP = "a baseline name (popularity, genre, markov, ar2, hybrid), 'all', o
 # ---------------------------------------------------------------------------- shared options
 def _scorer(spec: str, loo):
     """A fitted baseline by name, or the scorer stored in a model folder (checked against the data)."""
-    from seqrec.baselines import BASELINES, make_baseline
+    from seqrec.models.baselines import BASELINES, make_baseline
 
     if spec in BASELINES:
         return make_baseline(spec, loo)
     path = Path(spec)
     if not path.exists():
         raise SeqrecError(f"unknown model {spec!r}: expected one of {', '.join(BASELINES)}, 'all', or a model folder")
-    from seqrec.folder import load_folder
+    from seqrec.models.folder import load_folder
 
     bundle = load_folder(path)
     theirs, ours = bundle.dataset.fingerprint(), loo.data.fingerprint()
@@ -40,7 +48,7 @@ def _scorer(spec: str, loo):
 
 
 def _model_specs(specs: Sequence[str], data) -> list[str]:
-    from seqrec.baselines import BASELINES
+    from seqrec.models.baselines import BASELINES
 
     out: list[str] = []
     for s in specs:
@@ -57,7 +65,7 @@ def _label(spec: str) -> str:
 
 # ---------------------------------------------------------------------------- commands
 def cmd_download(args: argparse.Namespace) -> None:
-    from seqrec.download import download
+    from seqrec.data.download import download
 
     path = download(args.name, args.dir, quiet=args.quiet, force=args.force)
     print(path)
@@ -80,7 +88,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps({"before": before, "after": after, "cleaning": ds.meta.get("cleaning", {})}, default=str))
         return
-    from seqrec.report import markdown_table
+    from seqrec.evaluation.report import markdown_table
 
     keys = ["users", "items", "interactions", "density", "length_mean", "length_min", "length_max"]
     rows = [{"": k, "before cleaning": before.get(k), "after cleaning": after.get(k)} for k in keys]
@@ -92,8 +100,8 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 
 def _evaluate_rows(data_specs: Sequence[str], model_specs: Sequence[str], protocols: Sequence[str], args) -> list[dict]:
-    from seqrec.evaluate import check_budget, evaluate
-    from seqrec.split import LeaveOneOut
+    from seqrec.data.split import LeaveOneOut
+    from seqrec.evaluation.evaluator import check_budget, evaluate
 
     rows = []
     for dspec in data_specs:
@@ -116,7 +124,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 else rows))
         return
-    from seqrec.report import markdown_table
+    from seqrec.evaluation.report import markdown_table
 
     print(markdown_table(rows, ["data", "model", "protocol", "HR@10", "NDCG@10", "MRR", "users", "seconds"]))
 
@@ -130,7 +138,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    from seqrec.report import bar_chart, markdown_table
+    from seqrec.evaluation.report import bar_chart, markdown_table
 
     cols = ["HR@10", "NDCG@10", "MRR"]
     table = []
@@ -156,8 +164,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         options["quiet"] = True
     ds = _load(args.data, args)
     if args.from_store:
-        from seqrec.store import read_marked
-        from seqrec.warm import with_events
+        from seqrec.serving.store import read_marked
+        from seqrec.training.warm import with_events
 
         events, rowid = read_marked(args.from_store)
         ds = with_events(ds, events, source=args.from_store,
@@ -166,12 +174,13 @@ def cmd_train(args: argparse.Namespace) -> None:
             print(f"{ds.meta['events_added']:,} events from {args.from_store} added to {args.data}", flush=True)
     model = SASRec(recipe=args.recipe, **options).fit(ds, out_dir=args.out, resume=args.resume,
                                                       init_from=args.init_from)
-    from seqrec.distributed import is_main
-    from seqrec.report import markdown_table
+    from seqrec.evaluation.report import markdown_table
+    from seqrec.training.distributed import is_main
 
     if not is_main():  # under torchrun rank 0 reports
         return
     res = model.result_
+    assert res is not None
     print(markdown_table([{"split": "valid (best)", **_pick(res.best_valid)}, {"split": "test", **_pick(res.test)}]))
     print(f"model folder: {args.out}")
 
@@ -181,13 +190,13 @@ def _pick(m: dict) -> dict:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from seqrec.report import plot_run
+    from seqrec.evaluation.report import plot_run
 
     print(plot_run(args.run_dir))
 
 
 def cmd_synthetic(args: argparse.Namespace) -> None:
-    from seqrec.synthetic_files import write_synthetic
+    from seqrec.data.synthetic.files import write_synthetic
 
     r = write_synthetic(args.out, args.users, args.items, args.interactions, seed=args.seed, catalog=args.catalog,
                         force=args.force)
@@ -195,7 +204,7 @@ def cmd_synthetic(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from seqrec.demo import demo
+    from seqrec.cli.demo import demo
 
     demo(args.data, host=args.host, port=args.port, quiet=args.quiet, retrain=args.retrain, serve=not args.no_serve)
 
