@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqrec.config import TrainConfig, TrainResult
+from seqrec.config import SplitConfig, TrainConfig, TrainResult
 from seqrec.data.dataset import PAD, Dataset
 from seqrec.errors import SeqrecError
 from seqrec.models.sasrec import SASRecModel
@@ -71,7 +71,7 @@ class SASRec:
 
     # ------------------------------------------------------------------ training
     def fit(self, data: Any, out_dir: str | os.PathLike | None = None, resume: bool = False,
-            valid: bool = True, init_from: str | os.PathLike | None = None) -> SASRec:
+            valid: bool = True, init_from: str | os.PathLike | None = None, **scheme: Any) -> SASRec:
         """Train on ``data`` (a Dataset, or anything ``seqrec.data.readers.load_dataset`` reads).
 
         ``valid=False`` skips validation and early stopping and keeps the last weights. With
@@ -82,8 +82,11 @@ class SASRec:
         the optimiser starts afresh; the training options come from the recipe and the caller.
         With ``nproc > 1`` that many worker processes train (``seqrec.training.distributed``) into ``out_dir`` (or a
         temporary folder) and the fitted model is read back from it.
+        ``scheme="temporal"`` with ``cutoff`` (a date or a quantile of event times) and ``horizon`` (``"7d"``)
+        validates and tests on a cut in time instead of leave-one-out (``SplitConfig``).
         """
-        self._take(fit_model(self.recipe, self.options, self._dataset(data), out_dir, resume, valid, init_from))
+        split = SplitConfig(**scheme)
+        self._take(fit_model(self.recipe, self.options, self._dataset(data), out_dir, resume, valid, init_from, split))
         return self
 
     def _take(self, fitted: Fitted) -> None:
@@ -105,10 +108,14 @@ class SASRec:
         return self.model_
 
     # ------------------------------------------------------------------ use
-    def evaluate(self, data: Any = None, protocol: str = "full", split: str = "test", **eval_options: Any) -> dict[str, float]:
-        """Leave-one-out metrics on the training data set (or ``data`` with the same item ids)."""
-        from seqrec.data.split import LeaveOneOut
+    def evaluate(self, data: Any = None, protocol: str = "full", split: str = "test", scheme: str = "loo",
+                 cutoff: str | None = None, horizon: str | None = None, **eval_options: Any) -> dict[str, float]:
+        """Metrics on the training data set (or ``data`` with the same item ids): leave-one-out, or with
+        ``scheme="temporal"`` on a cut in time (``cutoff``; ``horizon`` adds recall and NDCG over the items
+        each user takes within that time after the cut)."""
+        from seqrec.data.split import TemporalSplit, make_split
         from seqrec.evaluation.evaluator import EvalConfig, evaluate
+        from seqrec.evaluation.horizon import evaluate_horizon
 
         model = self._check_fitted()
         trained = self.dataset_
@@ -121,7 +128,11 @@ class SASRec:
         if unknown:
             raise SeqrecError(f"evaluate: unknown options {unknown}; allowed: {sorted(known)}")
         config = EvalConfig(split=split, protocol=protocol, **eval_options)  # type: ignore[arg-type]  # checked there
-        return evaluate(model, LeaveOneOut(ds), config)
+        parts = make_split(ds, SplitConfig(scheme, cutoff, horizon))  # type: ignore[arg-type]  # checked there
+        out = evaluate(model, parts, config)
+        if isinstance(parts, TemporalSplit) and parts.horizon is not None and split == "test":
+            out.update(evaluate_horizon(model, parts, config.ks, exclude_seen=config.exclude_seen))
+        return out
 
     def score(self, histories: torch.Tensor | np.ndarray | Sequence[Sequence[int]]) -> torch.Tensor:
         """Scores [B, N+1] (column 0 = PAD) for histories of internal item ids.

@@ -306,6 +306,49 @@ def parse_bytes(value: Any, name: str = "memory_budget") -> int:
     raise SeqrecError(f"{name} must be {expected}, got {value!r}")
 
 
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str, field_name: str = "horizon") -> int:
+    """Seconds of ``7d``, ``12h``, ``30m``, ``3600s`` or ``2w``."""
+    s = str(text).strip().lower()
+    unit = s[-1:] if s[-1:] in _DURATION else ""
+    number = s[: -1] if unit else s
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and math.isfinite(value)):
+        raise SeqrecError(f"{field_name} must be a positive duration such as 7d, 12h, 30m or 3600s, got {text!r}")
+    return int(round(value * _DURATION[unit or "s"]))
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How interactions are split into training, validation and test parts; values are checked at construction."""
+
+    scheme: Literal["loo", "temporal"] = _opt(
+        "loo", "loo: each user's last item is the test target, the one before it the validation target (the "
+               "literature's protocol); temporal: one global cut in time, training only before it")
+    cutoff: str | None = _opt(
+        None, "temporal: the test cut, a date (2018-01-01, 2018-01-01T12:00, UTC) or a quantile of the event "
+              "times in (0, 1) (default 0.9); validation cuts as far before it as the test part reaches after it")
+    horizon: str | None = _opt(
+        None, "temporal: also score, per test user, every item taken within this time after the cut (7d, 12h, "
+              "30m, 3600s): recall and NDCG at k over that set")
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("loo", "temporal"):
+            raise SeqrecError(f"scheme must be 'loo' or 'temporal', got {self.scheme!r}")
+        if self.scheme == "loo" and (self.cutoff is not None or self.horizon is not None):
+            raise SeqrecError("cutoff and horizon belong to the temporal scheme: add scheme='temporal' "
+                              "(--scheme temporal)")
+        if self.horizon is not None:
+            parse_duration(self.horizon)
+        if self.cutoff is not None and not isinstance(self.cutoff, str):
+            object.__setattr__(self, "cutoff", str(self.cutoff))
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """What to evaluate and how; values are checked at construction."""

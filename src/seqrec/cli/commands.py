@@ -18,6 +18,7 @@ from seqrec.cli.options import (
     _checked,
     _eval_config,
     _load,
+    _split_config,
     given_options,
 )
 from seqrec.errors import SeqrecError
@@ -100,22 +101,30 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 
 def _evaluate_rows(data_specs: Sequence[str], model_specs: Sequence[str], protocols: Sequence[str], args) -> list[dict]:
-    from seqrec.data.split import LeaveOneOut
+    from seqrec.data.split import TemporalSplit, make_split
     from seqrec.evaluation.evaluator import check_budget, evaluate
+    from seqrec.evaluation.horizon import evaluate_horizon
 
     rows = []
     for dspec in data_specs:
         ds = _load(dspec, args)
-        loo = LeaveOneOut(ds)
+        loo = make_split(ds, _split_config(args))
+        cut = loo.describe() if isinstance(loo, TemporalSplit) else {}
+        if cut and not args.quiet:
+            print("temporal split: " + ", ".join(f"{k} {v}" for k, v in cut.items() if k != "scheme"), flush=True)
         for protocol in protocols:  # a memory budget that cannot hold one user's scores: refused before any fit
             check_budget(ds.n_items, _eval_config(args, protocol))
         for mspec in _model_specs(model_specs, ds):
             t = time.perf_counter()
             scorer = _scorer(mspec, loo)
             for protocol in protocols:
-                metrics = evaluate(scorer, loo, _eval_config(args, protocol), progress=not args.quiet)
+                config = _eval_config(args, protocol)
+                metrics = evaluate(scorer, loo, config, progress=not args.quiet)
+                if isinstance(loo, TemporalSplit) and loo.horizon is not None and config.split == "test":
+                    metrics.update(evaluate_horizon(scorer, loo, config.ks, exclude_seen=config.exclude_seen))
+                extra = {k: cut[k] for k in ("cut", "cold_users", "cold_targets")} if cut else {}
                 rows.append({"data": ds.meta.get("name", dspec), "model": _label(mspec), "protocol": protocol, **metrics,
-                             "seconds": round(time.perf_counter() - t, 2)})
+                             **extra, "seconds": round(time.perf_counter() - t, 2)})
     return rows
 
 
@@ -126,7 +135,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return
     from seqrec.evaluation.report import markdown_table
 
-    print(markdown_table(rows, ["data", "model", "protocol", "HR@10", "NDCG@10", "MRR", "users", "seconds"]))
+    cols = ["data", "model", "protocol", "HR@10", "NDCG@10", "MRR", "users"]
+    cols += [c for c in ("Recall@10 (horizon)", "NDCG@10 (horizon)", "cold_targets") if c in rows[0]]
+    print(markdown_table(rows, [*cols, "seconds"]))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -140,7 +151,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         return
     from seqrec.evaluation.report import bar_chart, markdown_table
 
-    cols = ["HR@10", "NDCG@10", "MRR"]
+    cols = ["HR@10", "NDCG@10", "MRR"] + [c for c in ("Recall@10 (horizon)", "NDCG@10 (horizon)") if c in rows[0]]
     table = []
     for r in rows:
         row = {"data": r["data"], "model": r["model"]}
@@ -173,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if not args.quiet:
             print(f"{ds.meta['events_added']:,} events from {args.from_store} added to {args.data}", flush=True)
     model = SASRec(recipe=args.recipe, **options).fit(ds, out_dir=args.out, resume=args.resume,
-                                                      init_from=args.init_from)
+                                                      init_from=args.init_from, split=_split_config(args))
     from seqrec.evaluation.report import markdown_table
     from seqrec.training.distributed import is_main
 
@@ -182,6 +193,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     res = model.result_
     assert res is not None
     print(markdown_table([{"split": "valid (best)", **_pick(res.best_valid)}, {"split": "test", **_pick(res.test)}]))
+    if "Recall@10 (horizon)" in res.test:
+        print(f"test over the horizon: Recall@10 {res.test['Recall@10 (horizon)']:.4f}, "
+              f"NDCG@10 {res.test['NDCG@10 (horizon)']:.4f} ({res.test['horizon_users']:,} users)")
     print(f"model folder: {args.out}")
 
 
@@ -250,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(sp)
     sp.add_argument("--json", action="store_true")
 
-    sp = add("evaluate", cmd_evaluate, "evaluate one model (or all baselines) leave-one-out")
+    sp = add("evaluate", cmd_evaluate, "evaluate one model (or all baselines): leave-one-out, or on a cut in time")
     _add_data_args(sp)
     sp.add_argument("--model", default="popularity", help=MODEL_HELP)
     sp.add_argument("--protocol", choices=["full", "sampled"], default="full", help="full ranking (default) or 1+100 sampled")

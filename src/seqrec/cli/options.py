@@ -127,6 +127,20 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     from seqrec.config import EvalConfig
 
     add_config_args(p.add_argument_group("evaluation"), EvalConfig, skip=("protocol",), aliases={"ks": "--k"})
+    _add_split_args(p)
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    """``SplitConfig``'s fields: leave-one-out (default) or one cut in time."""
+    from seqrec.config import SplitConfig
+
+    add_config_args(p.add_argument_group("split"), SplitConfig)
+
+
+def _split_config(args: argparse.Namespace):
+    from seqrec.config import SplitConfig
+
+    return SplitConfig(**config_options(args, SplitConfig))
 
 
 def _eval_config(args: argparse.Namespace, protocol: str):
@@ -199,6 +213,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="auto: chosen from the data's statistics (default); paper: Kang & McAuley 2018 (BCE); "
                         "sasrec+: full cross-entropy as in the SASRec+ paper. Explicit flags win.")
     add_option_args(g)
+    _add_split_args(p)
 
 
 

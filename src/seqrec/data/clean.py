@@ -37,6 +37,7 @@ class Cleaned:
     items: np.ndarray  # int32 codes
     raw_users: pl.Series
     raw_items: pl.Series
+    times: np.ndarray | None  # int64 epoch seconds of each interaction kept (None: the input had no times)
     has_timestamps: bool
     before: dict[str, Any]  # counts of the input (summary)
     report: dict[str, Any]  # the config and what each step left
@@ -53,6 +54,11 @@ def clean(frame: pl.DataFrame, config: CleanConfig = CleanConfig(), label: str =
     order = ["user", "timestamp"] if has_time else ["user"]
     # a stable sort: ties (and files without timestamps) keep file order; rating only to filter on
     frame = _sorted(frame.select(*order, "item", *(["rating"] if config.min_rating is not None else [])), order)
+    times = None
+    if has_time:
+        if not frame["timestamp"].null_count():
+            times = frame["timestamp"].to_numpy().astype(np.int64)
+        frame = frame.drop("timestamp")
     users, raw_users = _codes(frame["user"], in_order=True)
     items, raw_items = _codes(frame["item"])
     n_users, n_items = len(raw_users), len(raw_items)
@@ -61,16 +67,18 @@ def clean(frame: pl.DataFrame, config: CleanConfig = CleanConfig(), label: str =
     if config.min_rating is not None:
         keep = (frame["rating"] >= config.min_rating).fill_null(False).to_numpy()
         users, items = users[keep], items[keep]
+        times = None if times is None else times[keep]
         cleaning["after_min_rating"] = len(users)
     del frame
     if config.dedupe:  # the first of each (user, item) pair in time order
         _, first = np.unique(users.astype(np.int64) * n_items + items, return_index=True)
         first.sort()
         users, items = users[first], items[first]
+        times = None if times is None else times[first]
         cleaning["after_dedupe"] = len(users)
     k = DEFAULT_K_CORE if config.k_core is None else config.k_core
     cleaning["k_core"] = k
-    users, items, steps = _k_core_codes(users, items, n_users, n_items, k)
+    users, items, times, steps = _k_core_codes(users, items, times, n_users, n_items, k)
     cleaning["k_core_steps"] = steps
     if len(users) == 0:
         trail = "; ".join(
@@ -82,7 +90,7 @@ def clean(frame: pl.DataFrame, config: CleanConfig = CleanConfig(), label: str =
             f"k_core={k}; started with {before['users']} users, {before['items']} items, "
             f"{before['interactions']} interactions; {trail or 'no k-core pass'})"
         )
-    return Cleaned(users, items, raw_users, raw_items, has_time, before, cleaning)
+    return Cleaned(users, items, raw_users, raw_items, times, has_time, before, cleaning)
 
 
 def summary(lengths: np.ndarray, n_items: int) -> dict[str, Any]:
@@ -110,9 +118,9 @@ def _int(value: Any) -> int:
 
 
 def _sorted(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-    """``frame`` in ``by`` order, ties in their order (a stable sort), without the columns after the first of
-    ``by``. Integer columns are sorted as one int64 key (user, then time) with numpy; none when in order."""
-    rest = [c for c in frame.columns if c not in by[1:]]
+    """``frame`` in ``by`` order, ties in their order (a stable sort). Integer columns are sorted as one int64
+    key (user, then time) with numpy; none when in order."""
+    rest = frame.columns
     cols = [frame[c] for c in by]
     if frame.height and all(c.dtype.is_integer() for c in cols):
         lows = [_int(c.min()) for c in cols]
@@ -152,22 +160,23 @@ def _codes(s: pl.Series, in_order: bool = False) -> tuple[np.ndarray, pl.Series]
     return (s.rank("dense").cast(pl.Int32) - 1).to_numpy(), s.unique().sort()
 
 
-def _k_core_codes(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
-                  k: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, int]]]:
-    """``k_core`` on code arrays (users, items in 0..n-1): the rows kept and one record per pass."""
+def _k_core_codes(users: np.ndarray, items: np.ndarray, times: np.ndarray | None, n_users: int, n_items: int,
+                  k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[dict[str, int]]]:
+    """Iterated k-core on code arrays (users, items in 0..n-1; times alongside, if any): the rows kept and
+    one record per pass (users, items, interactions left)."""
     steps: list[dict[str, int]] = []
     if k <= 1:
-        return users, items, steps
+        return users, items, times, steps
     while True:
         before = len(users)
         keep = np.bincount(users, minlength=n_users)[users] >= k  # users first, then items, as k_core
         if not keep.all():
-            users, items = users[keep], items[keep]
+            users, items, times = users[keep], items[keep], None if times is None else times[keep]
         keep = np.bincount(items, minlength=n_items)[items] >= k
         if not keep.all():
-            users, items = users[keep], items[keep]
+            users, items, times = users[keep], items[keep], None if times is None else times[keep]
         steps.append({"users": int(np.count_nonzero(np.bincount(users, minlength=n_users))),
                       "items": int(np.count_nonzero(np.bincount(items, minlength=n_items))),
                       "interactions": len(users)})
         if len(users) == before or len(users) == 0:
-            return users, items, steps
+            return users, items, times, steps

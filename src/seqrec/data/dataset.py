@@ -142,6 +142,7 @@ class Dataset:
     item_ids: IdMap
     catalog: pl.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    times: np.ndarray | None = None  # int64 epoch seconds aligned with ``items`` (None: no timestamps)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -173,6 +174,7 @@ class Dataset:
             user_ids=IdMap(raw_users, offset=0),
             item_ids=IdMap(raw_items, offset=1),
             catalog=_normalise_catalog(catalog, raw_items),
+            times=cleaned.times,
         )
         ds.meta = {
             "format_version": FORMAT_VERSION,
@@ -242,7 +244,7 @@ class Dataset:
 
     def _write(self, folder: Path) -> None:
         """The files of a prepared folder into ``folder`` (new, holding only its marker), manifest last."""
-        write_prepared(folder, self.offsets, self.items, self.user_ids.raw, self.catalog, self.meta)
+        write_prepared(folder, self.offsets, self.items, self.user_ids.raw, self.catalog, self.meta, self.times)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Dataset:
@@ -251,5 +253,5 @@ class Dataset:
         ``SeqrecError`` naming the file and what was expected. Nothing is unpickled."""
         path = Path(path)
         recover_dir(path, clean=False)
-        offsets, items, users, catalog, meta = read_prepared(path)
-        return cls(offsets, items, IdMap(users["raw_id"], 0), IdMap(catalog["raw_id"], 1), catalog, meta)
+        offsets, items, users, catalog, meta, times = read_prepared(path)
+        return cls(offsets, items, IdMap(users["raw_id"], 0), IdMap(catalog["raw_id"], 1), catalog, meta, times)

@@ -1,6 +1,7 @@
 """A prepared data set folder's files, written into a folder being built and read back strictly.
 
-``sequences.npz`` (the CSR arrays ``offsets`` int64 [U+1] and ``items`` int32, no pickle),
+``sequences.npz`` (the CSR arrays ``offsets`` int64 [U+1] and ``items`` int32, and ``times`` int64 epoch seconds
+aligned with ``items`` when the data had timestamps; no pickle),
 ``users.parquet`` (``raw_id`` per user), ``catalog.parquet`` (one row per item: ``item``, ``raw_id``,
 ``title``, ``genres``, ``year``, optional ``attributes``) and ``meta.json`` (name, source, cleaning,
 counts), then ``manifest.json`` (``seqrec.files``). Reading checks the manifest before any binary file
@@ -36,9 +37,10 @@ FORMAT_VERSION = 1
 
 
 def write_prepared(folder: Path, offsets: np.ndarray, items: np.ndarray, user_raw: Any, catalog: pl.DataFrame,
-                   meta: dict[str, Any]) -> None:
+                   meta: dict[str, Any], times: np.ndarray | None = None) -> None:
     """The files of a prepared folder into ``folder`` (new, holding only its marker), manifest last."""
-    _files._op(f"write {SEQUENCES}", _write_npz, folder / SEQUENCES, offsets=offsets, items=items)
+    arrays = dict(offsets=offsets, items=items, **({} if times is None else {"times": times}))
+    _files._op(f"write {SEQUENCES}", _write_npz, folder / SEQUENCES, **arrays)
     _files._op(f"write {USERS}", pl.DataFrame({"raw_id": user_raw}).write_parquet, folder / USERS)
     _files._op(f"write {CATALOG}", catalog.write_parquet, folder / CATALOG)
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
@@ -46,8 +48,9 @@ def write_prepared(folder: Path, offsets: np.ndarray, items: np.ndarray, user_ra
     write_manifest(folder, DATA_FILES)
 
 
-def read_prepared(path: Path) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """``(offsets, items, users, catalog, meta)`` of the prepared folder ``path``, checked."""
+def read_prepared(path: Path) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, pl.DataFrame, dict[str, Any],
+                                       np.ndarray | None]:
+    """``(offsets, items, users, catalog, meta, times or None)`` of the prepared folder ``path``, checked."""
     meta_file = path / META
     if not meta_file.is_file():
         raise SeqrecError(f"{path}: not a prepared data set (no meta.json)")
@@ -65,7 +68,7 @@ def read_prepared(path: Path) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, pl.
     for name in DATA_FILES:
         if not (path / name).is_file():
             raise SeqrecError(f"{path}: prepared data set is incomplete: {name} is missing")
-    offsets, items = _read_sequences(path / SEQUENCES)
+    offsets, items, times = _read_sequences(path / SEQUENCES)
     n_users = len(offsets) - 1
     users = _read_parquet(path / USERS)
     catalog = _read_parquet(path / CATALOG)
@@ -78,7 +81,7 @@ def read_prepared(path: Path) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, pl.
     for key, value in (("users", n_users), ("items", n_items), ("interactions", len(items))):
         if key in meta and meta[key] != value:
             raise SeqrecError(f"{meta_file}: says {meta[key]} {key} but the folder's files hold {value}")
-    return offsets, items, users, catalog, meta
+    return offsets, items, users, catalog, meta, times
 
 
 def _write_npz(file: Path, **arrays: np.ndarray) -> None:
@@ -97,17 +100,21 @@ def _check_meta(meta: dict[str, Any], file: Path) -> None:
             raise SeqrecError(f"{file}: '{key}' must be a count (an integer >= 0), got {v!r}")
 
 
-def _read_sequences(file: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_sequences(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     try:
         with np.load(file, allow_pickle=False) as z:
             names = sorted(z.files)
-            if names != ["items", "offsets"]:
-                raise SeqrecError(f"{file}: expected the arrays ['items', 'offsets'], got {names}")
+            if names not in (["items", "offsets"], ["items", "offsets", "times"]):
+                raise SeqrecError(f"{file}: expected the arrays ['items', 'offsets'] (and 'times'), got {names}")
             offsets, items = z["offsets"], z["items"]
+            times = z["times"] if "times" in names else None
     except SeqrecError:
         raise
     except Exception as e:  # numpy and zipfile raise many types for a damaged archive
         raise SeqrecError(f"{file}: not a readable sequences file ({type(e).__name__}: {e})") from e
+    if times is not None and (times.shape != items.shape or times.dtype.kind not in "iu"):
+        raise SeqrecError(f"{file}: 'times' must be integers, one per item ({len(items)}), got {times.dtype} of "
+                          f"shape {times.shape}")
     for name, a in (("offsets", offsets), ("items", items)):
         if a.ndim != 1 or a.dtype.kind not in "iu":
             raise SeqrecError(f"{file}: '{name}' must be a 1-D integer array, got {a.dtype} of shape {a.shape}")
@@ -115,7 +122,7 @@ def _read_sequences(file: Path) -> tuple[np.ndarray, np.ndarray]:
     if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(items) or np.any(np.diff(offsets) < 0):
         raise SeqrecError(f"{file}: 'offsets' must rise from 0 to the number of items ({len(items)}), one entry per "
                           f"user plus one")
-    return offsets, items
+    return offsets, items, None if times is None else times.astype(np.int64, copy=False)
 
 
 def _read_parquet(file: Path) -> pl.DataFrame:

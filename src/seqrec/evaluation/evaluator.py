@@ -70,7 +70,7 @@ import numpy as np
 import torch
 
 from seqrec.config import SEEN_TARGET, EvalConfig, parse_bytes  # noqa: F401  (re-exported)
-from seqrec.data.split import LeaveOneOut, Segments
+from seqrec.data.split import Segments, Split
 from seqrec.errors import SeqrecError
 from seqrec.evaluation.sampling import sample_negatives
 
@@ -261,7 +261,7 @@ def _update_coverage(cover: dict[int, torch.Tensor], scores: torch.Tensor, item_
 
 
 def evaluate(
-    scorer: Scorer, loo: LeaveOneOut, config: EvalConfig = EvalConfig(), progress: bool = False
+    scorer: Scorer, loo: Split, config: EvalConfig = EvalConfig(), progress: bool = False
 ) -> dict[str, float]:
     """Evaluate ``scorer`` on the validation or test targets of ``loo``; see the module notes.
 

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 import torch
 
 from seqrec.data.dataset import PAD
-from seqrec.data.split import LeaveOneOut, Segments
+from seqrec.data.split import Segments, Split
 from seqrec.errors import SeqrecError
 from seqrec.evaluation.evaluator import EvalConfig, Scorer, evaluate
 
@@ -134,7 +134,7 @@ class _Baseline:
         self.popularity: np.ndarray | None = None  # scaled training counts, float32 [n_items + 1]
         self.counts: np.ndarray | None = None
 
-    def _fit_popularity(self, loo: LeaveOneOut) -> Segments:
+    def _fit_popularity(self, loo: Split) -> Segments:
         if loo.data.n_items != self.n_items:
             raise SeqrecError(f"{self.name} was built for {self.n_items} items but the data set has {loo.data.n_items}")
         train = loo.train()
@@ -180,7 +180,7 @@ class Popularity(_Baseline):
 
     name = "popularity"
 
-    def fit(self, loo: LeaveOneOut) -> Popularity:
+    def fit(self, loo: Split) -> Popularity:
         self._fit_popularity(loo)
         return self
 
@@ -199,7 +199,7 @@ class Markov(_Baseline):
         self.eps = float(eps)
         self.transitions: sp.csr_matrix | None = None
 
-    def fit(self, loo: LeaveOneOut) -> Markov:
+    def fit(self, loo: Split) -> Markov:
         train = self._fit_popularity(loo)
         width = self.n_items + 1
         keys, counts = _key_counts(prev * width + nxt for prev, nxt in _grams(train, 1))
@@ -230,7 +230,7 @@ class AR2(_Baseline):
         self.pair_keys: np.ndarray | None = None  # sorted a * (n_items + 1) + b
         self.pairs: sp.csr_matrix | None = None  # one row per pair key
 
-    def fit(self, loo: LeaveOneOut) -> AR2:
+    def fit(self, loo: Split) -> AR2:
         train = self._fit_popularity(loo)
         self.markov.fit(loo)
         width = self.n_items + 1
@@ -286,7 +286,7 @@ class Hybrid(_Baseline):
         self.markov = Markov(n_items, eps=0.0)
         self.tuning: dict[float, float] = {}  # alpha -> validation NDCG@10
 
-    def fit(self, loo: LeaveOneOut) -> Hybrid:
+    def fit(self, loo: Split) -> Hybrid:
         self._fit_popularity(loo)
         self.markov.fit(loo)
         if self.fixed_alpha:
@@ -329,7 +329,7 @@ class Genre(_Baseline):
         self.item_genres: torch.Tensor | None = None  # multi-hot [n_items + 1, G]
         self.item_share: torch.Tensor | None = None  # 1 / the item's number of genres (0 without genres)
 
-    def fit(self, loo: LeaveOneOut) -> Genre:
+    def fit(self, loo: Split) -> Genre:
         self._fit_popularity(loo)
         catalog = loo.data.catalog
         name = loo.data.meta.get("name", "data set")
@@ -375,7 +375,7 @@ _FACTORIES = {"popularity": Popularity, "genre": Genre, "markov": Markov, "ar2":
 BASELINES = tuple(_FACTORIES)  # the names, in this order
 
 
-def make_baseline(name: str, loo: LeaveOneOut) -> Scorer:
+def make_baseline(name: str, loo: Split) -> Scorer:
     """A baseline by name, fitted on ``loo``'s training data."""
     key = str(name).strip().lower()
     if key not in _FACTORIES:

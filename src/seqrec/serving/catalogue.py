@@ -251,7 +251,8 @@ def add_to_catalogue(dataset: Dataset, records: Sequence[Mapping[str, Any]],
     catalog = catalog.with_columns(pl.Series("raw_id", raw[:n].tolist()))
     catalog = pl.concat([catalog, new.select(catalog.columns).cast(catalog.schema)], how="vertical")
     meta = dict(dataset.meta)
-    grown = Dataset(dataset.offsets, dataset.items, dataset.user_ids, IdMap(raw, offset=1), catalog, meta)
+    grown = Dataset(dataset.offsets, dataset.items, dataset.user_ids, IdMap(raw, offset=1), catalog, meta,
+                    dataset.times)
     meta.update(grown.counts())
     meta["added_items"] = int(meta.get("added_items", 0)) + len(raws)
     bare = [r for r, ids in zip(raws, rows) if not ids.any()]

@@ -21,14 +21,14 @@ import torch
 
 from seqrec.config import TrainConfig
 from seqrec.data.dataset import PAD
-from seqrec.data.split import LeaveOneOut
+from seqrec.data.split import Split
 from seqrec.errors import SeqrecError
 
 
 class Batches:
     """Index arrays for every training example, and each epoch's cropped batches (CPU tensors)."""
 
-    def __init__(self, loo: LeaveOneOut, max_len: int, cfg: TrainConfig) -> None:
+    def __init__(self, loo: Split, max_len: int, cfg: TrainConfig) -> None:
         seg = loo.train()
         m = np.maximum(seg.lengths - 1, 0).astype(np.int64)  # (input, target) pairs per user
         ends = (seg.ends - 1).astype(np.int64)  # input ends (exclusive); targets = inputs + 1

@@ -22,10 +22,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from seqrec.config import TrainConfig, TrainResult
+from seqrec.config import SplitConfig, TrainConfig, TrainResult
 from seqrec.data.dataset import Dataset
-from seqrec.data.split import LeaveOneOut
+from seqrec.data.split import TemporalSplit, make_split
 from seqrec.errors import SeqrecError
+from seqrec.evaluation.horizon import evaluate_horizon
 from seqrec.files import RUN_FILES
 from seqrec.models.sasrec import SASRecConfig, SASRecModel
 from seqrec.training import distributed
@@ -112,11 +113,14 @@ class Fitted:
 
 
 def fit_model(recipe: str, options: dict[str, Any], ds: Dataset, out_dir: str | os.PathLike | None = None,
-              resume: bool = False, valid: bool = True, init_from: str | os.PathLike | None = None) -> Fitted:
-    """Train a SASRec on ``ds`` under ``recipe`` and ``options`` (see the module's docstring)."""
+              resume: bool = False, valid: bool = True, init_from: str | os.PathLike | None = None,
+              split: SplitConfig | None = None) -> Fitted:
+    """Train a SASRec on ``ds`` under ``recipe`` and ``options`` (see the module's docstring), validated and
+    tested on ``split`` (leave-one-out by default; a temporal split's horizon adds set metrics to the test)."""
+    split = split or SplitConfig()
     _, given = check_options(recipe, options)
     if given.nproc > 1 and not distributed.launched():  # workers train and write the run; read it back
-        return _fit_in_workers(recipe, options, given, ds, out_dir, resume, valid, init_from)
+        return _fit_in_workers(recipe, options, given, ds, out_dir, resume, valid, init_from, split)
     start = None
     if init_from is not None:
         ds, start = warm_start(ds, init_from, options)
@@ -138,7 +142,12 @@ def fit_model(recipe: str, options: dict[str, Any], ds: Dataset, out_dir: str | 
             from seqrec.training.warm import warm_model
 
             model = warm_model(start, ds.n_items, seed=cfg.seed)
-    result = train(model, LeaveOneOut(ds), cfg, out_dir=None if out_dir is None else Path(out_dir), resume=resume)
+    parts = make_split(ds, split)
+    result = train(model, parts, cfg, out_dir=None if out_dir is None else Path(out_dir), resume=resume)
+    if isinstance(parts, TemporalSplit):
+        result.test.update({k: v for k, v in parts.describe().items() if k != "scheme"})
+        if parts.horizon is not None:
+            result.test.update(evaluate_horizon(model.eval(), parts, (10, 20)))
     fitted = Fitted(model.eval(), ds, result, model_options, resolved, cfg, chosen)
     if out_dir is not None and distributed.is_main():  # under several processes rank 0 writes
         save(fitted, out_dir, force=True, keep_files=RUN_FILES)
@@ -201,9 +210,9 @@ def load(path: str | os.PathLike) -> tuple[str, dict[str, Any], Fitted]:
 
 # ----------------------------------------------------------------------------- several processes
 def _fit_in_workers(recipe: str, options: dict[str, Any], given: TrainConfig, ds: Dataset, out_dir: Any,
-                    resume: bool, valid: bool, init_from: Any) -> Fitted:
+                    resume: bool, valid: bool, init_from: Any, split: SplitConfig) -> Fitted:
     spec = {"recipe": recipe, "options": options, "resume": resume, "valid": valid,
-            "init_from": None if init_from is None else str(init_from)}
+            "init_from": None if init_from is None else str(init_from), "split": dataclasses.asdict(split)}
     fitted, history = distributed.fit_in_workers(__name__, spec, given, ds, out_dir, lambda run: load(run)[2])
     fitted.result.history = history
     return fitted
@@ -217,7 +226,8 @@ def _worker(job: Path) -> int:
     try:
         spec = json.loads((job / "job.json").read_text())
         fit_model(spec["recipe"], spec["options"], Dataset.load(job / "data"), out_dir=spec["out_dir"],
-                  resume=spec["resume"], valid=spec["valid"], init_from=spec["init_from"])
+                  resume=spec["resume"], valid=spec["valid"], init_from=spec["init_from"],
+                  split=SplitConfig(**spec["split"]))
     except SeqrecError as e:
         (job / f"rank{rank}.error").write_text(str(e))
         return 2

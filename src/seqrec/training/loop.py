@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from seqrec.config import CHOICES, DEFAULT_NEGATIVES, LOSSES, TrainConfig, TrainResult  # noqa: F401  (re-exported)
-from seqrec.data.split import LeaveOneOut
+from seqrec.data.split import Split
 from seqrec.errors import SeqrecError
 from seqrec.evaluation.evaluator import EvalConfig, evaluate
 from seqrec.evaluation.report import METRICS
@@ -77,7 +77,7 @@ class RunState:
 class Run:
     """One training run: its objects, its state (``RunState``) and its checkpoint."""
 
-    def __init__(self, model: torch.nn.Module, loo: LeaveOneOut, cfg: TrainConfig, out_dir: str | Path | None,
+    def __init__(self, model: torch.nn.Module, loo: Split, cfg: TrainConfig, out_dir: str | Path | None,
                  group: Solo | None = None) -> None:
         if model.n_items != loo.data.n_items:
             raise SeqrecError(f"the model has {model.n_items} items but the data set has {loo.data.n_items}")
@@ -333,7 +333,7 @@ class Run:
         return result
 
 
-def train(model: torch.nn.Module, loo: LeaveOneOut, config: TrainConfig, out_dir: str | Path | None = None,
+def train(model: torch.nn.Module, loo: Split, config: TrainConfig, out_dir: str | Path | None = None,
           resume: bool = False, callback: Callable[[dict[str, Any]], Any] | None = None) -> TrainResult:
     """Train ``model`` on ``loo.train()``; validate, stop early, reload the best weights, test once.
 

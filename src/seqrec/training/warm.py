@@ -55,7 +55,7 @@ def extend_items(ds: Dataset, old: Dataset) -> tuple[Dataset, int]:
     catalog = pl.concat([new_rows, old_rows.select([c for c in old_rows.columns if c in new_rows.columns])],
                         how="diagonal_relaxed").sort("item").with_columns(pl.Series("raw_id", raw))
     out = Dataset(offsets=ds.offsets, items=to_final[ds.items].astype(np.int32), user_ids=ds.user_ids,
-                  item_ids=IdMap(raw, offset=1), catalog=catalog, meta=dict(ds.meta))
+                  item_ids=IdMap(raw, offset=1), catalog=catalog, meta=dict(ds.meta), times=ds.times)
     out.meta.update(out.counts())
     out.meta["warm_start"] = {"old_items": m, "new_items": int(len(fresh)), "old_items_absent": int(len(missing))}
     return out, int(len(fresh))
