@@ -33,8 +33,16 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     from seqrec.serving.recommender import Recommender
 
     _check_k(args.k)
-    if (args.history is None) == (args.user is None):
-        raise SeqrecError("give exactly one of --history 1,2,3 or --user ID")
+    table = args.all_users or args.users is not None
+    if sum([args.history is not None, args.user is not None, table]) != 1:
+        raise SeqrecError("give exactly one of --history 1,2,3, --user ID, --all-users or --users FILE")
+    if table and args.out is None:
+        raise SeqrecError("--all-users / --users: give --out recs.parquet (or .csv)")
+    if not table and (args.out is not None or args.shard is not None):
+        raise SeqrecError("--out and --shard go with --all-users or --users FILE")
+    if table:
+        _recommend_table(args)
+        return
     rec = Recommender.from_folder(args.model, backend="torch", index=args.index)
     if args.user is not None:
         result = rec.recommend_users([args.user], k=args.k)[0]
@@ -42,6 +50,23 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         history = [h.strip() for h in args.history.split(",") if h.strip()]
         result = rec.recommend(history, k=args.k)
     _print_items(result.items, args.json, {"unknown_items": result.unknown_items, "fallback": result.fallback})
+
+
+def _recommend_table(args: argparse.Namespace) -> None:
+    from seqrec.serving.recommender import Recommender
+    from seqrec.serving.table import parse_shard, recommend_table
+
+    parse_shard(args.shard)  # before the model loads
+    users = None
+    if args.users is not None:
+        try:
+            users = [line.strip() for line in Path(args.users).read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise SeqrecError(f"--users: cannot read {args.users} ({e})") from None
+    rec = Recommender.from_folder(args.model, backend=args.backend, index=args.index)
+    done = recommend_table(rec, args.out, k=args.k, users=users, shard=args.shard, memory_budget=args.memory_budget,
+                           force=args.force, progress=not args.quiet)
+    print(f"{done.rows:,} recommendations for {done.users:,} users in {done.seconds:.1f} s: {done.path}")
 
 
 def cmd_similar(args: argparse.Namespace) -> None:
@@ -98,6 +123,16 @@ def add_model_commands(add: Callable[[str, Callable, str], argparse.ArgumentPars
     sp.add_argument("--user", default=None, help="a user id from the training data")
     sp.add_argument("-k", type=int, default=10)
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--all-users", action="store_true",
+                    help="every user of the training data, written as a table to --out (user_id, rank, item_id, score)")
+    sp.add_argument("--users", default=None, help="a file of user ids, one a line: their table to --out")
+    sp.add_argument("--out", default=None, help="the table: FILE.parquet or FILE.csv (written atomically)")
+    sp.add_argument("--shard", default=None,
+                    help="i/n: this machine's share of the users (n shards concatenated in order = the whole table)")
+    sp.add_argument("--backend", choices=["auto", "torch", "onnx"], default="torch",
+                    help="scoring backend of the table (default torch)")
+    sp.add_argument("--memory-budget", default="2GB", help="memory for scores of the users ranked at once")
+    sp.add_argument("--force", action="store_true", help="replace an --out file seqrec did not write")
     _add_index_arg(sp)
 
     sp = add("similar", cmd_similar, "items most similar to an item (cosine of item embeddings)")

@@ -26,6 +26,7 @@ _KEY = b"created_by"
 _VALUE = b"seqrec synthetic"
 INTERACTION_HEADER = "user,item,timestamp"
 CATALOG_HEADER = "raw_id,title,genres,year"
+TABLE_HEADER = "user_id,rank,item_id,score"  # seqrec recommend --all-users
 
 
 def _seqrec_wrote(path: Path) -> bool:
@@ -33,10 +34,10 @@ def _seqrec_wrote(path: Path) -> bool:
         if path.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
 
-            return (pq.read_metadata(path).metadata or {}).get(_KEY) == _VALUE
+            return (pq.read_metadata(path).metadata or {}).get(_KEY, b"").startswith(b"seqrec ")
         with open(path, "rb") as f:
             first = f.readline(200).rstrip(b"\r\n").decode("utf-8", "replace")
-        return first in (INTERACTION_HEADER, CATALOG_HEADER)
+        return first in (INTERACTION_HEADER, CATALOG_HEADER, TABLE_HEADER)
     except (OSError, ValueError):  # unreadable or not Parquet (pyarrow's errors are these): not seqrec's
         return False
 
@@ -48,12 +49,12 @@ def check_output_file(path: Path, force: bool, flag: str = "--out") -> None:
     if path.is_dir():
         raise SeqrecError(f"{flag}: {path} is a folder; give the name of the file to write")
     if path.exists() and not force and not _seqrec_wrote(path):
-        raise SeqrecError(f"{flag}: {path} exists and was not written by seqrec synthetic; "
-                          f"give --force to replace it")
+        raise SeqrecError(f"{flag}: {path} exists and was not written by seqrec; give --force to replace it")
 
 
-def write_frames(path: Path, frames: Iterator[pl.DataFrame]) -> int:
-    """Write the frames one after the other as one CSV or Parquet file (by suffix), atomically; the rows."""
+def write_frames(path: Path, frames: Iterator[pl.DataFrame], created_by: bytes = _VALUE) -> int:
+    """Write the frames one after the other as one CSV or Parquet file (by suffix), atomically; the rows.
+    A Parquet file records ``created_by`` in its metadata (how seqrec knows the files it may replace)."""
     parquet = path.suffix.lower() == ".parquet"
     rows = 0
 
@@ -70,7 +71,8 @@ def write_frames(path: Path, frames: Iterator[pl.DataFrame]) -> int:
 
                     table = frame.to_arrow()
                     if writer is None:
-                        writer = pq.ParquetWriter(f, table.schema.with_metadata({_KEY: _VALUE}), compression="zstd")
+                        writer = pq.ParquetWriter(f, table.schema.with_metadata({_KEY: created_by}),
+                                                  compression="zstd")
                     pending = pool.submit(writer.write_table, table)
                 else:
                     pending = pool.submit(frame.write_csv, f, include_header=i == 0)
