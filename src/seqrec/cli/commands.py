@@ -223,6 +223,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     demo(args.data, host=args.host, port=args.port, quiet=args.quiet, retrain=args.retrain, serve=not args.no_serve)
 
 
+def cmd_replay(args: argparse.Namespace) -> None:
+    from seqrec.cli.replay import replay, table
+    from seqrec.evaluation.report import markdown_table
+
+    ds = _load(args.data, args)
+    options = {"threads": args.threads} if args.threads else {}
+    rows = replay(ds, args.out, period=args.period, periods=args.periods, k=args.k, epochs=args.epochs,
+                  warm_epochs=args.warm_epochs, seed=args.seed, options=options, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(table(rows, args.k)))
+        return
+    print(markdown_table(table(rows, args.k)))
+    print(f"chart: {Path(args.out) / 'replay.png'}")
+
+
 # ---------------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     """Bad arguments are one line on stderr, like every other error, and exit 2."""
@@ -295,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run_dir")
 
     add_model_commands(add)
+
+    sp = add("replay", cmd_replay, "replay the live loop over the last periods of a log: static, warm-started "
+                                   "and retrained models against popularity and Markov, period by period")
+    _add_data_args(sp)
+    sp.add_argument("--period", default="7d", help="length of a period (1d, 7d, 12h, ...)")
+    sp.add_argument("--periods", type=int, default=8, help="how many periods at the end of the log to replay")
+    sp.add_argument("-k", type=int, default=10)
+    sp.add_argument("--epochs", type=int, default=20, help="epochs of the initial model and of each retraining")
+    sp.add_argument("--warm-epochs", type=int, default=3, help="epochs of each warm start")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--threads", type=int, default=None)
+    sp.add_argument("--out", required=True, help="a new folder for the models, the event store and the chart")
+    sp.add_argument("--json", action="store_true")
 
     sp = add("demo", cmd_demo, "train (or reuse) a small SASRec and serve it with the web page")
     sp.add_argument("data", nargs="?", default="synthetic")

@@ -171,6 +171,9 @@ def _check_args(args: argparse.Namespace) -> None:
         check_output_folder(out, "model", force=True)
     elif args.command == "prepare":
         check_output_folder(out, "data", force=args.force)
+    elif args.command == "replay":
+        if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+            raise SeqrecError(f"--out: {out} exists and is not an empty folder; give a new folder")
     elif Path(out).is_dir():  # export-items, export-onnx: a file
         raise SeqrecError(f"--out: {out} is a folder; give the name of the file to write")
 

@@ -47,7 +47,7 @@ def extend_items(ds: Dataset, old: Dataset) -> tuple[Dataset, int]:
     old_raw, new_raw = old.item_ids.raw, ds.item_ids.raw[fresh]
     if old_raw.dtype != new_raw.dtype and len(new_raw):  # e.g. integer ids before, text ids now: text for all
         old_raw, new_raw = np.array(_keys(old_raw)), np.array(_keys(new_raw))
-    raw = np.concatenate([old_raw, new_raw])
+    raw = np.concatenate([old_raw, new_raw]) if len(new_raw) else old_raw  # no new item: the old ids' own type
     # catalogue: ds's row for every item it has, the old row for old items the new data lacks
     new_rows = ds.catalog.with_columns(pl.Series("item", to_final[1:].astype(np.int32)))
     missing = np.setdiff1d(np.arange(1, m + 1), to_final[1:][known])
