@@ -193,8 +193,9 @@ class TrainConfig:
     nproc: int = _opt(1, "training processes on this machine (torch.distributed: gloo on CPUs, NCCL on GPUs), each "
                          "with its share of every batch and the free cores / nproc threads; under torchrun leave it")
     epochs: int = _opt(200, "maximum epochs")
-    time_limit: float | None = _opt(None, "stop after this many seconds of training (validation excluded); a "
-                                          "cosine schedule then decays over this time instead of the epochs")
+    time_limit: float | None = _opt(None, "wall seconds the whole run may take, validation and the final test "
+                                          "included (training stops early enough for the last validation and the test); "
+                                          "a cosine schedule then decays over this time instead of the epochs")
     batch_size: int = _opt(128, "sequences per micro-batch (with nproc > 1: over all processes together)")
     eval_every: int = _opt(1, "validate every E epochs (0: never; then the last weights are kept)")
     eval_max_users: int | None = _opt(None, "validate on a seeded sample of this many users")
