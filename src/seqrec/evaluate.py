@@ -80,6 +80,8 @@ _CHUNK = 32  # rows ranked at a time on the CPU, in reused buffers (no fresh pag
 # enough that a chunk's scores stay in the core's cache between the passes over them (score, rank, top K)
 _CROP = 32  # leading all-PAD columns are cropped in steps of this many: the attention's blocks then see their
 # terms in the same vector lanes, so the scores are the same to the last bit as with the whole max_len
+_EXACT_COUNT = 2**24  # float32 holds every whole number below this: counts of columns summed as floats are exact
+_GROUP = 64  # top-K lists: columns taken in groups of this many; only the K groups with the highest maxima can hold them
 _RANK_BYTES = 6  # per candidate column of a row being ranked: float32 work copy, bool flags, bool exclusions
 _USER_BYTES = 64  # per evaluated user: inputs, selection, targets, ranks
 
@@ -209,14 +211,16 @@ def _checked(scores: torch.Tensor, batch: int, n_items: int) -> torch.Tensor:
     return scores.detach()
 
 
-def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False, finite: bool = False) -> torch.Tensor:
+def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False, finite: bool = False,
+                cover: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Ranks for one chunk of rows whose scores were copied into ``work`` (modified in place).
 
     Seen items and PAD are set to -inf, the target's own score is restored, then every other
     column with a score >= the target's counts against it. With ``miss`` a target that is one of
     the row's seen items stays removed (also from ``work``, so not in the top-K lists) and its
     rank is ``_MISS``. ``finite``: the scores are known to hold no NaN (the pass that maps NaN to
-    -inf is skipped).
+    -inf is skipped). ``cover``: the coverage flags are updated from the candidates' top K first
+    (``work`` then holds the comparisons with the target, not the scores).
     """
     ar = torch.arange(len(targets), device=work.device)
     if not finite:
@@ -232,8 +236,12 @@ def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False,
         work[ar, targets] = torch.where(gone, NEG_INF, t)
     else:
         work[ar, targets] = t
-    # counted as bytes: summing a bool tensor directly takes a much slower path on the CPU
-    ranks = torch.ge(work, t[:, None], out=flags).view(torch.uint8).sum(1, dtype=torch.int32).long() - 1
+    if cover is not None:
+        _update_coverage(cover, work, None)
+    if work.shape[1] < _EXACT_COUNT:  # compared in place (1.0 / 0.0) and summed as floats: whole numbers, exact
+        ranks = torch.ge(work, t[:, None], out=work).sum(1).long() - 1
+    else:  # counted as bytes: summing a bool tensor directly takes a much slower path on the CPU
+        ranks = torch.ge(work, t[:, None], out=flags).view(torch.uint8).sum(1, dtype=torch.int32).long() - 1
     lost = torch.isneginf(t)
     if lost.any():  # a -inf target ties every remaining candidate: its rank is their number
         excl = torch.zeros_like(flags)
@@ -273,9 +281,27 @@ def _target_seen(segs: Segments, targets: np.ndarray) -> np.ndarray:
     return out
 
 
+def _top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(scores, k, dim=1)`` (values, column indices) for wide rows: the top K of a row lie in the K
+    groups of ``_GROUP`` columns whose maxima are highest (ties aside, where either choice is a top K), so only
+    those groups and the last, partial one are searched: one pass over the row (the group maxima) instead of a
+    selection over all of it."""
+    rows, width = scores.shape
+    groups = width // _GROUP
+    if groups < 8 * k or not scores.is_contiguous():
+        return torch.topk(scores, k, dim=1)
+    whole = scores[:, : groups * _GROUP].view(rows, groups, _GROUP)
+    best = whole.amax(2).topk(k, dim=1).indices  # [rows, k] groups
+    cols = (best[:, :, None] * _GROUP + torch.arange(_GROUP, device=scores.device)).reshape(rows, -1)
+    tail = torch.arange(groups * _GROUP, width, device=scores.device).expand(rows, -1)
+    cols = torch.cat([cols, tail], dim=1)
+    vals, at = scores.gather(1, cols).topk(k, dim=1)
+    return vals, cols.gather(1, at)
+
+
 def _update_coverage(cover: dict[int, torch.Tensor], scores: torch.Tensor, item_ids: torch.Tensor | None) -> None:
     kmax = min(max(cover), scores.shape[1])
-    vals, idx = torch.topk(scores, kmax, dim=1)
+    vals, idx = _top(scores, kmax)
     if item_ids is not None:
         idx = item_ids.gather(1, idx)
     for k, seen in cover.items():
@@ -418,8 +444,7 @@ def _rank_block(fill, rows, tgt, segs, exclude_seen, miss, work, flags, cover, o
         seen = slice(bounds[c], bounds[c + 1])
         r_t = torch.from_numpy(r[seen].astype(np.int64) - lo).to(dev)
         i_t = torch.from_numpy(i[seen].astype(np.int64)).to(dev)
-        out[lo:hi] = _full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo], miss, finite).cpu().numpy()
-        _update_coverage(cover, w, None)
+        out[lo:hi] = _full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo], miss, finite, cover).cpu().numpy()
 
 
 def _key_order(ks: tuple[int, ...]) -> list[str]:
