@@ -2,6 +2,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -491,3 +492,26 @@ def test_sasrec_beats_popularity_and_ar1_on_synthetic_order_that_shuffling_remov
     assert ordered >= 1.3 * base["markov"], (ordered, base)
     assert shuffled < 2.5 * base_shuffled["popularity"], (shuffled, base_shuffled)
     assert ordered >= 2 * shuffled, (ordered, shuffled)
+
+
+def test_eval_share_spaces_validations_by_their_measured_cost(tmp_path, monkeypatch):
+    import seqrec.train as train_module
+
+    ds = small(n_users=80)
+    real = train_module.evaluate
+
+    def slow(*args, **kwargs):  # a validation that costs far more than an epoch
+        t = time.perf_counter()
+        out = real(*args, **kwargs)
+        while time.perf_counter() - t < 0.3:
+            pass
+        return out
+
+    monkeypatch.setattr(train_module, "evaluate", slow)
+    r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=12, eval_share=0.5, patience=None))
+    validated = [h["epoch"] for h in r.history if "valid" in h]
+    assert validated[0] == 1 and validated[-1] == 12 and 2 <= len(validated) < 12  # the first, then spaced out
+    gaps = np.diff(validated[:-1])
+    assert (gaps >= 2).all()
+    with pytest.raises(SeqrecError, match="eval_share"):
+        TrainConfig(eval_share=1.5)

@@ -43,7 +43,7 @@ from seqrec.report import METRICS
 from seqrec.split import LeaveOneOut
 
 _RESUME_MAY_CHANGE = {"epochs", "patience", "quiet", "device", "threads", "compile", "eval_max_users",
-                      "checkpoint_every_steps", "eval_every", "nproc"}
+                      "checkpoint_every_steps", "eval_every", "eval_share", "nproc"}
 
 
 class TrainingDiverged(SeqrecError):
@@ -63,6 +63,8 @@ class RunState:
     best_epoch: int = 0
     best_valid: dict[str, float] = field(default_factory=dict)
     bad_evals: int = 0  # validations since the best one
+    eval_gap: int = 0  # epochs between validations under eval_share (0: eval_every's)
+    last_eval: int = 0  # the epoch last validated
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
     finished: bool = False
     seconds: float = 0.0  # wall seconds: training, validation and checkpoints
@@ -290,6 +292,13 @@ class Run:
             st.bad_evals += 1
             st.finished = self.cfg.patience is not None and st.bad_evals >= self.cfg.patience
 
+    def _due(self, epoch: int) -> bool:
+        """Whether ``epoch`` is validated: every ``eval_every`` epochs, or under ``eval_share`` every ``eval_gap``
+        epochs after the last validation (the first epoch is always validated then, to measure its cost)."""
+        if self.cfg.eval_share is None:
+            return epoch % self.cfg.eval_every == 0
+        return self.st.last_eval == 0 or epoch - self.st.last_eval >= max(1, self.st.eval_gap)
+
     def fit(self, callback: Callable[[dict[str, Any]], Any] | None) -> TrainResult:
         from tqdm.auto import tqdm
 
@@ -304,9 +313,13 @@ class Run:
             st.train_seconds += row["seconds"]
             # out of time when the steps reached the budget (the limit less the last validation and the test)
             out_of_time = cfg.time_limit is not None and group.max(self.elapsed()) >= self.budget()
-            if group.main and cfg.eval_every and (
-                    row["epoch"] % cfg.eval_every == 0 or row["epoch"] == cfg.epochs or out_of_time):
+            if group.main and cfg.eval_every and (self._due(row["epoch"]) or row["epoch"] == cfg.epochs or out_of_time):
                 self.validate(row)
+                st.last_eval = row["epoch"]
+                if cfg.eval_share:  # validation's share of the wall time at most eval_share, from the measured seconds
+                    per_epoch = max(row["seconds"], 1e-9)
+                    gap = math.ceil(row["eval_seconds"] * (1 - cfg.eval_share) / (cfg.eval_share * per_epoch))
+                    st.eval_gap = max(cfg.eval_every, gap)
             st.finished = st.finished or out_of_time
             st.history.append(row)
             st.epoch, st.step_in_epoch, st.epoch_seconds = row["epoch"], 0, 0.0
