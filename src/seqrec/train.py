@@ -316,9 +316,12 @@ class Run:
             if group.main and cfg.eval_every and (self._due(row["epoch"]) or row["epoch"] == cfg.epochs or out_of_time):
                 self.validate(row)
                 st.last_eval = row["epoch"]
-                if cfg.eval_share:  # validation's share of the wall time at most eval_share, from the measured seconds
-                    per_epoch = max(row["seconds"], 1e-9)
-                    gap = math.ceil(row["eval_seconds"] * (1 - cfg.eval_share) / (cfg.eval_share * per_epoch))
+                if cfg.eval_share:  # validation's share of the wall time at most eval_share, from the mean seconds
+                    done = st.history + [row]  # of every epoch and validation so far (one slow one moves it little)
+                    per_epoch = max(sum(h["seconds"] for h in done) / len(done), 1e-9)
+                    timed = [h["eval_seconds"] for h in done if "eval_seconds" in h]
+                    per_eval = sum(timed) / len(timed)
+                    gap = math.ceil(per_eval * (1 - cfg.eval_share) / (cfg.eval_share * per_epoch))
                     st.eval_gap = max(cfg.eval_every, gap)
             st.finished = st.finished or out_of_time
             st.history.append(row)
