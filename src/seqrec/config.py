@@ -193,11 +193,15 @@ class TrainConfig:
     nproc: int = _opt(1, "training processes on this machine (torch.distributed: gloo on CPUs, NCCL on GPUs), each "
                          "with its share of every batch and the free cores / nproc threads; under torchrun leave it")
     epochs: int = _opt(200, "maximum epochs")
-    time_limit: float | None = _opt(None, "stop after this many seconds of training (validation excluded); a "
-                                          "cosine schedule then decays over this time instead of the epochs")
+    time_limit: float | None = _opt(None, "wall seconds the whole run may take, validation and the final test "
+                                          "included (training stops early enough for the last validation and the test); "
+                                          "a cosine schedule then decays over this time instead of the epochs")
     batch_size: int = _opt(128, "sequences per micro-batch (with nproc > 1: over all processes together)")
     eval_every: int = _opt(1, "validate every E epochs (0: never; then the last weights are kept)")
     eval_max_users: int | None = _opt(None, "validate on a seeded sample of this many users")
+    eval_share: float | None = _opt(None, "validate less often when validating every eval_every epochs would take more "
+                                          "than this share of the wall time: the epochs between validations follow from "
+                                          "the measured seconds of both (None: every eval_every epochs)")
     patience: int | None = _opt(5, "stop after this many validations without a better NDCG@10 (None or 0: off)")
     seed: int = _opt(0, "seed for batch order, dropout and negatives")
     checkpoint_every_steps: int | None = _opt(None, "also checkpoint every N optimizer steps")
@@ -237,6 +241,8 @@ class TrainConfig:
         for name in ("n_negatives", "threads", "eval_max_users", "patience", "checkpoint_every_steps"):
             v = getattr(self, name)
             check(name, v is None or (_is_int(v) and v >= 1), "an integer >= 1 or None")
+        check("eval_share", self.eval_share is None or (_is_num(self.eval_share) and 0 < self.eval_share < 1),
+              "a number in (0, 1) or None")
         for name, lo, hi in (("lr", 0, math.inf), ("weight_decay", 0, math.inf), ("pop_alpha", 0, math.inf),
                              ("mix", 0, 1), ("gbce_t", 0, 1), ("grad_clip", 0, math.inf), ("time_limit", 0, math.inf)):
             v = getattr(self, name)

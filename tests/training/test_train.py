@@ -2,6 +2,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -107,8 +108,10 @@ def test_time_limit_stops_training_and_spans_the_cosine(tmp_path):
     ds = small(n_users=300)
     r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=10_000, time_limit=1.5, eval_every=1000, patience=None),
               out_dir=tmp_path)
-    spent = sum(h["seconds"] for h in r.history)
-    assert 1.5 <= spent < 4 and len(r.history) < 10_000
+    spent = sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in r.history)
+    # the limit is wall time, validation and the test included: training stops early enough for both
+    assert spent < 1.5 <= spent + 2 * r.history[-1]["eval_seconds"] + 0.5 and len(r.history) < 10_000
+    assert r.history[-1]["wall_seconds"] <= 1.5 + 0.2 and r.seconds < 1.5 + 0.5
     assert "valid" in r.history[-1] and r.best_epoch == len(r.history)  # validated once, when time ran out
     assert r.history[-1]["lr"] < 0.05 * 3e-3 < r.history[0]["lr"]  # decayed over the time, not the epochs
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -489,3 +492,26 @@ def test_sasrec_beats_popularity_and_ar1_on_synthetic_order_that_shuffling_remov
     assert ordered >= 1.3 * base["markov"], (ordered, base)
     assert shuffled < 2.5 * base_shuffled["popularity"], (shuffled, base_shuffled)
     assert ordered >= 2 * shuffled, (ordered, shuffled)
+
+
+def test_eval_share_spaces_validations_by_their_measured_cost(tmp_path, monkeypatch):
+    import seqrec.training.loop as train_module
+
+    ds = small(n_users=80)
+    real = train_module.evaluate
+
+    def slow(*args, **kwargs):  # a validation that costs far more than an epoch
+        t = time.perf_counter()
+        out = real(*args, **kwargs)
+        while time.perf_counter() - t < 0.3:
+            pass
+        return out
+
+    monkeypatch.setattr(train_module, "evaluate", slow)
+    r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=12, eval_share=0.5, patience=None))
+    validated = [h["epoch"] for h in r.history if "valid" in h]
+    assert validated[0] == 1 and validated[-1] == 12 and 2 <= len(validated) < 12  # the first, then spaced out
+    gaps = np.diff(validated[:-1])
+    assert (gaps >= 2).all()
+    with pytest.raises(SeqrecError, match="eval_share"):
+        TrainConfig(eval_share=1.5)

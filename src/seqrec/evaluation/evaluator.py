@@ -76,7 +76,12 @@ from seqrec.evaluation.sampling import sample_negatives
 
 NEG_INF = float("-inf")
 _MISS = -1  # rank recorded for a target removed as seen (seen_target="miss"); reported as math.inf
-_CHUNK = 128  # rows ranked at a time on the CPU, in reused buffers (no fresh page-faulting allocations)
+_CHUNK = 32  # rows ranked at a time on the CPU, in reused buffers (no fresh page-faulting allocations) small
+# enough that a chunk's scores stay in the core's cache between the passes over them (score, rank, top K)
+_CROP = 32  # leading all-PAD columns are cropped in steps of this many: the attention's blocks then see their
+# terms in the same vector lanes, so the scores are the same to the last bit as with the whole max_len
+_EXACT_COUNT = 2**24  # float32 holds every whole number below this: counts of columns summed as floats are exact
+_GROUP = 64  # top-K lists: columns taken in groups of this many; only the K groups with the highest maxima can hold them
 _RANK_BYTES = 6  # per candidate column of a row being ranked: float32 work copy, bool flags, bool exclusions
 _USER_BYTES = 64  # per evaluated user: inputs, selection, targets, ranks
 
@@ -206,16 +211,20 @@ def _checked(scores: torch.Tensor, batch: int, n_items: int) -> torch.Tensor:
     return scores.detach()
 
 
-def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False) -> torch.Tensor:
+def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False, finite: bool = False,
+                cover: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Ranks for one chunk of rows whose scores were copied into ``work`` (modified in place).
 
     Seen items and PAD are set to -inf, the target's own score is restored, then every other
     column with a score >= the target's counts against it. With ``miss`` a target that is one of
     the row's seen items stays removed (also from ``work``, so not in the top-K lists) and its
-    rank is ``_MISS``.
+    rank is ``_MISS``. ``finite``: the scores are known to hold no NaN (the pass that maps NaN to
+    -inf is skipped). ``cover``: the coverage flags are updated from the candidates' top K first
+    (``work`` then holds the comparisons with the target, not the scores).
     """
     ar = torch.arange(len(targets), device=work.device)
-    work.nan_to_num_(nan=NEG_INF, posinf=math.inf, neginf=NEG_INF)
+    if not finite:
+        work.nan_to_num_(nan=NEG_INF, posinf=math.inf, neginf=NEG_INF)
     t = work[ar, targets]
     if len(seen_rows):
         work[seen_rows, seen_items] = NEG_INF
@@ -227,7 +236,12 @@ def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False)
         work[ar, targets] = torch.where(gone, NEG_INF, t)
     else:
         work[ar, targets] = t
-    ranks = torch.ge(work, t[:, None], out=flags).sum(1, dtype=torch.int32).long() - 1
+    if cover is not None:
+        _update_coverage(cover, work, None)
+    if work.shape[1] < _EXACT_COUNT:  # compared in place (1.0 / 0.0) and summed as floats: whole numbers, exact
+        ranks = torch.ge(work, t[:, None], out=work).sum(1).long() - 1
+    else:  # counted as bytes: summing a bool tensor directly takes a much slower path on the CPU
+        ranks = torch.ge(work, t[:, None], out=flags).view(torch.uint8).sum(1, dtype=torch.int32).long() - 1
     lost = torch.isneginf(t)
     if lost.any():  # a -inf target ties every remaining candidate: its rank is their number
         excl = torch.zeros_like(flags)
@@ -240,6 +254,23 @@ def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False)
     return ranks
 
 
+def _product_scorer(scorer: Scorer) -> torch.nn.Module | None:
+    """The model itself when its scores are ``last_hidden(histories) @ item_embeddings().T`` on the CPU (SASRec):
+    the evaluator then takes that product a chunk of rows at a time straight into its ranking buffer, and crops
+    the histories' leading all-PAD columns. None for any other scorer (its ``score`` is called)."""
+    if not isinstance(scorer, torch.nn.Module) or not all(
+            callable(getattr(scorer, name, None)) for name in ("last_hidden", "item_embeddings")):
+        return None
+    weights = scorer.item_embeddings()
+    return scorer if weights.device.type == "cpu" and weights.dtype == torch.float32 else None
+
+
+def _bounded(h: torch.Tensor, items: torch.Tensor) -> bool:
+    """Whether every product ``h @ items.T`` is finite (no NaN, no overflow): so its ranking may skip NaN."""
+    top = float(h.abs().amax()) if h.numel() else 0.0
+    return math.isfinite(top) and top * float(items.abs().amax()) * h.shape[1] < 1e37
+
+
 def _target_seen(segs: Segments, targets: np.ndarray) -> np.ndarray:
     """Whether ``targets[u]`` occurs in ``segs.sequence(u)``, for every row: bool [len(segs)]."""
     out = np.zeros(len(segs), dtype=bool)
@@ -250,9 +281,27 @@ def _target_seen(segs: Segments, targets: np.ndarray) -> np.ndarray:
     return out
 
 
+def _top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(scores, k, dim=1)`` (values, column indices) for wide rows: the top K of a row lie in the K
+    groups of ``_GROUP`` columns whose maxima are highest (ties aside, where either choice is a top K), so only
+    those groups and the last, partial one are searched: one pass over the row (the group maxima) instead of a
+    selection over all of it."""
+    rows, width = scores.shape
+    groups = width // _GROUP
+    if groups < 8 * k or not scores.is_contiguous():
+        return torch.topk(scores, k, dim=1)
+    whole = scores[:, : groups * _GROUP].view(rows, groups, _GROUP)
+    best = whole.amax(2).topk(k, dim=1).indices  # [rows, k] groups
+    cols = (best[:, :, None] * _GROUP + torch.arange(_GROUP, device=scores.device)).reshape(rows, -1)
+    tail = torch.arange(groups * _GROUP, width, device=scores.device).expand(rows, -1)
+    cols = torch.cat([cols, tail], dim=1)
+    vals, at = scores.gather(1, cols).topk(k, dim=1)
+    return vals, cols.gather(1, at)
+
+
 def _update_coverage(cover: dict[int, torch.Tensor], scores: torch.Tensor, item_ids: torch.Tensor | None) -> None:
     kmax = min(max(cover), scores.shape[1])
-    vals, idx = torch.topk(scores, kmax, dim=1)
+    vals, idx = _top(scores, kmax)
     if item_ids is not None:
         idx = item_ids.gather(1, idx)
     for k, seen in cover.items():
@@ -307,15 +356,41 @@ def evaluate(
     cover: dict[int, torch.Tensor] = {}
     ranks = np.empty(len(sel), dtype=np.int64)  # filled in place: no list of small tensors kept between blocks
     done = 0
-    batches = [sel[i : i + config.batch_size] for i in range(0, len(sel), config.batch_size)]
+    max_len = int(scorer.max_len)
+    product = None if sampled else _product_scorer(scorer)
+    if product is not None:
+        # users of like history lengths scored together, each block cropped to its longest history; their ranks
+        # are written back in the users' order, so the metrics are summed in the same order as before
+        order = np.argsort(np.minimum(segs.lengths[sel], max_len), kind="stable")
+        batches = [order[i : i + config.batch_size] for i in range(0, len(sel), config.batch_size)]
+        items_t = product.item_embeddings().detach()
+    else:
+        batches = [sel[i : i + config.batch_size] for i in range(0, len(sel), config.batch_size)]
     if progress:
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc=f"evaluate {config.split} ({config.protocol})", unit="batch")
-    max_len = int(scorer.max_len)
     work = flags = None
     with torch.inference_mode():
         for batch in batches:
+            if product is not None:
+                for lo in range(0, len(batch), block):
+                    at = batch[lo : lo + block]  # positions in sel
+                    rows = sel[at]
+                    longest = int(min(max_len, segs.lengths[rows].max(initial=0)))
+                    width = max_len - _CROP * ((max_len - longest) // _CROP)
+                    h = product.last_hidden(segs.left_padded(width, rows)).float()
+                    if work is None:
+                        cover = {k: torch.zeros(n_items + 1, dtype=torch.bool) for k in config.ks}
+                        work = torch.empty((_CHUNK, n_items + 1), dtype=torch.float32)
+                        flags = torch.empty((_CHUNK, n_items + 1), dtype=torch.bool)
+                    tgt = torch.from_numpy(targets[rows])
+                    out = np.empty(len(rows), dtype=np.int64)
+                    finite = _bounded(h, items_t)
+                    fill = lambda a, b, w, h=h: torch.mm(h[a:b], items_t.T, out=w)
+                    _rank_block(fill, rows, tgt, segs, config.exclude_seen, miss, work, flags, cover, out, finite)
+                    ranks[at] = out
+                continue
             if sampled:
                 negatives = sample_negatives(whole.subset(batch), n_items, config.n_negatives, rng, weights)
             for lo in range(0, len(batch), block):
@@ -341,7 +416,8 @@ def evaluate(
                     chunk = min(_CHUNK, block) if dev.type == "cpu" else block  # accelerators: the whole block
                     work = torch.empty((chunk, n_items + 1), dtype=torch.float32, device=dev)
                     flags = torch.empty((chunk, n_items + 1), dtype=torch.bool, device=dev)
-                _rank_block(scores, rows, tgt, segs, config.exclude_seen, miss, work, flags, cover, ranks[done:])
+                fill = lambda a, b, w, scores=scores: w.copy_(scores[a:b])
+                _rank_block(fill, rows, tgt, segs, config.exclude_seen, miss, work, flags, cover, ranks[done:])
                 done += len(rows)
                 del scores  # freed before the next block is scored
     ranks = torch.from_numpy(ranks).double()
@@ -354,20 +430,21 @@ def evaluate(
     return {key: out[key] for key in keys}
 
 
-def _rank_block(scores, rows, tgt, segs, exclude_seen, miss, work, flags, cover, out: np.ndarray) -> None:
-    """Full-protocol ranks of one block's rows, ``len(work)`` rows at a time, written to ``out[:len(rows)]``."""
-    dev, chunk = scores.device, len(work)
+def _rank_block(fill, rows, tgt, segs, exclude_seen, miss, work, flags, cover, out: np.ndarray,
+                finite: bool = False) -> None:
+    """Full-protocol ranks of one block's rows, ``len(work)`` rows at a time, written to ``out[:len(rows)]``;
+    ``fill(lo, hi, w)`` writes the scores of rows ``lo:hi`` into ``w``."""
+    dev, chunk = work.device, len(work)
     r, i = segs.subset(rows).flat() if exclude_seen else (np.empty(0, np.int64),) * 2
     bounds = np.searchsorted(r, np.arange(0, len(rows) + chunk, chunk))
     for c, lo in enumerate(range(0, len(rows), chunk)):
         hi = min(lo + chunk, len(rows))
         w = work[: hi - lo]
-        w.copy_(scores[lo:hi])
+        fill(lo, hi, w)
         seen = slice(bounds[c], bounds[c + 1])
         r_t = torch.from_numpy(r[seen].astype(np.int64) - lo).to(dev)
         i_t = torch.from_numpy(i[seen].astype(np.int64)).to(dev)
-        out[lo:hi] = _full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo], miss).cpu().numpy()
-        _update_coverage(cover, w, None)
+        out[lo:hi] = _full_chunk(w, tgt[lo:hi], r_t, i_t, flags[: hi - lo], miss, finite, cover).cpu().numpy()
 
 
 def _key_order(ks: tuple[int, ...]) -> list[str]:

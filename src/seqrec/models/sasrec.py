@@ -263,14 +263,21 @@ class SASRecModel(nn.Module):
         h = histories[:, -self.max_len :].to(weight.device, torch.long)  # [B, L']
         if h.shape[1] == 0:
             h = torch.full((h.shape[0], 1), PAD, dtype=torch.long, device=weight.device)
+        last = self.last_hidden(h)  # [B, d]
+        with torch.no_grad():
+            scores = last @ self.item_embeddings().T  # [B, N+1]
+        return scores.to(device)
+
+    def last_hidden(self, histories: torch.Tensor) -> torch.Tensor:
+        """Left-padded ids [B, L] (L <= max_len) -> the hidden state after the last column [B, d], in inference
+        mode (``score`` is it times ``item_embeddings().T``; the evaluator takes the product a few rows at a
+        time). Leading columns that are PAD in every row change nothing: positions count from the right."""
         was_training = self.training
         if was_training:  # switching modes walks every submodule: only do it when needed
             self.eval()
         try:
             with torch.no_grad():
-                last = self.forward(h)[:, -1, :]  # [B, d]
-                scores = last @ self.item_embeddings().T  # [B, N+1]
+                return self.forward(histories)[:, -1, :]  # [B, d]
         finally:
             if was_training:
                 self.train()
-        return scores.to(device)

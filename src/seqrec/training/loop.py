@@ -43,7 +43,7 @@ from seqrec.training.objective import Objective
 from seqrec.training.optim import _OnDevice, _optimizer, clip_grad_norm, lr_factor, resolve_device
 
 _RESUME_MAY_CHANGE = {"epochs", "patience", "quiet", "device", "threads", "compile", "eval_max_users",
-                      "checkpoint_every_steps", "eval_every", "nproc"}
+                      "checkpoint_every_steps", "eval_every", "eval_share", "nproc"}
 
 
 class TrainingDiverged(SeqrecError):
@@ -63,9 +63,11 @@ class RunState:
     best_epoch: int = 0
     best_valid: dict[str, float] = field(default_factory=dict)
     bad_evals: int = 0  # validations since the best one
+    eval_gap: int = 0  # epochs between validations under eval_share (0: eval_every's)
+    last_eval: int = 0  # the epoch last validated
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
     finished: bool = False
-    seconds: float = 0.0  # training and validation
+    seconds: float = 0.0  # wall seconds: training, validation and checkpoints
     train_seconds: float = 0.0
 
     def restore(self, meta: dict[str, Any]) -> None:
@@ -100,9 +102,11 @@ class Run:
         total = self.data.steps_per_epoch * cfg.epochs  # optimizer steps
         w = cfg.warmup_steps
         warmup = int(round(w * total)) if isinstance(w, float) else w
-        self.clock = 0.0  # seconds of training so far, when there is a time limit
+        self.clock = 0.0  # wall seconds of the run so far (training and validation), when there is a time limit
+        self.reserve = 0.0  # wall seconds kept back at the end of a time limit: the last validation and the test
+        self.started = time.perf_counter()  # the run's wall clock starts (a resumed run: minus its seconds so far)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(
-            s, warmup, total, cfg.schedule, self.clock / cfg.time_limit if cfg.time_limit else None))
+            s, warmup, total, cfg.schedule, self.clock / self.budget() if cfg.time_limit else None))
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
@@ -185,6 +189,15 @@ class Run:
             raise SeqrecError(f"{where} train options {diff} changed (only {sorted(_RESUME_MAY_CHANGE)} may)")
         return meta, tensors
 
+    def budget(self) -> float:
+        """Wall seconds the training steps may run to under ``time_limit``: the limit less what the last
+        validation and the test evaluation are expected to cost (each about one measured validation)."""
+        return max(1e-9, self.cfg.time_limit - self.reserve)
+
+    def elapsed(self) -> float:
+        """Wall seconds of this run so far: training, validation and checkpoints (resumes included)."""
+        return time.perf_counter() - self.started
+
     def diverged(self, where: str) -> TrainingDiverged:
         kept = f"the last good checkpoint {self.ckpt} is kept" if self.ckpt and self.ckpt.exists() else "no checkpoint"
         return TrainingDiverged(f"training diverged: the loss became {float(self.loss_sum)} in {where}; {kept}. "
@@ -207,7 +220,7 @@ class Run:
             rows, last = plan[bi]
             self._step(epoch, bi, rows, last, t0)
             bar.update(1)
-            out_of_time = last and cfg.time_limit is not None and self.clock >= cfg.time_limit
+            out_of_time = last and cfg.time_limit is not None and self.clock >= self.budget()
             if bi % 50 == 0 or bi + 1 == len(plan) or out_of_time:
                 seen = float(self.group.sum(self.loss_sum))
                 if not math.isfinite(seen):
@@ -252,7 +265,7 @@ class Run:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
-        self.clock = st.train_seconds + time.perf_counter() - t0
+        self.clock = self.elapsed()
         if cfg.time_limit is not None:  # one clock for every rank: the same schedule and the same last step
             self.clock = group.max(self.clock)
         self.sched.step()
@@ -267,13 +280,24 @@ class Run:
         """Validation NDCG@10, best weights and the early-stopping counter."""
         st, t = self.st, time.perf_counter()
         metrics = evaluate(self.scorer, self.loo, EvalConfig(split="valid", max_users=self.cfg.eval_max_users))
-        row["valid"], row["eval_seconds"] = metrics, round(time.perf_counter() - t, 4)
+        seconds = time.perf_counter() - t
+        row["valid"], row["eval_seconds"] = metrics, round(seconds, 4)
+        # the test ranks every evaluated user: scaled from a validation on a sample of them
+        everyone = len(self.loo.eval_users)
+        self.reserve = seconds * (1.0 + everyone / max(1, min(everyone, self.cfg.eval_max_users or everyone)))
         if st.best_metric is None or metrics["NDCG@10"] > st.best_metric:
             st.best_metric, st.best_epoch, st.best_valid, st.bad_evals = metrics["NDCG@10"], row["epoch"], metrics, 0
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
             st.bad_evals += 1
             st.finished = self.cfg.patience is not None and st.bad_evals >= self.cfg.patience
+
+    def _due(self, epoch: int) -> bool:
+        """Whether ``epoch`` is validated: every ``eval_every`` epochs, or under ``eval_share`` every ``eval_gap``
+        epochs after the last validation (the first epoch is always validated then, to measure its cost)."""
+        if self.cfg.eval_share is None:
+            return epoch % self.cfg.eval_every == 0
+        return self.st.last_eval == 0 or epoch - self.st.last_eval >= max(1, self.st.eval_gap)
 
     def fit(self, callback: Callable[[dict[str, Any]], Any] | None) -> TrainResult:
         from tqdm.auto import tqdm
@@ -283,17 +307,26 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / METRICS, "".join(json.dumps(r) + "\n" for r in st.history))
         bar = tqdm(total=cfg.epochs, initial=st.epoch, desc="epochs", unit="epoch", disable=cfg.quiet)
+        self.started = time.perf_counter() - st.seconds  # the wall clock goes on from a resumed run's seconds
         while not st.finished and st.epoch < cfg.epochs:
             row = self.epoch(st.epoch + 1, tqdm)
             st.train_seconds += row["seconds"]
-            out_of_time = cfg.time_limit is not None and st.train_seconds >= cfg.time_limit
-            if group.main and cfg.eval_every and (
-                    row["epoch"] % cfg.eval_every == 0 or row["epoch"] == cfg.epochs or out_of_time):
+            # out of time when the steps reached the budget (the limit less the last validation and the test)
+            out_of_time = cfg.time_limit is not None and group.max(self.elapsed()) >= self.budget()
+            if group.main and cfg.eval_every and (self._due(row["epoch"]) or row["epoch"] == cfg.epochs or out_of_time):
                 self.validate(row)
+                st.last_eval = row["epoch"]
+                if cfg.eval_share:  # validation's share of the wall time at most eval_share, from the mean seconds
+                    done = st.history + [row]  # of every epoch and validation so far (one slow one moves it little)
+                    per_epoch = max(sum(h["seconds"] for h in done) / len(done), 1e-9)
+                    timed = [h["eval_seconds"] for h in done if "eval_seconds" in h]
+                    per_eval = sum(timed) / len(timed)
+                    gap = math.ceil(per_eval * (1 - cfg.eval_share) / (cfg.eval_share * per_epoch))
+                    st.eval_gap = max(cfg.eval_every, gap)
             st.finished = st.finished or out_of_time
             st.history.append(row)
             st.epoch, st.step_in_epoch, st.epoch_seconds = row["epoch"], 0, 0.0
-            st.seconds += row["seconds"] + row.get("eval_seconds", 0.0)
+            st.seconds = row["wall_seconds"] = round(self.elapsed(), 4)  # wall: training, validation, checkpoints
             if group.size > 1:  # rank 0's validation and early-stopping decision for every rank
                 row, state = group.broadcast((row, asdict(st)))
                 st.restore(state)
@@ -323,6 +356,7 @@ class Run:
             with torch.no_grad():
                 self.model.fill_untrained_items()
         test = evaluate(self.scorer, self.loo, EvalConfig(split="test"))
+        st.seconds = self.elapsed()  # the whole run's wall seconds, the test included
         result = TrainResult(st.best_epoch, st.best_valid, test, st.history, st.seconds)
         if self.out is not None:
             summary = {k: v for k, v in asdict(result).items() if k != "history"}

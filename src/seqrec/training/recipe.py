@@ -28,6 +28,13 @@ CE_MAX_ITEMS = 40_000  # full cross-entropy up to this catalogue size; sampled s
 SAMPLED_NEGATIVES = 2048
 STEPS_PER_EPOCH = 400  # users per epoch / batch size aimed at (batches of 16 to 128 sequences)
 COMPUTE_BUDGET = 80e12  # floating-point operations of training the auto recipe aims at (epochs follow)
+SPARSE_DROPOUT = 0.5  # short histories: the strongest published full cross-entropy runs used 0.5 to 0.7
+SPARSE_MIN_BATCH = 64  # short histories under heavy dropout: less gradient noise per step than batches of 16-32
+SPARSE_STEPS = 10_500  # optimizer steps the cosine spans on sparse data (Beauty: validation peaked after about
+# 10,000 steps at a constant rate with dropout 0.3, then overfitted; the cosine anneals by then)
+EVAL_SHARE = 0.1  # validation's share of the wall time at most
+EVAL_RANK_FLOPS = 64  # ranking one score (exclusions, comparison, top K) costs about this many flops' time
+MIN_EVAL_USERS = 10_000  # a validation sample is never smaller (NDCG@10's noise grows as users shrink)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,15 @@ class DataStats:
         lengths = ds.lengths - np.where(ds.lengths >= 3, 2, 0)  # the leave-one-out training part
         p50, p90 = np.percentile(lengths, [50, 90]) if len(lengths) else (0.0, 0.0)
         return cls(ds.n_users, ds.n_items, int(lengths.sum()), float(p50), float(p90), lengths)
+
+    def eval_flops(self, hidden: int, blocks: int, max_len: int) -> float:
+        """Rough cost of one full-ranking validation, in flops' time: the forward pass over every evaluated
+        user's (cropped) history, the score product over every item and its ranking."""
+        users = int((self.lengths >= 1).sum())
+        read = float(np.minimum(self.lengths, max_len).mean()) if len(self.lengths) else 0.0
+        width = min(max_len, read + 16)  # histories are cropped in steps of 32 columns
+        forward = users * width * 2 * hidden * (12 * hidden * blocks + 2 * max_len * blocks)
+        return float(forward + users * (self.items + 1) * (2 * hidden + EVAL_RANK_FLOPS))
 
     def flops_per_epoch(self, hidden: int, blocks: int, max_len: int, scored: int) -> float:
         """Rough training cost of one epoch: forward and backward (x3) of the loss over ``scored``
@@ -112,13 +128,16 @@ def auto(s: DataStats) -> Recipe:
     max_len, why_len = _max_len(s)
     reasons = {"max_len": why_len}
     opts: dict[str, Any] = dict(max_len=max_len, hidden=64, blocks=2, heads=1)
-    if s.length_p50 >= LONG_HISTORIES:
+    sparse = s.length_p50 < LONG_HISTORIES
+    if not sparse:
         opts["dropout"] = 0.1 if s.interactions >= LARGE else 0.2
         reasons["dropout"] = (f"dense data (median training history {s.length_p50:.0f} items), "
                               f"{s.interactions:,} training interactions")
     else:
-        opts["dropout"] = 0.3
-        reasons["dropout"] = f"sparse data: median training history {s.length_p50:.0f} items"
+        opts["dropout"] = SPARSE_DROPOUT
+        reasons["dropout"] = (f"sparse data (median training history {s.length_p50:.0f} items): heavy dropout keeps "
+                              f"the model from memorising, as the best published full cross-entropy runs on 5-core "
+                              f"Amazon data (0.5-0.7)")
     if s.items <= CE_MAX_ITEMS:
         opts["loss"] = "ce"
         reasons["loss"] = f"{s.items:,} items: full cross-entropy is affordable (at most {CE_MAX_ITEMS:,})"
@@ -127,17 +146,45 @@ def auto(s: DataStats) -> Recipe:
         reasons["loss"] = f"{s.items:,} items: sampled softmax with {SAMPLED_NEGATIVES} shared negatives"
     # the authors' block with ReLU, Adam's default betas and no clipping learned faster per epoch on
     # ML-1M than pre-LN / GELU / betas (0.9, 0.98) / clipping at 1 (docs/results.md, recipe ablations)
-    scored = s.items if opts["loss"] == "ce" else SAMPLED_NEGATIVES
-    flops = s.flops_per_epoch(opts["hidden"], opts["blocks"], max_len, scored)
-    epochs = int(np.clip(round(COMPUTE_BUDGET / max(flops, 1.0)), 20, 200))
-    reasons["epochs"] = (f"about {flops / 1e12:.2f} TFLOP per epoch; {COMPUTE_BUDGET / 1e12:.0f} TFLOP in all "
-                         "(within 20..200 epochs), the cosine decaying over them")
     # few users give few optimizer steps per epoch: on ML-1M (6,040 users) batches of 16 instead of
     # 128 reached validation NDCG@10 0.150 after 4 epochs instead of 0.112, at the same s/epoch
     batch = int(np.clip(2 ** np.floor(np.log2(max(s.users, 1) / STEPS_PER_EPOCH)), 16, 128))
     reasons["batch_size"] = f"{s.users:,} users: about {max(1, s.users // batch)} optimizer steps per epoch"
+    if sparse and batch < SPARSE_MIN_BATCH:
+        batch = SPARSE_MIN_BATCH
+        reasons["batch_size"] = (f"{s.users:,} users: {max(1, s.users // batch)} optimizer steps per epoch; at least "
+                                 f"{SPARSE_MIN_BATCH} sequences a step under heavy dropout")
+    reasons["lr"] = f"peak rate for batches of {batch} with Adam's default betas, decayed by the cosine"
+    steps = max(1, s.users // batch)
+    scored = s.items if opts["loss"] == "ce" else SAMPLED_NEGATIVES
+    flops = s.flops_per_epoch(opts["hidden"], opts["blocks"], max_len, scored)
+    if sparse:
+        # on short histories the validation peak comes after a number of optimizer steps, not of FLOPs: the
+        # cosine is planned to end there, so the rate is low when the model would start to memorise
+        epochs = int(np.clip(round(SPARSE_STEPS / steps), 10, 200))
+        reasons["epochs"] = (f"sparse data: the cosine spans about {SPARSE_STEPS:,} optimizer steps ({steps} a epoch), "
+                             "annealing before the model overfits (within 10..200 epochs)")
+    else:
+        epochs = int(np.clip(round(COMPUTE_BUDGET / max(flops, 1.0)), 20, 200))
+        reasons["epochs"] = (f"about {flops / 1e12:.2f} TFLOP per epoch; {COMPUTE_BUDGET / 1e12:.0f} TFLOP in all "
+                             "(within 20..200 epochs), the cosine decaying over them")
     opts.update(activation="relu", norm="paper", lr=1e-3, betas=(0.9, 0.999), grad_clip=None, batch_size=batch,
                 schedule="cosine", warmup_steps=0, epochs=epochs, patience=10, bucket=True)
+    # validation: at most EVAL_SHARE of the wall time; spaced out by its measured cost, on a sample of users when
+    # it would cost more than a few epochs' share
+    ratio = s.eval_flops(opts["hidden"], opts["blocks"], max_len) / max(flops, 1.0)
+    opts["eval_share"] = EVAL_SHARE
+    reasons["eval_share"] = (f"one validation costs about {ratio:.2f} epochs: validated every epoch when that takes at "
+                             f"most {EVAL_SHARE:.0%} of the wall time, else every few epochs (from the measured "
+                             "seconds)")
+    users = int((s.lengths >= 3).sum())
+    allowed = 3 * EVAL_SHARE / (1 - EVAL_SHARE)  # validations at most 3 epochs apart
+    if ratio > allowed and users > MIN_EVAL_USERS:
+        sample = max(MIN_EVAL_USERS, int(round(users * allowed / ratio, -3)))
+        if sample < users:
+            opts["eval_max_users"] = sample
+            reasons["eval_max_users"] = (f"validating all {users:,} users costs about {ratio:.1f} epochs: a seeded "
+                                         f"sample of {sample:,} keeps validations at most 3 epochs apart")
     return Recipe("auto", opts, reasons)
 
 
