@@ -127,6 +127,10 @@ def test_full_ranking_excludes_seen_and_scores_target(tiny):
     # top-1 lists: {5}, {4}, {2}; top-3 lists cover every item
     assert m["Coverage@1"] == approx(3 / 6) and m["Coverage@3"] == approx(1.0)
     assert list(m)[-3:] == ["MRR", "users", "dropped_users"]
+    # training part: [1, 2], [5], [2]: item 2 taken by 2 of 3 users, every other by 1 (or none: counted as 1)
+    assert m["Popularity@1"] == approx((1 / 3 + 1 / 3 + 2 / 3) / 3)
+    assert m["Novelty@1"] == approx((2 * math.log2(3) + math.log2(3 / 2)) / 3)
+    assert "Diversity@1" not in m  # no genres or attributes in this catalogue
 
 
 def test_seen_target_miss_removes_a_seen_target(tiny):
@@ -521,3 +525,17 @@ def test_sasrec_at_200k_items_is_scored_in_blocks_that_follow_the_budget():
     assert 1 <= blocks["40MB"] < blocks["80MB"] < blocks["2GB"] <= 1024
     assert results["40MB"]["users"] == results["2GB"]["users"] == 150
     assert results["40MB"]["NDCG@10"] == pytest.approx(results["2GB"]["NDCG@10"], abs=0.02)
+
+
+def test_list_diversity_by_hand():
+    from seqrec.evaluation.beyond import ListStats
+
+    # items 1..3 with features {a}, {a, b}, {c}
+    features = torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.float32)
+    stats = ListStats((2, 3), 3, features=features, takers=np.array([0, 1, 1, 1]), users=2)
+    stats.update(torch.tensor([[1, 2, 3], [3, 1, 2]]), torch.tensor([[True, True, True], [True, True, False]]))
+    m = stats.metrics()
+    # top 2: {1, 2}: 1 - 1/2 = 0.5; {3, 1}: 1.  top 3: {1,2,3}: (0.5 + 1 + 1) / 3; {3, 1} (2 unreal): 1
+    assert m["Diversity@2"] == approx((0.5 + 1.0) / 2)
+    assert m["Diversity@3"] == approx(((0.5 + 1 + 1) / 3 + 1.0) / 2)
+    assert m["Coverage@2"] == approx(1.0) and m["Popularity@2"] == approx(0.5)

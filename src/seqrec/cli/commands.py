@@ -151,7 +151,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         return
     from seqrec.evaluation.report import bar_chart, markdown_table
 
-    cols = ["HR@10", "NDCG@10", "MRR"] + [c for c in ("Recall@10 (horizon)", "NDCG@10 (horizon)") if c in rows[0]]
+    cols = ["HR@10", "NDCG@10", "MRR"] + [c for c in ("Recall@10 (horizon)", "NDCG@10 (horizon)", "Coverage@10",
+                                                     "Novelty@10", "Diversity@10") if c in rows[0]]
     table = []
     for r in rows:
         row = {"data": r["data"], "model": r["model"]}
@@ -160,7 +161,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         else:
             row = next(t for t in table if t["data"] == r["data"] and t["model"] == r["model"])
         tag = "full" if r["protocol"] == "full" else "sampled-100"
-        row.update({f"{c} {tag}": r[c] for c in cols})
+        row.update({f"{c} {tag}": r[c] for c in cols if c in r})
     print(markdown_table(table))
     if args.chart:
         full = [r for r in rows if r["protocol"] == protocols[0]]

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -72,6 +72,7 @@ import torch
 from seqrec.config import SEEN_TARGET, EvalConfig, parse_bytes  # noqa: F401  (re-exported)
 from seqrec.data.split import Segments, Split
 from seqrec.errors import SeqrecError
+from seqrec.evaluation.beyond import ListStats, feature_rows, takers_of
 from seqrec.evaluation.sampling import sample_negatives
 
 NEG_INF = float("-inf")
@@ -212,7 +213,7 @@ def _checked(scores: torch.Tensor, batch: int, n_items: int) -> torch.Tensor:
 
 
 def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False, finite: bool = False,
-                cover: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+                cover: ListStats | None = None) -> torch.Tensor:
     """Ranks for one chunk of rows whose scores were copied into ``work`` (modified in place).
 
     Seen items and PAD are set to -inf, the target's own score is restored, then every other
@@ -299,14 +300,12 @@ def _top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return vals, cols.gather(1, at)
 
 
-def _update_coverage(cover: dict[int, torch.Tensor], scores: torch.Tensor, item_ids: torch.Tensor | None) -> None:
-    kmax = min(max(cover), scores.shape[1])
+def _update_coverage(cover: ListStats, scores: torch.Tensor, item_ids: torch.Tensor | None) -> None:
+    kmax = min(max(cover.ks), scores.shape[1])
     vals, idx = _top(scores, kmax)
     if item_ids is not None:
         idx = item_ids.gather(1, idx)
-    for k, seen in cover.items():
-        top, ok = idx[:, :k], ~torch.isneginf(vals[:, :k])
-        seen[top[ok]] = True
+    cover.update(idx, ~torch.isneginf(vals))
 
 
 def evaluate(
@@ -353,7 +352,7 @@ def evaluate(
             weights = loo.train().counts(n_items).astype(np.float64)
         o = loo.data.offsets
         whole = Segments(loo.data.items, o[users], o[users + 1])
-    cover: dict[int, torch.Tensor] = {}
+    cover: ListStats | None = None
     ranks = np.empty(len(sel), dtype=np.int64)  # filled in place: no list of small tensors kept between blocks
     done = 0
     max_len = int(scorer.max_len)
@@ -381,7 +380,7 @@ def evaluate(
                     width = max_len - _CROP * ((max_len - longest) // _CROP)
                     h = product.last_hidden(segs.left_padded(width, rows)).float()
                     if work is None:
-                        cover = {k: torch.zeros(n_items + 1, dtype=torch.bool) for k in config.ks}
+                        cover = _list_stats(loo, config, "cpu")
                         work = torch.empty((_CHUNK, n_items + 1), dtype=torch.float32)
                         flags = torch.empty((_CHUNK, n_items + 1), dtype=torch.bool)
                     tgt = torch.from_numpy(targets[rows])
@@ -399,8 +398,8 @@ def evaluate(
                 scores = _checked(scorer.score(histories), len(rows), n_items)
                 del histories
                 dev = scores.device
-                if not cover:
-                    cover = {k: torch.zeros(n_items + 1, dtype=torch.bool, device=dev) for k in config.ks}
+                if cover is None:
+                    cover = _list_stats(loo, config, dev)
                 tgt = torch.from_numpy(targets[rows]).to(dev)
                 if sampled:
                     negs = torch.from_numpy(negatives[lo : lo + len(rows)]).to(dev)
@@ -422,12 +421,22 @@ def evaluate(
                 del scores  # freed before the next block is scored
     ranks = torch.from_numpy(ranks).double()
     out = metrics_from_ranks(ranks.masked_fill(ranks == _MISS, math.inf), config.ks)
-    for k, seen in cover.items():
-        out[f"Coverage@{k}"] = int(seen[1:].sum()) / n_items
+    beyond = cover.metrics() if cover is not None else {}
+    out.update(beyond)
     out["users"], out["dropped_users"] = len(sel), dropped
-    keys = _key_order(config.ks) + (["excluded_users"] if config.targets != "all" else [])
+    keys = _key_order(config.ks)
+    keys[keys.index("MRR"):keys.index("MRR")] = [key for key in beyond if not key.startswith("Coverage")]
+    keys += ["excluded_users"] if config.targets != "all" else []
     out["excluded_users"] = excluded
     return {key: out[key] for key in keys}
+
+
+def _list_stats(loo: Split, config: EvalConfig, device: Any) -> ListStats:
+    """The accumulator of the top-k lists: novelty and popularity from the training part, diversity from the
+    catalogue's features (``seqrec.evaluation.beyond``)."""
+    n_items = loo.data.n_items
+    takers, users = takers_of(loo.train(), n_items)
+    return ListStats(config.ks, n_items, device, takers, users, feature_rows(loo.data.catalog, n_items))
 
 
 def _rank_block(fill, rows, tgt, segs, exclude_seen, miss, work, flags, cover, out: np.ndarray,
