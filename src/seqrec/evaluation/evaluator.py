@@ -152,8 +152,9 @@ def scorer_memory(scorer: Scorer) -> tuple[int, int]:
     ``hidden`` x 16 floats and ``heads`` x ``max_len``² x 3 attention values). Any other scorer: two
     float32 score rows per history.
     """
-    if callable(getattr(scorer, "memory_bytes", None)):
-        fixed, per_row = scorer.memory_bytes()
+    own = getattr(scorer, "memory_bytes", None)
+    if callable(own):
+        fixed, per_row = own()
         return int(fixed), int(per_row)
     width = int(scorer.n_items) + 1
     model = scorer if isinstance(scorer, torch.nn.Module) else getattr(scorer, "model", None)
@@ -255,14 +256,14 @@ def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False,
     return ranks
 
 
-def _product_scorer(scorer: Scorer) -> torch.nn.Module | None:
+def _product_scorer(scorer: Scorer) -> Any:
     """The model itself when its scores are ``last_hidden(histories) @ item_embeddings().T`` on the CPU (SASRec):
     the evaluator then takes that product a chunk of rows at a time straight into its ranking buffer, and crops
     the histories' leading all-PAD columns. None for any other scorer (its ``score`` is called)."""
     if not isinstance(scorer, torch.nn.Module) or not all(
             callable(getattr(scorer, name, None)) for name in ("last_hidden", "item_embeddings")):
         return None
-    weights = scorer.item_embeddings()
+    weights = scorer.item_embeddings()  # type: ignore[operator]  # checked callable above
     return scorer if weights.device.type == "cpu" and weights.dtype == torch.float32 else None
 
 
@@ -384,11 +385,11 @@ def evaluate(
                         work = torch.empty((_CHUNK, n_items + 1), dtype=torch.float32)
                         flags = torch.empty((_CHUNK, n_items + 1), dtype=torch.bool)
                     tgt = torch.from_numpy(targets[rows])
-                    out = np.empty(len(rows), dtype=np.int64)
+                    got = np.empty(len(rows), dtype=np.int64)
                     finite = _bounded(h, items_t)
                     fill = lambda a, b, w, h=h: torch.mm(h[a:b], items_t.T, out=w)
-                    _rank_block(fill, rows, tgt, segs, config.exclude_seen, miss, work, flags, cover, out, finite)
-                    ranks[at] = out
+                    _rank_block(fill, rows, tgt, segs, config.exclude_seen, miss, work, flags, cover, got, finite)
+                    ranks[at] = got
                 continue
             if sampled:
                 negatives = sample_negatives(whole.subset(batch), n_items, config.n_negatives, rng, weights)
@@ -419,8 +420,8 @@ def evaluate(
                 _rank_block(fill, rows, tgt, segs, config.exclude_seen, miss, work, flags, cover, ranks[done:])
                 done += len(rows)
                 del scores  # freed before the next block is scored
-    ranks = torch.from_numpy(ranks).double()
-    out = metrics_from_ranks(ranks.masked_fill(ranks == _MISS, math.inf), config.ks)
+    as_float = torch.from_numpy(ranks).double()
+    out: dict[str, Any] = metrics_from_ranks(as_float.masked_fill(as_float == _MISS, math.inf), config.ks)
     beyond = cover.metrics() if cover is not None else {}
     out.update(beyond)
     out["users"], out["dropped_users"] = len(sel), dropped

@@ -96,7 +96,7 @@ class Solo:
                 index: int) -> tuple[torch.Tensor, ...]:
         return objective.prepare(targets, epoch, index)
 
-    def no_sync(self, module: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
+    def no_sync(self, module: Any, last: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
     def agree(self, fn: Callable[[], Any]) -> Any:
@@ -186,12 +186,12 @@ class Group(Solo):
         positions = np.repeat(starts[share.picked], k) + np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
         return objective.keep(objective.prepare(full, epoch, index), torch.from_numpy(positions))
 
-    def no_sync(self, module: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
+    def no_sync(self, module: Any, last: bool) -> contextlib.AbstractContextManager:
         # gradients of the micro-batches before an optimizer step's last one stay local (one all-reduce per step)
         inner = getattr(module, "_orig_mod", module)  # through torch.compile
         if last or not hasattr(inner, "no_sync"):
             return contextlib.nullcontext()
-        return inner.no_sync()  # type: ignore[operator]
+        return inner.no_sync()
 
     def broadcast(self, obj: Any) -> Any:
         box = [obj if self.main else None]

@@ -35,6 +35,7 @@ from seqrec.errors import SeqrecError
 from seqrec.evaluation.evaluator import EvalConfig, evaluate
 from seqrec.evaluation.report import METRICS
 from seqrec.files import CHECKPOINT, CONFIG, RESULT, SUMMARY, WEIGHTS, atomic_write_text, read_marker, write_marker
+from seqrec.models.sasrec import SASRecModel
 from seqrec.publish import check_output_folder
 from seqrec.training.batches import Batches
 from seqrec.training.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
@@ -79,11 +80,12 @@ class RunState:
 class Run:
     """One training run: its objects, its state (``RunState``) and its checkpoint."""
 
-    def __init__(self, model: torch.nn.Module, loo: Split, cfg: TrainConfig, out_dir: str | Path | None,
-                 group: Solo | None = None) -> None:
+    def __init__(self, model: SASRecModel, loo: Split, cfg: TrainConfig, out_dir: str | Path | None,
+                 group: Any = None) -> None:
         if model.n_items != loo.data.n_items:
             raise SeqrecError(f"the model has {model.n_items} items but the data set has {loo.data.n_items}")
-        self.group = group = group or Solo(resolve_device(cfg.device))  # rank 0 alone writes
+        self.group: Any = group or Solo(resolve_device(cfg.device))  # rank 0 alone writes
+        group = self.group
         self.device = device = group.device
         if cfg.precision == "fp16" and device.type == "cpu":
             raise SeqrecError("train config: precision 'fp16' needs a GPU; use 'bf16' or 'fp32' on the CPU")
@@ -110,7 +112,7 @@ class Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
-        self.scorer = model if device.type == "cpu" else _OnDevice(model, device)
+        self.scorer: Any = model if device.type == "cpu" else _OnDevice(model, device)
         self.st = RunState()
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -118,6 +120,7 @@ class Run:
             group.agree(self._make_folder)
 
     def _make_folder(self) -> None:
+        assert self.out is not None
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             if read_marker(self.out) is None:
@@ -164,6 +167,7 @@ class Run:
         if self.ckpt is None:
             raise SeqrecError("resume=True needs out_dir (where the checkpoint is)")
         if not self.ckpt.is_file():
+            assert self.out is not None  # the checkpoint lives in it
             rows = self.out / METRICS
             present = [n for n in (CONFIG, WEIGHTS, SUMMARY, RESULT)
                        if (self.out / n).exists()]
@@ -192,6 +196,7 @@ class Run:
     def budget(self) -> float:
         """Wall seconds the training steps may run to under ``time_limit``: the limit less what the last
         validation and the test evaluation are expected to cost (each about one measured validation)."""
+        assert self.cfg.time_limit is not None, "a budget needs a time limit"
         return max(1e-9, self.cfg.time_limit - self.reserve)
 
     def elapsed(self) -> float:
@@ -367,7 +372,7 @@ class Run:
         return result
 
 
-def train(model: torch.nn.Module, loo: Split, config: TrainConfig, out_dir: str | Path | None = None,
+def train(model: SASRecModel, loo: Split, config: TrainConfig, out_dir: str | Path | None = None,
           resume: bool = False, callback: Callable[[dict[str, Any]], Any] | None = None) -> TrainResult:
     """Train ``model`` on ``loo.train()``; validate, stop early, reload the best weights, test once.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -133,7 +134,7 @@ def _optimizer(model: torch.nn.Module, cfg: Any, device: torch.device) -> torch.
     return cls(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)  # type: ignore[call-arg]  # Adam's keywords
 
 
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+def clip_grad_norm(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
     """``torch.nn.utils.clip_grad_norm_`` that also takes sparse gradients (coalesced first, their values
     counted and scaled); with dense gradients only it is that function."""
     if not any(p.grad is not None and p.grad.is_sparse for p in params):
