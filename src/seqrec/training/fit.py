@@ -29,7 +29,7 @@ from seqrec.errors import SeqrecError
 from seqrec.evaluation.horizon import evaluate_horizon
 from seqrec.files import RUN_FILES
 from seqrec.models.sasrec import SASRecConfig, SASRecModel
-from seqrec.training import distributed
+from seqrec.training import distributed, launcher
 from seqrec.training.loop import train
 from seqrec.training.recipe import RECIPES, Recipe, choose
 
@@ -213,7 +213,7 @@ def _fit_in_workers(recipe: str, options: dict[str, Any], given: TrainConfig, ds
                     resume: bool, valid: bool, init_from: Any, split: SplitConfig) -> Fitted:
     spec = {"recipe": recipe, "options": options, "resume": resume, "valid": valid,
             "init_from": None if init_from is None else str(init_from), "split": dataclasses.asdict(split)}
-    fitted, history = distributed.fit_in_workers(__name__, spec, given, ds, out_dir, lambda run: load(run)[2])
+    fitted, history = launcher.fit_in_workers(__name__, spec, given, ds, out_dir, lambda run: load(run)[2])
     fitted.result.history = history
     return fitted
 
@@ -222,7 +222,7 @@ def _worker(job: Path) -> int:
     """One worker of a multi-process fit: ``fit_model`` under the job's options; a failure's message goes
     to ``rank{R}.error`` for the launcher."""
     rank = os.environ.get("RANK", "0")
-    distributed.orphan_guard()
+    launcher.orphan_guard()
     try:
         spec = json.loads((job / "job.json").read_text())
         fit_model(spec["recipe"], spec["options"], Dataset.load(job / "data"), out_dir=spec["out_dir"],
