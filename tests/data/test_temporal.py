@@ -141,3 +141,14 @@ def test_the_command_line_evaluates_on_a_cut(cli, tmp_path) -> None:
     assert row["HR@10"] >= 0.7 and row["NDCG@10"] > 1.5 * pop["NDCG@10"] and row["Recall@10 (horizon)"] > pop["Recall@10 (horizon)"]
     code, _, err = cli("evaluate", path, "--model", "markov", "--cutoff", "0.8")
     assert code == 2 and "temporal" in err
+
+
+def test_train_validates_and_tests_on_the_cut(cli, tmp_path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{d * DAY}\n" for u, i, d in ring(size=40)))
+    code, out, err = cli("train", path, "--scheme", "temporal", "--cutoff", "0.8", "--horizon", "5d", "--epochs", "2",
+                         "--hidden", "16", "--blocks", "1", "--max-len", "10", "--out", tmp_path / "model", "-q")
+    assert code == 0, err
+    assert "test over the horizon: Recall@10" in out
+    result = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert result["test"]["users"] == 40 and result["test"]["cut"].startswith("1970-01-")

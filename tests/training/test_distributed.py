@@ -24,9 +24,9 @@ from seqrec.files import read_manifest, verify_manifest
 
 # dropout 0: the two processes then draw exactly what one draws (batches, negatives), so they must agree to
 # float rounding; with dropout each process has its own masks and only the metric's noise separates them
-OPTIONS = dict(hidden=16, blocks=1, max_len=12, dropout=0.0, loss="bce", epochs=6, patience=0, batch_size=64,
+OPTIONS = dict(hidden=16, blocks=1, max_len=12, dropout=0.0, loss="bce", epochs=6, patience=0, batch_size=64, eval_share=None,
                lr=3e-3, threads=1, seed=3, quiet=True)
-FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in OPTIONS.items() if k != "quiet"] + ["--quiet"]
+FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in OPTIONS.items() if k not in ("quiet", "eval_share")] + ["--quiet"]
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -185,7 +186,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         if not args.quiet:
             print(f"{ds.meta['events_added']:,} events from {args.from_store} added to {args.data}", flush=True)
     model = SASRec(recipe=args.recipe, **options).fit(ds, out_dir=args.out, resume=args.resume,
-                                                      init_from=args.init_from, split=_split_config(args))
+                                                      init_from=args.init_from,
+                                                      **dataclasses.asdict(_split_config(args)))
     from seqrec.evaluation.report import markdown_table
     from seqrec.training.distributed import is_main
 
