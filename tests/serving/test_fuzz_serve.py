@@ -113,3 +113,24 @@ def test_odd_path_and_query_values_never_give_a_500(client: TestClient) -> None:
     check()
     print(f"service fuzz, paths: {len(statuses)} requests, statuses {sorted(set(statuses))}")
     assert len(statuses) >= 400  # four requests an example
+
+
+def test_reload_paths_never_give_a_500(tiny_app) -> None:
+    """Paths with components over 255 characters, NUL bytes, odd characters: 400 or 422, never 500."""
+    _, app = tiny_app(api_key="fuzz-reload-key", backend="torch")
+    client = TestClient(app, raise_server_exceptions=False)
+    statuses: list[int] = []
+    component = st.one_of(st.text(min_size=1, max_size=8), st.integers(250, 600).map(lambda n: "c" * n),
+                          st.sampled_from(["..", ".", "\0", "~", "%2e"]))
+
+    @given(parts=st.lists(component, min_size=1, max_size=6), absolute=st.booleans())
+    @settings(max_examples=60, derandomize=True, deadline=None, database=None)
+    def check(parts: list[str], absolute: bool) -> None:
+        path = ("/" if absolute else "") + "/".join(parts)
+        r = client.post("/admin/reload", json={"path": path}, headers={"X-API-Key": "fuzz-reload-key"})
+        statuses.append(r.status_code)
+        assert r.status_code in (400, 422), (path[:80], r.status_code, r.text[:300])
+        assert "detail" in json.loads(r.content)
+
+    check()
+    assert 400 in statuses
