@@ -398,3 +398,19 @@ def test_cleaning_matches_a_plain_pipeline(seed):
     assert seqs(ds) == histories
     assert ds.meta["cleaning"]["k_core_steps"] == steps
     assert ds.meta["before"]["interactions"] == n and ds.meta["interactions"] == sum(map(len, histories))
+
+
+def test_an_id_holding_nul_is_refused_naming_its_line(tmp_path):
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"user_id,item_id\n1,a\n2,b\x00c\n")
+    with pytest.raises(SeqrecError, match=r"nul.csv line 3: item column 'item_id' .*NUL"):
+        read_interactions(path)
+
+
+def test_ids_given_alone_follow_the_readers_rule():
+    from seqrec.data.columns import id_problem
+
+    for good in (0, -5, 2**53 - 1, -(2**53 - 1), "abc", "007", "x" * 256, np.int64(7)):
+        assert id_problem(good) is None, good
+    for bad in ("NaN", "null", " <NA> ", "", "a\0b", 2**53, 10**30, 2**63, True, 1.5, None, "x" * 257, "\ud800"):
+        assert id_problem(bad), bad

@@ -354,8 +354,59 @@ def test_an_added_item_is_answered_with_no_interactions_and_its_features(tiny_da
     assert client.post("/admin/items", json={"items": [new, {"item_id": "bare"}]}, headers=key).status_code == 200
     body = client.post("/recommend", json={"history": [101, 102], "k": 3, "include": ["new-1", "bare", 103]}).json()
     got = {x["item_id"]: x for x in body["items"]}
-    assert set(got) == {"new-1", "bare", "103"}  # the ids are text since a text id was added
+    assert set(got) == {"new-1", "bare", 103}  # the integer ids stay integers beside the text ones
     assert got["new-1"]["interactions"] == 0 and got["new-1"]["features"] == {"genres": ["Sci-Fi"], "year": 1995}
     assert got["bare"]["interactions"] == 0 and got["bare"]["features"] == {} and got["bare"]["genres"] == []
-    assert got["103"]["interactions"] == 3 and got["103"]["features"]["genres"] == ["Horror", "Sci-Fi"]
+    assert got[103]["interactions"] == 3 and got[103]["features"]["genres"] == ["Horror", "Sci-Fi"]
     assert client.get("/items/new-1").json()["popularity"] == 0
+
+
+def _features_client(tiny_dataset, store=None) -> tuple[TestClient, dict]:
+    from seqrec.models.sasrec import SASRecConfig, SASRecModel
+
+    data = tiny_dataset()
+    model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,
+                                              item_features="genres,year", feature_output=True), data).eval()
+    key = {"X-API-Key": "items-forms-test-key"}
+    app = create_app(Recommender(model, data, name="features", backend="torch"), api_key=key["X-API-Key"], store=store)
+    return TestClient(app, raise_server_exceptions=False), key
+
+
+def test_a_text_id_added_to_integer_ids_leaves_their_form(tiny_dataset, tmp_path) -> None:
+    from seqrec.serving.store import EventStore
+
+    store = EventStore(tmp_path / "events.db")
+    client, key = _features_client(tiny_dataset, store)
+    before = client.post("/recommend", json={"history": [101, 102], "k": 5}).json()["items"]
+    assert all(isinstance(x["item_id"], int) for x in before)
+    r = client.post("/admin/items", json={"items": [{"item_id": "new-1", "genres": ["Sci-Fi"]}, {"item_id": 7001},
+                                                    {"item_id": "7002"}, {"item_id": "007"}]}, headers=key)
+    assert r.status_code == 200 and r.json()["added"] == ["new-1", 7001, "7002", "007"], r.text
+    after = client.post("/recommend", json={"history": [101, 102], "k": 16}).json()["items"]
+    forms = {x["item_id"] for x in after}
+    assert {x["item_id"] for x in before} <= forms  # the very ids, as integers
+    assert {"new-1", 7001, 7002, "007"} <= forms and "101" not in forms and "103" not in forms
+    assert client.get("/items/103").json()["item_id"] == 103 and client.get("/items/7002").json()["item_id"] == 7002
+    assert client.get("/items/new-1").json()["item_id"] == "new-1"
+    assert all(isinstance(x["item_id"], int) for x in client.get("/items/103/similar", params={"k": 11}).json()["items"]
+               if x["item_id"] not in ("new-1", "007"))
+    assert client.post("/events", json={"user_id": "u0", "item_id": 103}, headers=key).status_code == 200
+    assert client.post("/events", json={"user_id": "u0", "item_id": "new-1"}, headers=key).status_code == 200
+    hist = client.get("/users/u0/history").json()["items"]
+    assert hist[-2]["item_id"] == 103 and hist[-1]["item_id"] == "new-1" and all(h["known"] for h in hist)
+    assert isinstance(hist[0]["item_id"], int)
+    store.close()
+
+
+@pytest.mark.parametrize("bad", ["NaN", "null", " None ", "", "a\0b", 10**30, 2**63, 2**53, -(2**53), True, "x" * 257])
+def test_added_items_follow_the_id_rule_of_events(tiny_dataset, tmp_path, bad) -> None:
+    from seqrec.serving.store import EventStore
+
+    store = EventStore(tmp_path / "events.db")
+    client, key = _features_client(tiny_dataset, store)
+    event = client.post("/events", json={"user_id": "u0", "item_id": bad}, headers=key)
+    added = client.post("/admin/items", json={"items": [{"item_id": bad}]}, headers=key)
+    assert event.status_code == added.status_code == 422, (event.text[:300], added.text[:300])
+    assert added.json()["detail"][0]["loc"][:4] == ["body", "items", 0, "item_id"], added.text[:300]
+    assert client.get("/model").json()["n_items"] == 12
+    store.close()

@@ -17,13 +17,19 @@ Raw ids (the user and item columns) follow one rule in every format:
   NaN and infinities there are refused;
 * a column is integer ids when every value is an integer, else text ids (integers then written in
   decimal, ``"242"``); ``50`` and ``"50"`` find the same item either way (``seqrec.data.dataset.id_key``);
-* a column of another type (list, struct, date, boolean, ...) is refused naming the column and its type.
+* a column of another type (list, struct, date, boolean, ...) is refused naming the column and its type;
+* an id holding a NUL character is refused (no tool that reads the id back keeps it whole).
+
+An id given alone (an event, an item added to a running service) follows the same rule, checked by
+``id_problem``; as a number it is an integer within +-(2**53 - 1), which every JSON reader holds exactly
+(larger ones are sent as text).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -105,6 +111,36 @@ MISSING_IDS = ("", "nan", "+nan", "-nan", "<na>", "nat", "none", "null")  # lowe
 _PLAIN_INT = r"^[+-]?(?:0|[1-9][0-9]*)$"  # no leading zeros: 007 is a code
 _NUMBER = r"^[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
 _EXACT = 2**53  # floats are exact integers up to here
+MAX_ID_CHARS = 256  # an id given alone (an event, an added item) holds at most this many characters
+
+
+def id_problem(raw: Any) -> str | None:
+    """Why one id given alone (an event's, an item added to a running service) is not an id by the rule of
+    this module, or None: an integer (not a boolean) within +-(2**53 - 1), or text of at most
+    ``MAX_ID_CHARS`` characters that, trimmed, is not empty, not a missing-value marker, holds no NUL
+    character and no unpaired surrogate."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, str, np.integer)):
+        return f"expected an integer or a string, got {type(raw).__name__}"
+    if not isinstance(raw, str):
+        return None if abs(int(raw)) < _EXACT else (
+            f"{int(raw)} is beyond +-(2**53 - 1), which JSON readers cannot hold exactly; send it as a string")
+    if len(raw) > MAX_ID_CHARS:
+        return f"an id holds at most {MAX_ID_CHARS} characters, this one {len(raw)}"
+    if raw.strip().lower() in MISSING_IDS:
+        return "an id is needed: empty values and missing-value markers such as NaN are not ids"
+    if "\x00" in raw:
+        return "an id may not hold a NUL character"
+    if not _utf8_text(raw):
+        return "an id may not hold an unpaired surrogate"
+    return None
+
+
+def _utf8_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ids(s: pl.Series, refuse: Callable[[pl.Series, str], None], what: str) -> pl.Series:
@@ -138,6 +174,7 @@ def _ids(s: pl.Series, refuse: Callable[[pl.Series, str], None], what: str) -> p
         raise SeqrecError(f"{what} has type {dtype}; expected integer or text ids")
     s = s.str.strip_chars()
     refuse(s.is_null() | s.str.to_lowercase().is_in(MISSING_IDS), expected_id)
+    refuse(s.str.contains("\x00", literal=True), "an id without NUL characters")
     refuse(s.str.contains("\ufffd", literal=True),
            "UTF-8 text (the file holds bytes that are not UTF-8 here, read as U+FFFD; convert it to UTF-8)")
     n = s.str.to_integer(strict=False)
