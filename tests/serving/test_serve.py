@@ -116,6 +116,24 @@ def test_bad_input_is_422_naming_the_field(client: TestClient, body: dict, field
     assert any(field in e["loc"] for e in r.json()["detail"])
 
 
+def test_a_422_quotes_a_bounded_part_of_the_input(tiny_app) -> None:
+    _, app = tiny_app(api_key="quote-test-key")
+    client = TestClient(app)
+    big = "x" * 900_000
+    for path, body, headers in (("/recommend", {"history": [big]}, {}),
+                                ("/recommend", {"history": [101], "include": [big[:300_000]] * 2, "k": big[:300_000]}, {}),
+                                ("/recommend/batch", {"histories": [[big[:9000]]] * 100}, {}),
+                                ("/events", {"user_id": big, "item_id": 1}, {"X-API-Key": "quote-test-key"}),
+                                ("/admin/items", {"items": [{"item_id": big}]}, {"X-API-Key": "quote-test-key"})):
+        r = client.post(path, json=body, headers=headers)
+        assert r.status_code == 422, (path, r.status_code)
+        assert len(r.content) < 25_000, (path, len(r.content))
+        assert all(e["loc"][0] == "body" for e in r.json()["detail"])
+    r = client.post("/recommend", json={"history": ["y" * 500]})
+    quoted = r.json()["detail"][0]["input"]
+    assert quoted.startswith("y" * 200) and "500 characters" in quoted
+
+
 def test_k_below_one_is_422_on_every_route(client: TestClient) -> None:
     for k in (0, -1):  # the schemas refuse it before the recommender (which raises for it) is asked
         for path, body in (("/recommend", {"history": [101]}), ("/recommend/batch", {"histories": [[101]]}),

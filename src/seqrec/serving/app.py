@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -60,7 +59,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from seqrec.errors import SeqrecError
-from seqrec.serving.http import _Busy, _Guard, _json_error, _Pool, _safe, _StrictRoute, _TooLarge
+from seqrec.serving.http import _Busy, _Guard, _json_error, _Pool, _StrictRoute, _TooLarge, _validation_detail
 from seqrec.serving.limits import ENV_LIMITS, Limits
 from seqrec.serving.live import ENV_API_KEY, key_check, reload_on_signal
 from seqrec.serving.recommender import Recommender, UnknownIdError
@@ -200,7 +199,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # the detail echoes the input, which may hold what JSON cannot carry (bytes, NaN, surrogates)
-        return JSONResponse({"detail": _safe(jsonable_encoder(_safe(exc.errors())))}, status_code=422)
+        return JSONResponse({"detail": _validation_detail(exc.errors())}, status_code=422)
 
     @app.exception_handler(_TooLarge)
     async def _too_large(request: Request, exc: _TooLarge) -> JSONResponse:
