@@ -10,6 +10,7 @@ parquet, csv, tsv, synthetic or dataframe.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,9 +129,15 @@ def _ratings_file(folder: Path) -> Path:
                       "(meta.json) or a MovieLens folder (u.data, ratings.dat or ratings.csv)")
 
 
+_QUOTED = re.compile(r'(?m)(?:^|(?<=[,\t;|]))"(?:[^"]|"")*(?:"|\Z)')  # a quoted field (to the end of a cut sample)
+
+
 def sniff(text: str) -> str | None:
-    """The separator of a delimited text sample: , tab ; | or None for whitespace."""
-    lines = [ln for ln in text.splitlines() if ln.strip()][:20]
+    """The separator of a delimited text sample: , tab ; | or None for whitespace. Quoted fields (CSV quoting,
+    which ``seqrec export-events`` writes) are data: their separators and line ends do not count; lines end
+    at ``\n`` only (text may hold U+2028, form feeds and the like)."""
+    text = _QUOTED.sub('""', text)
+    lines = [ln for ln in text.split("\n") if ln.strip()][:20]
     lines = lines[:-1] if len(lines) > 2 else lines
     best, best_n = None, 0
     for cand in (",", "\t", ";", "|"):
