@@ -13,8 +13,11 @@ Raw ids (the user and item columns) follow one rule in every format:
 * a value written as a whole number is that integer: ``242``, ``242.0``, ``+242`` and ``2.42e2`` are the
   one id 242 (numbers with a fraction or exponent within +-2**53, where a float is exact; integers within
   64 bits). Numbers with a fractional part (``242.5``) and integers written with leading zeros (``007``,
-  a code) are kept as text, exactly as written. Float columns (Parquet, frames) follow the same rule;
-  NaN and infinities there are refused;
+  a code) are kept as text, exactly as written. Float columns (Parquet, frames) follow the same rule for
+  whole numbers; NaN, infinities and fractions there (``196.5``: a column of numbers, not of ids) are
+  refused naming the row and column;
+* a header that names the same column twice (``user_id,item_id,item_id``) is refused naming the column,
+  when the column plays a role (either copy could be meant);
 * a column is integer ids when every value is an integer, else text ids (integers then written in
   decimal, ``"242"``); ``50`` and ``"50"`` find the same item either way (``seqrec.data.dataset.id_key``);
 * a column of another type (list, struct, date, boolean, ...) is refused naming the column and its type;
@@ -45,8 +48,23 @@ ROLE_NAMES = {
 FLAG_NAMES = {"user": "user_col", "item": "item_col", "timestamp": "time_col", "rating": "rating_col"}
 
 
-def _pick(columns: list[str], cols: dict[str, str | None], label: str) -> dict[str, str]:
-    """Which column plays which role (user, item, timestamp, rating): flags first, then common names."""
+def _pick(columns: list[str], cols: dict[str, str | None], label: str,
+          header: list[str] | None = None) -> dict[str, str]:
+    """Which column plays which role (user, item, timestamp, rating): flags first, then common names.
+    ``header``: the names as the file writes them (a reader may have renamed repeated ones); a role column
+    named twice there is refused."""
+    names = columns if header is None else header
+    flags = {f for f in cols.values() if f is not None}
+    for c in dict.fromkeys(n.lower() for n in names if n != "_line"):
+        same = [i for i, n in enumerate(names) if n.lower() == c]
+        if len(same) < 2 or not _plays_a_role(c, cols):
+            continue
+        if any(names.count(f) == 1 and f.lower() == c for f in flags):  # a flag names one of them exactly
+            continue
+        shown = names[same[0]] if len({names[i] for i in same}) == 1 else " / ".join(names[i] for i in same)
+        where = ", ".join(str(i + 1) for i in same)
+        raise SeqrecError(f"{label}: the header names column {shown!r} {len(same)} times (columns {where}); "
+                          f"which one is meant is unclear: rename or remove the others")
     lower = {c.lower(): c for c in reversed(columns)}  # the first of equal names wins
     found = ", ".join(repr(c) for c in columns if c != "_line")
     chosen: dict[str, str] = {}
@@ -70,6 +88,13 @@ def _pick(columns: list[str], cols: dict[str, str | None], label: str) -> dict[s
                           f"{', '.join(FLAG_NAMES[r] + '=' for r in missing)} "
                           f"({', '.join(f'--{r}-col' for r in missing)})")
     return chosen
+
+
+def _plays_a_role(name: str, cols: dict[str, str | None]) -> bool:
+    """Whether column ``name`` is given by a flag or is one of the common names of a role."""
+    flags = {f for f in cols.values() if f is not None}
+    common = {n.lower() for role, names in ROLE_NAMES.items() if cols.get(role) is None for n in names}
+    return name in flags or name.lower() in {f.lower() for f in flags} or name.lower() in common
 
 
 def _standardise(frame: pl.DataFrame, cols: dict[str, str | None], label: str, word: str) -> pl.DataFrame:
@@ -168,6 +193,8 @@ def _ids(s: pl.Series, refuse: Callable[[pl.Series, str], None], what: str) -> p
         return out
     if s.dtype.is_float():
         refuse(s.is_null() | s.is_nan() | s.is_infinite(), expected_id)
+        refuse(s != s.round(0), "an id: a whole number or text (a float column of ids holds no fractions; "
+                                "is this the right column?)")
         whole = (s == s.round(0)) & (s.abs() <= _EXACT)
         return _merge(whole, s, s.cast(pl.String))
     if s.dtype != pl.String:

@@ -98,6 +98,11 @@ def _resolve(spec: Any) -> Path | str | pl.DataFrame:
     if type(spec).__module__.split(".")[0] == "pandas" and hasattr(spec, "columns"):
         if any(n is not None for n in spec.index.names):
             spec = spec.reset_index()
+        names = [str(c) for c in spec.columns]
+        if len(set(names)) < len(names):
+            twice = next(c for c in names if names.count(c) > 1)
+            raise SeqrecError(f"DataFrame: column {twice!r} appears {names.count(twice)} times; which one is meant "
+                              f"is unclear: rename or drop the others")
         try:
             return pl.from_pandas(spec)
         except (TypeError, ValueError, pl.exceptions.PolarsError) as e:
