@@ -53,15 +53,15 @@ def _pick(columns: list[str], cols: dict[str, str | None], label: str,
     """Which column plays which role (user, item, timestamp, rating): flags first, then common names.
     ``header``: the names as the file writes them (a reader may have renamed repeated ones); a role column
     named twice there is refused."""
-    names = columns if header is None else header
+    written = columns if header is None else header
     flags = {f for f in cols.values() if f is not None}
-    for c in dict.fromkeys(n.lower() for n in names if n != "_line"):
-        same = [i for i, n in enumerate(names) if n.lower() == c]
+    for c in dict.fromkeys(n.lower() for n in written if n != "_line"):
+        same = [i for i, n in enumerate(written) if n.lower() == c]
         if len(same) < 2 or not _plays_a_role(c, cols):
             continue
-        if any(names.count(f) == 1 and f.lower() == c for f in flags):  # a flag names one of them exactly
+        if any(written.count(f) == 1 and f.lower() == c for f in flags):  # a flag names one of them exactly
             continue
-        shown = names[same[0]] if len({names[i] for i in same}) == 1 else " / ".join(names[i] for i in same)
+        shown = written[same[0]] if len({written[i] for i in same}) == 1 else " / ".join(written[i] for i in same)
         where = ", ".join(str(i + 1) for i in same)
         raise SeqrecError(f"{label}: the header names column {shown!r} {len(same)} times (columns {where}); "
                           f"which one is meant is unclear: rename or remove the others")
