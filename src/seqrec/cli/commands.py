@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", cmd_train, "train SASRec; writes a model folder with metrics.jsonl and a resumable checkpoint")
     _add_data_args(sp)
     sp.add_argument("--out", required=True, help="run / model folder")
-    sp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    sp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (refused when --out "
+                                                          "never held a run: train without --resume to start one)")
     sp.add_argument("--init-from", default=None, metavar="MODEL",
                     help="start from this SASRec model folder (a warm start): its items keep their ids and weights, "
                          "DATA's new items are added, the optimiser starts afresh")

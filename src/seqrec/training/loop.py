@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -78,7 +79,7 @@ class Run:
     """One training run: its objects, its state (``RunState``) and its checkpoint."""
 
     def __init__(self, model: torch.nn.Module, loo: LeaveOneOut, cfg: TrainConfig, out_dir: str | Path | None,
-                 group: Solo | None = None) -> None:
+                 group: Solo | None = None, resume: bool = False) -> None:
         if model.n_items != loo.data.n_items:
             raise SeqrecError(f"the model has {model.n_items} items but the data set has {loo.data.n_items}")
         self.group = group = group or Solo(resolve_device(cfg.device))  # rank 0 alone writes
@@ -90,6 +91,8 @@ class Run:
         self.ckpt = self.out / CHECKPOINT if self.out is not None else None
         if self.out is not None:  # before any work: a file, '.', an unwritable parent, a folder that is not seqrec's
             group.agree(lambda: check_output_folder(self.out, "model", force=True))
+            if resume:  # before the folder is made: a folder that never held a run has nothing to continue
+                group.agree(lambda: _held_a_run(self.out))
         self.model, self.loo, self.cfg = model.to(device), loo, cfg
         self.data = Batches(loo, model.max_len, cfg)
         self.objective = Objective(cfg, model.n_items, loo.train().counts(model.n_items))
@@ -135,7 +138,8 @@ class Run:
 
     def restore(self) -> None:
         """Continue from ``out_dir/checkpoint.safetensors``, or raise saying why not. A fresh start
-        only when there is nothing to resume: the folder is new or empty (or holds no finished epoch).
+        only when there is nothing to resume: a run was set up there but finished no epoch (said on stderr;
+        a folder that never held a run is refused before it is made: ``_held_a_run``).
         A folder that holds a run's or a model's files but no checkpoint, an unreadable checkpoint or
         one from other data, model or options is a ``SeqrecError``: ``--resume`` never silently restarts.
         Rank 0 reads and checks the checkpoint; every rank loads what it read."""
@@ -168,6 +172,8 @@ class Run:
             if present:
                 raise SeqrecError(f"{self.out}: cannot resume: there is no {CHECKPOINT} (the folder holds "
                                   f"{', '.join(present)}); train without --resume to start over")
+            if not self.cfg.quiet:  # a run was set up but finished no epoch: the same as a fresh start, said so
+                print(f"{self.out}: no epoch finished yet: training from epoch 1", file=sys.stderr, flush=True)
             return None
         meta, tensors = load_checkpoint(self.ckpt)
         where = f"{self.ckpt}: cannot resume:"
@@ -333,15 +339,25 @@ class Run:
         return result
 
 
+def _held_a_run(out: Path) -> None:
+    """``--resume`` into ``out``: refused when no run was ever set up there (the folder is absent, or holds
+    no seqrec marker), saying how to start a fresh run."""
+    if not out.exists() or read_marker(out) is None:
+        state = "does not exist" if not out.exists() else "never held a run"
+        raise SeqrecError(f"{out}: cannot resume: the folder {state}, so there is nothing to continue; to start a "
+                          f"fresh run there, train without --resume (resume=False)")
+
+
 def train(model: torch.nn.Module, loo: LeaveOneOut, config: TrainConfig, out_dir: str | Path | None = None,
           resume: bool = False, callback: Callable[[dict[str, Any]], Any] | None = None) -> TrainResult:
     """Train ``model`` on ``loo.train()``; validate, stop early, reload the best weights, test once.
 
     ``callback(row)`` runs after each epoch (after its checkpoint); returning False stops training.
     With ``out_dir``: ``metrics.jsonl`` (one row per epoch), ``checkpoint.safetensors`` and
-    ``result.json``. ``resume=True`` continues from the checkpoint there; it starts afresh only when
-    there is nothing to resume (a new or empty folder); a run's files without a checkpoint, or one that
-    does not fit, are a ``SeqrecError`` (``Run.restore``): a resume never silently restarts.
+    ``result.json``. ``resume=True`` continues from the checkpoint there; a folder that never held a run
+    (absent, or without seqrec's marker), a run's files without a checkpoint, or one that does not fit, are a
+    ``SeqrecError`` (``Run.restore``): a resume never silently restarts. A run set up there that finished no
+    epoch starts from epoch 1, saying so.
     Seeds torch's global generator (dropout) from ``config.seed``. In a worker of several processes
     (``seqrec.training.distributed``: started by ``SASRec(nproc=N).fit`` or torchrun) it trains that worker's
     share; rank 0 writes ``out_dir`` and runs ``callback``, every rank returns rank 0's result and weights.
@@ -349,7 +365,7 @@ def train(model: torch.nn.Module, loo: LeaveOneOut, config: TrainConfig, out_dir
     group = join(config)
     if not group.main:
         config = replace(config, quiet=True)
-    run = Run(model, loo, config, out_dir, group)
+    run = Run(model, loo, config, out_dir, group, resume=resume)
     before = torch.get_num_threads()
     if run.threads:
         torch.set_num_threads(run.threads)
