@@ -125,10 +125,6 @@ def fit_model(recipe: str, options: dict[str, Any], ds: Dataset, out_dir: str | 
         model_options = {k: v for k, v in start.config.to_dict().items() if k != "n_items"}
     if not resolved.quiet and distributed.is_main():
         print(chosen.describe(options), flush=True)
-        if start is not None:
-            from seqrec.training.warm import describe
-
-            print(describe(ds.meta["warm_start"]), flush=True)
     cfg = resolved if valid else dataclasses.replace(resolved, eval_every=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -137,7 +133,11 @@ def fit_model(recipe: str, options: dict[str, Any], ds: Dataset, out_dir: str | 
         else:
             from seqrec.training.warm import warm_model
 
-            model = warm_model(start, ds.n_items, seed=cfg.seed)
+            model = warm_model(start, ds.n_items, seed=cfg.seed, dataset=ds)
+            if not resolved.quiet and distributed.is_main():
+                from seqrec.training.warm import describe
+
+                print(describe(ds.meta["warm_start"]), flush=True)
     result = train(model, LeaveOneOut(ds), cfg, out_dir=None if out_dir is None else Path(out_dir), resume=resume)
     fitted = Fitted(model.eval(), ds, result, model_options, resolved, cfg, chosen)
     if out_dir is not None and distributed.is_main():  # under several processes rank 0 writes

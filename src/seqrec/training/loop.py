@@ -92,7 +92,8 @@ class Run:
         if self.out is not None:  # before any work: a file, '.', an unwritable parent, a folder that is not seqrec's
             group.agree(lambda: check_output_folder(self.out, "model", force=True))
             if resume:  # before the folder is made: a folder that never held a run has nothing to continue
-                group.agree(lambda: _held_a_run(self.out))
+                out = self.out
+                group.agree(lambda: _held_a_run(out))
         self.model, self.loo, self.cfg = model.to(device), loo, cfg
         self.data = Batches(loo, model.max_len, cfg)
         self.objective = Objective(cfg, model.n_items, loo.train().counts(model.n_items))
