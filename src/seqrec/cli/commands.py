@@ -313,6 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SeqrecError as e:
         print(f"seqrec: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave: a bug or the machine's trouble
+            raise
+        print(f"seqrec: error: {e.filename}: {e.strerror or e}", file=sys.stderr)  # a path the system refuses
+        return 2
     except KeyboardInterrupt:
         print("seqrec: interrupted", file=sys.stderr)
         return 130

@@ -110,10 +110,13 @@ def _resolve(spec: Any) -> Path | str | pl.DataFrame:
     if not isinstance(spec, (str, os.PathLike)):
         raise SeqrecError(f"cannot load data from a {type(spec).__name__}; give a path, a name or a DataFrame")
     path = Path(spec).expanduser()
-    if path.is_dir() and (path / CONFIG).is_file() and (path / DATA_DIR / META).is_file():
-        return path / DATA_DIR  # a model folder reads as the data it was trained on
-    if path.exists():
-        return path
+    try:
+        if path.is_dir() and (path / CONFIG).is_file() and (path / DATA_DIR / META).is_file():
+            return path / DATA_DIR  # a model folder reads as the data it was trained on
+        if path.exists():
+            return path
+    except OSError as e:  # a name the system refuses: a component over 255 characters, no permission
+        raise SeqrecError(f"{spec}: cannot read this path ({e.strerror or e})") from None
     if spec == "synthetic":
         return "synthetic"
     if spec in ML_NAMES:
