@@ -33,13 +33,14 @@ def small_movielens(folder: Path) -> Path:
     folder.mkdir()
     ratings = ["userId,movieId,rating,timestamp"]
     for user in range(1, 151):
-        others = rng.sample(items[len(NAMED_ITEMS):], 12)
-        chosen = others + (NAMED_ITEMS if user <= 20 else rng.sample(items[len(NAMED_ITEMS):], 4))
+        others = rng.sample(items[len(NAMED_ITEMS) :], 12)
+        chosen = others + (NAMED_ITEMS if user <= 20 else rng.sample(items[len(NAMED_ITEMS) :], 4))
         for t, item in enumerate(dict.fromkeys(chosen)):
             ratings.append(f"{user},{item},{rng.choice([3.0, 4.0, 4.5, 5.0])},{1_000_000 + 100 * user + t}")
     (folder / "ratings.csv").write_text("\n".join(ratings) + "\n")
-    movies = ["movieId,title,genres"] + [f'{i},"Film {i} ({1980 + i % 40})",{GENRES[i % 6]}|{GENRES[(i + 2) % 6]}'
-                                        for i in items]
+    movies = ["movieId,title,genres"] + [
+        f'{i},"Film {i} ({1980 + i % 40})",{GENRES[i % 6]}|{GENRES[(i + 2) % 6]}' for i in items
+    ]
     (folder / "movies.csv").write_text("\n".join(movies) + "\n")
     return folder
 
@@ -47,7 +48,8 @@ def small_movielens(folder: Path) -> Path:
 def runnable(block: str, data: str) -> str:
     block = re.sub(r'"\.\./shared/data/[^"]+"', repr(data), block)
     return re.sub(r"\bSASRec\((?=\S)", "SASRec(epochs=1, quiet=True, threads=1, ", block).replace(
-        "SASRec()", "SASRec(epochs=1, quiet=True, threads=1)")
+        "SASRec()", "SASRec(epochs=1, quiet=True, threads=1)"
+    )
 
 
 def test_readme_has_python_blocks_that_name_the_calls() -> None:
