@@ -180,3 +180,31 @@ def test_cli_retrains_a_model_with_item_features(tmp_path, cli):
     rec = Recommender.from_folder(tmp_path / "m3", backend="torch")
     assert rec.recommend([1, 2, 3], k=5).items
     assert rec.add_items([{"item_id": "fresh", "genres": ["g-new"]}]).unknown_values == {}
+
+
+def test_warm_model_with_item_features_keeps_the_vocabulary_and_grows_it():
+    def data(rows, genres):
+        frame = pl.DataFrame({"user": [u for u, _ in rows], "item": [i for _, i in rows]})
+        catalog = pl.DataFrame({"raw_id": list(genres), "title": list(genres), "genres": list(genres.values())})
+        return Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0))
+
+    old = data([("u1", "a"), ("u1", "b"), ("u2", "c"), ("u2", "a")], {"a": ["x"], "b": ["y"], "c": ["x", "z"]})
+    torch.manual_seed(0)
+    model = SASRecModel.for_data(SASRecConfig(n_items=old.n_items, hidden=8, blocks=1, max_len=4,
+                                              item_features="genres"), old)
+    new = data([("u1", "b"), ("u1", "e"), ("u3", "c"), ("u3", "e")], {"b": ["y"], "c": ["x", "z"], "e": ["w", "y"]})
+    grown, _ = extend_items(new, old)
+    with pytest.raises(SeqrecError, match="needs the grown data set"):
+        warm_model(model, grown.n_items)
+    warm = warm_model(model, grown.n_items, dataset=grown)
+    old_field, field = model.features.vocab.fields[0], warm.features.vocab.fields[0]
+    assert field.values == (*old_field.values, "w")  # the new value joins its field, the old ones keep their ids
+    assert torch.equal(warm.features.emb.weight[: old_field.size + 1], model.features.emb.weight)
+    ids = grown.item_ids
+    table, before = warm.features.table, model.features.table
+    assert torch.equal(table[ids.get("a")], before[old.item_ids.get("a")])  # absent from the new data: kept
+    assert torch.equal(table[ids.get("c")], before[old.item_ids.get("c")])
+    w = field.values.index("w") + 1
+    assert w in table[ids.get("e")].tolist()
+    assert grown.meta["warm_start"]["new_feature_values"] == {"genres": 1}
+    assert warm.score(torch.tensor([[0, 1, 2, 4]])).shape == (1, grown.n_items + 1)
