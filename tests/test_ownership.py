@@ -259,8 +259,12 @@ def test_file_outputs_refuse_a_folder(model_folder, tmp_path, cli):
 # ----------------------------------------------------------------------------- --resume
 def test_resume_never_silently_restarts(tmp_path):
     ds = small()
-    fresh = train(sasrec(ds), LeaveOneOut(ds), quick(), out_dir=tmp_path / "new", resume=True)  # nothing there yet
-    assert [h["epoch"] for h in fresh.history] == [1]
+    for never in (tmp_path / "new", tmp_path / "empty"):  # no run was ever set up there: refused, nothing made
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        with pytest.raises(SeqrecError, match=r"cannot resume: the folder (does not exist|never held a run).*"
+                                              r"train without --resume"):
+            train(sasrec(ds), LeaveOneOut(ds), quick(), out_dir=never, resume=True)
+    assert not (tmp_path / "new").exists() and not list((tmp_path / "empty").iterdir())
     run_dir = tmp_path / "run"
     train(sasrec(ds), LeaveOneOut(ds), quick(), out_dir=run_dir)
     (run_dir / "checkpoint.safetensors").unlink()
@@ -273,3 +277,11 @@ def test_resume_never_silently_restarts(tmp_path):
     save_folder(model_dir, sasrec(ds), ds, {}, {})
     with pytest.raises(SeqrecError, match="cannot resume.*config.json"):
         train(sasrec(ds), LeaveOneOut(ds), quick(), out_dir=model_dir, resume=True)
+
+
+def test_train_resume_into_a_folder_that_never_held_a_run_is_refused(tmp_path, log_csv, cli):
+    code, out, err = cli("train", log_csv, "--out", tmp_path / "fresh", "--resume", *TRAIN)
+    assert code == 2 and "cannot resume" in err and "without --resume" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "fresh").exists()
+    code, _, err = cli("train", log_csv, "--out", tmp_path / "fresh", *TRAIN)  # the fresh run the message names
+    assert code == 0, err

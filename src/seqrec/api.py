@@ -76,7 +76,8 @@ class SASRec:
 
         ``valid=False`` skips validation and early stopping and keeps the last weights. With
         ``out_dir`` the run (metrics.jsonl, checkpoint) goes there and the folder ends up a model
-        folder that ``SASRec.load`` reads; ``resume=True`` continues an interrupted run.
+        folder that ``SASRec.load`` reads; ``resume=True`` continues an interrupted run (a folder that never held
+        a run is refused: fit without ``resume`` to start one).
         ``init_from`` (a SASRec model folder) starts from that model (``seqrec.training.warm``): its items keep
         their ids and weights, new items are added, its shape is kept (model options may not differ),
         the optimiser starts afresh; the training options come from the recipe and the caller.

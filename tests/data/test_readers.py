@@ -398,3 +398,53 @@ def test_cleaning_matches_a_plain_pipeline(seed):
     assert seqs(ds) == histories
     assert ds.meta["cleaning"]["k_core_steps"] == steps
     assert ds.meta["before"]["interactions"] == n and ds.meta["interactions"] == sum(map(len, histories))
+
+
+def test_an_id_holding_nul_is_refused_naming_its_line(tmp_path):
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"user_id,item_id\n1,a\n2,b\x00c\n")
+    with pytest.raises(SeqrecError, match=r"nul.csv line 3: item column 'item_id' .*NUL"):
+        read_interactions(path)
+
+
+def test_ids_given_alone_follow_the_readers_rule():
+    from seqrec.data.columns import id_problem
+
+    for good in (0, -5, 2**53 - 1, -(2**53 - 1), "abc", "007", "x" * 256, np.int64(7)):
+        assert id_problem(good) is None, good
+    for bad in ("NaN", "null", " <NA> ", "", "a\0b", 2**53, 10**30, 2**63, True, 1.5, None, "x" * 257, "\ud800"):
+        assert id_problem(bad), bad
+
+
+@pytest.mark.parametrize("text, name", [
+    ("user_id,item_id,item_id,rating\n1,10,20,4\n1,11,21,3\n", "dup.csv"),
+    ("user_id\titem_id\tuser_id\n1\t10\t2\n1\t11\t2\n", "dup.tsv"),
+    ("user_id item_id item_id\n1 10 20\n1 11 21\n", "dup.txt"),
+    ("userId,ITEM_ID,item_id\n1,10,20\n1,11,21\n", "case.csv"),
+])
+def test_a_role_column_named_twice_is_refused_naming_it(tmp_path, text, name):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(SeqrecError, match=rf"{name}: the header names column '(item_id|user_id|ITEM_ID / item_id)' .*times"):
+        read_interactions(path)
+
+
+def test_columns_named_twice_elsewhere(tmp_path):
+    path = tmp_path / "extra.csv"
+    path.write_text("user_id,item_id,note,note\n1,10,a,b\n1,11,c,d\n")  # a repeated column no role reads
+    assert read_interactions(path)[0]["item"].to_list() == [10, 11]
+    frame = pd.DataFrame([[1, 10, 20]], columns=["user_id", "item_id", "item_id"])
+    with pytest.raises(SeqrecError, match="column 'item_id' appears 2 times"):
+        read_interactions(frame)
+
+
+def test_fractional_ids_in_a_float_column_are_refused(tmp_path):
+    path = tmp_path / "frac.parquet"
+    pl.DataFrame({"user_id": [1.0, 196.5, 3.0], "item_id": [1, 2, 3]}).write_parquet(path)
+    with pytest.raises(SeqrecError, match=r"frac.parquet row 2: user column 'user_id' is '196.5'; expected an id"):
+        read_interactions(path)
+    with pytest.raises(SeqrecError, match=r"row 1: item column 'item_id' is '2.5'"):
+        read_interactions(pl.DataFrame({"user_id": [1, 2], "item_id": [2.5, 3.0]}))
+    whole = tmp_path / "whole.parquet"
+    pl.DataFrame({"user_id": [1.0, 196.0], "item_id": [1, 2]}).write_parquet(whole)
+    assert read_interactions(whole)[0]["user"].to_list() == [1, 196]

@@ -284,7 +284,8 @@ def test_added_items_are_recommended_after_histories_of_the_genre_before(chain, 
         nxt = (g + 1) % GENRES
         top = [i.item_id for i in rec.recommend([g * PER_GENRE + 1], k=PER_GENRE + 2).items]
         assert {f"new-{nxt}-0", f"new-{nxt}-1"} <= set(top), (g, top)
-        assert not any(i.startswith("new-") and not i.startswith(f"new-{nxt}-") for i in top)  # ids: text now
+        assert not any(str(i).startswith("new-") and not i.startswith(f"new-{nxt}-") for i in top)
+        assert all(isinstance(i, int) for i in top if not str(i).startswith("new-"))  # the others keep their form
     assert rec.recommend([], k=3).fallback  # popularity: the new items have none
     # the original model is untouched
     assert [i.item_id for i in Recommender(chain_model, chain).recommend([1], k=5).items] == \
@@ -305,7 +306,13 @@ def test_added_items_take_their_feature_neighbours_id_rows_without_feature_outpu
 
 def test_adding_items_is_checked(chain, chain_model):
     rec = Recommender(chain_model, chain)
-    for items, message in (([{"genres": ["g1"]}], r"items\[0\]: item_id must be"),
+    for items, message in (([{"genres": ["g1"]}], r"items\[0\]: item_id None: it is missing"),
+                           ([{"item_id": 10**30}], r"items\[0\]: item_id .*beyond \+-\(2\*\*53 - 1\)"),
+                           ([{"item_id": 2**63}], r"items\[0\]: item_id .*beyond"),
+                           ([{"item_id": "NaN"}], "missing-value markers"),
+                           ([{"item_id": " null "}], "missing-value markers"),
+                           ([{"item_id": "a\0b"}], "NUL"),
+                           ([{"item_id": True}], "expected an integer or a string"),
                            ([{"item_id": 5}], r"item 5 is already in the catalogue"),
                            ([{"item_id": "a"}, {"item_id": "a"}], "listed twice"),
                            ([{"item_id": "a", "colour": "red"}], r"unknown field\(s\) \['colour'\]"),
@@ -319,6 +326,9 @@ def test_adding_items_is_checked(chain, chain_model):
         Recommender(plain, chain).add_items(new_items())
     ids = rec.add_items([{"item_id": 1000, "genres": ["g0"]}]).items  # integer ids stay integers
     assert ids == [1000] and rec.item(1000)["item_id"] == 1000 and rec.dataset.item_ids.raw.dtype.kind == "i"
+    rec.add_items([{"item_id": "text-1", "genres": ["g0"]}])  # a text id: the others keep their form
+    assert rec.item(1000)["item_id"] == 1000 and rec.item(5)["item_id"] == 5 and rec.item("text-1")["item_id"] == "text-1"
+    assert [x.item_id for x in rec.recommend([5], k=rec.n_items).items if not isinstance(x.item_id, int)] == ["text-1"]
 
 
 # ----------------------------------------------------------------------------- folders and ONNX

@@ -185,3 +185,26 @@ def test_fuzz_folders_from_before_manifests(folders, data):
 def test_the_fuzzed_folders_are_intact_afterwards(folders):
     made, files, _ = folders
     assert all(snapshot(made[name]) == files[name] for name in made)
+
+
+@fuzz(60)
+@given(parts=st.lists(st.one_of(st.integers(250, 700).map(lambda n: "p" * n), st.text(min_size=1, max_size=6),
+                                st.sampled_from(["..", ".", "\0"])), min_size=1, max_size=5))
+def test_fuzz_folder_paths_with_long_components(tmp_path_factory, parts):
+    """Paths the system refuses (a component over 255 characters, a NUL) or that name nothing: loading a
+    model folder or a data set gives a SeqrecError naming the path, never an OSError."""
+    from seqrec.data.readers import load_dataset
+
+    path = str(tmp_path_factory.getbasetemp() / "/".join(parts).replace("/..", "/x"))
+    for load in (load_folder, load_dataset):
+        with pytest.raises(SeqrecError):
+            load(path)
+
+
+def test_cli_paths_with_long_components_exit_2(tmp_path, cli):
+    long = tmp_path / ("x" * 300)
+    for argv in (("stats", long), ("recommend", long, "--history", "1"), ("similar", long, "1"),
+                 ("export-items", long, "--out", tmp_path / "o.csv"), ("export-events", long, "--out", tmp_path / "e.csv"),
+                 ("serve", long), ("train", tmp_path / "nowhere.csv", "--out", long / "m")):
+        code, _, err = cli(*argv)
+        assert code == 2 and err.startswith("seqrec: error: ") and len(err.strip().splitlines()) == 1, (argv, err)

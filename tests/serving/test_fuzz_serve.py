@@ -113,3 +113,71 @@ def test_odd_path_and_query_values_never_give_a_500(client: TestClient) -> None:
     check()
     print(f"service fuzz, paths: {len(statuses)} requests, statuses {sorted(set(statuses))}")
     assert len(statuses) >= 400  # four requests an example
+
+
+def test_reload_paths_never_give_a_500(tiny_app) -> None:
+    """Paths with components over 255 characters, NUL bytes, odd characters: 400 or 422, never 500."""
+    _, app = tiny_app(api_key="fuzz-reload-key", backend="torch")
+    client = TestClient(app, raise_server_exceptions=False)
+    statuses: list[int] = []
+    component = st.one_of(st.text(min_size=1, max_size=8), st.integers(250, 600).map(lambda n: "c" * n),
+                          st.sampled_from(["..", ".", "\0", "~", "%2e"]))
+
+    @given(parts=st.lists(component, min_size=1, max_size=6), absolute=st.booleans())
+    @settings(max_examples=60, derandomize=True, deadline=None, database=None)
+    def check(parts: list[str], absolute: bool) -> None:
+        path = ("/" if absolute else "") + "/".join(parts)
+        r = client.post("/admin/reload", json={"path": path}, headers={"X-API-Key": "fuzz-reload-key"})
+        statuses.append(r.status_code)
+        assert r.status_code in (400, 422), (path[:80], r.status_code, r.text[:300])
+        assert "detail" in json.loads(r.content)
+
+    check()
+    assert 400 in statuses
+
+
+LIMIT_IDS = st.one_of(
+    st.sampled_from([2**53 - 1, -(2**53 - 1), 2**53, -(2**53), 2**63 - 1, 2**63, 10**30, 0, -1, "NaN", "null", "<NA>",
+                     " nat ", "", " ", "a\0b", "\0", "x" * 256, "x" * 257, "007", "+5", "5.0", "1e3", "new-1", "'",
+                     "O'Brien", '"', ",", "\t", "é", "😀"]),
+    st.integers(-(2**64), 2**64), st.text(max_size=10))
+
+
+def test_ids_added_to_an_integer_catalogue_follow_the_event_rule(tiny_dataset, tmp_path) -> None:
+    """Text ids added to integer catalogues and ids at the limits: /admin/items and /events agree on every
+    id; an added id takes events as a known item; integer ids stay JSON integers; never a 500."""
+    from seqrec.models.sasrec import SASRecConfig, SASRecModel
+    from seqrec.serving.app import create_app
+    from seqrec.serving.recommender import Recommender
+    from seqrec.serving.store import EventStore
+
+    data = tiny_dataset()
+    model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,
+                                              item_features="genres,year"), data).eval()
+    key = {"X-API-Key": "fuzz-items-key"}
+    store = EventStore(tmp_path / "events.db")
+    client = TestClient(create_app(Recommender(model, data, name="f", backend="torch"), api_key=key["X-API-Key"],
+                                   store=store), raise_server_exceptions=False)
+    statuses: list[int] = []
+
+    @given(item=LIMIT_IDS)
+    @settings(max_examples=120, derandomize=True, deadline=None, database=None)
+    def check(item) -> None:
+        event = client.post("/events", json={"user_id": "u0", "item_id": item}, headers=key)
+        added = client.post("/admin/items", json={"items": [{"item_id": item, "genres": ["Sci-Fi"]}]}, headers=key)
+        statuses.append(added.status_code)
+        assert added.status_code < 500 and event.status_code < 500, (item, added.text[:200], event.text[:200])
+        if added.status_code == 422 or event.status_code == 422:
+            assert added.status_code == event.status_code == 422, (item, added.text[:200], event.text[:200])
+            return
+        if added.status_code == 200:
+            again = client.post("/events", json={"user_id": "u0", "item_id": item, "ts": 5.0}, headers=key)
+            assert again.status_code == 200 and again.json()["unknown_items"] == [], (item, again.text)
+        else:
+            assert added.status_code == 400 and "already" in added.json()["detail"], (item, added.text[:200])
+        ids = [x["item_id"] for x in client.post("/recommend", json={"history": [101], "k": 12}).json()["items"]]
+        assert all(isinstance(i, int) for i in ids if str(i) in {str(k) for k in range(101, 113)}), ids
+
+    check()
+    store.close()
+    assert {200, 422} <= set(statuses)

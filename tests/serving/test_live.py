@@ -438,3 +438,53 @@ def test_sighup_reloads_the_served_folder(servers, tiny_dataset, make_scorer) ->
     assert "model.safetensors" in server.log.read_text().split("reload refused")[-1]
     assert server.get("/model")["metrics"] == {"build": 2}  # the loaded model keeps serving
     assert server.get("/users/u0/recommendations?k=3")["items"]
+
+
+def test_reload_of_a_path_the_system_refuses_is_400_naming_it(tmp_path, tiny_app, caplog) -> None:
+    rec, app = tiny_app(api_key=KEY, backend="torch")
+    client = TestClient(app, raise_server_exceptions=False)
+    for path in [str(tmp_path / ("x" * 300)), "/" + "y" * 256 + "/model", str(tmp_path / ("z" * 300) / "m"),
+                 "a\0b", "/" + "/".join(["w" * 250] * 15)]:
+        r = client.post("/admin/reload", json={"path": path}, headers=AUTH)
+        assert r.status_code == 400, (path[:40], r.status_code, r.text[:300])
+        assert path.replace("\0", "") in r.json()["detail"].replace("\0", "") or "cannot read" in r.json()["detail"]
+    assert "Traceback" not in caplog.text
+    assert client.post("/recommend", json={"history": [101]}).json()["model"] == "tiny"
+
+
+def test_models_dir_limits_reload_to_folders_inside_it(tmp_path, tiny_dataset, make_scorer) -> None:
+    data = tiny_dataset()
+    scorer = make_scorer(data.n_items)
+    models = tmp_path / "models"
+    inside = save_folder(models / "inside", scorer, data, config={}, metrics={})
+    outside = save_folder(tmp_path / "outside", scorer, data, config={}, metrics={})
+    (models / "link").symlink_to(outside, target_is_directory=True)
+    app = create_app(Recommender(scorer, data, name="first"), api_key=KEY, backend="torch", models_dir=models)
+    client = TestClient(app)
+    for path in [outside, models / "link", models / ".." / "outside", "../outside"]:
+        r = client.post("/admin/reload", json={"path": str(path)}, headers=AUTH)
+        assert r.status_code == 400 and "not inside the models folder" in r.json()["detail"], r.text
+    assert client.get("/ready").json()["model"] == "first"
+    r = client.post("/admin/reload", json={"path": "inside"}, headers=AUTH)  # relative: inside the folder
+    assert r.status_code == 200 and r.json()["model"] == "inside" and r.json()["path"] == str(inside.resolve())
+    assert client.post("/admin/reload", json={"path": str(inside)}, headers=AUTH).status_code == 200
+    assert client.post("/admin/reload", headers=AUTH).status_code == 200  # the folder served
+    # without models_dir any readable folder loads
+    free = TestClient(create_app(Recommender(scorer, data, name="first"), api_key=KEY, backend="torch"))
+    assert free.post("/admin/reload", json={"path": str(outside)}, headers=AUTH).status_code == 200
+    with pytest.raises(Exception, match="no such folder"):
+        create_app(None, models_dir=tmp_path / "nowhere")
+
+
+def test_serve_takes_models_dir_into_the_workers(tmp_path, monkeypatch, tiny_dataset, make_scorer) -> None:
+    import seqrec.serving.app as A
+    from seqrec.cli.commands import build_parser
+
+    data = tiny_dataset()
+    folder = save_folder(tmp_path / "m", make_scorer(data.n_items), data, config={}, metrics={})
+    args = build_parser().parse_args(["serve", str(folder), "--models-dir", str(tmp_path)])
+    assert args.models_dir == str(tmp_path)
+    monkeypatch.setenv(A.ENV_MODEL, str(folder))
+    monkeypatch.setenv(A.ENV_MODELS_DIR, str(tmp_path))
+    monkeypatch.setattr(A, "_settle", lambda: None)
+    assert A.app_from_env().state.models_dir == str(tmp_path.resolve())

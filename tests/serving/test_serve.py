@@ -116,6 +116,24 @@ def test_bad_input_is_422_naming_the_field(client: TestClient, body: dict, field
     assert any(field in e["loc"] for e in r.json()["detail"])
 
 
+def test_a_422_quotes_a_bounded_part_of_the_input(tiny_app) -> None:
+    _, app = tiny_app(api_key="quote-test-key")
+    client = TestClient(app)
+    big = "x" * 900_000
+    for path, body, headers in (("/recommend", {"history": [big]}, {}),
+                                ("/recommend", {"history": [101], "include": [big[:300_000]] * 2, "k": big[:300_000]}, {}),
+                                ("/recommend/batch", {"histories": [[big[:9000]]] * 100}, {}),
+                                ("/events", {"user_id": big, "item_id": 1}, {"X-API-Key": "quote-test-key"}),
+                                ("/admin/items", {"items": [{"item_id": big}]}, {"X-API-Key": "quote-test-key"})):
+        r = client.post(path, json=body, headers=headers)
+        assert r.status_code == 422, (path, r.status_code)
+        assert len(r.content) < 25_000, (path, len(r.content))
+        assert all(e["loc"][0] == "body" for e in r.json()["detail"])
+    r = client.post("/recommend", json={"history": ["y" * 500]})
+    quoted = r.json()["detail"][0]["input"]
+    assert quoted.startswith("y" * 200) and "500 characters" in quoted
+
+
 def test_k_below_one_is_422_on_every_route(client: TestClient) -> None:
     for k in (0, -1):  # the schemas refuse it before the recommender (which raises for it) is asked
         for path, body in (("/recommend", {"history": [101]}), ("/recommend/batch", {"histories": [[101]]}),
@@ -354,8 +372,59 @@ def test_an_added_item_is_answered_with_no_interactions_and_its_features(tiny_da
     assert client.post("/admin/items", json={"items": [new, {"item_id": "bare"}]}, headers=key).status_code == 200
     body = client.post("/recommend", json={"history": [101, 102], "k": 3, "include": ["new-1", "bare", 103]}).json()
     got = {x["item_id"]: x for x in body["items"]}
-    assert set(got) == {"new-1", "bare", "103"}  # the ids are text since a text id was added
+    assert set(got) == {"new-1", "bare", 103}  # the integer ids stay integers beside the text ones
     assert got["new-1"]["interactions"] == 0 and got["new-1"]["features"] == {"genres": ["Sci-Fi"], "year": 1995}
     assert got["bare"]["interactions"] == 0 and got["bare"]["features"] == {} and got["bare"]["genres"] == []
-    assert got["103"]["interactions"] == 3 and got["103"]["features"]["genres"] == ["Horror", "Sci-Fi"]
+    assert got[103]["interactions"] == 3 and got[103]["features"]["genres"] == ["Horror", "Sci-Fi"]
     assert client.get("/items/new-1").json()["popularity"] == 0
+
+
+def _features_client(tiny_dataset, store=None) -> tuple[TestClient, dict]:
+    from seqrec.models.sasrec import SASRecConfig, SASRecModel
+
+    data = tiny_dataset()
+    model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,
+                                              item_features="genres,year", feature_output=True), data).eval()
+    key = {"X-API-Key": "items-forms-test-key"}
+    app = create_app(Recommender(model, data, name="features", backend="torch"), api_key=key["X-API-Key"], store=store)
+    return TestClient(app, raise_server_exceptions=False), key
+
+
+def test_a_text_id_added_to_integer_ids_leaves_their_form(tiny_dataset, tmp_path) -> None:
+    from seqrec.serving.store import EventStore
+
+    store = EventStore(tmp_path / "events.db")
+    client, key = _features_client(tiny_dataset, store)
+    before = client.post("/recommend", json={"history": [101, 102], "k": 5}).json()["items"]
+    assert all(isinstance(x["item_id"], int) for x in before)
+    r = client.post("/admin/items", json={"items": [{"item_id": "new-1", "genres": ["Sci-Fi"]}, {"item_id": 7001},
+                                                    {"item_id": "7002"}, {"item_id": "007"}]}, headers=key)
+    assert r.status_code == 200 and r.json()["added"] == ["new-1", 7001, "7002", "007"], r.text
+    after = client.post("/recommend", json={"history": [101, 102], "k": 16}).json()["items"]
+    forms = {x["item_id"] for x in after}
+    assert {x["item_id"] for x in before} <= forms  # the very ids, as integers
+    assert {"new-1", 7001, 7002, "007"} <= forms and "101" not in forms and "103" not in forms
+    assert client.get("/items/103").json()["item_id"] == 103 and client.get("/items/7002").json()["item_id"] == 7002
+    assert client.get("/items/new-1").json()["item_id"] == "new-1"
+    assert all(isinstance(x["item_id"], int) for x in client.get("/items/103/similar", params={"k": 11}).json()["items"]
+               if x["item_id"] not in ("new-1", "007"))
+    assert client.post("/events", json={"user_id": "u0", "item_id": 103}, headers=key).status_code == 200
+    assert client.post("/events", json={"user_id": "u0", "item_id": "new-1"}, headers=key).status_code == 200
+    hist = client.get("/users/u0/history").json()["items"]
+    assert hist[-2]["item_id"] == 103 and hist[-1]["item_id"] == "new-1" and all(h["known"] for h in hist)
+    assert isinstance(hist[0]["item_id"], int)
+    store.close()
+
+
+@pytest.mark.parametrize("bad", ["NaN", "null", " None ", "", "a\0b", 10**30, 2**63, 2**53, -(2**53), True, "x" * 257])
+def test_added_items_follow_the_id_rule_of_events(tiny_dataset, tmp_path, bad) -> None:
+    from seqrec.serving.store import EventStore
+
+    store = EventStore(tmp_path / "events.db")
+    client, key = _features_client(tiny_dataset, store)
+    event = client.post("/events", json={"user_id": "u0", "item_id": bad}, headers=key)
+    added = client.post("/admin/items", json={"items": [{"item_id": bad}]}, headers=key)
+    assert event.status_code == added.status_code == 422, (event.text[:300], added.text[:300])
+    assert added.json()["detail"][0]["loc"][:4] == ["body", "items", 0, "item_id"], added.text[:300]
+    assert client.get("/model").json()["n_items"] == 12
+    store.close()

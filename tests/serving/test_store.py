@@ -140,3 +140,14 @@ def test_export_events_errors_are_one_line(tmp_path, cli) -> None:
         assert code == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1, err
     assert export_events(db, tmp_path / "empty.csv") == (tmp_path / "empty.csv", 0)
     assert (tmp_path / "empty.csv").read_text().strip() == "user_id,item_id,timestamp"
+
+
+def test_an_exported_csv_with_quotes_and_line_separators_reads_back(tmp_path, cli) -> None:
+    db, out = tmp_path / "events.db", tmp_path / "events.csv"
+    odd = ["it's", "O'Brien's \"best\"", "a\u2028b", "c\x0cd", "e,f", "g\nh\ni", "'"]
+    with EventStore(db) as store:
+        store.append([(f"u{u}", item, 1000 + t) for u in range(3) for t, item in enumerate(odd)])
+    assert cli("export-events", db, "--out", out)[0] == 0
+    data = load_dataset(out, CleanConfig(k_core=0))
+    assert data.n_users == 3 and data.n_items == len(odd)
+    assert data.item_ids.to_raw(data.sequence(data.user_ids.get("u1"))) == odd

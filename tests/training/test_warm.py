@@ -128,3 +128,83 @@ def test_cli_retrains_on_a_model_folders_data_plus_stored_events(tmp_path, cli):
     with EventStore(tmp_path / "other.db") as other:  # another store: its events all count
         other.append([{"user_id": 1, "item_id": 5, "ts": 1.0}])
         assert [e.item_id for e in live_history(rec, other, "1").events] == ["5"]
+
+
+def test_cli_retrains_a_model_with_item_features(tmp_path, cli):
+    """The nightly retrain of a model with item features: the vocabulary is carried over, new items' facts are
+    encoded under it, and a feature value it never saw is added to its field."""
+    from seqrec.models.folder import load_folder
+    from seqrec.serving.recommender import Recommender
+    from seqrec.serving.store import EventStore
+
+    genres = {i: f"g{i % 4}|g{(i + 1) % 4}" for i in range(1, 21)}
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{(u + j) % 20 + 1},{j}\n"
+                                                          for u in range(40) for j in range(6)))
+    feats = tmp_path / "features.csv"
+    feats.write_text("item_id,genres,year\n" + "".join(f"{i},{g},{1990 + i}\n" for i, g in genres.items()))
+    flags = ["--k-core", "0", "--hidden", "16", "--blocks", "1", "--max-len", "8", "--epochs", "2", "--threads", "1",
+             "--quiet"]
+    code, _, err = cli("train", log, "--item-features-file", feats, "--item-features", "genres,year",
+                       "--out", tmp_path / "m1", *flags)
+    assert code == 0, err
+    # the README's nightly retrain: the model folder's data plus the stored events, from the model itself
+    with EventStore(tmp_path / "events.db") as store:
+        store.append([{"user_id": 1, "item_id": 5, "ts": 10.0}, {"user_id": "new", "item_id": 3, "ts": 11.0}])
+    code, _, err = cli("train", tmp_path / "m1", "--from-store", tmp_path / "events.db", "--init-from",
+                       tmp_path / "m1", "--out", tmp_path / "m2", *flags)
+    assert code == 0, err
+    old, nightly = load_folder(tmp_path / "m1"), load_folder(tmp_path / "m2")
+    assert nightly.scorer.features.vocab == old.scorer.features.vocab
+    assert torch.equal(nightly.scorer.features.table, old.scorer.features.table)
+    # new data with new items, one of a genre the model never saw
+    log2 = tmp_path / "log2.csv"
+    log2.write_text(log.read_text() + "".join(f"{u},{21 + u % 3},{7}\n" for u in range(40)))
+    feats2 = tmp_path / "features2.csv"
+    feats2.write_text(feats.read_text() + "21,g1,2011\n22,g-new|g2,2012\n23,g0,2013\n")
+    code, out, err = cli("train", log2, "--item-features-file", feats2, "--init-from", tmp_path / "m1",
+                         "--out", tmp_path / "m3", *flags[:-1])
+    assert code == 0, err
+    assert "new feature values: 1 genres" in out
+    grown = load_folder(tmp_path / "m3")
+    vocab, table = grown.scorer.features.vocab, grown.scorer.features.table
+    field = next(f for f in vocab.fields if f.name == "genres")
+    old_field = next(f for f in old.scorer.features.vocab.fields if f.name == "genres")
+    assert field.values[: len(old_field.values)] == old_field.values and field.values[-1] == "g-new"
+    ids = grown.dataset.item_ids
+    assert [str(r) for r in ids.to_raw(range(1, 21))] == [str(r) for r in old.dataset.item_ids.to_raw(range(1, 21))]
+    off = vocab.offsets()[[f.name for f in vocab.fields].index("genres")]
+    g_new = off + 1 + field.values.index("g-new")
+    assert g_new in table[ids.get(22)].tolist() and g_new not in table[ids.get(5)].tolist()
+    assert table[ids.get(21)].any() and table[ids.get(23)].any()
+    rec = Recommender.from_folder(tmp_path / "m3", backend="torch")
+    assert rec.recommend([1, 2, 3], k=5).items
+    assert rec.add_items([{"item_id": "fresh", "genres": ["g-new"]}]).unknown_values == {}
+
+
+def test_warm_model_with_item_features_keeps_the_vocabulary_and_grows_it():
+    def data(rows, genres):
+        frame = pl.DataFrame({"user": [u for u, _ in rows], "item": [i for _, i in rows]})
+        catalog = pl.DataFrame({"raw_id": list(genres), "title": list(genres), "genres": list(genres.values())})
+        return Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0))
+
+    old = data([("u1", "a"), ("u1", "b"), ("u2", "c"), ("u2", "a")], {"a": ["x"], "b": ["y"], "c": ["x", "z"]})
+    torch.manual_seed(0)
+    model = SASRecModel.for_data(SASRecConfig(n_items=old.n_items, hidden=8, blocks=1, max_len=4,
+                                              item_features="genres"), old)
+    new = data([("u1", "b"), ("u1", "e"), ("u3", "c"), ("u3", "e")], {"b": ["y"], "c": ["x", "z"], "e": ["w", "y"]})
+    grown, _ = extend_items(new, old)
+    with pytest.raises(SeqrecError, match="needs the grown data set"):
+        warm_model(model, grown.n_items)
+    warm = warm_model(model, grown.n_items, dataset=grown)
+    old_field, field = model.features.vocab.fields[0], warm.features.vocab.fields[0]
+    assert field.values == (*old_field.values, "w")  # the new value joins its field, the old ones keep their ids
+    assert torch.equal(warm.features.emb.weight[: old_field.size + 1], model.features.emb.weight)
+    ids = grown.item_ids
+    table, before = warm.features.table, model.features.table
+    assert torch.equal(table[ids.get("a")], before[old.item_ids.get("a")])  # absent from the new data: kept
+    assert torch.equal(table[ids.get("c")], before[old.item_ids.get("c")])
+    w = field.values.index("w") + 1
+    assert w in table[ids.get("e")].tolist()
+    assert grown.meta["warm_start"]["new_feature_values"] == {"genres": 1}
+    assert warm.score(torch.tensor([[0, 1, 2, 4]])).shape == (1, grown.n_items + 1)

@@ -300,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", cmd_train, "train SASRec; writes a model folder with metrics.jsonl and a resumable checkpoint")
     _add_data_args(sp)
     sp.add_argument("--out", required=True, help="run / model folder")
-    sp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    sp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (refused when --out "
+                                                          "never held a run: train without --resume to start one)")
     sp.add_argument("--init-from", default=None, metavar="MODEL",
                     help="start from this SASRec model folder (a warm start): its items keep their ids and weights, "
                          "DATA's new items are added, the optimiser starts afresh")
@@ -356,6 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except SeqrecError as e:
         print(f"seqrec: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave: a bug or the machine's trouble
+            raise
+        print(f"seqrec: error: {e.filename}: {e.strerror or e}", file=sys.stderr)  # a path the system refuses
         return 2
     except KeyboardInterrupt:
         print("seqrec: interrupted", file=sys.stderr)

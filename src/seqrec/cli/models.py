@@ -99,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend, limits=_limits(args),
         index=args.index, store=args.store, api_key=args.api_key, protect_reads=args.protect_reads,
-        cors_origins=args.cors_origin or [])
+        cors_origins=args.cors_origin or [], models_dir=args.models_dir)
 
 
 def cmd_export_events(args: argparse.Namespace) -> None:
@@ -163,6 +163,9 @@ def add_model_commands(add: Callable[[str, Callable, str], argparse.ArgumentPars
     g.add_argument("--api-key", default=None, metavar="KEY",
                    help="the key of POST /events and /admin/reload (default $SEQREC_API_KEY, which keeps it out of "
                         "the process list); without one those routes are refused")
+    g.add_argument("--models-dir", default=None, metavar="DIR",
+                   help="POST /admin/reload loads only model folders inside DIR (links resolved); without it a "
+                        "key holder can load any model folder the server can read")
     g.add_argument("--protect-reads", action="store_true", help="the read routes need the key too "
                    "(/health, /ready, the page and the docs stay open)")
     g.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",

@@ -13,17 +13,26 @@ Raw ids (the user and item columns) follow one rule in every format:
 * a value written as a whole number is that integer: ``242``, ``242.0``, ``+242`` and ``2.42e2`` are the
   one id 242 (numbers with a fraction or exponent within +-2**53, where a float is exact; integers within
   64 bits). Numbers with a fractional part (``242.5``) and integers written with leading zeros (``007``,
-  a code) are kept as text, exactly as written. Float columns (Parquet, frames) follow the same rule;
-  NaN and infinities there are refused;
+  a code) are kept as text, exactly as written. Float columns (Parquet, frames) follow the same rule for
+  whole numbers; NaN, infinities and fractions there (``196.5``: a column of numbers, not of ids) are
+  refused naming the row and column;
+* a header that names the same column twice (``user_id,item_id,item_id``) is refused naming the column,
+  when the column plays a role (either copy could be meant);
 * a column is integer ids when every value is an integer, else text ids (integers then written in
   decimal, ``"242"``); ``50`` and ``"50"`` find the same item either way (``seqrec.data.dataset.id_key``);
-* a column of another type (list, struct, date, boolean, ...) is refused naming the column and its type.
+* a column of another type (list, struct, date, boolean, ...) is refused naming the column and its type;
+* an id holding a NUL character is refused (no tool that reads the id back keeps it whole).
+
+An id given alone (an event, an item added to a running service) follows the same rule, checked by
+``id_problem``; as a number it is an integer within +-(2**53 - 1), which every JSON reader holds exactly
+(larger ones are sent as text).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -39,8 +48,23 @@ ROLE_NAMES = {
 FLAG_NAMES = {"user": "user_col", "item": "item_col", "timestamp": "time_col", "rating": "rating_col"}
 
 
-def _pick(columns: list[str], cols: dict[str, str | None], label: str) -> dict[str, str]:
-    """Which column plays which role (user, item, timestamp, rating): flags first, then common names."""
+def _pick(columns: list[str], cols: dict[str, str | None], label: str,
+          header: list[str] | None = None) -> dict[str, str]:
+    """Which column plays which role (user, item, timestamp, rating): flags first, then common names.
+    ``header``: the names as the file writes them (a reader may have renamed repeated ones); a role column
+    named twice there is refused."""
+    written = columns if header is None else header
+    flags = {f for f in cols.values() if f is not None}
+    for c in dict.fromkeys(n.lower() for n in written if n != "_line"):
+        same = [i for i, n in enumerate(written) if n.lower() == c]
+        if len(same) < 2 or not _plays_a_role(c, cols):
+            continue
+        if any(written.count(f) == 1 and f.lower() == c for f in flags):  # a flag names one of them exactly
+            continue
+        shown = written[same[0]] if len({written[i] for i in same}) == 1 else " / ".join(written[i] for i in same)
+        where = ", ".join(str(i + 1) for i in same)
+        raise SeqrecError(f"{label}: the header names column {shown!r} {len(same)} times (columns {where}); "
+                          f"which one is meant is unclear: rename or remove the others")
     lower = {c.lower(): c for c in reversed(columns)}  # the first of equal names wins
     found = ", ".join(repr(c) for c in columns if c != "_line")
     chosen: dict[str, str] = {}
@@ -64,6 +88,13 @@ def _pick(columns: list[str], cols: dict[str, str | None], label: str) -> dict[s
                           f"{', '.join(FLAG_NAMES[r] + '=' for r in missing)} "
                           f"({', '.join(f'--{r}-col' for r in missing)})")
     return chosen
+
+
+def _plays_a_role(name: str, cols: dict[str, str | None]) -> bool:
+    """Whether column ``name`` is given by a flag or is one of the common names of a role."""
+    flags = {f for f in cols.values() if f is not None}
+    common = {n.lower() for role, names in ROLE_NAMES.items() if cols.get(role) is None for n in names}
+    return name in flags or name.lower() in {f.lower() for f in flags} or name.lower() in common
 
 
 def _standardise(frame: pl.DataFrame, cols: dict[str, str | None], label: str, word: str) -> pl.DataFrame:
@@ -105,6 +136,36 @@ MISSING_IDS = ("", "nan", "+nan", "-nan", "<na>", "nat", "none", "null")  # lowe
 _PLAIN_INT = r"^[+-]?(?:0|[1-9][0-9]*)$"  # no leading zeros: 007 is a code
 _NUMBER = r"^[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
 _EXACT = 2**53  # floats are exact integers up to here
+MAX_ID_CHARS = 256  # an id given alone (an event, an added item) holds at most this many characters
+
+
+def id_problem(raw: Any) -> str | None:
+    """Why one id given alone (an event's, an item added to a running service) is not an id by the rule of
+    this module, or None: an integer (not a boolean) within +-(2**53 - 1), or text of at most
+    ``MAX_ID_CHARS`` characters that, trimmed, is not empty, not a missing-value marker, holds no NUL
+    character and no unpaired surrogate."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, str, np.integer)):
+        return f"expected an integer or a string, got {type(raw).__name__}"
+    if not isinstance(raw, str):
+        return None if abs(int(raw)) < _EXACT else (
+            f"{int(raw)} is beyond +-(2**53 - 1), which JSON readers cannot hold exactly; send it as a string")
+    if len(raw) > MAX_ID_CHARS:
+        return f"an id holds at most {MAX_ID_CHARS} characters, this one {len(raw)}"
+    if raw.strip().lower() in MISSING_IDS:
+        return "an id is needed: empty values and missing-value markers such as NaN are not ids"
+    if "\x00" in raw:
+        return "an id may not hold a NUL character"
+    if not _utf8_text(raw):
+        return "an id may not hold an unpaired surrogate"
+    return None
+
+
+def _utf8_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ids(s: pl.Series, refuse: Callable[[pl.Series, str], None], what: str) -> pl.Series:
@@ -132,12 +193,15 @@ def _ids(s: pl.Series, refuse: Callable[[pl.Series, str], None], what: str) -> p
         return out
     if s.dtype.is_float():
         refuse(s.is_null() | s.is_nan() | s.is_infinite(), expected_id)
+        refuse(s != s.round(0), "an id: a whole number or text (a float column of ids holds no fractions; "
+                                "is this the right column?)")
         whole = (s == s.round(0)) & (s.abs() <= _EXACT)
         return _merge(whole, s, s.cast(pl.String))
     if s.dtype != pl.String:
         raise SeqrecError(f"{what} has type {dtype}; expected integer or text ids")
     s = s.str.strip_chars()
     refuse(s.is_null() | s.str.to_lowercase().is_in(MISSING_IDS), expected_id)
+    refuse(s.str.contains("\x00", literal=True), "an id without NUL characters")
     refuse(s.str.contains("\ufffd", literal=True),
            "UTF-8 text (the file holds bytes that are not UTF-8 here, read as U+FFFD; convert it to UTF-8)")
     n = s.str.to_integer(strict=False)

@@ -21,6 +21,7 @@ missing-value markers and text that is not UTF-8 are refused; ``242``, ``242.0``
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import re
@@ -265,6 +266,7 @@ def _text_table(path: Path, cols: dict[str, str | None], sep: str | None) -> pl.
         if df.height == 0:
             raise SeqrecError(f"{path}: no data lines")
         header = df["_p"][0].to_list()
+        _pick(header, cols, str(path))  # a column named twice is refused here, naming it
         body = df.slice(1)
         _fail(path, body.filter(pl.col("_p").list.len() != len(header)).head(1),
               f"expected {len(header)} whitespace-separated fields like the header")
@@ -274,7 +276,7 @@ def _text_table(path: Path, cols: dict[str, str | None], sep: str | None) -> pl.
     if len(sep) != 1:
         raise SeqrecError(f"{path}: the separator must be one character, got {sep!r}")
     header = pl.read_csv(path, separator=sep, infer_schema=False, n_rows=0, encoding="utf8-lossy").columns
-    roles = _pick(header, cols, str(path))
+    roles = _pick(header, cols, str(path), _written_header(path, sep))
     if (plain := _plain_table(path, sep, header, roles)) is not None:
         return plain
     wanted = list(dict.fromkeys(roles.values()))
@@ -287,6 +289,12 @@ def _text_table(path: Path, cols: dict[str, str | None], sep: str | None) -> pl.
               f"expected {len(header)} fields separated by {sep!r}")
         raise
     return _standardise(frame, cols, str(path), "line")
+
+
+def _written_header(path: Path, sep: str) -> list[str]:
+    """The column names of the header line as written (polars renames a repeated one)."""
+    first = _head(path).decode("utf-8", "replace").lstrip("\ufeff").split("\n", 1)[0].rstrip("\r")
+    return next(csv.reader([first], delimiter=sep), [])
 
 
 def _plain_table(path: Path, sep: str, header: list[str], roles: dict[str, str]) -> pl.DataFrame | None:

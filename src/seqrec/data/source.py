@@ -10,6 +10,7 @@ parquet, csv, tsv, synthetic or dataframe.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,11 @@ def _resolve(spec: Any) -> Path | str | pl.DataFrame:
     if type(spec).__module__.split(".")[0] == "pandas" and hasattr(spec, "columns"):
         if any(n is not None for n in spec.index.names):
             spec = spec.reset_index()
+        names = [str(c) for c in spec.columns]
+        if len(set(names)) < len(names):
+            twice = next(c for c in names if names.count(c) > 1)
+            raise SeqrecError(f"DataFrame: column {twice!r} appears {names.count(twice)} times; which one is meant "
+                              f"is unclear: rename or drop the others")
         try:
             return pl.from_pandas(spec)
         except (TypeError, ValueError, pl.exceptions.PolarsError) as e:
@@ -104,10 +110,13 @@ def _resolve(spec: Any) -> Path | str | pl.DataFrame:
     if not isinstance(spec, (str, os.PathLike)):
         raise SeqrecError(f"cannot load data from a {type(spec).__name__}; give a path, a name or a DataFrame")
     path = Path(spec).expanduser()
-    if path.is_dir() and (path / CONFIG).is_file() and (path / DATA_DIR / META).is_file():
-        return path / DATA_DIR  # a model folder reads as the data it was trained on
-    if path.exists():
-        return path
+    try:
+        if path.is_dir() and (path / CONFIG).is_file() and (path / DATA_DIR / META).is_file():
+            return path / DATA_DIR  # a model folder reads as the data it was trained on
+        if path.exists():
+            return path
+    except OSError as e:  # a name the system refuses: a component over 255 characters, no permission
+        raise SeqrecError(f"{spec}: cannot read this path ({e.strerror or e})") from None
     if spec == "synthetic":
         return "synthetic"
     if spec in ML_NAMES:
@@ -128,9 +137,15 @@ def _ratings_file(folder: Path) -> Path:
                       "(meta.json) or a MovieLens folder (u.data, ratings.dat or ratings.csv)")
 
 
+_QUOTED = re.compile(r'(?m)(?:^|(?<=[,\t;|]))"(?:[^"]|"")*(?:"|\Z)')  # a quoted field (to the end of a cut sample)
+
+
 def sniff(text: str) -> str | None:
-    """The separator of a delimited text sample: , tab ; | or None for whitespace."""
-    lines = [ln for ln in text.splitlines() if ln.strip()][:20]
+    """The separator of a delimited text sample: , tab ; | or None for whitespace. Quoted fields (CSV quoting,
+    which ``seqrec export-events`` writes) are data: their separators and line ends do not count; lines end
+    at ``\n`` only (text may hold U+2028, form feeds and the like)."""
+    text = _QUOTED.sub('""', text)
+    lines = [ln for ln in text.split("\n") if ln.strip()][:20]
     lines = lines[:-1] if len(lines) > 2 else lines
     best, best_n = None, 0
     for cand in (",", "\t", ";", "|"):

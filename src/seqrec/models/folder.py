@@ -232,9 +232,12 @@ def load_folder(path: str | os.PathLike, *, check_onnx: bool = True) -> ModelBun
     checks a new export itself).
     """
     path = Path(path)
-    recover_dir(path, clean=False)
-    if not path.is_dir():
-        raise SeqrecError(f"{path}: no such model folder")
+    try:
+        recover_dir(path, clean=False)
+        if not path.is_dir():
+            raise SeqrecError(f"{path}: no such model folder")
+    except OSError as e:  # a name the system refuses: a component over 255 characters, no permission
+        raise SeqrecError(f"{path}: cannot read this path ({e.strerror or e})") from None
     if not (path / CONFIG).is_file():
         raise SeqrecError(f"{path}: not a seqrec model folder (no {CONFIG})")
     doc = _read_json(path / CONFIG, "the configuration")

@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -60,7 +59,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from seqrec.errors import SeqrecError
-from seqrec.serving.http import _Busy, _Guard, _json_error, _Pool, _safe, _StrictRoute, _TooLarge
+from seqrec.serving.http import _Busy, _Guard, _json_error, _Pool, _StrictRoute, _TooLarge, _validation_detail
 from seqrec.serving.limits import ENV_LIMITS, Limits
 from seqrec.serving.live import ENV_API_KEY, key_check, reload_on_signal
 from seqrec.serving.recommender import Recommender, UnknownIdError
@@ -73,6 +72,7 @@ from seqrec.serving.store import EventStore, StoreError
 log = logging.getLogger("seqrec.serve")
 ENV_MODEL, ENV_BACKEND, ENV_THREADS = "SEQREC_MODEL_PATH", "SEQREC_BACKEND", "SEQREC_TORCH_THREADS"
 ENV_INDEX = "SEQREC_INDEX"  # exact / hnsw / ivf (seqrec.serving.ann), for the workers of run
+ENV_MODELS_DIR = "SEQREC_MODELS_DIR"  # POST /admin/reload loads folders inside it only
 ENV_STORE, ENV_PROTECT_READS, ENV_CORS = "SEQREC_STORE", "SEQREC_PROTECT_READS", "SEQREC_CORS_ORIGINS"
 SWITCH_INTERVAL = 0.0005  # seconds; see _settle
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -97,7 +97,8 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
                max_body_bytes: int | None = None, store: EventStore | None = None, api_key: str | None = None,
                protect_reads: bool = False, cors_origins: Sequence[str] = (),
                model_path: str | os.PathLike | None = None, backend: str = "auto",
-               reload_on_sighup: bool = False, close_store: bool = False) -> FastAPI:
+               reload_on_sighup: bool = False, close_store: bool = False,
+               models_dir: str | os.PathLike | None = None) -> FastAPI:
     """The service around one loaded ``Recommender`` (``None``: alive but not ready, 503 elsewhere).
 
     ``limits`` defaults to ``Limits()``; ``max_batch`` and ``max_body_bytes`` change those two fields.
@@ -105,13 +106,17 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
     ``api_key`` opens the write and admin routes (and the read routes too with ``protect_reads``);
     ``cors_origins`` are the browser origins allowed to call it. ``model_path`` and ``backend`` are what
     ``POST /admin/reload`` loads without a path; ``reload_on_sighup`` makes SIGHUP do that (the server's
-    main thread only); ``close_store`` closes the store when the app shuts down.
+    main thread only); ``close_store`` closes the store when the app shuts down. With ``models_dir``,
+    ``POST /admin/reload`` loads only folders inside it (after resolving links; a relative path is taken
+    inside it); without it, a key holder can make the service load any model folder the server can read.
     """
     changes = {k: v for k, v in dict(max_batch=max_batch, max_body_bytes=max_body_bytes).items() if v is not None}
     limits = replace(limits or Limits(), **changes)
     max_batch = limits.max_batch
     if api_key is not None and not api_key.strip():
         raise SeqrecError("the API key is empty; give a secret of a few dozen random characters")
+    if models_dir is not None:
+        models_dir = _models_dir(models_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,6 +147,7 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
     app.state.store = store
     app.state.model_path = None if model_path is None else str(model_path)
     app.state.backend = backend
+    app.state.models_dir = None if models_dir is None else str(models_dir)
     app.state.reload_lock = asyncio.Lock()
     writes = [Depends(key_check(api_key))]
     svc = Service(app, limits, store, singles=_Pool(limits.score_workers, None, "seqrec-score"),
@@ -193,7 +199,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # the detail echoes the input, which may hold what JSON cannot carry (bytes, NaN, surrogates)
-        return JSONResponse({"detail": _safe(jsonable_encoder(_safe(exc.errors())))}, status_code=422)
+        return JSONResponse({"detail": _validation_detail(exc.errors())}, status_code=422)
 
     @app.exception_handler(_TooLarge)
     async def _too_large(request: Request, exc: _TooLarge) -> JSONResponse:
@@ -214,6 +220,16 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
 
+def _models_dir(path: str | os.PathLike) -> str:
+    """``--models-dir``, checked: an existing folder (named in the error otherwise)."""
+    try:
+        if Path(path).is_dir():
+            return str(Path(path).resolve())
+    except (OSError, ValueError) as e:
+        raise SeqrecError(f"--models-dir {path}: cannot read this path ({e})") from None
+    raise SeqrecError(f"--models-dir {path}: no such folder")
+
+
 def app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory`` (used by ``run`` with several workers)."""
     path = os.environ.get(ENV_MODEL)
@@ -226,7 +242,7 @@ def app_from_env() -> FastAPI:
     app = create_app(Recommender.from_folder(path, backend=backend, index=index), limits=Limits.from_env(), store=store,
                      api_key=os.environ.get(ENV_API_KEY) or None, protect_reads=os.environ.get(ENV_PROTECT_READS) == "1",
                      cors_origins=json.loads(os.environ.get(ENV_CORS) or "[]"), model_path=path, backend=backend,
-                     close_store=True)
+                     close_store=True, models_dir=os.environ.get(ENV_MODELS_DIR) or None)
     _settle()
     return app
 
@@ -260,7 +276,7 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
         backend: str = "auto", threads: int | None = 1, access_log: bool = True, limits: Limits | None = None,
         store: str | os.PathLike | None = None, api_key: str | None = None, protect_reads: bool = False,
-        cors_origins: Sequence[str] = (), index: str = "exact") -> None:
+        cors_origins: Sequence[str] = (), index: str = "exact", models_dir: str | os.PathLike | None = None) -> None:
     """Serve a model folder with uvicorn; several workers each load the model (via ``app_from_env``).
 
     ``limits`` default to ``Limits.from_env()`` (``SEQREC_LIMITS``, else the defaults). ``store`` is the
@@ -274,11 +290,17 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
     split, and every thread that scores, e.g. the pool serving batch requests, would otherwise keep
     its own busy OpenMP team). Scale with ``workers`` instead; ``None`` keeps torch's default. faiss searches
     with as many threads. ``index`` (``exact``, ``hnsw``, ``ivf``: ``seqrec.serving.ann``) is built as each worker loads.
+    ``models_dir`` (``SEQREC_MODELS_DIR`` for the workers) limits ``POST /admin/reload`` to folders inside it.
     """
     import uvicorn
 
-    if not Path(model_path).is_dir():
-        raise SeqrecError(f"{model_path}: no such model folder")
+    try:
+        if not Path(model_path).is_dir():
+            raise SeqrecError(f"{model_path}: no such model folder")
+    except (OSError, ValueError) as e:
+        raise SeqrecError(f"{model_path}: cannot read this path ({e})") from None
+    if models_dir is not None:
+        models_dir = _models_dir(models_dir)
     limits = limits or Limits.from_env()
     api_key = api_key if api_key is not None else os.environ.get(ENV_API_KEY) or None
     if api_key is not None and not api_key.strip():
@@ -289,7 +311,8 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
         os.environ.update({ENV_MODEL: str(model_path), ENV_BACKEND: backend, ENV_INDEX: index,
                            ENV_LIMITS: json.dumps(asdict(limits)),
                            ENV_STORE: "" if store is None else str(store), ENV_API_KEY: api_key or "",
-                           ENV_PROTECT_READS: "1" if protect_reads else "", ENV_CORS: json.dumps(list(cors_origins))})
+                           ENV_PROTECT_READS: "1" if protect_reads else "", ENV_CORS: json.dumps(list(cors_origins)),
+                           ENV_MODELS_DIR: "" if models_dir is None else str(models_dir)})
         if threads:
             os.environ[ENV_THREADS] = str(threads)
         from uvicorn.supervisors import Multiprocess
@@ -303,7 +326,8 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
     try:
         app = create_app(Recommender.from_folder(model_path, backend=backend, index=index), limits=limits, store=events,
                          api_key=api_key, protect_reads=protect_reads, cors_origins=cors_origins,
-                         model_path=model_path, backend=backend, reload_on_sighup=True, close_store=True)
+                         model_path=model_path, backend=backend, reload_on_sighup=True, close_store=True,
+                         models_dir=models_dir)
         _settle()
         uvicorn.run(app, host=host, port=port, access_log=access_log)
     finally:

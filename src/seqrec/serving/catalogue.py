@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from seqrec.data.columns import id_problem
 from seqrec.data.dataset import PAD, Dataset, IdMap, id_key
 from seqrec.errors import SeqrecError
 from seqrec.models.features import RESERVED, FeatureVocab, encode_items
@@ -214,8 +215,12 @@ def _new_raw_ids(dataset: Dataset, records: Sequence[Mapping[str, Any]]) -> list
         if not isinstance(r, Mapping):
             raise SeqrecError(f"items[{n}]: expected an object with item_id and the item's facts, got {type(r).__name__}")
         raw = r.get("item_id")
-        if raw is None or isinstance(raw, bool) or not isinstance(raw, (int, str)) or not str(raw).strip():
-            raise SeqrecError(f"items[{n}]: item_id must be a non-empty text or an integer, got {raw!r}")
+        problem = "it is missing" if raw is None else id_problem(raw)  # the rule of events (seqrec.data.columns)
+        if problem is not None:
+            shown = raw if not isinstance(raw, str) or len(raw) <= 60 else raw[:60] + "..."
+            raise SeqrecError(f"items[{n}]: item_id {shown!r}: {problem}")
+        if isinstance(raw, np.integer):
+            raw = int(raw)
         key = id_key(raw)
         if key in seen:
             raise SeqrecError(f"items[{n}]: item {raw!r} is listed twice")
@@ -239,16 +244,20 @@ def add_to_catalogue(dataset: Dataset, records: Sequence[Mapping[str, Any]],
     frame, rows, unknown = encode_items(vocab, records, text)
     old = dataset.item_ids.raw
     keys = [id_key(r) for r in raws]
-    whole = all(k.lstrip("+-").isdigit() for k in keys)
-    if old.dtype.kind in "iu" and whole:
+    whole = [k.isascii() and k.lstrip("-").isdigit() and str(int(k)) == k and abs(int(k)) < 2**53 for k in keys]
+    if old.dtype.kind in "iu" and all(whole):
         raw = np.concatenate([old, np.array([int(k) for k in keys], dtype=old.dtype)])
+    elif old.dtype.kind in "iu" or any(isinstance(r, int) for r in old.tolist()):
+        # every id keeps its form: the integers stay integers, the new text stays text
+        raw = np.array(old.tolist() + [int(k) if w else k for k, w in zip(keys, whole)], dtype=object)
     else:  # text ids for all, in the readers' form
         raw = np.array([id_key(r) for r in old.tolist()] + keys, dtype=object)
     n = dataset.n_items
+    column = raw.tolist() if raw.dtype.kind in "iu" else [id_key(r) for r in raw.tolist()]  # the catalogue's: one type
     new = frame.with_columns(pl.Series("item", np.arange(n + 1, n + 1 + len(raws)), dtype=pl.Int32),
-                             pl.Series("raw_id", raw[n:].tolist()))
+                             pl.Series("raw_id", column[n:]))
     catalog = dataset.catalog.sort("item").cast({c: t for c, t in text.items() if c != "raw_id"})
-    catalog = catalog.with_columns(pl.Series("raw_id", raw[:n].tolist()))
+    catalog = catalog.with_columns(pl.Series("raw_id", column[:n]))
     catalog = pl.concat([catalog, new.select(catalog.columns).cast(catalog.schema)], how="vertical")
     meta = dict(dataset.meta)
     grown = Dataset(dataset.offsets, dataset.items, dataset.user_ids, IdMap(raw, offset=1), catalog, meta,

@@ -26,11 +26,12 @@ import operator
 import threading
 import time
 import weakref
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -38,15 +39,22 @@ from prometheus_client import Counter, Histogram
 
 from seqrec.serving.catalogue import Item
 from seqrec.serving.recommender import Recommender
-from seqrec.serving.schemas import MAX_K, BodyError, parse_json_body
+from seqrec.serving.schemas import MAX_BODY_ERRORS, MAX_K, BodyError, parse_json_body
 
 log = logging.getLogger("seqrec.serve")
 
 
-def _safe(value: Any, depth: int = 0) -> Any:
+MAX_QUOTE = 200  # characters of a request's value a 422 quotes back
+MAX_DETAIL_CHARS = 5000  # characters of any one text in an error answer
+MAX_ERROR_BYTES = 20_000  # a 422 answer over this drops the inputs it quotes
+
+
+def _safe(value: Any, depth: int = 0, text: int = MAX_DETAIL_CHARS) -> Any:
     """An error detail that JSON can carry: non-finite floats and bytes as text, unpaired surrogates
-    escaped, long lists and deep nesting cut short."""
+    escaped, texts over ``text`` characters, long lists and deep nesting cut short."""
     if isinstance(value, str):
+        if len(value) > text:
+            value = f"{value[:text]}... ({len(value):,} characters)"
         try:
             value.encode("utf-8")
             return value
@@ -54,15 +62,28 @@ def _safe(value: Any, depth: int = 0) -> Any:
             return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:  # quoted as text
+        return _safe(str(value), depth, text)
     if isinstance(value, (bytes, bytearray)):
-        return _safe(bytes(value[:1000]).decode("utf-8", "replace"))
+        return _safe(bytes(value[:1000]).decode("utf-8", "replace"), depth, text)
     if depth >= 8 and isinstance(value, (dict, list, tuple)):
         return "..."
     if isinstance(value, dict):
-        return {_safe(str(k)): _safe(v, depth + 1) for k, v in list(value.items())[:100]}
+        return {_safe(str(k), text=text): _safe(v, depth + 1, text) for k, v in list(value.items())[:100]}
     if isinstance(value, (list, tuple)):
-        return [_safe(v, depth + 1) for v in value[:100]]
+        return [_safe(v, depth + 1, text) for v in value[:100]]
     return value
+
+
+def _validation_detail(errors: Sequence[Any]) -> list[Any]:
+    """A 422's detail: at most ``MAX_BODY_ERRORS`` errors, each quoting at most ``MAX_QUOTE`` characters of
+    a value; when that is still over ``MAX_ERROR_BYTES``, the inputs are left out (the ``loc`` names them)."""
+    shown = [_safe(e, text=2**62) for e in list(errors)[:MAX_BODY_ERRORS]]  # what JSON can carry, then cut
+    detail = _safe(jsonable_encoder(shown), text=MAX_QUOTE)
+    if len(_dumps(detail)) > MAX_ERROR_BYTES:
+        detail = [{k: v for k, v in e.items() if k not in ("input", "ctx")} if isinstance(e, dict) else e
+                  for e in detail]
+    return detail
 
 
 def _json_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -12,7 +12,10 @@ from it, and swapping in a new model while requests are served.
 * ``reload_model`` loads a model folder in a thread, checks it (it loads, its item count matches its id
   map, it scores a probe history), then replaces ``app.state.recommender`` in one assignment: each
   request took its reference once, so requests in flight finish on the old model. A folder that fails
-  is refused (400 naming the problem) and the old model keeps serving.
+  is refused (400 naming the problem) and the old model keeps serving. A path the system cannot read (a
+  component over 255 characters, a NUL byte, no permission) is refused the same way, naming the path. With
+  ``models_dir`` (``seqrec serve --models-dir``) only folders inside it, after resolving links, are loaded (a
+  relative path is taken inside it); without it a key holder can load any model folder the server can read.
 """
 
 from __future__ import annotations
@@ -147,13 +150,33 @@ def history_answer(r: Recommender, h: LiveHistory, user_id: str, limit: int, n_e
 
 
 # ---------------------------------------------------------------------------- reload
-def load_checked(path: str, backend: str, index: str = "exact") -> Recommender:
+def model_folder(path: str, models_dir: str | None = None) -> Path:
+    """The folder ``path`` names, checked: a directory, inside ``models_dir`` (after resolving links; a
+    relative path is taken inside it) when that is given. A ``SeqrecError`` naming the path otherwise, also
+    for a path the system refuses to look at (``OSError``: a component over 255 characters, no permission)."""
+    try:
+        if models_dir is None:
+            folder = Path(path)
+        else:
+            root = Path(models_dir).resolve()
+            folder = (root / path).resolve()
+            if not folder.is_relative_to(root):
+                raise SeqrecError(f"{path}: not inside the models folder {models_dir} (the service loads model "
+                                  f"folders from there only: --models-dir)")
+        if not folder.is_dir():
+            raise SeqrecError(f"{path}: no such model folder")
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise SeqrecError(f"{path}: cannot read this path ({reason})") from None
+    return folder
+
+
+def load_checked(path: str, backend: str, index: str = "exact", models_dir: str | None = None) -> Recommender:
     """A model folder loaded and checked for serving: it loads, its scorer, catalogue and id map agree on
     the item count, and it ranks a probe history with finite scores; ``index`` (``seqrec.serving.ann``) is built as it
-    loads. A ``SeqrecError`` naming the problem otherwise."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise SeqrecError(f"{path}: no such model folder")
+    loads; with ``models_dir`` the folder must be inside it (``model_folder``). A ``SeqrecError`` naming the
+    problem otherwise."""
+    folder = model_folder(path, models_dir)
     try:
         new = Recommender.from_folder(folder, backend=backend, index=index)
     except SeqrecError as e:
@@ -190,7 +213,10 @@ async def reload_model(app: FastAPI, path: str | None = None) -> dict[str, Any]:
                               'from a folder)')
         old = app.state.recommender
         index = "exact" if old is None else old.index_kind  # the new model is searched as the old one was
-        new = await asyncio.to_thread(load_checked, str(target), app.state.backend, index)
+        models_dir = getattr(app.state, "models_dir", None) if path else None  # the served folder was the operator's
+        if models_dir is not None:  # the folder itself (links resolved), so that a later reload loads the same
+            target = str(await asyncio.to_thread(model_folder, str(target), models_dir))
+        new = await asyncio.to_thread(load_checked, str(target), app.state.backend, index, models_dir)
         app.state.recommender = new  # the swap: requests that took the old reference finish on it
         app.state.model_path = str(target)
         previous = None if old is None else old.name

@@ -285,10 +285,11 @@ MAX_TS = 1e11  # epoch seconds (the year 5138); larger values are almost surely 
 
 
 def _event_id(value: int | str) -> int | str:
-    from seqrec.data.columns import MISSING_IDS
+    from seqrec.data.columns import id_problem
 
-    if isinstance(value, str) and value.strip().lower() in MISSING_IDS:
-        raise ValueError("an id is needed: empty values and missing-value markers such as NaN are not ids")
+    problem = id_problem(value)  # the one rule for an id given alone (seqrec.data.columns)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -362,7 +363,8 @@ class NewItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: Annotated[str, Field(min_length=1, max_length=400)] | int
+    item_id: EventId = Field(description="an id by the rule of POST /events: an integer within +-(2**53 - 1) or "
+                                        "text (at most 256 characters; not empty, NaN, null or holding NUL)")
     title: Annotated[str, Field(max_length=2000)] | None = None
     genres: Annotated[list[Annotated[str, Field(max_length=400)]], Field(max_length=1000)] | None = None
     attributes: Annotated[list[Annotated[str, Field(max_length=400)]], Field(max_length=1000)] | None = None

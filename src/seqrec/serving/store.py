@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from seqrec.data.columns import MISSING_IDS
+from seqrec.data.columns import MISSING_IDS, id_problem
 from seqrec.data.dataset import id_key
 from seqrec.errors import SeqrecError
 from seqrec.files import atomic_write_bytes
@@ -82,6 +82,8 @@ def normalise_id(raw: Any, what: str = "id") -> str:
     if isinstance(raw, (float, np.floating)) and not math.isfinite(raw):
         raise SeqrecError(f"{what}: {raw!r} is not an id")
     key = id_key(raw)
+    if isinstance(raw, str) and "\x00" in raw:
+        raise SeqrecError(f"{what}: {id_problem(raw)}")
     if key.lower() in MISSING_IDS:
         raise SeqrecError(f"{what}: {raw!r} is not an id (empty values and missing-value markers such as NaN "
                           f"are not ids)")

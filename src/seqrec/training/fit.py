@@ -129,10 +129,6 @@ def fit_model(recipe: str, options: dict[str, Any], ds: Dataset, out_dir: str | 
         model_options = {k: v for k, v in start.config.to_dict().items() if k != "n_items"}
     if not resolved.quiet and distributed.is_main():
         print(chosen.describe(options), flush=True)
-        if start is not None:
-            from seqrec.training.warm import describe
-
-            print(describe(ds.meta["warm_start"]), flush=True)
     cfg = resolved if valid else dataclasses.replace(resolved, eval_every=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -141,7 +137,11 @@ def fit_model(recipe: str, options: dict[str, Any], ds: Dataset, out_dir: str | 
         else:
             from seqrec.training.warm import warm_model
 
-            model = warm_model(start, ds.n_items, seed=cfg.seed)
+            model = warm_model(start, ds.n_items, seed=cfg.seed, dataset=ds)
+            if not resolved.quiet and distributed.is_main():
+                from seqrec.training.warm import describe
+
+                print(describe(ds.meta["warm_start"]), flush=True)
     parts = make_split(ds, split)
     result = train(model, parts, cfg, out_dir=None if out_dir is None else Path(out_dir), resume=resume)
     if isinstance(parts, TemporalSplit):

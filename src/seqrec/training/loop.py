@@ -41,7 +41,7 @@ from seqrec.training.batches import Batches
 from seqrec.training.distributed import Solo, join
 from seqrec.training.objective import Objective
 from seqrec.training.optim import _OnDevice, _optimizer, clip_grad_norm, lr_factor, resolve_device
-from seqrec.training.resume import Resumable, RunState
+from seqrec.training.resume import Resumable, RunState, held_a_run
 
 
 class TrainingDiverged(SeqrecError):
@@ -53,7 +53,7 @@ class Run(Resumable):
     """One training run: its objects, its state (``RunState``) and its checkpoint."""
 
     def __init__(self, model: SASRecModel, loo: Split, cfg: TrainConfig, out_dir: str | Path | None,
-                 group: Any = None) -> None:
+                 group: Any = None, resume: bool = False) -> None:
         if model.n_items != loo.data.n_items:
             raise SeqrecError(f"the model has {model.n_items} items but the data set has {loo.data.n_items}")
         self.group: Any = group or Solo(resolve_device(cfg.device))  # rank 0 alone writes
@@ -66,6 +66,9 @@ class Run(Resumable):
         self.ckpt = self.out / CHECKPOINT if self.out is not None else None
         if self.out is not None:  # before any work: a file, '.', an unwritable parent, a folder that is not seqrec's
             group.agree(lambda: check_output_folder(self.out, "model", force=True))
+            if resume:  # before the folder is made: a folder that never held a run has nothing to continue
+                out = self.out
+                group.agree(lambda: held_a_run(out))
         self.model, self.loo, self.cfg = model.to(device), loo, cfg
         self.data = Batches(loo, model.max_len, cfg)
         self.objective = Objective(cfg, model.n_items, loo.train().counts(model.n_items))
@@ -276,9 +279,10 @@ def train(model: SASRecModel, loo: Split, config: TrainConfig, out_dir: str | Pa
 
     ``callback(row)`` runs after each epoch (after its checkpoint); returning False stops training.
     With ``out_dir``: ``metrics.jsonl`` (one row per epoch), ``checkpoint.safetensors`` and
-    ``result.json``. ``resume=True`` continues from the checkpoint there; it starts afresh only when
-    there is nothing to resume (a new or empty folder); a run's files without a checkpoint, or one that
-    does not fit, are a ``SeqrecError`` (``Run.restore``): a resume never silently restarts.
+    ``result.json``. ``resume=True`` continues from the checkpoint there; a folder that never held a run
+    (absent, or without seqrec's marker), a run's files without a checkpoint, or one that does not fit, are a
+    ``SeqrecError`` (``Run.restore``): a resume never silently restarts. A run set up there that finished no
+    epoch starts from epoch 1, saying so.
     Seeds torch's global generator (dropout) from ``config.seed``. In a worker of several processes
     (``seqrec.training.distributed``: started by ``SASRec(nproc=N).fit`` or torchrun) it trains that worker's
     share; rank 0 writes ``out_dir`` and runs ``callback``, every rank returns rank 0's result and weights.
@@ -286,7 +290,7 @@ def train(model: SASRecModel, loo: Split, config: TrainConfig, out_dir: str | Pa
     group = join(config)
     if not group.main:
         config = replace(config, quiet=True)
-    run = Run(model, loo, config, out_dir, group)
+    run = Run(model, loo, config, out_dir, group, resume=resume)
     before = torch.get_num_threads()
     if run.threads:
         torch.set_num_threads(run.threads)

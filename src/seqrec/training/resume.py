@@ -3,6 +3,7 @@ the part of ``Run`` that creates its folder and writes, checks and restores its 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,8 @@ class Resumable:
 
     def restore(self) -> None:
         """Continue from ``out_dir/checkpoint.safetensors``, or raise saying why not. A fresh start
-        only when there is nothing to resume: the folder is new or empty (or holds no finished epoch).
+        only when there is nothing to resume: a run was set up there but finished no epoch (said on stderr;
+        a folder that never held a run is refused before it is made: ``held_a_run``).
         A folder that holds a run's or a model's files but no checkpoint, an unreadable checkpoint or
         one from other data, model or options is a ``SeqrecError``: ``--resume`` never silently restarts.
         Rank 0 reads and checks the checkpoint; every rank loads what it read."""
@@ -121,6 +123,8 @@ class Resumable:
             if present:
                 raise SeqrecError(f"{self.out}: cannot resume: there is no {CHECKPOINT} (the folder holds "
                                   f"{', '.join(present)}); train without --resume to start over")
+            if not self.cfg.quiet:  # a run was set up but finished no epoch: the same as a fresh start, said so
+                print(f"{self.out}: no epoch finished yet: training from epoch 1", file=sys.stderr, flush=True)
             return None
         meta, tensors = load_checkpoint(self.ckpt)
         where = f"{self.ckpt}: cannot resume:"
@@ -138,3 +142,12 @@ class Resumable:
             raise SeqrecError(f"{where} train options {diff} changed (only {sorted(_RESUME_MAY_CHANGE)} may)")
         return meta, tensors
 
+
+
+def held_a_run(out: Path) -> None:
+    """``--resume`` into ``out``: refused when no run was ever set up there (the folder is absent, or holds
+    no seqrec marker), saying how to start a fresh run."""
+    if not out.exists() or read_marker(out) is None:
+        state = "does not exist" if not out.exists() else "never held a run"
+        raise SeqrecError(f"{out}: cannot resume: the folder {state}, so there is nothing to continue; to start a "
+                          f"fresh run there, train without --resume (resume=False)")

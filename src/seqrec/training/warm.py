@@ -8,6 +8,12 @@ blocks); each new item's row is the mean of the old item rows plus a little nois
 starts as an average item and fine-tuning moves it from there. The optimiser starts afresh (the
 trainer makes a new one).
 
+A model with ``item_features`` keeps its feature vocabulary and the embeddings of its feature values:
+the grown catalogue's facts are encoded under it (an old item whose facts the new data lacks keeps its
+old feature ids); a categorical value it has not seen (a new genre) is added to its field, its embedding
+starting at the mean of that field's values. Items without training interactions take their feature
+neighbours' id rows after training, as in any run with features.
+
 ``with_events`` appends stored events (``seqrec.serving.store``'s frame: user_id, item_id, timestamp) to a
 data set's histories, in time order, for a retrain on yesterday's data plus today's events.
 """
@@ -24,6 +30,7 @@ import torch
 from seqrec.config import CleanConfig
 from seqrec.data.dataset import Dataset, IdMap, id_key
 from seqrec.errors import SeqrecError
+from seqrec.models.features import CATEGORICAL, MAX_VOCAB, FeatureVocab
 from seqrec.models.sasrec import SASRecModel
 
 NEW_ITEM_NOISE = 0.1  # a new item's row: the old rows' mean plus this times their per-dimension std, in N(0, 1)
@@ -47,7 +54,7 @@ def extend_items(ds: Dataset, old: Dataset) -> tuple[Dataset, int]:
     old_raw, new_raw = old.item_ids.raw, ds.item_ids.raw[fresh]
     if old_raw.dtype != new_raw.dtype and len(new_raw):  # e.g. integer ids before, text ids now: text for all
         old_raw, new_raw = np.array(_keys(old_raw)), np.array(_keys(new_raw))
-    raw = np.concatenate([old_raw, new_raw]) if len(new_raw) else old_raw  # no new item: the old ids' own type
+    raw = np.concatenate([old_raw, new_raw]) if len(new_raw) else old_raw.copy()  # no new items: the old ids as they were
     # catalogue: ds's row for every item it has, the old row for old items the new data lacks
     new_rows = ds.catalog.with_columns(pl.Series("item", to_final[1:].astype(np.int32)))
     missing = np.setdiff1d(np.arange(1, m + 1), to_final[1:][known])
@@ -61,13 +68,14 @@ def extend_items(ds: Dataset, old: Dataset) -> tuple[Dataset, int]:
     return out, int(len(fresh))
 
 
-def warm_model(old: SASRecModel, n_items: int, seed: int = 0) -> SASRecModel:
+def warm_model(old: SASRecModel, n_items: int, seed: int = 0, dataset: Dataset | None = None) -> SASRecModel:
     """A model for ``n_items`` items (at least the old model's) with every weight of ``old``; new item rows
-    are the old rows' mean plus ``NEW_ITEM_NOISE`` of their spread, drawn from ``seed``."""
+    are the old rows' mean plus ``NEW_ITEM_NOISE`` of their spread, drawn from ``seed``. A model with
+    item features needs ``dataset`` (``extend_items``' result): its catalogue gives the feature table, under
+    the old vocabulary grown by the values it did not know (``dataset.meta["warm_start"]`` counts them)."""
     if n_items < old.n_items:
         raise SeqrecError(f"warm start: the new catalogue has {n_items} items, fewer than the model's "
                           f"{old.n_items}; a warm start only adds items")
-    model = SASRecModel(replace(old.config, n_items=n_items))
     state = old.state_dict()
     emb = state["item_emb.weight"]
     rows = emb[1:].float()
@@ -75,8 +83,62 @@ def warm_model(old: SASRecModel, n_items: int, seed: int = 0) -> SASRecModel:
     extra = n_items - old.n_items
     noise = torch.randn(extra, emb.shape[1], generator=gen) * rows.std(0, keepdim=True) * NEW_ITEM_NOISE
     state = {**state, "item_emb.weight": torch.cat([emb, (rows.mean(0, keepdim=True) + noise).to(emb.dtype)])}
+    vocab = None
+    if old.features is not None:
+        if dataset is None or dataset.n_items != n_items:
+            raise SeqrecError("warm start: a SASRec with item features needs the grown data set to encode the new "
+                              "items' facts")
+        vocab, features = _warm_features(old, dataset, gen)
+        state.update({f"features.{k}": v for k, v in features.items()})
+    model = SASRecModel(replace(old.config, n_items=n_items), vocab)
     model.load_state_dict(state)
     return model
+
+
+def _warm_features(old: SASRecModel, ds: Dataset, gen: torch.Generator) -> tuple[FeatureVocab, dict[str, Any]]:
+    """The old model's feature vocabulary grown by the categorical values ``ds``'s catalogue adds, and the
+    state of its feature layers for ``ds``: value embeddings carried over (new values at their field's mean,
+    plus noise), the table of ``ds``'s items under the grown vocabulary, which items are trained."""
+    from seqrec.data.split import LeaveOneOut
+
+    layers = old.features
+    assert layers is not None
+    vocab = layers.vocab
+    catalog = ds.catalog.sort("item")
+    _, unknown = vocab.encode(catalog)
+    grown = FeatureVocab(tuple(replace(f, values=f.values + tuple(unknown.get(f.name, [])))
+                               if f.kind == CATEGORICAL else f for f in vocab.fields))
+    if grown.size > MAX_VOCAB:
+        raise SeqrecError(f"warm start: {grown.size:,} feature values, more than the {MAX_VOCAB:,} seqrec allows")
+    weight = layers.emb.weight.detach()
+    rows = [weight[:1]]
+    for f, g, off in zip(vocab.fields, grown.fields, vocab.offsets()):
+        own = weight[off + 1: off + 1 + f.size]
+        rows.append(own)
+        if g.size > f.size:
+            spread = own.float().std(0, keepdim=True) if f.size > 1 else torch.zeros(1, weight.shape[1])
+            fresh = own.float().mean(0, keepdim=True) + torch.randn(g.size - f.size, weight.shape[1], generator=gen) \
+                * spread * NEW_ITEM_NOISE
+            rows.append(fresh.to(weight.dtype))
+    encoded, _ = grown.encode(catalog)
+    table = np.zeros((ds.n_items + 1, grown.columns), dtype=np.int64)
+    table[catalog["item"].to_numpy().astype(np.int64)] = encoded
+    # an old item whose facts the new catalogue lacks keeps its old ids (remapped to the grown offsets)
+    before = layers.table.detach().cpu().numpy()
+    shift = np.zeros(vocab.size + 1, dtype=np.int64)
+    for f, old_off, new_off in zip(vocab.fields, vocab.offsets(), grown.offsets()):
+        shift[old_off + 1: old_off + 1 + f.size] = new_off - old_off
+    lacking = np.flatnonzero(~table[: len(before)].any(1) & before.any(1))
+    table[lacking] = np.where(before[lacking] > 0, before[lacking] + shift[before[lacking]], 0)
+    grown.check_table(table, "warm start: item features")
+    trained = LeaveOneOut(ds).train().counts(ds.n_items) > 0
+    state = {k: v.detach().clone() for k, v in layers.state_dict().items()}
+    state.update({"emb.weight": torch.cat(rows), "table": torch.from_numpy(table),
+                  "id_weight": torch.as_tensor(trained, dtype=torch.float32).reshape(-1, 1)})
+    info = ds.meta.get("warm_start")
+    if isinstance(info, dict):
+        info["new_feature_values"] = {k: len(v) for k, v in unknown.items()}
+    return grown, state
 
 
 def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event store",
@@ -107,5 +169,8 @@ def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event stor
 
 
 def describe(info: dict[str, Any]) -> str:
+    values = info.get("new_feature_values") or {}
+    added = "; new feature values: " + ", ".join(f"{n} {k}" for k, n in values.items()) if values else ""
     return (f"warm start: {info['old_items']:,} items kept at their ids, {info['new_items']:,} new items "
-            f"(rows initialised at the mean item), {info['old_items_absent']:,} old items absent from the new data")
+            f"(rows initialised at the mean item), {info['old_items_absent']:,} old items absent from the new data"
+            f"{added}")
