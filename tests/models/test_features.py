@@ -18,7 +18,8 @@ from seqrec.data.split import LeaveOneOut
 from seqrec.errors import SeqrecError
 from seqrec.evaluation.evaluator import evaluate
 from seqrec.models.baselines import Popularity
-from seqrec.models.features import NUMERIC_BUCKETS, FeatureVocab, add_item_features, build_vocab, item_features
+from seqrec.models.feature_files import add_item_features
+from seqrec.models.features import NUMERIC_BUCKETS, FeatureVocab, build_vocab, item_features
 from seqrec.models.folder import load_folder, register_onnx, save_folder
 from seqrec.models.sasrec import SASRecConfig, SASRecModel
 from seqrec.serving.onnx import export_onnx

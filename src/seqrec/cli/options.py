@@ -116,7 +116,7 @@ def _load(spec: str, args: argparse.Namespace):
         rating_col=args.rating_col, sep=args.sep,
     )
     if getattr(args, "item_features_file", None):
-        from seqrec.models.features import add_item_features
+        from seqrec.models.feature_files import add_item_features
 
         ds = add_item_features(ds, args.item_features_file)
     return ds

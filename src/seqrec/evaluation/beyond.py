@@ -14,6 +14,7 @@ Counting costs one ``bincount`` per list block; diversity one small batched prod
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -54,8 +55,7 @@ class ListStats:
         self.counts = {k: torch.zeros(n_items + 1, dtype=torch.int64, device=device) for k in ks}
         self.takers, self.users = takers, max(int(users), 1)
         self.features = features
-        self.pairs = dict.fromkeys(ks, 0.0)  # summed per-list mean distances
-        self.lists = dict.fromkeys(ks, 0)
+        self.pairs: dict[int, list[float]] = {k: [] for k in ks}  # per-list mean distances, summed exactly at the end
 
     def update(self, idx: torch.Tensor, ok: torch.Tensor) -> None:
         """Lists ``idx`` [B, >= max k] of internal ids, best first; ``ok`` marks real entries (not -inf)."""
@@ -63,8 +63,8 @@ class ListStats:
             top, real = idx[:, :k], ok[:, :k]
             self.counts[k] += torch.bincount(top[real], minlength=self.n_items + 1)
             if self.features is not None and top.shape[1] > 1:
-                mask = real.cpu().float()
-                rows = self.features[top.cpu()]  # [B, k, F]
+                mask = real.cpu().double()
+                rows = self.features[top.cpu()].double()  # [B, k, F]
                 inter = rows @ rows.transpose(1, 2)
                 size = rows.sum(2)
                 union = size[:, :, None] + size[:, None, :] - inter
@@ -73,8 +73,7 @@ class ListStats:
                 n = mask.sum(1).double()
                 pairs = n * (n - 1)
                 full = pairs > 0
-                self.pairs[k] += float((dist.sum((1, 2)).double()[full] / pairs[full]).sum())
-                self.lists[k] += int(full.sum())
+                self.pairs[k].extend((dist.sum((1, 2))[full] / pairs[full]).tolist())
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -88,8 +87,8 @@ class ListStats:
             if p is not None and c.sum() > 0:
                 out[f"Novelty@{k}"] = float((c * -np.log2(p)).sum() / c.sum())
                 out[f"Popularity@{k}"] = float((c * p).sum() / c.sum())
-            if self.features is not None and self.lists[k]:
-                out[f"Diversity@{k}"] = self.pairs[k] / self.lists[k]
+            if self.features is not None and self.pairs[k]:  # fsum: the same whatever the blocks' sizes
+                out[f"Diversity@{k}"] = math.fsum(self.pairs[k]) / len(self.pairs[k])
         return out
 
 

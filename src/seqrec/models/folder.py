@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from seqrec import files as _files
@@ -64,6 +63,7 @@ from seqrec.files import (  # noqa: F401
 )
 from seqrec.models.baselines import BASELINES, make_baseline
 from seqrec.models.features import FeatureVocab
+from seqrec.models.folder_onnx import checked_onnx, onnx_holds
 from seqrec.models.sasrec import SASRecConfig, SASRecModel
 from seqrec.publish import building, check_output_folder, publish_dir, recover_dir
 
@@ -275,7 +275,7 @@ def load_folder(path: str | os.PathLike, *, check_onnx: bool = True) -> ModelBun
         if cfg.n_items != dataset.n_items:
             raise SeqrecError(f"{path / CONFIG}: model n_items {cfg.n_items} but data/ has {dataset.n_items} items")
         scorer = _load_sasrec(path, cfg, vocab)
-        onnx = _check_onnx(path, scorer, files) if check_onnx else None
+        onnx = checked_onnx(path, scorer, files) if check_onnx else None
     else:
         scorer = make_baseline(kind, LeaveOneOut(dataset))  # type: ignore[assignment]  # a bundle holds any Scorer
     return ModelBundle(scorer=scorer, dataset=dataset, config=doc, metrics=metrics, path=path, onnx=onnx)
@@ -337,52 +337,6 @@ def _check_finite(model: SASRecModel, where: str) -> None:
                               f"the weights are damaged (or came from a diverged training run)")
 
 
-# ----------------------------------------------------------------------------- ONNX exports in a folder
-def _check_onnx(path: Path, model: SASRecModel, files: dict[str, dict[str, Any]] | None) -> Path | None:
-    """The folder's ``model.onnx`` when it is known to hold these weights; a ``SeqrecError`` when it
-    holds others; None (with a warning) when there is none or it cannot be told."""
-    file = path / ONNX
-    if not file.is_file():
-        return None
-    if files is not None and ONNX in files:  # its size and sha256 were checked with the other files
-        recorded, weights = files[ONNX].get("weights_sha256"), files.get(WEIGHTS, {}).get("sha256")
-        if recorded != weights:
-            raise SeqrecError(f"{file}: exported from other weights than {WEIGHTS} (sha256 {recorded!r}, the "
-                              f"weights have {weights}); run seqrec export-onnx again or delete it")
-        return file
-    if _onnx_holds(file, model) is None:
-        log.warning("%s: cannot tell which weights it was exported from; it is not used", file)
-        return None
-    return file
-
-
-def _onnx_holds(file: Path, model: SASRecModel) -> bool | None:
-    """True when the ONNX graph in ``file`` holds ``model``'s item embeddings (as they are or transposed);
-    None when it has no initializer of that shape; a ``SeqrecError`` when it holds others."""
-    import onnx
-    from onnx import numpy_helper
-
-    try:
-        proto = onnx.load(str(file), load_external_data=False)
-    except Exception as e:  # protobuf raises several types for a damaged file
-        raise SeqrecError(f"{file}: not a readable ONNX model ({type(e).__name__}: {e}); run seqrec export-onnx "
-                          f"again or delete it") from e
-    emb = model.item_emb.weight.detach().numpy()
-    shapes = {tuple(emb.shape), tuple(emb.shape[::-1])}
-    candidates = [init for init in proto.graph.initializer if tuple(init.dims) in shapes]
-    for init in candidates:
-        try:
-            a = numpy_helper.to_array(init)
-        except Exception:  # a damaged tensor holds nothing to compare
-            continue
-        if a.dtype == emb.dtype and (np.array_equal(a, emb) or np.array_equal(a.T, emb)):
-            return True
-    if candidates:
-        raise SeqrecError(f"{file}: exported from other weights than {WEIGHTS} (its item embeddings differ); "
-                          f"run seqrec export-onnx again or delete it")
-    return None
-
-
 def register_onnx(path: str | os.PathLike) -> Path:
     """Record ``path/model.onnx`` (written by ``seqrec export-onnx``) in the folder's manifest with the
     sha256 of the weights it was exported from, so that ``load_folder`` refuses it once either changes."""
@@ -392,7 +346,7 @@ def register_onnx(path: str | os.PathLike) -> Path:
     if not file.is_file():
         raise SeqrecError(f"{path}: there is no {ONNX} to record; run seqrec export-onnx first")
     if isinstance(bundle.scorer, SASRecModel):
-        _onnx_holds(file, bundle.scorer)  # refuses an export of other weights
+        onnx_holds(file, bundle.scorer)  # refuses an export of other weights
     files = read_manifest(path) or {}
     with_features = bool(bundle.config["model"].get("item_features"))
     names = list(dict.fromkeys([*(files or _content_files(bundle.config["kind"], with_features)), ONNX]))
