@@ -85,9 +85,9 @@ class FilterIndex:
     def fields(self) -> dict[str, str]:
         """Each filter field and its kind (``list``, ``number``, ``text``, ``id``)."""
         out = {ID_FIELD: "id"}
-        out.update({n: "list" for n in self.lists})
-        out.update({n: "number" for n in self.numbers})
-        out.update({n: "text" for n in self.texts})
+        out.update(dict.fromkeys(self.lists, "list"))
+        out.update(dict.fromkeys(self.numbers, "number"))
+        out.update(dict.fromkeys(self.texts, "text"))
         return out
 
     def mask(self, spec: Mapping[str, Any]) -> np.ndarray:

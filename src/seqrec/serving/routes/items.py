@@ -25,7 +25,8 @@ def router(svc: Service) -> APIRouter:
 
     @api.get("/items/{item_id}", response_model=ItemInfo, tags=["items"])
     async def get_item(item_id: str) -> dict[str, Any]:
-        return svc.rec().item(item_id)
+        r = svc.rec()
+        return {**r.item(item_id), "available": bool(r.available[r.catalogue.internal(item_id)])}
 
     async def similar(item_id: str, k: int) -> dict[str, Any]:
         start = time.perf_counter()

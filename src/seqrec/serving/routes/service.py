@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from seqrec.serving.http import _Pool
 from seqrec.serving.limits import Limits
+from seqrec.serving.policy import EventPolicy
 from seqrec.serving.recommender import Recommender
 from seqrec.serving.store import EventStore
 
@@ -31,6 +32,7 @@ class Service:
     reads: list[Any]  # of the read routes (the key too with protect_reads)
     read_errors: dict[int | str, dict[str, Any]]
     registry: CollectorRegistry
+    policy: EventPolicy  # what each type of event does (seqrec.serving.policy)
 
     def rec(self) -> Recommender:
         """The model in service, taken once per request."""
