@@ -387,7 +387,7 @@ def _kept(frame: pl.DataFrame, policy: Any) -> pl.DataFrame:
         return frame
     types = frame["type"].unique().to_list()
     dropped = [t for t in types if not policy.in_history(t)]
-    return frame.filter(~pl.col("type").is_in(dropped)) if dropped else frame
+    return frame.filter(~pl.col("type").is_in(dropped).fill_null(False)) if dropped else frame
 
 
 def read_marked(path: str | os.PathLike, policy: Any = None) -> tuple[pl.DataFrame, int]:

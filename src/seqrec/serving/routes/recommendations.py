@@ -95,7 +95,7 @@ def router(svc: Service) -> APIRouter:
         def work() -> bytes:
             history = live_history(r, svc.store, user_id, policy=svc.policy)
             if history.events:
-                res = r.recommend(history.raw(r), k=k, exclude_seen=exclude_seen, exclude=history.excluded(),
+                res = r.recommend(history.raw(r), k=k, exclude_seen=exclude_seen, exclude=history.excluded(exclude_seen),
                                   filter=rules, explain=explain)
             else:
                 res = r.recommend_users([user_id], k=k, exclude_seen=exclude_seen, filter=rules, explain=explain)[0]
