@@ -209,7 +209,7 @@ else:
     ItemOut = _model_of(Item, "ItemOut")  # the fields of seqrec.serving.catalogue.Item
 
 
-class RecommendedItem(ItemOut):  # type: ignore[misc,valid-type]
+class RecommendedItem(ItemOut):
     because: list[Because] | None = Field(None, description="with explain: the history items behind this item")
 
 

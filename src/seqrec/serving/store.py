@@ -282,7 +282,7 @@ class EventStore:
                     stop = True
                     break
                 jobs.append(more)
-            self._commit([j for j in jobs if j[1].set_running_or_notify_cancel()])  # type: ignore[union-attr]
+            self._commit([j for j in jobs if j[1].set_running_or_notify_cancel()])
             if stop:
                 return
 
