@@ -20,12 +20,13 @@ operations only: the cost is O(N) per condition and O(items holding a value) per
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from seqrec.data.dataset import PAD
 from seqrec.errors import SeqrecError
 
 ID_FIELD = "item_id"
@@ -142,3 +143,36 @@ class FilterIndex:
         for v in value:
             hit[index.items(v)] = True
         return ~hit if op == "none" else hit
+
+
+class ShopRules:
+    """The masks of ``seqrec.serving.recommender.Recommender``: its ``filters`` (a ``FilterIndex``) and
+    ``available`` (bool [N+1]: False for an item never to recommend), set when it is made."""
+
+    filters: FilterIndex
+    available: np.ndarray
+    dataset: Any
+
+    def allowed(self, filter: Mapping[str, Any] | None = None) -> np.ndarray | None:
+        """bool [N+1]: the items ``filter`` lets through that are available; None when every item may be."""
+        mask = None if filter is None else self.filters.mask(filter)
+        if not self.available.all():
+            mask = self.available.copy() if mask is None else mask & self.available
+            mask[PAD] = False
+        return mask
+
+    def set_available(self, item_ids: Sequence[Any], available: bool) -> int:
+        """Make raw ``item_ids`` available (``True``) or never recommended (``False``); ``UnknownIdError`` for an
+        id not in the catalogue (nothing changed then). Returns how many items changed."""
+        from seqrec.serving.catalogue import UnknownIdError
+
+        ids, missing = self.dataset.item_ids.lookup(item_ids)
+        if missing:
+            raise UnknownIdError(f"unknown item id(s): {missing[:10]}")
+        changed = int((self.available[ids] != bool(available)).sum())
+        self.available[ids] = bool(available)
+        return changed
+
+    def unavailable(self) -> list[Any]:
+        """The raw ids of the items made unavailable."""
+        return self.dataset.item_ids.to_raw(np.flatnonzero(~self.available[1:]) + 1)

@@ -42,7 +42,7 @@ from seqrec.serving.ann import INDEX_KINDS, IndexParams, build_index, check_kind
 from seqrec.serving.catalogue import NEG_INF, AddedItems, Catalogue, Item, UnknownIdError, add_to_catalogue
 from seqrec.serving.explain import explain_items
 from seqrec.serving.exports import export_items
-from seqrec.serving.filters import FilterIndex
+from seqrec.serving.filters import FilterIndex, ShopRules
 from seqrec.serving.onnx import onnx_session
 
 __all__ = ["BACKENDS", "INDEX_KINDS", "SCORE_CHUNK", "AddedItems", "IndexParams", "Item", "RecommendResult",
@@ -61,8 +61,9 @@ class RecommendResult:
     because: list[list[dict[str, Any]]] | None = None  # per item with explain: the history items behind it
 
 
-class Recommender:
-    """Top-k recommendations over raw ids for one scorer and its training data set."""
+class Recommender(ShopRules):
+    """Top-k recommendations over raw ids for one scorer and its training data set (with the shop rules of
+    ``seqrec.serving.filters.ShopRules``: filters on item facts, availability)."""
 
     def __init__(self, scorer: Any, dataset: Dataset, name: str = "model", backend: str = "torch", *,
                  config: dict | None = None, metrics: dict | None = None, onnx_path: str | os.PathLike | None = None,
@@ -285,28 +286,6 @@ class Recommender:
                 fallback = bool(empty[0])
             because = explain_items(self, ids, items) if explain else None
         return RecommendResult(items, unknown, fallback, len(items) < k, because)
-
-    def allowed(self, filter: Mapping[str, Any] | None = None) -> np.ndarray | None:
-        """bool [N+1]: the items ``filter`` lets through that are available; None when every item may be."""
-        mask = None if filter is None else self.filters.mask(filter)
-        if not self.available.all():
-            mask = self.available.copy() if mask is None else mask & self.available
-            mask[PAD] = False
-        return mask
-
-    def set_available(self, item_ids: Sequence[Any], available: bool) -> int:
-        """Make raw ``item_ids`` available (``True``) or never recommended (``False``); ``UnknownIdError`` for an
-        id not in the catalogue (nothing changed then). Returns how many items changed."""
-        ids, missing = self.dataset.item_ids.lookup(item_ids)
-        if missing:
-            raise UnknownIdError(f"unknown item id(s): {missing[:10]}")
-        changed = int((self.available[ids] != bool(available)).sum())
-        self.available[ids] = bool(available)
-        return changed
-
-    def unavailable(self) -> list[Any]:
-        """The raw ids of the items made unavailable."""
-        return self.dataset.item_ids.to_raw(np.flatnonzero(~self.available[1:]) + 1)
 
     def recommend_many(self, histories: Sequence[Sequence[Any]], k: int = 10, exclude_seen: bool = True,
                        filter: Mapping[str, Any] | None = None, explain: bool = False) -> list[RecommendResult]:

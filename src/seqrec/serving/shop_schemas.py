@@ -65,8 +65,7 @@ class AvailableResponse(BaseModel):
 def _filter_schema(fields: dict[str, str]) -> dict[str, Any]:
     """The JSON schema of a filter over a catalogue with ``fields`` (``FilterIndex.fields``)."""
     text = {"type": "array", "items": {"type": "string"}}
-    raw = {"type": "array", "items": {"anyOf": [{"type": "integer", "minimum": -(2**53 - 1), "maximum": 2**53 - 1},
-                                                {"type": "string", "maxLength": 256}]}}
+    raw = {"type": "array", "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}
     ops = {"id": {"any": raw, "none": raw}, "list": {"any": text, "all": text, "none": text},
            "text": {"any": text, "none": text}, "number": {"gte": {"type": "number"}, "lte": {"type": "number"}}}
     return {"type": "object", "additionalProperties": False, "properties": {
