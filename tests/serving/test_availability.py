@@ -41,6 +41,8 @@ def test_the_admin_route_and_the_store(tmp_path, tiny_dataset, make_scorer) -> N
     assert r.status_code == 200 and r.json() == {"item_id": 104, "available": False, "changed": True, "unavailable": 1}
     assert client.put("/admin/items/104/available", json=body, headers=AUTH).json()["changed"] is False
     assert client.get("/items/104").json()["available"] is False and client.get("/items/105").json()["available"]
+    found = {i["item_id"]: i["available"] for i in client.get("/items", params={"query": "", "limit": 12}).json()["items"]}
+    assert found[104] is False and found[105] is True
     every = {"history": [101], "k": 12}
     assert 104 not in ids(client.post("/recommend", json=every).json())
     assert 104 not in ids(client.post("/recommend", json={**every, "include": [104, 105]}).json())

@@ -144,6 +144,11 @@ def test_the_command_line_filters(tmp_path, tiny_dataset, make_scorer, cli) -> N
     assert code == 0, err
     answer = json.loads(out)
     assert sorted(i["item_id"] for i in answer["items"]) == [106, 107] and answer["fewer_than_k"] is True
+    code, out, err = cli("recommend", path, "--history", "101,102", "-k", "3", "--json", "--explain")
+    assert code == 0, err
+    assert all(isinstance(i["because"], list) for i in json.loads(out)["items"])
+    code, out, err = cli("recommend", path, "--history", "101,102", "-k", "3", "--explain")
+    assert code == 0 and "because" in out, err
     code, out, err = cli("recommend", path, "--history", "101", "--filter", '{"genre": {"any": ["Crime"]}}')
     assert code == 2 and "filter.genre: unknown field" in err
     code, out, err = cli("recommend", path, "--history", "101", "--filter", "[1")

@@ -21,6 +21,8 @@ def router(svc: Service) -> APIRouter:
         start = time.perf_counter()
         r = svc.rec()
         items = await svc.singles.run(lambda: r.search(query, limit))
+        if not r.available.all():  # say which found items are unavailable
+            items = [{**i, "available": bool(r.available[r.catalogue.internal(i["item_id"])])} for i in items]
         return {"query": query, "items": items, "took_ms": ms(start)}
 
     @api.get("/items/{item_id}", response_model=ItemInfo, tags=["items"])
