@@ -117,3 +117,22 @@ def test_unavailable_survives_sigkill_restart_and_reload(tmp_path, tiny_dataset,
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_workers_over_one_store_agree(tmp_path, tiny_dataset, make_scorer, monkeypatch) -> None:
+    """Two services over one store file (as two workers): a change on one is read by the other."""
+    from seqrec.serving.routes import service
+
+    monkeypatch.setattr(service, "AVAILABILITY_SYNC_S", 0.0)
+    data = tiny_dataset()
+    stores = [EventStore(tmp_path / "events.db") for _ in range(2)]
+    one, two = (TestClient(create_app(Recommender(make_scorer(data.n_items), data), store=s, api_key=KEY))
+                for s in stores)
+    every = {"history": [101], "k": 12}
+    assert one.put("/admin/items/107/available", json={"available": False}, headers=AUTH).status_code == 200
+    assert 107 not in ids(two.post("/recommend", json=every).json())
+    assert two.get("/items/107").json()["available"] is False
+    two.put("/admin/items/107/available", json={"available": True}, headers=AUTH)
+    assert 107 in ids(one.post("/recommend", json=every).json())
+    for s in stores:
+        s.close()

@@ -168,6 +168,16 @@ def apply_availability(r: Recommender, store: EventStore | None) -> int:
     return len(known)
 
 
+def sync_availability(r: Recommender, store: EventStore) -> None:
+    """Make ``r``'s availability the store's (for several workers: another may have changed it); only the
+    items that differ are written, so a request scoring meanwhile sees each item either way, never all open."""
+    mask = np.ones_like(r.available)
+    mask[r.dataset.item_ids.lookup(store.unavailable())[0]] = False
+    differ = mask != r.available
+    if differ.any():
+        r.available[differ] = mask[differ]
+
+
 # ---------------------------------------------------------------------------- reload
 def load_checked(path: str, backend: str, index: str = "exact") -> Recommender:
     """A model folder loaded and checked for serving: it loads, its scorer, catalogue and id map agree on
