@@ -35,6 +35,9 @@ RANGE_OPS = ("gte", "lte")
 _SKIP = ("item", "raw_id", "title")  # catalogue columns that are not filter fields (item_id stands for raw_id)
 
 
+FilterSpec = Mapping[str, Any] | np.ndarray | None  # a filter, or the mask FilterIndex.mask made of it
+
+
 class FilterError(SeqrecError):
     """A filter that does not fit the catalogue; ``loc`` is the path of the offending part (field, operator)."""
 
@@ -153,9 +156,13 @@ class ShopRules:
     available: np.ndarray
     dataset: Any
 
-    def allowed(self, filter: Mapping[str, Any] | None = None) -> np.ndarray | None:
-        """bool [N+1]: the items ``filter`` lets through that are available; None when every item may be."""
-        mask = None if filter is None else self.filters.mask(filter)
+    def allowed(self, filter: FilterSpec = None) -> np.ndarray | None:
+        """bool [N+1]: the items ``filter`` lets through that are available; None when every item may be.
+        ``filter`` may be a mask ``FilterIndex.mask`` made already (a request compiles its filter once)."""
+        if isinstance(filter, np.ndarray):
+            mask: np.ndarray | None = filter.copy()
+        else:
+            mask = None if filter is None else self.filters.mask(filter)
         if not self.available.all():
             mask = self.available.copy() if mask is None else mask & self.available
             mask[PAD] = False

@@ -42,7 +42,7 @@ from seqrec.serving.ann import INDEX_KINDS, IndexParams, build_index, check_kind
 from seqrec.serving.catalogue import NEG_INF, AddedItems, Catalogue, Item, UnknownIdError, add_to_catalogue
 from seqrec.serving.explain import explain_items
 from seqrec.serving.exports import export_items
-from seqrec.serving.filters import FilterIndex, ShopRules
+from seqrec.serving.filters import FilterIndex, FilterSpec, ShopRules
 from seqrec.serving.onnx import onnx_session
 
 __all__ = ["BACKENDS", "INDEX_KINDS", "SCORE_CHUNK", "AddedItems", "IndexParams", "Item", "RecommendResult",
@@ -253,7 +253,7 @@ class Recommender(ShopRules):
     # ------------------------------------------------------------------ public API
     def recommend(self, history: Sequence[Any], k: int = 10, exclude_seen: bool = True,
                   include: Sequence[Any] | None = None, exclude: Sequence[Any] | None = None,
-                  filter: Mapping[str, Any] | None = None, explain: bool = False) -> RecommendResult:
+                  filter: FilterSpec = None, explain: bool = False) -> RecommendResult:
         """Top-k raw ids after ``history`` (oldest first). Only the last ``max_len`` known items are read.
 
         ``include`` restricts the candidates to those raw ids, ``exclude`` removes raw ids; unknown ids
@@ -288,14 +288,14 @@ class Recommender(ShopRules):
         return RecommendResult(items, unknown, fallback, len(items) < k, because)
 
     def recommend_many(self, histories: Sequence[Sequence[Any]], k: int = 10, exclude_seen: bool = True,
-                       filter: Mapping[str, Any] | None = None, explain: bool = False) -> list[RecommendResult]:
+                       filter: FilterSpec = None, explain: bool = False) -> list[RecommendResult]:
         """``recommend`` for many histories, vectorised: one scorer call and one top-k per chunk of 256."""
         looked = [self.dataset.item_ids.lookup(h) for h in histories]
         return self._recommend_internal([ids for ids, _ in looked], [u for _, u in looked], k, exclude_seen,
                                         filter, explain)
 
     def recommend_users(self, user_ids: Sequence[Any], k: int = 10, exclude_seen: bool = True,
-                        filter: Mapping[str, Any] | None = None, explain: bool = False) -> list[RecommendResult]:
+                        filter: FilterSpec = None, explain: bool = False) -> list[RecommendResult]:
         """Recommendations for users of the training data, from their stored sequences."""
         users = self.dataset.user_ids
         internal = [users.get(u) for u in user_ids]
@@ -306,7 +306,7 @@ class Recommender(ShopRules):
         return self._recommend_internal(seqs, [[] for _ in seqs], k, exclude_seen, filter, explain)
 
     def _recommend_internal(self, seqs: list[np.ndarray], unknown: list[list], k: int, exclude_seen: bool,
-                            filter: Mapping[str, Any] | None = None, explain: bool = False) -> list[RecommendResult]:
+                            filter: FilterSpec = None, explain: bool = False) -> list[RecommendResult]:
         _check_k(k)
         allowed = self.allowed(filter)
         out: list[RecommendResult] = []

@@ -60,14 +60,13 @@ def router(svc: Service) -> APIRouter:
         start = time.perf_counter()
         r = svc.rec()
         check_cost(svc, r, len(body.histories), body.k)
-        if body.filter is not None:
-            r.filters.mask(body.filter)  # a filter that does not fit is refused before any work
+        rules = None if body.filter is None else r.filters.mask(body.filter)  # compiled once; a bad one refused here
 
         def work() -> bytes:
             parts = []
             for lo in range(0, len(body.histories), SCORE_CHUNK):  # a chunk at a time: bounded memory
                 out = r.recommend_many(body.histories[lo : lo + SCORE_CHUNK], k=body.k, exclude_seen=body.exclude_seen,
-                                       filter=body.filter, explain=body.explain)
+                                       filter=rules, explain=body.explain)
                 parts += [_answer(items=_items_json(r, x.items, x.because), unknown_items=_text(x.unknown_items),
                                   fallback=_text(x.fallback), fewer_than_k=_text(x.fewer_than_k)) for x in out]
             results = "[" + ",".join(parts) + "]"
@@ -95,8 +94,8 @@ def router(svc: Service) -> APIRouter:
         def work() -> bytes:
             history = live_history(r, svc.store, user_id, policy=svc.policy)
             if history.events:
-                res = r.recommend(history.raw(r), k=k, exclude_seen=exclude_seen, exclude=history.excluded(exclude_seen),
-                                  filter=rules, explain=explain)
+                res = r.recommend(history.raw(r), k=k, exclude_seen=exclude_seen,
+                                  exclude=history.excluded(exclude_seen), filter=rules, explain=explain)
             else:
                 res = r.recommend_users([user_id], k=k, exclude_seen=exclude_seen, filter=rules, explain=explain)[0]
             return _answer(user_id=_text(user_id), items=_items_json(r, res.items, res.because),
