@@ -11,7 +11,7 @@ item) is given score 0.
 For a SASRec only the recommended items' rows are multiplied with the states (``[V + 1, k]`` scores, not
 ``[V + 1, N + 1]``), and the last block is computed for the last position only (``last_states``); another
 scorer scores every item and the recommended ones are picked out. At a history of 50, k = 10, one thread,
-the explanation takes about 8 ms (``benchmarks/explain_latency.py``).
+the explanation took p50 8 to 10 ms on a shared core (``benchmarks/explain_latency.py``).
 """
 
 from __future__ import annotations
