@@ -85,7 +85,7 @@ def test_filtered_index_answers_equal_exact(recs, kind: str) -> None:
         assert differ <= n // 50 and found == wanted, (differ, found / wanted)
     else:
         assert differ <= n // 4 and found / wanted >= 0.9, (differ, found / wanted)
-    histories = [raw.to_raw(rng.integers(1, N + 1, 5)) for _ in range(40)]
+    histories = [raw.to_raw(rng.integers(1, N + 1, 5)) for _ in range(40)] + [[]]  # and popularity
     for rules in ({"genres": {"any": ["g3", "g4"]}}, {"genres": {"all": ["g1", "g2"]}, "year": {"lte": 1960}}):
         a = exact.recommend_many(histories, k=10, filter=rules)
         b = index.recommend_many(histories, k=10, filter=rules)

@@ -207,21 +207,20 @@ class Recommender(ShopRules):
             queries = query_vectors(self.scorer, self._batch(seqs, rows, lengths))
             if fetch is None:  # few items allowed: score them all from the index's rows
                 assert allowed is not None
-                cand = np.flatnonzero(allowed)
-                for j, (values, index) in enumerate(subset_top(self.index, queries, cand, ban, k)):
+                for j, (values, index) in enumerate(subset_top(self.index, queries, np.flatnonzero(allowed), ban, k)):
                     out[rows[j]] = self.catalogue.ranked(values, index)
-                return out  # type: ignore[return-value]
-            scores, ids = self.index.search(queries, fetch)
-            n1 = self.n_items + 1  # (row, id) pairs as one code each, to drop the excluded ones at once
-            codes = np.concatenate([j * n1 + b for j, b in enumerate(ban)])
-            keep = (ids > PAD) & ~np.isin(np.arange(len(rows))[:, None] * n1 + ids, codes)
-            if allowed is not None:
-                keep &= allowed[ids]
-            for j, r in enumerate(rows):
-                sel = np.flatnonzero(keep[j])[:k]
-                may = n_ok - (len(ban[j]) if allowed is None else int(allowed[ban[j]].sum()))
-                if len(sel) >= min(k, may):
-                    out[r] = self.catalogue.ranked(scores[j, sel].tolist(), ids[j, sel].tolist())
+            else:
+                scores, ids = self.index.search(queries, fetch)
+                n1 = self.n_items + 1  # (row, id) pairs as one code each, to drop the excluded ones at once
+                codes = np.concatenate([j * n1 + b for j, b in enumerate(ban)])
+                keep = (ids > PAD) & ~np.isin(np.arange(len(rows))[:, None] * n1 + ids, codes)
+                if allowed is not None:
+                    keep &= allowed[ids]
+                for j, r in enumerate(rows):
+                    sel = np.flatnonzero(keep[j])[:k]
+                    may = n_ok - (len(ban[j]) if allowed is None else int(allowed[ban[j]].sum()))
+                    if len(sel) >= min(k, may):
+                        out[r] = self.catalogue.ranked(scores[j, sel].tolist(), ids[j, sel].tolist())
         rest = [i for i, o in enumerate(out) if o is None]
         if rest:
             part = [seqs[i] for i in rest]
