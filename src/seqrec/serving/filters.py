@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from seqrec.data.dataset import PAD
+from seqrec.data.dataset import PAD, Dataset
 from seqrec.errors import SeqrecError
 
 ID_FIELD = "item_id"
@@ -154,7 +154,7 @@ class ShopRules:
 
     filters: FilterIndex
     available: np.ndarray
-    dataset: Any
+    dataset: Dataset
 
     def allowed(self, filter: FilterSpec = None) -> np.ndarray | None:
         """bool [N+1]: the items ``filter`` lets through that are available; None when every item may be.
