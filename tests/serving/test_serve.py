@@ -164,7 +164,7 @@ def test_users(client: TestClient, rec: Recommender) -> None:
 
 def test_items_search_and_similar(client: TestClient) -> None:
     assert client.get("/items/103").json() == {"item_id": 103, "title": "Alien", "genres": ["Horror", "Sci-Fi"],
-                                               "year": 1992, "popularity": 3}
+                                               "year": 1992, "popularity": 3, "available": True}
     assert client.get("/items/nope").status_code == 404
     found = client.get("/items", params={"query": "STAR", "limit": 3}).json()
     assert found["query"] == "STAR" and len(found["items"]) == 3

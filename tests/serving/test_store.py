@@ -29,7 +29,7 @@ def test_ids_take_the_readers_form_and_a_repeated_event_is_stored_once(store: Ev
     assert store.history("u1") == [Event("u1", "242", 5.0)]
     assert store.history(7) == [Event("7", "007", 6.0), Event("7", "7", 6.0)]  # a code keeps its zeros
     assert store.count() == 3 and store.count("7.0") == 2
-    rows = sqlite3.connect(store.path).execute("SELECT user_id, item_id, typeof(ts) FROM events").fetchall()
+    rows = sqlite3.connect(store.path).execute("SELECT user_id, item_id, typeof(ts) FROM events ORDER BY rowid").fetchall()
     assert rows == [("u1", "242", "real"), ("7", "007", "real"), ("7", "7", "real")]
 
 
@@ -105,8 +105,9 @@ def test_events_come_back_as_a_frame_and_close_waits_for_queued_writes(tmp_path)
     with pytest.raises(SeqrecError, match="closed"):
         store.append([("u", 1, 1)])
     frame = read_events(tmp_path / "e.db")
-    assert frame.columns == ["user_id", "item_id", "timestamp"] and frame.height == 50
-    assert frame.schema == pl.Schema({"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Float64})
+    assert frame.columns == ["user_id", "item_id", "timestamp", "type"] and frame.height == 50
+    assert frame.schema == pl.Schema({"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Float64,
+                                      "type": pl.String})
     assert frame["item_id"].to_list() == [str(i) for i in range(50)]  # the order stored
     with EventStore(tmp_path / "e.db", create=False) as again:
         assert [e.item_id for e in again.events(chunk=7)] == [str(i) for i in range(50)]
@@ -139,7 +140,7 @@ def test_export_events_errors_are_one_line(tmp_path, cli) -> None:
         code, out, err = cli("export-events", *argv)
         assert code == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1, err
     assert export_events(db, tmp_path / "empty.csv") == (tmp_path / "empty.csv", 0)
-    assert (tmp_path / "empty.csv").read_text().strip() == "user_id,item_id,timestamp"
+    assert (tmp_path / "empty.csv").read_text().strip() == "user_id,item_id,timestamp,type"
 
 
 def test_an_exported_csv_with_quotes_and_line_separators_reads_back(tmp_path, cli) -> None:

@@ -255,3 +255,42 @@ def test_item_features_and_new_items(browser, tiny_dataset) -> None:
         assert not errors, errors
         assert not page.locator('[data-testid="error"]').is_visible()
         page.close()
+
+
+def test_because_you_liked_and_long_titles(browser, tiny_dataset, make_scorer) -> None:
+    """Each card says which history items raised it ("because you liked X, Y"); a long title wraps inside the
+    card, clear of the rank badge."""
+    import polars as pl
+
+    from seqrec.data.dataset import Dataset
+
+    data = tiny_dataset()
+    long = "Babe: " + "Pig" * 40 + " in the City of Very Long Titles That Go On"
+    catalog = data.catalog.with_columns(pl.when(pl.col("raw_id") == 110).then(pl.lit(long)).otherwise(pl.col("title"))
+                                        .alias("title"))
+    data = Dataset(data.offsets, data.items, data.user_ids, data.item_ids, catalog, data.meta)
+    app = create_app(Recommender(make_scorer(data.n_items), data, name="tiny-sasrec"))
+    with Server(app) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.locator('[data-testid="recommendation"]').first.wait_for(timeout=10_000)
+        assert page.locator('[data-testid="because"]').count() == 0  # popularity: nothing to explain
+        add_by_search(page, "star w", "Star Wars")
+        add_by_search(page, "alien", "Alien")
+        page.locator('[data-testid="because"]').first.wait_for(timeout=10_000)
+        lines = page.locator('[data-testid="because"]').all_inner_texts()
+        assert lines and all(t.startswith("because you liked ") for t in lines)
+        assert all({n.strip() for n in t.removeprefix("because you liked ").split(",")} <= {"Star Wars", "Alien"}
+                   for t in lines)
+        card = page.locator('[data-testid="recommendation"][data-item-id="110"]')
+        title, rank, box = (card.locator(s).bounding_box() for s in (".item-title", ".rank", ":scope"))
+        assert title["y"] + title["height"] > rank["y"] + rank["height"]  # the long title takes several lines
+        text_right = card.locator(".item-title").evaluate(
+            "e => { const r = document.createRange(); r.selectNodeContents(e); "
+            "return Math.max(...[...r.getClientRects()].map(x => x.right)); }")
+        assert text_right <= rank["x"] + 0.5, (text_right, rank)  # no line runs under the badge
+        assert title["x"] + title["width"] <= box["x"] + box["width"] + 0.5  # nor out of the card
+        assert not errors, errors
+        page.close()

@@ -177,10 +177,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         options["quiet"] = True
     ds = _load(args.data, args)
     if args.from_store:
+        from seqrec.serving.policy import load_policy
         from seqrec.serving.store import read_marked
         from seqrec.training.warm import with_events
 
-        events, rowid = read_marked(args.from_store)
+        events, rowid = read_marked(args.from_store, load_policy(args.event_policy))
         ds = with_events(ds, events, source=args.from_store,
                          mark={"store": str(Path(args.from_store).resolve()), "rowid": rowid})
         if not args.quiet:
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--from-store", default=None, metavar="EVENTS_DB",
                     help="append the events of this event store (seqrec serve --store) to DATA's histories; "
                          "DATA may be a model folder (its training data)")
+    sp.add_argument("--event-policy", default=None, metavar="FILE",
+                    help="with --from-store: the event types whose events enter the histories (JSON, as for seqrec "
+                         "serve); default: all but dislike")
     _add_train_args(sp)
 
     sp = add("plot", cmd_plot, "draw a run's learning curves as PNG")

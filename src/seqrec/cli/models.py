@@ -43,13 +43,33 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     if table:
         _recommend_table(args)
         return
+    rules = _filter_arg(args.filter)
     rec = Recommender.from_folder(args.model, backend="torch", index=args.index)
     if args.user is not None:
-        result = rec.recommend_users([args.user], k=args.k)[0]
+        result = rec.recommend_users([args.user], k=args.k, filter=rules, explain=args.explain)[0]
     else:
         history = [h.strip() for h in args.history.split(",") if h.strip()]
-        result = rec.recommend(history, k=args.k)
-    _print_items(result.items, args.json, {"unknown_items": result.unknown_items, "fallback": result.fallback})
+        result = rec.recommend(history, k=args.k, filter=rules, explain=args.explain)
+    items: list = result.items
+    if result.because is not None:
+        items = [{**dataclasses.asdict(i), "because": b if args.json else ", ".join(str(x["title"] or x["item_id"])
+                                                                                   for x in b)}
+                 for i, b in zip(result.items, result.because)]
+    _print_items(items, args.json, {"unknown_items": result.unknown_items, "fallback": result.fallback,
+                                    "fewer_than_k": result.fewer_than_k})
+
+
+def _filter_arg(text: str | None) -> dict | None:
+    """``--filter JSON`` as a filter (``seqrec.serving.filters``); a ``SeqrecError`` when it is not a JSON object."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise SeqrecError(f"--filter: not JSON ({e}); e.g. '{{\"genres\": {{\"any\": [\"Comedy\"]}}}}'") from None
+    if not isinstance(value, dict):
+        raise SeqrecError(f"--filter: expected a JSON object of field conditions, got {type(value).__name__}")
+    return value
 
 
 def _recommend_table(args: argparse.Namespace) -> None:
@@ -99,14 +119,24 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend, limits=_limits(args),
         index=args.index, store=args.store, api_key=args.api_key, protect_reads=args.protect_reads,
-        cors_origins=args.cors_origin or [], models_dir=args.models_dir)
+        cors_origins=args.cors_origin or [], models_dir=args.models_dir, event_policy=args.event_policy)
 
 
 def cmd_export_events(args: argparse.Namespace) -> None:
+    from seqrec.serving.policy import load_policy
     from seqrec.serving.store import export_events
 
-    out, n = export_events(args.store, args.out)
+    policy = None if args.all_types else load_policy(args.event_policy)
+    out, n = export_events(args.store, args.out, policy)
     print(f"wrote {out}: {n:,} events")
+
+
+def _add_policy_arg(sp: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    sp.add_argument("--event-policy", default=None, metavar="FILE",
+                    help='JSON of event types: {"view": {"history": true, "exclude": "seen"}, ...}: whether a type '
+                         "enters the history, and whether it removes the item from the user's recommendations "
+                         '("always" or "seen": with exclude_seen). Default: view, purchase (always excluded), '
+                         "dislike (not in the history, always excluded)")
 
 
 def _add_index_arg(sp: argparse.ArgumentParser) -> None:
@@ -133,6 +163,11 @@ def add_model_commands(add: Callable[[str, Callable, str], argparse.ArgumentPars
                     help="scoring backend of the table (default torch)")
     sp.add_argument("--memory-budget", default="2GB", help="memory for scores of the users ranked at once")
     sp.add_argument("--force", action="store_true", help="replace an --out file seqrec did not write")
+    sp.add_argument("--filter", default=None, metavar="JSON",
+                    help='conditions on item facts, e.g. \'{"genres": {"any": ["Comedy"]}, "year": {"gte": 1990}}\' '
+                         "(operators any, all, none, gte, lte; item_id: any, none)")
+    sp.add_argument("--explain", action="store_true",
+                    help="show per item the history items that raised its score most (because)")
     _add_index_arg(sp)
 
     sp = add("similar", cmd_similar, "items most similar to an item (cosine of item embeddings)")
@@ -171,8 +206,12 @@ def add_model_commands(add: Callable[[str, Callable, str], argparse.ArgumentPars
     g.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
                    help="a browser origin allowed to call the service, e.g. https://shop.example (repeatable; "
                         "none by default)")
+    _add_policy_arg(g)
     _add_limit_args(sp)
 
     sp = add("export-events", cmd_export_events, "write an event store's events to Parquet or CSV (by extension)")
     sp.add_argument("store", help="the event store (the file given to seqrec serve --store)")
-    sp.add_argument("--out", required=True, help="events.parquet or events.csv: user_id, item_id, timestamp")
+    sp.add_argument("--out", required=True, help="events.parquet or events.csv: user_id, item_id, timestamp, type")
+    _add_policy_arg(sp)
+    sp.add_argument("--all-types", action="store_true",
+                    help="write every event; by default only those whose type enters the history (the policy)")

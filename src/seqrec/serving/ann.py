@@ -173,3 +173,32 @@ def build_index(kind: str, scorer: Any, params: IndexParams | None = None) -> It
     """The index of ``kind`` over ``scorer``'s item rows (None for ``"exact"``), checked by ``check_kind``."""
     check_kind(kind, scorer)
     return None if kind == "exact" else ItemIndex(kind, item_vectors(scorer), params)
+
+
+MAX_FETCH = 4096  # candidates one filtered search asks for at most; beyond, the allowed items are scored exactly
+OVERFETCH = 1.25  # slack over the expected share of candidates that pass a filter
+
+
+def fetch_size(base: int, n: int, n_allowed: int) -> int | None:
+    """Candidates to ask the index for so that about ``base`` of them pass a filter that lets ``n_allowed`` of
+    ``n`` items through; None when that is so many (over ``MAX_FETCH``, or all the allowed items) that scoring
+    the allowed items exactly is cheaper."""
+    if n_allowed >= n:
+        return base
+    fetch = math.ceil(base * n / max(1, n_allowed) * OVERFETCH)
+    return None if fetch > MAX_FETCH or fetch >= n_allowed else fetch
+
+
+def subset_top(index: ItemIndex, queries: np.ndarray, cand: np.ndarray, ban: list[np.ndarray],
+               k: int) -> list[tuple[list[float], list[int]]]:
+    """Exact top ``k`` of the (sorted) internal ids ``cand`` for each query [B, d], scored with the index's rows,
+    without the ids in ``ban[j]`` for query j: (scores, ids) per query, a dropped id's score -inf."""
+    if not len(cand):
+        return [([], []) for _ in range(len(queries))]
+    scores = torch.from_numpy(np.ascontiguousarray(queries @ index.rows(cand).T, dtype=np.float32))
+    for j, b in enumerate(ban):
+        pos = np.minimum(np.searchsorted(cand, b), len(cand) - 1)
+        hit = pos[cand[pos] == b]
+        scores[j, torch.from_numpy(hit)] = float("-inf")
+    values, top = torch.topk(scores, min(int(k), len(cand)), dim=1)
+    return [(v, cand[t].tolist()) for v, t in zip(values.tolist(), top.numpy())]

@@ -59,14 +59,17 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from seqrec.errors import SeqrecError
+from seqrec.serving.filters import FilterError
 from seqrec.serving.http import _Busy, _Guard, _json_error, _Pool, _StrictRoute, _TooLarge, _validation_detail
 from seqrec.serving.limits import ENV_LIMITS, Limits
-from seqrec.serving.live import ENV_API_KEY, key_check, reload_on_signal
+from seqrec.serving.live import ENV_API_KEY, apply_availability, key_check, reload_on_signal
+from seqrec.serving.policy import EventPolicy, load_policy
 from seqrec.serving.recommender import Recommender, UnknownIdError
 from seqrec.serving.routes import admin, events, items, operations, recommendations
 from seqrec.serving.routes.operations import WEB_DIR
 from seqrec.serving.routes.service import NotReady, Service
 from seqrec.serving.schemas import AUTH_ERRORS, ERRORS
+from seqrec.serving.shop_schemas import openapi_rules
 from seqrec.serving.store import EventStore, StoreError
 
 log = logging.getLogger("seqrec.serve")
@@ -74,6 +77,7 @@ ENV_MODEL, ENV_BACKEND, ENV_THREADS = "SEQREC_MODEL_PATH", "SEQREC_BACKEND", "SE
 ENV_INDEX = "SEQREC_INDEX"  # exact / hnsw / ivf (seqrec.serving.ann), for the workers of run
 ENV_MODELS_DIR = "SEQREC_MODELS_DIR"  # POST /admin/reload loads folders inside it only
 ENV_STORE, ENV_PROTECT_READS, ENV_CORS = "SEQREC_STORE", "SEQREC_PROTECT_READS", "SEQREC_CORS_ORIGINS"
+ENV_POLICY = "SEQREC_EVENT_POLICY"  # a JSON file of event kinds (seqrec.serving.policy), for the workers of run
 SWITCH_INTERVAL = 0.0005  # seconds; see _settle
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -98,7 +102,7 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
                protect_reads: bool = False, cors_origins: Sequence[str] = (),
                model_path: str | os.PathLike | None = None, backend: str = "auto",
                reload_on_sighup: bool = False, close_store: bool = False,
-               models_dir: str | os.PathLike | None = None) -> FastAPI:
+               models_dir: str | os.PathLike | None = None, event_policy: EventPolicy | None = None) -> FastAPI:
     """The service around one loaded ``Recommender`` (``None``: alive but not ready, 503 elsewhere).
 
     ``limits`` defaults to ``Limits()``; ``max_batch`` and ``max_body_bytes`` change those two fields.
@@ -109,6 +113,8 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
     main thread only); ``close_store`` closes the store when the app shuts down. With ``models_dir``,
     ``POST /admin/reload`` loads only folders inside it (after resolving links; a relative path is taken
     inside it); without it, a key holder can make the service load any model folder the server can read.
+    ``event_policy`` says what each type of event does (``seqrec.serving.policy``; default ``DEFAULT_POLICY``).
+    The items the store records as unavailable are made so in ``recommender`` (and in every model reloaded).
     """
     changes = {k: v for k, v in dict(max_batch=max_batch, max_body_bytes=max_body_bytes).items() if v is not None}
     limits = replace(limits or Limits(), **changes)
@@ -143,6 +149,8 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
                   lifespan=lifespan)
     app.router.route_class = _StrictRoute
     app.state.recommender = recommender
+    if recommender is not None:
+        apply_availability(recommender, store)
     app.state.limits = limits
     app.state.store = store
     app.state.model_path = None if model_path is None else str(model_path)
@@ -153,14 +161,15 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
     svc = Service(app, limits, store, singles=_Pool(limits.score_workers, None, "seqrec-score"),
                   batches=_Pool(limits.batch_workers, limits.batch_workers + limits.batch_queue, "seqrec-batch"),
                   writes=writes, reads=writes if protect_reads else [],
-                  read_errors=AUTH_ERRORS if protect_reads else ERRORS, registry=CollectorRegistry())
+                  read_errors=AUTH_ERRORS if protect_reads else ERRORS, registry=CollectorRegistry(),
+                  policy=event_policy or load_policy(None))
     requests = Counter("seqrec_http_requests", "HTTP requests by method, route template and status",
                        ["method", "route", "status"], registry=svc.registry)
     latency = Histogram("seqrec_http_request_duration_seconds", "HTTP request latency by method and route template",
                         ["method", "route"], buckets=LATENCY_BUCKETS, registry=svc.registry)
     app.add_middleware(_Guard, max_body_bytes=limits.max_body_bytes, requests=requests, latency=latency)
     if cors_origins:  # outside the guard: its answers (413, 500) carry the headers too
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST", "PUT"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"], max_age=600)
     _add_error_handlers(app)
     for routes in (recommendations, items, events, admin, operations):
@@ -181,6 +190,8 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
             events.pop("type")
             events["anyOf"] = [one, {"type": "array", "items": one, "maxItems": limits.max_events}]
             events["description"] += f" At most {limits.max_events} events per request (max_events)."
+            r = app.state.recommender
+            openapi_rules(schema, None if r is None else r.filters.fields(), list(svc.policy.kinds))
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -194,6 +205,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SeqrecError)
     async def _seqrec_error(request: Request, exc: SeqrecError) -> JSONResponse:
+        if isinstance(exc, FilterError):  # a filter that does not fit the catalogue: a validation error naming it
+            where = "query" if request.method == "GET" else "body"
+            return JSONResponse({"detail": [{"type": "filter", "loc": [where, "filter", *exc.loc], "msg": exc.message,
+                                             "input": None}]}, status_code=422)
         return _json_error(404 if isinstance(exc, UnknownIdError) else 400, str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -239,7 +254,9 @@ def app_from_env() -> FastAPI:
     backend = os.environ.get(ENV_BACKEND, "auto")
     store = EventStore(os.environ[ENV_STORE]) if os.environ.get(ENV_STORE) else None
     index = os.environ.get(ENV_INDEX) or "exact"
+    policy = load_policy(os.environ.get(ENV_POLICY) or None)
     app = create_app(Recommender.from_folder(path, backend=backend, index=index), limits=Limits.from_env(), store=store,
+                     event_policy=policy,
                      api_key=os.environ.get(ENV_API_KEY) or None, protect_reads=os.environ.get(ENV_PROTECT_READS) == "1",
                      cors_origins=json.loads(os.environ.get(ENV_CORS) or "[]"), model_path=path, backend=backend,
                      close_store=True, models_dir=os.environ.get(ENV_MODELS_DIR) or None)
@@ -276,7 +293,8 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
         backend: str = "auto", threads: int | None = 1, access_log: bool = True, limits: Limits | None = None,
         store: str | os.PathLike | None = None, api_key: str | None = None, protect_reads: bool = False,
-        cors_origins: Sequence[str] = (), index: str = "exact", models_dir: str | os.PathLike | None = None) -> None:
+        cors_origins: Sequence[str] = (), index: str = "exact", models_dir: str | os.PathLike | None = None,
+        event_policy: str | os.PathLike | None = None) -> None:
     """Serve a model folder with uvicorn; several workers each load the model (via ``app_from_env``).
 
     ``limits`` default to ``Limits.from_env()`` (``SEQREC_LIMITS``, else the defaults). ``store`` is the
@@ -291,6 +309,7 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
     its own busy OpenMP team). Scale with ``workers`` instead; ``None`` keeps torch's default. faiss searches
     with as many threads. ``index`` (``exact``, ``hnsw``, ``ivf``: ``seqrec.serving.ann``) is built as each worker loads.
     ``models_dir`` (``SEQREC_MODELS_DIR`` for the workers) limits ``POST /admin/reload`` to folders inside it.
+    ``event_policy`` is a JSON file of event kinds (``seqrec.serving.policy``; default ``DEFAULT_POLICY``).
     """
     import uvicorn
 
@@ -302,6 +321,7 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
     if models_dir is not None:
         models_dir = _models_dir(models_dir)
     limits = limits or Limits.from_env()
+    policy = load_policy(event_policy)  # checked before the workers start
     api_key = api_key if api_key is not None else os.environ.get(ENV_API_KEY) or None
     if api_key is not None and not api_key.strip():
         raise SeqrecError("--api-key: the key is empty; give a secret of a few dozen random characters")
@@ -312,7 +332,8 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
                            ENV_LIMITS: json.dumps(asdict(limits)),
                            ENV_STORE: "" if store is None else str(store), ENV_API_KEY: api_key or "",
                            ENV_PROTECT_READS: "1" if protect_reads else "", ENV_CORS: json.dumps(list(cors_origins)),
-                           ENV_MODELS_DIR: "" if models_dir is None else str(models_dir)})
+                           ENV_MODELS_DIR: "" if models_dir is None else str(models_dir),
+                           ENV_POLICY: "" if event_policy is None else str(event_policy)})
         if threads:
             os.environ[ENV_THREADS] = str(threads)
         from uvicorn.supervisors import Multiprocess
@@ -327,7 +348,7 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
         app = create_app(Recommender.from_folder(model_path, backend=backend, index=index), limits=limits, store=events,
                          api_key=api_key, protect_reads=protect_reads, cors_origins=cors_origins,
                          model_path=model_path, backend=backend, reload_on_sighup=True, close_store=True,
-                         models_dir=models_dir)
+                         models_dir=models_dir, event_policy=policy)
         _settle()
         uvicorn.run(app, host=host, port=port, access_log=access_log)
     finally:

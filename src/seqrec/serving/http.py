@@ -279,9 +279,10 @@ def _fragments(item: Item) -> tuple[str, ...]:
 _FRAGMENTS: weakref.WeakKeyDictionary[Recommender, dict[Any, tuple[str, ...]]] = weakref.WeakKeyDictionary()
 
 
-def _items_json(rec: Recommender, items: list[Item]) -> str:
+def _items_json(rec: Recommender, items: list[Item], because: list[list[dict[str, Any]]] | None = None) -> str:
     """``_items`` as JSON text, from per-item fragments built once: no dict per item, so a large answer
-    is quick to build and leaves nothing for the garbage collector to scan."""
+    is quick to build and leaves nothing for the garbage collector to scan. ``because`` (an explanation per
+    item) adds each item's ``because`` field."""
     cache = _FRAGMENTS.get(rec)
     if cache is None:
         cache = _FRAGMENTS.setdefault(rec, {})
@@ -295,6 +296,8 @@ def _items_json(rec: Recommender, items: list[Item]) -> str:
             raise ValueError(f"score {score} of item {i.item_id!r} is not a JSON number")
         head, middle, tail = frag  # around rank and score (_PER_ANSWER)
         parts.append(f"{head}{i.rank}{middle}{score!r}{tail}")
+    if because is not None:
+        parts = [f'{p[:-1]},"because":{_text(b)}}}' for p, b in zip(parts, because)]
     return "[" + ",".join(parts) + "]"
 
 

@@ -38,6 +38,7 @@ from fastapi import FastAPI, HTTPException, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from seqrec.errors import SeqrecError
+from seqrec.serving.policy import DEFAULT_POLICY, EventPolicy
 from seqrec.serving.recommender import Recommender, UnknownIdError
 from seqrec.serving.schemas import (
     MAX_HISTORY,
@@ -86,10 +87,18 @@ class LiveHistory:
     user: int | None  # internal id in the training data, None for a new user
     training: np.ndarray
     events: list[Event]
+    policy: EventPolicy = DEFAULT_POLICY
 
     def raw(self, r: Recommender) -> list[Any]:
-        """The whole history as raw ids, oldest first: what ``Recommender.recommend`` reads."""
-        return [*r.dataset.item_ids.to_raw(self.training), *(e.item_id for e in self.events)]
+        """The whole history as raw ids, oldest first: what ``Recommender.recommend`` reads (the events whose
+        type enters the history, ``seqrec.serving.policy``)."""
+        keep = self.policy.in_history
+        return [*r.dataset.item_ids.to_raw(self.training), *(e.item_id for e in self.events if keep(e.type))]
+
+    def excluded(self, exclude_seen: bool = True) -> list[str]:
+        """The stored items never to recommend to this user again by their event's type (e.g. purchases,
+        dislikes; with ``exclude_seen`` views too)."""
+        return [e.item_id for e in self.events if self.policy.excludes(e.type, exclude_seen)]
 
 
 def trained_mark(r: Recommender, store: EventStore) -> int:
@@ -105,7 +114,8 @@ def trained_mark(r: Recommender, store: EventStore) -> int:
     return 0
 
 
-def live_history(r: Recommender, store: EventStore | None, user_id: str, limit: int = MAX_HISTORY) -> LiveHistory:
+def live_history(r: Recommender, store: EventStore | None, user_id: str, limit: int = MAX_HISTORY,
+                 policy: EventPolicy = DEFAULT_POLICY) -> LiveHistory:
     """The training history of ``user_id`` followed by their latest ``limit`` stored events; a user in neither
     is an ``UnknownIdError``."""
     user = r.dataset.user_ids.get(user_id)
@@ -121,7 +131,7 @@ def live_history(r: Recommender, store: EventStore | None, user_id: str, limit: 
         raise UnknownIdError(f"unknown user id: {user_id!r} (not in the training data"
                              f"{'' if store is None else ', no stored events'})")
     training = r.dataset.sequence(user) if user is not None else np.zeros(0, dtype=np.int64)
-    return LiveHistory(user, training, events)
+    return LiveHistory(user, training, events, policy)
 
 
 _TITLES: weakref.WeakKeyDictionary[Recommender, list[str | None]] = weakref.WeakKeyDictionary()
@@ -144,9 +154,31 @@ def history_answer(r: Recommender, h: LiveHistory, user_id: str, limit: int, n_e
     for e in h.events[-limit:]:
         i = items.get(e.item_id)
         out.append({"item_id": shown_id(e.item_id) if i is None else items.to_raw([i])[0], "ts": e.ts,
-                    "source": "store", "known": i is not None, "title": None if i is None else titles[i]})
+                    "source": "store", "known": i is not None, "title": None if i is None else titles[i],
+                    "type": e.type})
     return {"user_id": user_id, "items": out[-limit:], "training_items": len(h.training), "store_events": n_events,
             "model": r.name}
+
+
+# ---------------------------------------------------------------------------- availability
+def apply_availability(r: Recommender, store: EventStore | None) -> int:
+    """Make the items the store records as unavailable so in ``r`` (ids it does not know are skipped);
+    how many are unavailable."""
+    if store is None:
+        return 0
+    known, _ = r.dataset.item_ids.lookup(store.unavailable())
+    r.available[known] = False
+    return len(known)
+
+
+def sync_availability(r: Recommender, store: EventStore) -> None:
+    """Make ``r``'s availability the store's (for several workers: another may have changed it); only the
+    items that differ are written, so a request scoring meanwhile sees each item either way, never all open."""
+    mask = np.ones_like(r.available)
+    mask[r.dataset.item_ids.lookup(store.unavailable())[0]] = False
+    differ = mask != r.available
+    if differ.any():
+        r.available[differ] = mask[differ]
 
 
 # ---------------------------------------------------------------------------- reload
@@ -217,6 +249,7 @@ async def reload_model(app: FastAPI, path: str | None = None) -> dict[str, Any]:
         if models_dir is not None:  # the folder itself (links resolved), so that a later reload loads the same
             target = str(await asyncio.to_thread(model_folder, str(target), models_dir))
         new = await asyncio.to_thread(load_checked, str(target), app.state.backend, index, models_dir)
+        await asyncio.to_thread(apply_availability, new, app.state.store)
         app.state.recommender = new  # the swap: requests that took the old reference finish on it
         app.state.model_path = str(target)
         previous = None if old is None else old.name

@@ -38,9 +38,11 @@ import torch
 from seqrec.data.dataset import PAD, Dataset
 from seqrec.data.split import left_pad
 from seqrec.errors import SeqrecError
-from seqrec.serving.ann import INDEX_KINDS, IndexParams, build_index, check_kind, query_vectors
+from seqrec.serving.ann import INDEX_KINDS, IndexParams, build_index, check_kind, fetch_size, query_vectors, subset_top
 from seqrec.serving.catalogue import NEG_INF, AddedItems, Catalogue, Item, UnknownIdError, add_to_catalogue
+from seqrec.serving.explain import explain_items
 from seqrec.serving.exports import export_items
+from seqrec.serving.filters import FilterIndex, FilterSpec, ShopRules
 from seqrec.serving.onnx import onnx_session
 
 __all__ = ["BACKENDS", "INDEX_KINDS", "SCORE_CHUNK", "AddedItems", "IndexParams", "Item", "RecommendResult",
@@ -55,10 +57,13 @@ class RecommendResult:
     items: list[Item]
     unknown_items: list[Any]
     fallback: bool
+    fewer_than_k: bool = False  # fewer items than asked for passed the filter, exclusions and availability
+    because: list[list[dict[str, Any]]] | None = None  # per item with explain: the history items behind it
 
 
-class Recommender:
-    """Top-k recommendations over raw ids for one scorer and its training data set."""
+class Recommender(ShopRules):
+    """Top-k recommendations over raw ids for one scorer and its training data set (with the shop rules of
+    ``seqrec.serving.filters.ShopRules``: filters on item facts, availability)."""
 
     def __init__(self, scorer: Any, dataset: Dataset, name: str = "model", backend: str = "torch", *,
                  config: dict | None = None, metrics: dict | None = None, onnx_path: str | os.PathLike | None = None,
@@ -78,6 +83,8 @@ class Recommender:
             config = scorer.config.to_dict()
         self.config, self.metrics = dict(config or {}), dict(metrics or {})
         self.catalogue = Catalogue(dataset, scorer)
+        self.filters = FilterIndex(dataset.catalog, dataset.item_ids)  # per-field indexes for filter masks
+        self.available = np.ones(self.n_items + 1, dtype=bool)  # False: never recommended (set_available)
         self.counts = self.catalogue.counts
         self._popularity = torch.from_numpy(self.counts.astype(np.float32))  # [N+1]
         self._session = None
@@ -161,7 +168,7 @@ class Recommender:
         return left_pad(flat, ends - lengths[rows], ends, self.max_len)
 
     def _top(self, scores: torch.Tensor, seqs: Sequence[np.ndarray], k: int, exclude_seen: bool,
-             allowed: torch.Tensor | None = None, banned: np.ndarray | None = None) -> list[list[Item]]:
+             allowed: np.ndarray | None = None, banned: np.ndarray | None = None) -> list[list[Item]]:
         """Mask padding, seen, non-allowed and banned items in place, take the top k of every row."""
         scores[:, PAD] = NEG_INF
         if exclude_seen:
@@ -171,7 +178,7 @@ class Recommender:
                 cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
                 scores[torch.from_numpy(rows), torch.from_numpy(cols)] = NEG_INF
         if allowed is not None:
-            scores.masked_fill_(~allowed, NEG_INF)
+            scores.masked_fill_(torch.from_numpy(~allowed), NEG_INF)
         if banned is not None and len(banned):
             scores[:, torch.from_numpy(banned)] = NEG_INF
         k = min(int(k), self.n_items)
@@ -180,43 +187,57 @@ class Recommender:
         return [ranked(v, i) for v, i in zip(values.tolist(), index.tolist())]
 
     def _ann_top(self, seqs: Sequence[np.ndarray], k: int, exclude_seen: bool,
-                 banned: np.ndarray | None = None) -> list[list[Item]]:
+                 banned: np.ndarray | None = None, allowed: np.ndarray | None = None) -> list[list[Item]]:
         """``_top`` through the item index: each history with a known item asks it for ``k`` + its excluded
-        items + ``margin`` candidates; the excluded (and unfilled) ones are dropped; a history left with fewer
-        than it may get, and an empty history (popularity), is ranked exactly."""
+        items + ``margin`` candidates (over-fetched by the share of items ``allowed`` lets through); the excluded
+        (and unfilled) ones are dropped; a history left with fewer than it may get, and an empty history
+        (popularity), is ranked exactly. When so few items are allowed that over-fetching would ask for most
+        of them, the allowed items are scored exactly from the index's rows instead."""
         k = min(int(k), self.n_items)
         banned = np.zeros(0, np.int64) if banned is None else np.unique(np.asarray(banned, dtype=np.int64))
         out: list[list[Item] | None] = [None] * len(seqs)
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
         rows = np.flatnonzero(lengths > 0)
         assert self.index is not None
+        n_ok = self.n_items if allowed is None else int(allowed.sum())
         if len(rows):
             ban = [np.union1d(np.asarray(seqs[int(r)], dtype=np.int64), banned) if exclude_seen else banned
                    for r in rows]
-            fetch = k + max(len(b) for b in ban) + self.index_params.margin
-            scores, ids = self.index.search(query_vectors(self.scorer, self._batch(seqs, rows, lengths)), fetch)
-            n1 = self.n_items + 1  # (row, id) pairs as one code each, to drop the excluded ones at once
-            codes = np.concatenate([j * n1 + b for j, b in enumerate(ban)])
-            keep = (ids > PAD) & ~np.isin(np.arange(len(rows))[:, None] * n1 + ids, codes)
-            for j, r in enumerate(rows):
-                sel = np.flatnonzero(keep[j])[:k]
-                if len(sel) >= min(k, self.n_items - len(ban[j])):
-                    out[r] = self.catalogue.ranked(scores[j, sel].tolist(), ids[j, sel].tolist())
+            fetch = fetch_size(k + max(len(b) for b in ban) + self.index_params.margin, self.n_items, n_ok)
+            queries = query_vectors(self.scorer, self._batch(seqs, rows, lengths))
+            if fetch is None:  # few items allowed: score them all from the index's rows
+                assert allowed is not None
+                for j, (values, index) in enumerate(subset_top(self.index, queries, np.flatnonzero(allowed), ban, k)):
+                    out[rows[j]] = self.catalogue.ranked(values, index)
+            else:
+                scores, ids = self.index.search(queries, fetch)
+                n1 = self.n_items + 1  # (row, id) pairs as one code each, to drop the excluded ones at once
+                codes = np.concatenate([j * n1 + b for j, b in enumerate(ban)])
+                keep = (ids > PAD) & ~np.isin(np.arange(len(rows))[:, None] * n1 + ids, codes)
+                if allowed is not None:
+                    keep &= allowed[ids]
+                for j, r in enumerate(rows):
+                    sel = np.flatnonzero(keep[j])[:k]
+                    may = n_ok - (len(ban[j]) if allowed is None else int(allowed[ban[j]].sum()))
+                    if len(sel) >= min(k, may):
+                        out[r] = self.catalogue.ranked(scores[j, sel].tolist(), ids[j, sel].tolist())
         rest = [i for i, o in enumerate(out) if o is None]
         if rest:
             part = [seqs[i] for i in rest]
-            for i, items in zip(rest, self._top(self._scores_for(part)[0], part, k, exclude_seen, None, banned)):
+            for i, items in zip(rest, self._top(self._scores_for(part)[0], part, k, exclude_seen, allowed, banned)):
                 out[i] = items
         return out  # type: ignore[return-value]
 
     def _ann_include(self, ids: np.ndarray, k: int, exclude_seen: bool, include: np.ndarray,
-                     banned: np.ndarray | None) -> list[Item]:
+                     banned: np.ndarray | None, allowed: np.ndarray | None = None) -> list[Item]:
         """The top ``k`` of the ``include``d items, scored exactly with the index's rows."""
         drop = np.asarray(ids if exclude_seen else [], dtype=np.int64)
         if banned is not None:
             drop = np.union1d(drop, banned)
         cand = np.setdiff1d(np.asarray(include, dtype=np.int64), drop)
         cand = cand[cand > PAD]
+        if allowed is not None:
+            cand = cand[allowed[cand]]
         if not len(cand):
             return []
         query = query_vectors(self.scorer, self._batch([ids], np.zeros(1, np.int64), np.array([len(ids)])))[0]
@@ -230,39 +251,50 @@ class Recommender:
 
     # ------------------------------------------------------------------ public API
     def recommend(self, history: Sequence[Any], k: int = 10, exclude_seen: bool = True,
-                  include: Sequence[Any] | None = None, exclude: Sequence[Any] | None = None) -> RecommendResult:
+                  include: Sequence[Any] | None = None, exclude: Sequence[Any] | None = None,
+                  filter: FilterSpec = None, explain: bool = False) -> RecommendResult:
         """Top-k raw ids after ``history`` (oldest first). Only the last ``max_len`` known items are read.
 
         ``include`` restricts the candidates to those raw ids, ``exclude`` removes raw ids; unknown ids
-        in either are ignored. Unknown history ids are skipped and listed in ``unknown_items``.
+        in either are ignored. ``filter`` keeps the items whose catalogue facts pass it
+        (``seqrec.serving.filters``; a ``FilterError`` when it does not fit the catalogue); unavailable items
+        (``set_available``) are never returned; ``fewer_than_k`` says when fewer than ``k`` items were left.
+        ``explain`` adds ``because``: per item the history items that raised its score most
+        (``seqrec.serving.explain``). Unknown history ids are skipped and listed in ``unknown_items``.
         ``k < 1`` is a ``SeqrecError``.
         """
         _check_k(k)
         ids, unknown = self.dataset.item_ids.lookup(history)
-        if self.index is not None and len(ids):
-            with torch.inference_mode():
-                if include is None:
-                    items = self._ann_top([ids], k, exclude_seen, self._lookup(exclude))[0]
-                else:
-                    wanted = self.dataset.item_ids.lookup(include)[0]
-                    items = self._ann_include(ids, k, exclude_seen, wanted, self._lookup(exclude))
-            return RecommendResult(items, unknown, False)
-        allowed = None
+        allowed = self.allowed(filter)
         if include is not None:
-            allowed = torch.zeros(self.n_items + 1, dtype=torch.bool)
-            allowed[torch.from_numpy(self.dataset.item_ids.lookup(include)[0])] = True
+            wanted = self.dataset.item_ids.lookup(include)[0]
+            if self.index is None or not len(ids):
+                inc = np.zeros(self.n_items + 1, dtype=bool)
+                inc[wanted] = True
+                allowed = inc if allowed is None else inc & allowed
         with torch.inference_mode():
-            scores, fallback = self._scores_for([ids])
-            items = self._top(scores, [ids], k, exclude_seen, allowed, self._lookup(exclude))[0]
-        return RecommendResult(items, unknown, bool(fallback[0]))
+            if self.index is not None and len(ids):
+                if include is None:
+                    items = self._ann_top([ids], k, exclude_seen, self._lookup(exclude), allowed)[0]
+                else:
+                    items = self._ann_include(ids, k, exclude_seen, wanted, self._lookup(exclude), allowed)
+                fallback = False
+            else:
+                scores, empty = self._scores_for([ids])
+                items = self._top(scores, [ids], k, exclude_seen, allowed, self._lookup(exclude))[0]
+                fallback = bool(empty[0])
+            because = explain_items(self, ids, items) if explain else None
+        return RecommendResult(items, unknown, fallback, len(items) < k, because)
 
-    def recommend_many(self, histories: Sequence[Sequence[Any]], k: int = 10,
-                       exclude_seen: bool = True) -> list[RecommendResult]:
+    def recommend_many(self, histories: Sequence[Sequence[Any]], k: int = 10, exclude_seen: bool = True,
+                       filter: FilterSpec = None, explain: bool = False) -> list[RecommendResult]:
         """``recommend`` for many histories, vectorised: one scorer call and one top-k per chunk of 256."""
         looked = [self.dataset.item_ids.lookup(h) for h in histories]
-        return self._recommend_internal([ids for ids, _ in looked], [u for _, u in looked], k, exclude_seen)
+        return self._recommend_internal([ids for ids, _ in looked], [u for _, u in looked], k, exclude_seen,
+                                        filter, explain)
 
-    def recommend_users(self, user_ids: Sequence[Any], k: int = 10, exclude_seen: bool = True) -> list[RecommendResult]:
+    def recommend_users(self, user_ids: Sequence[Any], k: int = 10, exclude_seen: bool = True,
+                        filter: FilterSpec = None, explain: bool = False) -> list[RecommendResult]:
         """Recommendations for users of the training data, from their stored sequences."""
         users = self.dataset.user_ids
         internal = [users.get(u) for u in user_ids]
@@ -270,21 +302,24 @@ class Recommender:
         if missing:
             raise UnknownIdError(f"unknown user id(s): {missing[:10]}")
         seqs = [self.dataset.sequence(u).astype(np.int64) for u in internal if u is not None]
-        return self._recommend_internal(seqs, [[] for _ in seqs], k, exclude_seen)
+        return self._recommend_internal(seqs, [[] for _ in seqs], k, exclude_seen, filter, explain)
 
-    def _recommend_internal(self, seqs: list[np.ndarray], unknown: list[list], k: int,
-                            exclude_seen: bool) -> list[RecommendResult]:
+    def _recommend_internal(self, seqs: list[np.ndarray], unknown: list[list], k: int, exclude_seen: bool,
+                            filter: FilterSpec = None, explain: bool = False) -> list[RecommendResult]:
         _check_k(k)
+        allowed = self.allowed(filter)
         out: list[RecommendResult] = []
         with torch.inference_mode():
             for lo in range(0, len(seqs), SCORE_CHUNK):  # score, mask and rank chunk by chunk: bounded memory
                 part = seqs[lo : lo + SCORE_CHUNK]
                 if self.index is not None:
-                    tops, fallback = self._ann_top(part, k, exclude_seen), [len(s) == 0 for s in part]
+                    tops = self._ann_top(part, k, exclude_seen, None, allowed)
+                    fallback = [len(s) == 0 for s in part]
                 else:
                     scores, empty = self._scores_for(part)
-                    tops, fallback = self._top(scores, part, k, exclude_seen), empty.tolist()
-                out += [RecommendResult(t, u, f) for t, u, f in zip(tops, unknown[lo : lo + SCORE_CHUNK], fallback)]
+                    tops, fallback = self._top(scores, part, k, exclude_seen, allowed), empty.tolist()
+                out += [RecommendResult(t, u, f, len(t) < k, explain_items(self, s, t) if explain else None)
+                        for t, u, f, s in zip(tops, unknown[lo : lo + SCORE_CHUNK], fallback, part)]
         return out
 
     def score(self, history: Sequence[Any], items: Sequence[Any]) -> list[float]:
@@ -333,6 +368,7 @@ class Recommender:
             config["model"] = {**config["model"], "n_items": grown.n_items}
         rec = Recommender(grown, dataset, name=self.name, backend=self.backend, config=config, metrics=self.metrics,
                           onnx_threads=self._onnx_threads, index=self.index_kind, index_params=self.index_params)
+        rec.available[: len(self.available)] = self.available  # the new items are available
         return rec, added
 
     def add_items(self, items: Sequence[Mapping[str, Any]]) -> AddedItems:

@@ -25,6 +25,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, Strict, create_model
 
 from seqrec.serving.catalogue import Item
+from seqrec.serving.shop_schemas import (  # noqa: F401 (request and answer parts of the shop rules, used here)
+    EXPLAIN_FIELD,
+    FEWER,
+    FILTER_FIELD,
+    AvailableRequest,
+    AvailableResponse,
+    Because,
+    EventType,
+    Filter,
+    FilterQuery,
+    query_filter,
+)
 
 MAX_K = 1000
 MAX_HISTORY = 10_000
@@ -164,6 +176,8 @@ class RecommendRequest(BaseModel):
     exclude_seen: bool = Field(True, validation_alias=_alias("exclude_seen", "exclude_history"))
     include: list[RawId] | None = Field(None, max_length=MAX_HISTORY, description="only these raw ids are candidates")
     exclude: list[RawId] | None = Field(None, max_length=MAX_HISTORY, description="these raw ids are never returned")
+    filter: Filter = FILTER_FIELD
+    explain: bool = EXPLAIN_FIELD
 
 
 class BatchRequest(BaseModel):
@@ -176,6 +190,8 @@ class BatchRequest(BaseModel):
     )
     k: K = Field(10, validation_alias=_alias("k", "top_k"))
     exclude_seen: bool = Field(True, validation_alias=_alias("exclude_seen", "exclude_history"))
+    filter: Filter = FILTER_FIELD
+    explain: bool = EXPLAIN_FIELD
 
 
 # ---------------------------------------------------------------------------- responses
@@ -193,18 +209,24 @@ else:
     ItemOut = _model_of(Item, "ItemOut")  # the fields of seqrec.serving.catalogue.Item
 
 
+class RecommendedItem(ItemOut):
+    because: list[Because] | None = Field(None, description="with explain: the history items behind this item")
+
+
 class RecommendResponse(BaseModel):
-    items: list[ItemOut]
+    items: list[RecommendedItem]
     unknown_items: list[int | str] = Field(description="history ids not in the catalogue (skipped)")
     fallback: bool = Field(description="true when no history id was known: popularity ranking")
+    fewer_than_k: bool = FEWER
     model: str
     took_ms: float
 
 
 class BatchResult(BaseModel):
-    items: list[ItemOut]
+    items: list[RecommendedItem]
     unknown_items: list[int | str]
     fallback: bool
+    fewer_than_k: bool = FEWER
 
 
 class BatchResponse(BaseModel):
@@ -215,8 +237,9 @@ class BatchResponse(BaseModel):
 
 class UserRecommendResponse(BaseModel):
     user_id: str
-    items: list[ItemOut]
+    items: list[RecommendedItem]
     fallback: bool
+    fewer_than_k: bool = FEWER
     model: str
     took_ms: float
 
@@ -227,6 +250,7 @@ class ItemInfo(BaseModel):
     genres: list[str]
     year: int | None
     popularity: int = Field(description="interactions in the training data")
+    available: bool = Field(True, description="false: never recommended (PUT /admin/items/{item_id}/available)")
 
 
 class SimilarResponse(BaseModel):
@@ -303,6 +327,7 @@ class EventIn(BaseModel):
 
     user_id: EventId
     item_id: EventId
+    type: EventType = None
     ts: Annotated[float, Strict(), Field(ge=0, le=MAX_TS)] | None = Field(
         None, validation_alias=_alias("ts", "timestamp"),
         description="epoch seconds (alias: timestamp); absent: the time the server received the request. "
@@ -334,6 +359,7 @@ class HistoryItem(BaseModel):
     source: Literal["training", "store"]
     known: bool = Field(description="whether the model knows the item (unknown ones are skipped when scoring)")
     title: str | None
+    type: str | None = Field(None, description="the stored event's type (null: untyped, or the training history)")
 
 
 class HistoryResponse(BaseModel):

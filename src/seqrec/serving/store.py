@@ -12,8 +12,13 @@ and counted as a duplicate. Ids are stored in the readers' one form (``seqrec.da
 ``242.0`` and ``"242"`` are the id ``"242"``; text trimmed; empty ids and missing-value markers refused),
 so the service, ``seqrec export-events`` and training from the store see the ids a data file would give.
 
-``read_events(path)`` is the whole store as a polars frame (``user_id``, ``item_id``, ``timestamp``), in
-the order events were stored; ``export_events`` writes it as Parquet or CSV, atomically.
+Each event may carry a ``type`` (``seqrec.serving.policy``: ``view``, ``purchase``, ``dislike``, ...; NULL
+for an untyped event). The ``availability`` table holds the items made unavailable (``set_available``),
+so that they stay so across restarts and reloads. A store of format 1 gains both when opened.
+
+``read_events(path)`` is the whole store as a polars frame (``user_id``, ``item_id``, ``timestamp``, ``type``),
+in the order events were stored; ``export_events`` writes it as Parquet or CSV, atomically. With a policy both
+keep only the events that enter the history (``EventPolicy.in_history``).
 """
 
 from __future__ import annotations
@@ -40,18 +45,22 @@ from seqrec.errors import SeqrecError
 from seqrec.files import atomic_write_bytes
 
 APPLICATION_ID = 0x53515243  # "SQRC" in the SQLite header: a file this module made
-FORMAT = 1  # PRAGMA user_version
+FORMAT = 2  # PRAGMA user_version (2: events.type and the availability table)
 MAX_GROUP = 512  # requests per transaction at most
 BUSY_MS = 10_000  # how long a connection waits for another process's write lock
 READ_CHUNK = 50_000  # rows per fetch when iterating
 EXPORT_SUFFIXES = (".parquet", ".csv")
-COLUMNS = {"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Float64}
+COLUMNS = {"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Float64, "type": pl.String}
 _SCHEMA = (
     ("CREATE TABLE IF NOT EXISTS events (user_id TEXT NOT NULL, item_id TEXT NOT NULL, ts REAL NOT NULL, "
-     "UNIQUE (user_id, item_id, ts))"),
+     "type TEXT, UNIQUE (user_id, item_id, ts))"),
     "CREATE INDEX IF NOT EXISTS events_user ON events (user_id, ts)",
 )
-_INSERT = "INSERT OR IGNORE INTO events (user_id, item_id, ts) VALUES (?, ?, ?)"
+_AVAILABILITY = ("CREATE TABLE IF NOT EXISTS availability (item_id TEXT PRIMARY KEY, available INTEGER NOT NULL, "
+                 "ts REAL NOT NULL)")
+_INSERT = "INSERT OR IGNORE INTO events (user_id, item_id, ts, type) VALUES (?, ?, ?, ?)"
+_SET_AVAILABLE = ("INSERT INTO availability (item_id, available, ts) VALUES (?, ?, ?) "
+                  "ON CONFLICT (item_id) DO UPDATE SET available = excluded.available, ts = excluded.ts")
 
 
 class StoreError(SeqrecError):
@@ -65,6 +74,7 @@ class Event:
     user_id: str
     item_id: str
     ts: float
+    type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,22 +115,27 @@ def normalise_ts(ts: Any, what: str = "ts") -> float:
     return value
 
 
-def _row(event: Any, now: float, n: int) -> tuple[str, str, float]:
-    """(user_id, item_id, ts) of an ``Event``, a mapping with user_id / item_id / ts or a (user, item[, ts]) tuple."""
+def _row(event: Any, now: float, n: int) -> tuple[str, str, float, str | None]:
+    """(user_id, item_id, ts, type) of an ``Event``, a mapping with user_id / item_id / ts (/ type) or a
+    (user, item[, ts[, type]]) tuple."""
     user: Any
     item: Any
     ts: Any
+    kind: Any = None
     if isinstance(event, Event):
-        user, item, ts = event.user_id, event.item_id, event.ts
+        user, item, ts, kind = event.user_id, event.item_id, event.ts, event.type
     elif isinstance(event, Mapping):
-        user, item, ts = event.get("user_id"), event.get("item_id"), event.get("ts")
-    elif isinstance(event, Sequence) and not isinstance(event, (str, bytes)) and len(event) in (2, 3):
-        user, item, ts = event[0], event[1], event[2] if len(event) == 3 else None
+        user, item, ts, kind = event.get("user_id"), event.get("item_id"), event.get("ts"), event.get("type")
+    elif isinstance(event, Sequence) and not isinstance(event, (str, bytes)) and len(event) in (2, 3, 4):
+        user, item, ts = event[0], event[1], event[2] if len(event) >= 3 else None
+        kind = event[3] if len(event) == 4 else None
     else:
-        raise SeqrecError(f"event {n}: expected (user_id, item_id[, ts]) or a mapping with those keys, "
+        raise SeqrecError(f"event {n}: expected (user_id, item_id[, ts[, type]]) or a mapping with those keys, "
                           f"got {type(event).__name__}")
+    if kind is not None and not isinstance(kind, str):
+        raise SeqrecError(f"event {n}: type: expected a short name, got {kind!r}")
     return (normalise_id(user, f"event {n}: user_id"), normalise_id(item, f"event {n}: item_id"),
-            now if ts is None else normalise_ts(ts, f"event {n}: ts"))
+            now if ts is None else normalise_ts(ts, f"event {n}: ts"), kind)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -155,7 +170,7 @@ class EventStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[list[tuple[str, str, float]], Future] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[tuple], Future, str] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -181,7 +196,7 @@ class EventStore:
             conn.execute("PRAGMA synchronous=FULL")
             if not tables:
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
+                for statement in (*_SCHEMA, _AVAILABILITY):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version={FORMAT}")
@@ -191,9 +206,21 @@ class EventStore:
                 conn.execute("ROLLBACK")
             raise StoreError(f"{path}: cannot set up the event store ({e})") from None
         columns = [r[1] for r in conn.execute("PRAGMA table_info(events)")]
-        if columns != ["user_id", "item_id", "ts"]:
+        if columns not in (["user_id", "item_id", "ts"], ["user_id", "item_id", "ts", "type"]):
             raise SeqrecError(f"{path}: not an event store (the events table has columns {columns}, "
-                              f"expected user_id, item_id, ts)")
+                              f"expected user_id, item_id, ts, type)")
+        if len(columns) == 3 or version < FORMAT:  # a format 1 store: gains event types and availability
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                if "type" not in [r[1] for r in conn.execute("PRAGMA table_info(events)")]:
+                    conn.execute("ALTER TABLE events ADD COLUMN type TEXT")
+                conn.execute(_AVAILABILITY)
+                conn.execute(f"PRAGMA user_version={FORMAT}")
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"{path}: cannot update the event store to format {FORMAT} ({e})") from None
 
     def __enter__(self) -> EventStore:
         return self
@@ -209,7 +236,9 @@ class EventStore:
         ``ts`` gets the time of this call. The future fails with ``StoreError`` when the commit fails.
         """
         now = time.time()
-        rows = [_row(e, now, n) for n, e in enumerate(events)]
+        return self._submit([_row(e, now, n) for n, e in enumerate(events)], _INSERT)
+
+    def _submit(self, rows: list[tuple], statement: str) -> Future[Appended]:
         future: Future[Appended] = Future()
         with self._lock:
             if self._closed:
@@ -217,8 +246,23 @@ class EventStore:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._write_loop, name="seqrec-store", daemon=True)
                 self._thread.start()
-            self._queue.put((rows, future))
+            self._queue.put((rows, future, statement))
         return future
+
+    def set_available(self, item_ids: Iterable[Any], available: bool) -> Future[Appended]:
+        """Record (durably, as events are) whether items may be recommended; the future completes once synced."""
+        now = time.time()
+        rows = [(normalise_id(i, "item_id"), int(bool(available)), now) for i in item_ids]
+        return self._submit(rows, _SET_AVAILABLE)
+
+    def unavailable(self) -> list[str]:
+        """The stored ids of the items made unavailable, in the order last changed."""
+        return [r[0] for r in self._query("SELECT item_id FROM availability WHERE available = 0 ORDER BY ts, rowid")]
+
+    def available(self, item_id: Any) -> bool:
+        """Whether an item may be recommended (true unless made unavailable)."""
+        rows = self._query("SELECT available FROM availability WHERE item_id = ?", (normalise_id(item_id, "item_id"),))
+        return not rows or bool(rows[0][0])
 
     def append(self, events: Iterable[Any]) -> Appended:
         """Store ``events`` and return once they are durable: (stored, duplicates)."""
@@ -244,14 +288,14 @@ class EventStore:
             if stop:
                 return
 
-    def _commit(self, jobs: list[tuple[list[tuple[str, str, float]], Future]]) -> None:
+    def _commit(self, jobs: list[tuple[list[tuple], Future, str]]) -> None:
         if not jobs:
             return
         conn, counts = self._conn, []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for rows, _ in jobs:
-                counts.append(conn.executemany(_INSERT, rows).rowcount if rows else 0)
+            for rows, _, statement in jobs:
+                counts.append(conn.executemany(statement, rows).rowcount if rows else 0)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             try:
@@ -260,10 +304,10 @@ class EventStore:
             except sqlite3.Error:
                 pass
             error = StoreError(f"{self.path}: the event store could not write ({e})")
-            for _, future in jobs:
+            for _, future, _ in jobs:
                 future.set_exception(error)
             return
-        for (rows, future), n in zip(jobs, counts):
+        for (rows, future, _), n in zip(jobs, counts):
             future.set_result(Appended(stored=n, duplicates=len(rows) - n))
 
     def close(self) -> None:
@@ -304,9 +348,9 @@ class EventStore:
         key = normalise_id(user, "user_id")
         if limit is not None and limit < 1:
             return []
-        rows = self._query("SELECT item_id, ts FROM events WHERE user_id = ? AND rowid > ? "
+        rows = self._query("SELECT item_id, ts, type FROM events WHERE user_id = ? AND rowid > ? "
                            "ORDER BY ts DESC, rowid DESC LIMIT ?", (key, int(after), -1 if limit is None else int(limit)))
-        return [Event(key, item, ts) for item, ts in reversed(rows)]
+        return [Event(key, item, ts, kind) for item, ts, kind in reversed(rows)]
 
     def count(self, user: Any | None = None) -> int:
         """How many events are stored (for one user, when given)."""
@@ -323,7 +367,8 @@ class EventStore:
         conn = _connect(self.path)  # its own connection: one read transaction for the whole walk
         try:
             conn.execute("BEGIN")
-            cursor = conn.execute(f"SELECT user_id, item_id, ts{', rowid' if rowid else ''} FROM events ORDER BY rowid")
+            cursor = conn.execute(f"SELECT user_id, item_id, ts, type{', rowid' if rowid else ''} FROM events "
+                                  f"ORDER BY rowid")
             while rows := cursor.fetchmany(chunk):
                 yield rows
             conn.execute("COMMIT")
@@ -338,7 +383,16 @@ class EventStore:
         return pl.concat(parts) if parts else pl.DataFrame(schema=COLUMNS)
 
 
-def read_marked(path: str | os.PathLike) -> tuple[pl.DataFrame, int]:
+def _kept(frame: pl.DataFrame, policy: Any) -> pl.DataFrame:
+    """The events of ``frame`` whose type enters the history under ``policy`` (all of them without one)."""
+    if policy is None or not frame.height:
+        return frame
+    types = frame["type"].unique().to_list()
+    dropped = [t for t in types if not policy.in_history(t)]
+    return frame.filter(~pl.col("type").is_in(dropped).fill_null(False)) if dropped else frame
+
+
+def read_marked(path: str | os.PathLike, policy: Any = None) -> tuple[pl.DataFrame, int]:
     """``read_events`` and the store's mark at that moment (the last event's row id, 0 when empty), read in
     one snapshot: a model trained on these events records the mark, and the service, serving that model
     on this store, adds to users' histories only the events stored after it (none is counted twice)."""
@@ -346,26 +400,28 @@ def read_marked(path: str | os.PathLike) -> tuple[pl.DataFrame, int]:
         schema = {**COLUMNS, "rowid": pl.Int64}
         parts = [pl.DataFrame(rows, schema=schema, orient="row") for rows in store._chunks(READ_CHUNK, rowid=True)]
     frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
-    return frame.drop("rowid"), int(frame["rowid"].max() or 0) if frame.height else 0  # type: ignore[arg-type]
+    mark = int(frame["rowid"].max() or 0) if frame.height else 0  # type: ignore[arg-type]
+    return _kept(frame.drop("rowid"), policy), mark
 
 
-def read_events(path: str | os.PathLike) -> pl.DataFrame:
-    """An existing store's events as a polars frame (``user_id``, ``item_id``, ``timestamp``), in the
-    order stored; the frame ``seqrec.data.readers.load_dataset`` reads like any interaction table."""
+def read_events(path: str | os.PathLike, policy: Any = None) -> pl.DataFrame:
+    """An existing store's events as a polars frame (``user_id``, ``item_id``, ``timestamp``, ``type``), in the
+    order stored; the frame ``seqrec.data.readers.load_dataset`` reads like any interaction table. With
+    ``policy`` (``seqrec.serving.policy.EventPolicy``) only the events that enter the history."""
     with EventStore(path, create=False) as store:
-        return store.frame()
+        return _kept(store.frame(), policy)
 
 
-def export_events(path: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, int]:
-    """Write an existing store's events to ``out`` (Parquet or CSV, by its extension), atomically;
-    returns the file and the number of events."""
+def export_events(path: str | os.PathLike, out: str | os.PathLike, policy: Any = None) -> tuple[Path, int]:
+    """Write an existing store's events to ``out`` (Parquet or CSV, by its extension), atomically (with
+    ``policy``, those that enter the history); returns the file and the number of events."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
         raise SeqrecError(f"{out}: expected a file name ending in .parquet or .csv")
     if out.is_dir():
         raise SeqrecError(f"{out}: is a folder; give the name of the file to write")
-    frame = read_events(path)
+    frame = read_events(path, policy)
     buffer = io.BytesIO()
     if suffix == ".parquet":
         frame.write_parquet(buffer)

@@ -7,6 +7,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
 
 from seqrec.serving.http import _StrictRoute, _TooLarge
 from seqrec.serving.live import history_answer, live_history, shown_id
@@ -30,8 +31,13 @@ def router(svc: Service) -> APIRouter:
         limit = svc.limits.max_events
         if len(events) > limit:
             raise _TooLarge(f"{len(events)} events in one request is over the limit of {limit} (max_events)")
+        for n, e in enumerate(events):
+            if e.type is not None and e.type not in svc.policy.kinds:
+                raise RequestValidationError([{"type": "event_type", "loc": ["body", n, "type"], "input": e.type,
+                                               "msg": f"unknown event type; the event policy knows "
+                                                      f"{', '.join(svc.policy.kinds)}"}])
         r = svc.rec()
-        done = await asyncio.wrap_future(store.submit([(e.user_id, e.item_id, e.ts) for e in events]))
+        done = await asyncio.wrap_future(store.submit([(e.user_id, e.item_id, e.ts, e.type) for e in events]))
         unknown: dict[str, None] = {}
         for e in events:
             key = normalise_id(e.item_id)
@@ -48,7 +54,7 @@ def router(svc: Service) -> APIRouter:
         store = svc.store
 
         def work() -> dict[str, Any]:
-            h = live_history(r, store, user_id, limit)
+            h = live_history(r, store, user_id, limit, svc.policy)
             full = store is not None and len(h.events) == limit  # more than were read, perhaps
             n_events = store.count(user_id) if store is not None and full else len(h.events)
             return history_answer(r, h, user_id, limit, n_events)

@@ -21,11 +21,14 @@ def router(svc: Service) -> APIRouter:
         start = time.perf_counter()
         r = svc.rec()
         items = await svc.singles.run(lambda: r.search(query, limit))
+        if not r.available.all():  # say which found items are unavailable
+            items = [{**i, "available": bool(r.available[r.catalogue.internal(i["item_id"])])} for i in items]
         return {"query": query, "items": items, "took_ms": ms(start)}
 
     @api.get("/items/{item_id}", response_model=ItemInfo, tags=["items"])
     async def get_item(item_id: str) -> dict[str, Any]:
-        return svc.rec().item(item_id)
+        r = svc.rec()
+        return {**r.item(item_id), "available": bool(r.available[r.catalogue.internal(item_id)])}
 
     async def similar(item_id: str, k: int) -> dict[str, Any]:
         start = time.perf_counter()

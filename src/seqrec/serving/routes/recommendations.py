@@ -16,10 +16,12 @@ from seqrec.serving.routes.service import Service, ms
 from seqrec.serving.schemas import (
     BatchRequest,
     BatchResponse,
+    FilterQuery,
     QueryK,
     RecommendRequest,
     RecommendResponse,
     UserRecommendations,
+    query_filter,
 )
 
 
@@ -47,9 +49,10 @@ def router(svc: Service) -> APIRouter:
 
         def work() -> bytes:
             res = r.recommend(body.history, k=body.k, exclude_seen=body.exclude_seen, include=body.include,
-                              exclude=body.exclude)
-            return _answer(items=_items_json(r, res.items), unknown_items=_text(res.unknown_items),
-                           fallback=_text(res.fallback), model=_text(r.name), took_ms=_text(ms(start))).encode()
+                              exclude=body.exclude, filter=body.filter, explain=body.explain)
+            return _answer(items=_items_json(r, res.items, res.because), unknown_items=_text(res.unknown_items),
+                           fallback=_text(res.fallback), fewer_than_k=_text(res.fewer_than_k), model=_text(r.name),
+                           took_ms=_text(ms(start))).encode()
 
         return _json(await svc.singles.run(work))
 
@@ -57,13 +60,15 @@ def router(svc: Service) -> APIRouter:
         start = time.perf_counter()
         r = svc.rec()
         check_cost(svc, r, len(body.histories), body.k)
+        rules = None if body.filter is None else r.filters.mask(body.filter)  # compiled once; a bad one refused here
 
         def work() -> bytes:
             parts = []
             for lo in range(0, len(body.histories), SCORE_CHUNK):  # a chunk at a time: bounded memory
-                out = r.recommend_many(body.histories[lo : lo + SCORE_CHUNK], k=body.k, exclude_seen=body.exclude_seen)
-                parts += [_answer(items=_items_json(r, x.items), unknown_items=_text(x.unknown_items),
-                                  fallback=_text(x.fallback)) for x in out]
+                out = r.recommend_many(body.histories[lo : lo + SCORE_CHUNK], k=body.k, exclude_seen=body.exclude_seen,
+                                       filter=rules, explain=body.explain)
+                parts += [_answer(items=_items_json(r, x.items, x.because), unknown_items=_text(x.unknown_items),
+                                  fallback=_text(x.fallback), fewer_than_k=_text(x.fewer_than_k)) for x in out]
             results = "[" + ",".join(parts) + "]"
             return _answer(results=results, model=_text(r.name), took_ms=_text(ms(start))).encode()
 
@@ -80,17 +85,21 @@ def router(svc: Service) -> APIRouter:
 
     @api.get("/users/{user_id}/recommendations", response_model=UserRecommendations, **new,
              summary="Top-k items for a user: their training history, then their stored events")
-    async def user_recommendations(user_id: str, k: QueryK = 10, exclude_seen: bool = True) -> Response:
+    async def user_recommendations(user_id: str, k: QueryK = 10, exclude_seen: bool = True,
+                                   filter: FilterQuery = None, explain: bool = False) -> Response:
         start = time.perf_counter()
         r = svc.rec()
+        rules = query_filter(filter)
 
         def work() -> bytes:
-            history = live_history(r, svc.store, user_id)
+            history = live_history(r, svc.store, user_id, policy=svc.policy)
             if history.events:
-                res = r.recommend(history.raw(r), k=k, exclude_seen=exclude_seen)
+                res = r.recommend(history.raw(r), k=k, exclude_seen=exclude_seen,
+                                  exclude=history.excluded(exclude_seen), filter=rules, explain=explain)
             else:
-                res = r.recommend_users([user_id], k=k, exclude_seen=exclude_seen)[0]
-            return _answer(user_id=_text(user_id), items=_items_json(r, res.items), fallback=_text(res.fallback),
+                res = r.recommend_users([user_id], k=k, exclude_seen=exclude_seen, filter=rules, explain=explain)[0]
+            return _answer(user_id=_text(user_id), items=_items_json(r, res.items, res.because),
+                           fallback=_text(res.fallback), fewer_than_k=_text(res.fewer_than_k),
                            unknown_items=_text([shown_id(str(u)) for u in res.unknown_items]),
                            store_events=_text(len(history.events)), model=_text(r.name),
                            took_ms=_text(ms(start))).encode()

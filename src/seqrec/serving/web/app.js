@@ -168,7 +168,7 @@ async function refreshRecommendations() {
   const seq = ++state.recSeq;
   $("rec-status").textContent = "updating…";
   try {
-    const body = JSON.stringify({ history: state.history.map((x) => x.item_id), k: 10 });
+    const body = JSON.stringify({ history: state.history.map((x) => x.item_id), k: 10, explain: state.history.length > 0 });
     const data = await api("/recommend", { method: "POST", body });
     if (seq !== state.recSeq) return; // a newer request is on its way
     renderRecommendations(data);
@@ -194,6 +194,7 @@ function renderRecommendations(data) {
       el("span", { class: "rank", text: `#${item.rank}` }),
       el("span", { class: "item-title", text: titleOf(item), title: titleOf(item) }),
       featureChips(item),
+      becauseLine(item),
       el("button", { class: "add", type: "button", "data-testid": "add-recommendation", text: "+ history",
         onclick: (e) => { e.stopPropagation(); addToHistory(item); } }),
       el("span", { class: "score" }, el("span", { class: "bar" }, el("span", { style: `width:${width.toFixed(0)}%` })),
@@ -203,6 +204,14 @@ function renderRecommendations(data) {
     card.addEventListener("keydown", (e) => { if (e.key === "Enter") showSimilar(item); });
     list.append(card);
   }
+}
+
+// "because you liked X, Y": the history items that raised the item's score most (explain: true)
+function becauseLine(item) {
+  const names = (item.because || []).map((b) => b.title || String(b.item_id));
+  if (!names.length) return null;
+  const text = `because you liked ${names.join(", ")}`;
+  return el("span", { class: "because", "data-testid": "because", text, title: text });
 }
 
 // ------------------------------------------------------------------ similar items
