@@ -335,7 +335,7 @@ def test_plain_fast_path_is_taken_for_plain_files(tmp_path, monkeypatch):
 
 
 def test_ml25m_folder_layout(tmp_path, monkeypatch):
-    import seqrec.data.readers as readers
+    import seqrec.data.layouts as layouts
 
     d = tmp_path / "ml-25m"
     d.mkdir()
@@ -349,7 +349,7 @@ def test_ml25m_folder_layout(tmp_path, monkeypatch):
                             "899,Singin' in the Rain (1952),Comedy|Musical|Romance\n")
     for extra in ("tags.csv", "links.csv", "genome-scores.csv", "genome-tags.csv", "README.txt"):
         write(d / extra, "x\n")
-    monkeypatch.setattr(readers, "_parse_lines", lambda *a: pytest.fail("the line-by-line parser ran"))
+    monkeypatch.setattr(layouts, "_parse_lines", lambda *a: pytest.fail("the line-by-line parser ran"))
     assert format_of(d) == "movielens-csv"
     ds = load_dataset(d)
     assert ds.n_users == 5 and ds.n_items == 5 and ds.n_interactions == 25

@@ -29,6 +29,7 @@ an empty list.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -161,3 +162,55 @@ def attributes_beside(path: Path) -> pl.DataFrame | None:
     """The item attributes beside a data file as a catalogue (raw_id, attributes), or None."""
     found = attributes_file(path)
     return read_attributes(found) if found is not None else None
+
+
+# ----------------------------------------------------------------------------------------- headerless fixed layouts
+def _decoded(path: Path) -> io.BytesIO:
+    """A small text file as UTF-8 bytes: as is when it is UTF-8, else read as latin-1 (older MovieLens)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        data = data.decode("latin-1").encode("utf-8")
+    return io.BytesIO(data)
+
+
+def _split(sep: str | None) -> pl.Expr:
+    line = pl.col("line")
+    return line.str.extract_all(r"\S+") if sep is None else line.str.strip_chars().str.split(sep)
+
+
+def _parse_lines(path: Path, sep: str | None, fields: list, expected: str, skip: int) -> pl.DataFrame:
+    """Split lines by ``sep`` (None: whitespace) into typed fields; the first bad line raises."""
+    df = _lines(path).filter(pl.col("lineno") > skip).with_columns(_split(sep).alias("_p"))
+    part = pl.col("_p").list
+    df = df.with_columns(part.get(i, null_on_oob=True).str.strip_chars().cast(dtype, strict=False).alias(name)
+                         for i, (name, dtype) in enumerate(fields))
+    bad = (part.len() != len(fields)) | pl.any_horizontal(pl.col(n).is_null() for n, _ in fields)
+    _fail(path, df.filter(bad).head(1), expected)
+    if df.height == 0:
+        raise SeqrecError(f"{path}: no data lines")
+    return df.select(n for n, _ in fields)
+
+
+def _fixed(path: Path, sep: str | None, fields: list, expected: str, skip: int = 0) -> pl.DataFrame:
+    """Fast native parse of a headerless fixed-layout file; on any doubt the checked line parser decides."""
+    schema = dict(fields)
+    try:
+        if sep == "::":  # parsing on ':' leaves an empty column between fields
+            wide = {k: v for name, dtype in fields for k, v in ((name, dtype), (f"_{name}", pl.String))}
+            wide.popitem()
+            df = pl.read_csv(path, separator=":", has_header=False, quote_char=None, schema=wide)
+            gaps = [c for c in wide if c not in schema]
+            clean = df.select(gaps).null_count().sum_horizontal()[0] == df.height * len(gaps)
+            df = df.select(list(schema)) if clean else df.clear()  # text between the ':' pairs: check by line
+        else:
+            df = pl.read_csv(path, separator=sep or " ", has_header=False, quote_char=None, schema=schema,
+                             skip_rows=skip)
+        if df.height and df.null_count().sum_horizontal()[0] == 0:
+            return df
+    except pl.exceptions.PolarsError:
+        pass
+    return _parse_lines(path, sep, fields, expected, skip)
+
+

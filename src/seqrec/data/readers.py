@@ -22,7 +22,6 @@ missing-value markers and text that is not UTF-8 are refused; ``242``, ``242.0``
 from __future__ import annotations
 
 import csv
-import io
 import os
 import re
 from dataclasses import dataclass, replace
@@ -35,18 +34,24 @@ import polars as pl
 from seqrec.data.clean import DEFAULT_K_CORE, clean
 from seqrec.data.columns import _pick, _standardise, decimal_chars
 from seqrec.data.dataset import CATALOG_COLUMNS, CleanConfig, Dataset
-from seqrec.data.layouts import LINE_LAYOUTS, PAIRS, _fail, _head, _lines, attributes_beside, read_sequences
+from seqrec.data.layouts import (
+    LINE_LAYOUTS,
+    PAIRS,
+    _fail,
+    _fixed,
+    _head,
+    _lines,
+    _split,
+    attributes_beside,
+    read_sequences,
+)
+from seqrec.data.movielens import MOVIELENS, RATINGS
 from seqrec.data.source import NAMES, Source, data_home, format_of, locate, sniff
 from seqrec.errors import SeqrecError
 
 __all__ = ["NAMES", "Columns", "Raw", "data_home", "format_of", "load_dataset", "locate", "read_interactions",
            "read_raw"]
 
-ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-                 "War", "Western")
-RATINGS = [("user", pl.Int64), ("item", pl.Int64), ("rating", pl.Float64), ("timestamp", pl.Int64)]
-_YEAR_IN_TITLE = r"\((\d{4})[^()]*\)\s*$"
 
 
 class Columns(NamedTuple):
@@ -130,8 +135,8 @@ def _read_file(source: Source, cols: dict[str, str | None], sep: str | None) -> 
     if fmt == "prepared":
         return _from_prepared(path)
     folder, src, name = path.parent, str(path), source.name
-    if fmt in _MOVIELENS:
-        sep, skip, layout, meta, read_catalog = _MOVIELENS[fmt]
+    if fmt in MOVIELENS:
+        sep, skip, layout, meta, read_catalog = MOVIELENS[fmt]
         frame = _fixed(path, sep, RATINGS, f"expected {layout} (integers; rating a number)", skip)
         catalog = read_catalog(folder / meta) if (folder / meta).is_file() else None
         return Raw(frame, catalog, DEFAULT_K_CORE, name, src, fmt)
@@ -151,109 +156,6 @@ def _from_prepared(path: Path) -> Raw:
     frame = pl.DataFrame({"user": np.repeat(ds.user_ids.raw, ds.lengths), "item": ds.item_ids.raw[ds.items - 1]})
     catalog = ds.catalog.select(c for c in (*CATALOG_COLUMNS, "attributes") if c in ds.catalog.columns)
     return Raw(frame, catalog, 0, str(ds.meta.get("name", path.name)), str(path), "prepared")
-
-
-# ----------------------------------------------------------------------------------------- line files
-def _decoded(path: Path) -> io.BytesIO:
-    """A small text file as UTF-8 bytes: as is when it is UTF-8, else read as latin-1 (older MovieLens)."""
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        data = data.decode("latin-1").encode("utf-8")
-    return io.BytesIO(data)
-
-
-def _split(sep: str | None) -> pl.Expr:
-    line = pl.col("line")
-    return line.str.extract_all(r"\S+") if sep is None else line.str.strip_chars().str.split(sep)
-
-
-def _parse_lines(path: Path, sep: str | None, fields: list, expected: str, skip: int) -> pl.DataFrame:
-    """Split lines by ``sep`` (None: whitespace) into typed fields; the first bad line raises."""
-    df = _lines(path).filter(pl.col("lineno") > skip).with_columns(_split(sep).alias("_p"))
-    part = pl.col("_p").list
-    df = df.with_columns(part.get(i, null_on_oob=True).str.strip_chars().cast(dtype, strict=False).alias(name)
-                         for i, (name, dtype) in enumerate(fields))
-    bad = (part.len() != len(fields)) | pl.any_horizontal(pl.col(n).is_null() for n, _ in fields)
-    _fail(path, df.filter(bad).head(1), expected)
-    if df.height == 0:
-        raise SeqrecError(f"{path}: no data lines")
-    return df.select(n for n, _ in fields)
-
-
-def _fixed(path: Path, sep: str | None, fields: list, expected: str, skip: int = 0) -> pl.DataFrame:
-    """Fast native parse of a headerless fixed-layout file; on any doubt the checked line parser decides."""
-    schema = dict(fields)
-    try:
-        if sep == "::":  # parsing on ':' leaves an empty column between fields
-            wide = {k: v for name, dtype in fields for k, v in ((name, dtype), (f"_{name}", pl.String))}
-            wide.popitem()
-            df = pl.read_csv(path, separator=":", has_header=False, quote_char=None, schema=wide)
-            gaps = [c for c in wide if c not in schema]
-            clean = df.select(gaps).null_count().sum_horizontal()[0] == df.height * len(gaps)
-            df = df.select(list(schema)) if clean else df.clear()  # text between the ':' pairs: check by line
-        else:
-            df = pl.read_csv(path, separator=sep or " ", has_header=False, quote_char=None, schema=schema,
-                             skip_rows=skip)
-        if df.height and df.null_count().sum_horizontal()[0] == 0:
-            return df
-    except pl.exceptions.PolarsError:
-        pass
-    return _parse_lines(path, sep, fields, expected, skip)
-
-
-# ----------------------------------------------------------------------------------------- MovieLens catalogues
-def _year(title: pl.Expr) -> pl.Expr:
-    return title.str.extract(_YEAR_IN_TITLE, 1).cast(pl.Int32, strict=False)
-
-
-def _genre_list(genres: pl.Expr) -> pl.Expr:
-    empty = genres.is_null() | genres.str.strip_chars().is_in(["(no genres listed)", ""])
-    return pl.when(empty).then(pl.lit([], dtype=pl.List(pl.String))).otherwise(genres.str.split("|"))
-
-
-def _ml100k_catalog(item_file: Path) -> pl.DataFrame:
-    folder = item_file.parent
-    names = list(ML100K_GENRES)
-    if (folder / "u.genre").is_file():
-        names = _lines(_decoded(folder / "u.genre")).select(_split("|").list.first())["line"].to_list() or names
-    p = pl.col("_p").list
-    df = _lines(_decoded(folder / "u.item")).with_columns(_split("|").alias("_p"))
-    df = df.with_columns(p.get(0).str.to_integer(strict=False).alias("raw_id"))
-    _fail(folder / "u.item", df.filter(pl.col("raw_id").is_null() | (p.len() < 3 + len(names))).head(1),
-          f"expected 'id|title|release date|video date|url|{len(names)} genre flags'")
-    title = p.get(1).str.strip_chars()
-    date_year = p.get(2).str.extract(r"(\d{4})\s*$", 1).cast(pl.Int32, strict=False)
-    flags = p.slice(-len(names)).list
-    genres = pl.concat_list(pl.when(flags.get(j) == "1").then(pl.lit(n)) for j, n in enumerate(names))
-    return df.select("raw_id", title.alias("title"), genres.list.drop_nulls().alias("genres"),
-                     date_year.fill_null(_year(title)).alias("year"))
-
-
-def _ml_dat_catalog(path: Path) -> pl.DataFrame:
-    p = pl.col("_p").list
-    df = _lines(_decoded(path)).with_columns(_split("::").alias("_p"))
-    df = df.with_columns(p.get(0).str.to_integer(strict=False).alias("raw_id"))
-    _fail(path, df.filter(pl.col("raw_id").is_null() | (p.len() < 3)).head(1), "expected 'id::title::genres'")
-    title = p.slice(1, p.len() - 2).list.join("::").str.strip_chars()
-    return df.select("raw_id", title.alias("title"), _genre_list(p.last()).alias("genres"), _year(title).alias("year"))
-
-
-def _ml_csv_catalog(path: Path) -> pl.DataFrame:
-    df = pl.read_csv(_decoded(path), infer_schema=False)
-    if {"movieId", "title", "genres"} - set(df.columns):
-        raise SeqrecError(f"{path}: expected columns movieId,title,genres, found {','.join(df.columns)}")
-    title = pl.col("title").str.strip_chars()
-    return df.select(pl.col("movieId").str.to_integer(strict=False).alias("raw_id"), title.alias("title"),
-                     _genre_list(pl.col("genres")).alias("genres"), _year(title).alias("year")).drop_nulls("raw_id")
-
-
-_MOVIELENS = {  # format: separator, header lines, layout, catalogue file beside the ratings, its reader
-    "ml-100k": ("\t", 0, "4 tab-separated fields 'user item rating timestamp'", "u.item", _ml100k_catalog),
-    "movielens-dat": ("::", 0, "'user::item::rating::timestamp'", "movies.dat", _ml_dat_catalog),
-    "movielens-csv": (",", 1, "'userId,movieId,rating,timestamp'", "movies.csv", _ml_csv_catalog),
-}
 
 
 # ----------------------------------------------------------------------------------------- generic tables

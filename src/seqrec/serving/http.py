@@ -1,7 +1,7 @@
 """The HTTP plumbing under ``seqrec.serving.app``'s routes: strict JSON bodies, the request guard, the
 bounded thread pools and the JSON answers built from text fragments.
 
-* Strict JSON: a route with a JSON body (``_StrictRoute``) reads it with ``seqrec.serving.schemas.parse_json_body``,
+* Strict JSON: a route with a JSON body (``_StrictRoute``) reads it with ``seqrec.serving.strict_json.parse_json_body``,
   so ``NaN``, ``Infinity``, ``1e400``, unpaired surrogates and bodies that are not UTF-8 are a 422
   naming the field, before the request model sees them; error details are made JSON-safe (``_safe``).
 * ``_Guard`` (ASGI middleware): the body-size limit (413), Prometheus request counts and latencies
@@ -39,7 +39,8 @@ from prometheus_client import Counter, Histogram
 
 from seqrec.serving.catalogue import Item
 from seqrec.serving.recommender import Recommender
-from seqrec.serving.schemas import MAX_BODY_ERRORS, MAX_K, BodyError, parse_json_body
+from seqrec.serving.schemas import MAX_K
+from seqrec.serving.strict_json import MAX_BODY_ERRORS, BodyError, parse_json_body
 
 log = logging.getLogger("seqrec.serve")
 
