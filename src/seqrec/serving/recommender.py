@@ -38,11 +38,12 @@ import torch
 from seqrec.data.dataset import PAD, Dataset
 from seqrec.data.split import left_pad
 from seqrec.errors import SeqrecError
-from seqrec.serving.ann import INDEX_KINDS, IndexParams, build_index, check_kind, fetch_size, query_vectors, subset_top
-from seqrec.serving.catalogue import NEG_INF, AddedItems, Catalogue, Item, UnknownIdError, add_to_catalogue
+from seqrec.serving.ann import INDEX_KINDS, IndexParams, build_index, check_kind
+from seqrec.serving.catalogue import NEG_INF, AddedItems, Catalogue, Item, UnknownIdError
 from seqrec.serving.explain import explain_items
 from seqrec.serving.exports import export_items
 from seqrec.serving.filters import FilterIndex, FilterSpec, ShopRules
+from seqrec.serving.indexed import ann_include, ann_top
 from seqrec.serving.onnx import onnx_session
 
 __all__ = ["BACKENDS", "INDEX_KINDS", "SCORE_CHUNK", "AddedItems", "IndexParams", "Item", "RecommendResult",
@@ -186,66 +187,6 @@ class Recommender(ShopRules):
         ranked = self.catalogue.ranked  # masked candidates (and NaN) end each list
         return [ranked(v, i) for v, i in zip(values.tolist(), index.tolist())]
 
-    def _ann_top(self, seqs: Sequence[np.ndarray], k: int, exclude_seen: bool,
-                 banned: np.ndarray | None = None, allowed: np.ndarray | None = None) -> list[list[Item]]:
-        """``_top`` through the item index: each history with a known item asks it for ``k`` + its excluded
-        items + ``margin`` candidates (over-fetched by the share of items ``allowed`` lets through); the excluded
-        (and unfilled) ones are dropped; a history left with fewer than it may get, and an empty history
-        (popularity), is ranked exactly. When so few items are allowed that over-fetching would ask for most
-        of them, the allowed items are scored exactly from the index's rows instead."""
-        k = min(int(k), self.n_items)
-        banned = np.zeros(0, np.int64) if banned is None else np.unique(np.asarray(banned, dtype=np.int64))
-        out: list[list[Item] | None] = [None] * len(seqs)
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-        rows = np.flatnonzero(lengths > 0)
-        assert self.index is not None
-        n_ok = self.n_items if allowed is None else int(allowed.sum())
-        if len(rows):
-            ban = [np.union1d(np.asarray(seqs[int(r)], dtype=np.int64), banned) if exclude_seen else banned
-                   for r in rows]
-            fetch = fetch_size(k + max(len(b) for b in ban) + self.index_params.margin, self.n_items, n_ok)
-            queries = query_vectors(self.scorer, self._batch(seqs, rows, lengths))
-            if fetch is None:  # few items allowed: score them all from the index's rows
-                assert allowed is not None
-                for j, (values, index) in enumerate(subset_top(self.index, queries, np.flatnonzero(allowed), ban, k)):
-                    out[rows[j]] = self.catalogue.ranked(values, index)
-            else:
-                scores, ids = self.index.search(queries, fetch)
-                n1 = self.n_items + 1  # (row, id) pairs as one code each, to drop the excluded ones at once
-                codes = np.concatenate([j * n1 + b for j, b in enumerate(ban)])
-                keep = (ids > PAD) & ~np.isin(np.arange(len(rows))[:, None] * n1 + ids, codes)
-                if allowed is not None:
-                    keep &= allowed[ids]
-                for j, r in enumerate(rows):
-                    sel = np.flatnonzero(keep[j])[:k]
-                    may = n_ok - (len(ban[j]) if allowed is None else int(allowed[ban[j]].sum()))
-                    if len(sel) >= min(k, may):
-                        out[r] = self.catalogue.ranked(scores[j, sel].tolist(), ids[j, sel].tolist())
-        rest = [i for i, o in enumerate(out) if o is None]
-        if rest:
-            part = [seqs[i] for i in rest]
-            for i, items in zip(rest, self._top(self._scores_for(part)[0], part, k, exclude_seen, allowed, banned)):
-                out[i] = items
-        return out  # type: ignore[return-value]
-
-    def _ann_include(self, ids: np.ndarray, k: int, exclude_seen: bool, include: np.ndarray,
-                     banned: np.ndarray | None, allowed: np.ndarray | None = None) -> list[Item]:
-        """The top ``k`` of the ``include``d items, scored exactly with the index's rows."""
-        drop = np.asarray(ids if exclude_seen else [], dtype=np.int64)
-        if banned is not None:
-            drop = np.union1d(drop, banned)
-        cand = np.setdiff1d(np.asarray(include, dtype=np.int64), drop)
-        cand = cand[cand > PAD]
-        if allowed is not None:
-            cand = cand[allowed[cand]]
-        if not len(cand):
-            return []
-        query = query_vectors(self.scorer, self._batch([ids], np.zeros(1, np.int64), np.array([len(ids)])))[0]
-        assert self.index is not None
-        scores = self.index.rows(cand) @ query
-        order = np.argsort(-scores, kind="stable")[: int(k)]
-        return self.catalogue.ranked(scores[order].tolist(), cand[order].tolist())
-
     def _lookup(self, raws: Sequence[Any] | None) -> np.ndarray | None:
         return None if raws is None else self.dataset.item_ids.lookup(raws)[0]
 
@@ -275,9 +216,9 @@ class Recommender(ShopRules):
         with torch.inference_mode():
             if self.index is not None and len(ids):
                 if include is None:
-                    items = self._ann_top([ids], k, exclude_seen, self._lookup(exclude), allowed)[0]
+                    items = ann_top(self, [ids], k, exclude_seen, self._lookup(exclude), allowed)[0]
                 else:
-                    items = self._ann_include(ids, k, exclude_seen, wanted, self._lookup(exclude), allowed)
+                    items = ann_include(self, ids, k, exclude_seen, wanted, self._lookup(exclude), allowed)
                 fallback = False
             else:
                 scores, empty = self._scores_for([ids])
@@ -313,7 +254,7 @@ class Recommender(ShopRules):
             for lo in range(0, len(seqs), SCORE_CHUNK):  # score, mask and rank chunk by chunk: bounded memory
                 part = seqs[lo : lo + SCORE_CHUNK]
                 if self.index is not None:
-                    tops = self._ann_top(part, k, exclude_seen, None, allowed)
+                    tops = ann_top(self, part, k, exclude_seen, None, allowed)
                     fallback = [len(s) == 0 for s in part]
                 else:
                     scores, empty = self._scores_for(part)
@@ -356,20 +297,9 @@ class Recommender(ShopRules):
         its features alone (``feature_output``) or not at all (score 0). Feature values the vocabulary does
         not know are left out and reported. This recommender is unchanged (a service swaps the new one in
         with one assignment)."""
-        scorer = self.scorer
-        features = getattr(scorer, "features", None)
-        if features is None:
-            raise SeqrecError("adding items needs a SASRec trained with item_features (it places new items by "
-                              "their features); this model knows items by their ids only")
-        dataset, rows, added = add_to_catalogue(self.dataset, items, features.vocab)
-        grown = scorer.with_items(rows).eval()
-        config = dict(self.config)
-        if isinstance(config.get("model"), dict):
-            config["model"] = {**config["model"], "n_items": grown.n_items}
-        rec = Recommender(grown, dataset, name=self.name, backend=self.backend, config=config, metrics=self.metrics,
-                          onnx_threads=self._onnx_threads, index=self.index_kind, index_params=self.index_params)
-        rec.available[: len(self.available)] = self.available  # the new items are available
-        return rec, added
+        from seqrec.serving.growing import with_items
+
+        return with_items(self, items)
 
     def add_items(self, items: Sequence[Mapping[str, Any]]) -> AddedItems:
         """``with_items``, taking the new model and catalogue into this recommender; not to be called while
