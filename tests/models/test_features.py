@@ -293,6 +293,15 @@ def test_added_items_are_recommended_after_histories_of_the_genre_before(chain, 
         [i.item_id for i in before.items]
 
 
+def test_added_items_keep_the_old_items_availability(chain, chain_model):
+    rec = Recommender(chain_model, chain, backend="torch")
+    gone = rec.recommend([1], k=1).items[0].item_id
+    rec.set_available([gone], False)
+    grown, _ = rec.with_items(new_items())
+    assert gone in grown.unavailable() and not any(str(i).startswith("new-") for i in grown.unavailable())
+    assert gone not in [i.item_id for i in grown.recommend([1], k=20).items]
+
+
 def test_added_items_take_their_feature_neighbours_id_rows_without_feature_output(chain):
     model = fit(chain, epochs=15, item_features="genres")[0].eval()  # features at the input only
     rec = Recommender(model, chain)
