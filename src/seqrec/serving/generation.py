@@ -140,7 +140,7 @@ async def follow(app: FastAPI) -> bool:
                                   f"recorded")
         except SeqrecError as e:
             app.state.refused_generation = recorded.counter
-            log.error("generation %s refused, keeping %s: %s", recorded.counter,
+            log.error("worker %d: generation %s refused, keeping %s: %s", os.getpid(), recorded.counter,
                       None if old is None else old.name, e)
             return False
         await asyncio.to_thread(apply_availability, new, store)
@@ -148,7 +148,8 @@ async def follow(app: FastAPI) -> bool:
         app.state.model_path, app.state.generation = recorded.path, recorded
         app.state.served_digest = recorded.digest
         del old
-        log.info("generation %s: now serving %s from %s", recorded.counter, new.name, recorded.path)
+        log.warning("worker %d: generation %s: now serving %s from %s", os.getpid(), recorded.counter, new.name,
+                    recorded.path)
         return True
 
 
