@@ -300,7 +300,6 @@ class PgEventStore:
                     "INSERT INTO generation VALUES (1, 1, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
                     "counter = generation.counter + 1, path = excluded.path, digest = excluded.digest, ts = excluded.ts "
                     "RETURNING counter", (path, digest, time.time())).fetchone()
-                conn.execute("SELECT pg_notify('seqrec_generation', %s)", (str(row[0]),))
                 return int(row[0])
         except self._errors as e:
             raise StoreError(f"{self.path}: could not record the model generation ({e})") from None
