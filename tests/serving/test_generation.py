@@ -8,12 +8,14 @@ import asyncio
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -148,6 +150,23 @@ def test_one_reload_reaches_four_workers_within_two_seconds(folders, tmp_path) -
         service.stop()
 
 
+def _burst(port: int, thread: int, acked: list, stop: threading.Event) -> None:
+    """POST /events until the service dies, recording what it acknowledged."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    n = 0
+    while not stop.is_set():
+        batch = [{"user_id": f"burst{thread}", "item_id": 101 + i, "ts": n * 10 + i + 0.5} for i in range(1 + n % 4)]
+        n += 1
+        try:
+            conn.request("POST", "/events", json.dumps(batch), {"Content-Type": "application/json", **AUTH})
+            answer = conn.getresponse()
+            body = json.loads(answer.read())
+        except (OSError, http.client.HTTPException, ValueError):
+            return  # killed: this batch was never acknowledged
+        assert answer.status == 200 and body["stored"] == len(batch), body
+        acked.extend(batch)
+
+
 def test_two_replicas_on_one_postgresql_store(folders, tmp_path, pg_url) -> None:
     (first, second, third), broken = folders
     a = Service(first, pg_url, tmp_path / "a.log")
@@ -171,6 +190,31 @@ def test_two_replicas_on_one_postgresql_store(folders, tmp_path, pg_url) -> None
                 assert time.monotonic() - answered < REACH_S, b.log.read_text()[-3000:]
                 time.sleep(0.02)
             assert _call(b.port, "GET", "/model")[1]["metrics"] == {"build": n + 1}
+        # a kill -9 of a replica while clients post loses no acknowledged event
+        acked: list[dict] = []
+        stop = threading.Event()
+        clients = [threading.Thread(target=_burst, args=(b.port, t, acked, stop)) for t in range(3)]
+        for c in clients:
+            c.start()
+        time.sleep(random.uniform(0.3, 0.8))
+        os.killpg(b.proc.pid, signal.SIGKILL)
+        b.proc.wait(30)
+        stop.set()
+        for c in clients:
+            c.join(30)
+        assert acked, "nothing was acknowledged before the kill"
+        with open_store(pg_url, create=False) as store:
+            have = {(e.user_id, e.item_id, e.ts) for t in range(3) for e in store.history(f"burst{t}")}
+            assert sum(store.count(f"burst{t}") for t in range(3)) == len(have)
+        want = {(e["user_id"], str(e["item_id"]), e["ts"]) for e in acked}
+        assert want <= have, f"{len(want - have)} acknowledged events lost"
+        b = Service(first, pg_url, tmp_path / "b2.log")  # a new replica joins the recorded generation
+        b.wait_ready(time.monotonic() + 180)
+        deadline = time.monotonic() + 10
+        while (_call(b.port, "GET", "/model")[1]["generation"] or {}).get("counter") != 2:
+            assert time.monotonic() < deadline, b.log.read_text()[-3000:]
+            time.sleep(0.05)
+        assert _call(b.port, "GET", "/model")[1]["metrics"] == {"build": 3}
         status, body = _call(a.port, "POST", "/admin/reload", {"path": str(broken)})
         assert status == 400 and "model.safetensors" in body["detail"], body
         time.sleep(REACH_S)  # a broken folder leaves both on the old one

@@ -265,9 +265,8 @@ class PgEventStore:
     def _chunks(self, chunk: int, rowid: bool = False) -> Iterator[list[tuple]]:
         try:
             with self._pool.connection() as conn:
-                conn.autocommit = False
+                conn.autocommit = False  # a named cursor lives in a transaction; its one statement is one snapshot
                 try:
-                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     with conn.cursor(name="seqrec_events") as cursor:
                         cursor.execute(f"SELECT user_id, item_id, ts, type{', id' if rowid else ''} FROM events "
                                        f"ORDER BY id")
