@@ -224,3 +224,23 @@ def test_two_replicas_on_one_postgresql_store(folders, tmp_path, pg_url) -> None
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_worker_that_cannot_load_the_recorded_folder_keeps_its_model_and_tries_again(folders, tmp_path,
+                                                                                      monkeypatch) -> None:
+    from seqrec.serving import generation
+    from seqrec.serving.generation import folder_digest, record_generation
+
+    (first, second, _), _ = folders
+    store = open_store(tmp_path / "events.db")
+    app = create_app(Recommender.from_folder(first, backend="torch"), store=store, model_path=first, backend="torch")
+    late = tmp_path / "late"  # recorded by another replica, not yet copied to this machine
+    record_generation(store, str(late), folder_digest(second))
+    assert not asyncio.run(follow(app))
+    assert app.state.recommender.metrics == {"build": 1} and app.state.generation is None
+    shutil.copytree(second, late)
+    assert not asyncio.run(follow(app))  # not before REFUSED_RETRY_S
+    monkeypatch.setattr(generation, "REFUSED_RETRY_S", 0.0)
+    assert asyncio.run(follow(app))
+    assert app.state.recommender.metrics == {"build": 2} and app.state.generation.counter == 1
+    store.close()

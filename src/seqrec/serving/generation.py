@@ -7,7 +7,7 @@ nothing is recorded), then records the next generation (``record_generation``) a
 Every worker of every replica runs ``watch``: at most once a second (``GENERATION_CHECK_S``) it reads the
 recorded generation (one small query) and, when it is newer than the one it holds, loads that folder the same
 checked way, checks that its manifest still has the recorded digest, and swaps it in. A folder that fails is
-logged and the worker keeps its model (and does not try that generation again). A worker that starts on a
+logged and the worker keeps its model (and tries that generation again every ``REFUSED_RETRY_S``). A worker that starts on a
 store with a generation serves that generation (the fleet's model), not the folder it was started with.
 
 ``GET /model`` says which generation a worker holds (``generation_info``).
@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from seqrec.serving.store_pg import PgEventStore
 
 log = logging.getLogger("seqrec.serve")
 GENERATION_CHECK_S = 1.0  # seconds between a worker's reads of the recorded generation
+REFUSED_RETRY_S = 30.0  # a generation a worker could not load is tried again after this long (a late copy)
 _TABLE = ("CREATE TABLE IF NOT EXISTS generation (id INTEGER PRIMARY KEY CHECK (id = 1), counter INTEGER NOT NULL, "
           "path TEXT NOT NULL, digest TEXT NOT NULL, ts REAL NOT NULL)")
 
@@ -83,8 +85,6 @@ def record_generation(store: Any, path: str, digest: str) -> Generation:
     """Record the next generation (durably) and return it."""
     if isinstance(store, PgEventStore):
         return Generation(store.record_generation(path, digest), path, digest)
-    import time
-
     conn = _sqlite(store)
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -120,7 +120,8 @@ async def follow(app: FastAPI) -> bool:
     held: Generation | None = getattr(app.state, "generation", None)
     if recorded is None or (held is not None and held.counter >= recorded.counter):
         return False
-    if recorded.counter == getattr(app.state, "refused_generation", None):
+    refused = getattr(app.state, "refused_generation", None)
+    if refused is not None and refused[0] == recorded.counter and time.monotonic() - refused[1] < REFUSED_RETRY_S:
         return False
     served = getattr(app.state, "served_digest", None)
     if held is None and recorded.digest == served:
@@ -139,7 +140,7 @@ async def follow(app: FastAPI) -> bool:
                 raise SeqrecError(f"{recorded.path}: its manifest changed since generation {recorded.counter} was "
                                   f"recorded")
         except SeqrecError as e:
-            app.state.refused_generation = recorded.counter
+            app.state.refused_generation = (recorded.counter, time.monotonic())
             log.error("worker %d: generation %s refused, keeping %s: %s", os.getpid(), recorded.counter,
                       None if old is None else old.name, e)
             return False
