@@ -41,7 +41,7 @@ from seqrec.serving.schemas import (
     MAX_HISTORY,
 )
 from seqrec.serving.store import Event, normalise_id
-from seqrec.serving.stores import AnyStore
+from seqrec.serving.stores import AnyStore, same_store
 
 log = logging.getLogger("seqrec.serve")
 ENV_API_KEY = "SEQREC_API_KEY"
@@ -102,8 +102,6 @@ class LiveHistory:
 def trained_mark(r: Recommender, store: AnyStore) -> int:
     """The last stored event the model trained on (``seqrec train --from-store`` records it), when it was
     trained on this store; 0 otherwise. Later events only are added to its users' histories."""
-    from seqrec.serving.stores import same_store
-
     mark = r.dataset.meta.get("store_mark")
     if isinstance(mark, dict) and isinstance(mark.get("rowid"), int) and same_store(mark.get("store"), store):
         return mark["rowid"]
