@@ -72,12 +72,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     ds = _load(args.data, args)
     if args.from_store:
         from seqrec.serving.policy import load_policy
-        from seqrec.serving.store import read_marked
+        from seqrec.serving.stores import read_marked, store_identity
         from seqrec.training.warm import with_events
 
         events, rowid = read_marked(args.from_store, load_policy(args.event_policy))
         ds = with_events(ds, events, source=args.from_store,
-                         mark={"store": str(Path(args.from_store).resolve()), "rowid": rowid})
+                         mark={"store": store_identity(args.from_store), "rowid": rowid})
         if not args.quiet:
             print(f"{ds.meta['events_added']:,} events from {args.from_store} added to {args.data}", flush=True)
     model = SASRec(recipe=args.recipe, **options).fit(ds, out_dir=args.out, resume=args.resume,
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--init-from", default=None, metavar="MODEL",
                     help="start from this SASRec model folder (a warm start): its items keep their ids and weights, "
                          "DATA's new items are added, the optimiser starts afresh")
-    sp.add_argument("--from-store", default=None, metavar="EVENTS_DB",
+    sp.add_argument("--from-store", default=None, metavar="EVENTS_DB_OR_URL",
                     help="append the events of this event store (seqrec serve --store) to DATA's histories; "
                          "DATA may be a model folder (its training data)")
     sp.add_argument("--event-policy", default=None, metavar="FILE",

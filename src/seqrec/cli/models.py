@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_export_events(args: argparse.Namespace) -> None:
     from seqrec.serving.policy import load_policy
-    from seqrec.serving.store import export_events
+    from seqrec.serving.stores import export_events
 
     policy = None if args.all_types else load_policy(args.event_policy)
     out, n = export_events(args.store, args.out, policy)
@@ -193,8 +194,9 @@ def add_model_commands(add: Callable[[str, Callable, str], argparse.ArgumentPars
                     help="auto: ONNX Runtime for SASRec (faster), torch for baselines")
     _add_index_arg(sp)
     g = sp.add_argument_group("live service")
-    g.add_argument("--store", default=None, metavar="FILE",
-                   help="event store (SQLite, created when absent): POST /events, and users' histories read from it")
+    g.add_argument("--store", default=os.environ.get("SEQREC_STORE") or None, metavar="FILE_OR_URL",
+                   help="event store: an SQLite file (created when absent) or postgresql://user@host:port/db "
+                        "(seqrec[postgres]; default: $SEQREC_STORE): POST /events, users' histories, model reloads")
     g.add_argument("--api-key", default=None, metavar="KEY",
                    help="the key of POST /events and /admin/reload (default $SEQREC_API_KEY, which keeps it out of "
                         "the process list); without one those routes are refused")
@@ -210,7 +212,7 @@ def add_model_commands(add: Callable[[str, Callable, str], argparse.ArgumentPars
     _add_limit_args(sp)
 
     sp = add("export-events", cmd_export_events, "write an event store's events to Parquet or CSV (by extension)")
-    sp.add_argument("store", help="the event store (the file given to seqrec serve --store)")
+    sp.add_argument("store", help="the event store (the file or postgresql:// URL given to seqrec serve --store)")
     sp.add_argument("--out", required=True, help="events.parquet or events.csv: user_id, item_id, timestamp, type")
     _add_policy_arg(sp)
     sp.add_argument("--all-types", action="store_true",

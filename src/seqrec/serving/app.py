@@ -60,6 +60,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from seqrec.errors import SeqrecError
 from seqrec.serving.filters import FilterError
+from seqrec.serving.generation import folder_digest
+from seqrec.serving.generation import watch as watch_generation
 from seqrec.serving.http import _Busy, _Guard, _json_error, _Pool, _StrictRoute, _TooLarge, _validation_detail
 from seqrec.serving.limits import ENV_LIMITS, Limits
 from seqrec.serving.live import ENV_API_KEY, apply_availability, key_check, reload_on_signal
@@ -70,7 +72,8 @@ from seqrec.serving.routes.operations import WEB_DIR
 from seqrec.serving.routes.service import NotReady, Service
 from seqrec.serving.schemas import AUTH_ERRORS, ERRORS
 from seqrec.serving.shop_schemas import openapi_rules
-from seqrec.serving.store import EventStore, StoreError
+from seqrec.serving.store import StoreError
+from seqrec.serving.stores import AnyStore, open_store
 
 log = logging.getLogger("seqrec.serve")
 ENV_MODEL, ENV_BACKEND, ENV_THREADS = "SEQREC_MODEL_PATH", "SEQREC_BACKEND", "SEQREC_TORCH_THREADS"
@@ -98,7 +101,7 @@ def _settle() -> None:
 
 
 def create_app(recommender: Recommender | None, *, limits: Limits | None = None, max_batch: int | None = None,
-               max_body_bytes: int | None = None, store: EventStore | None = None, api_key: str | None = None,
+               max_body_bytes: int | None = None, store: AnyStore | None = None, api_key: str | None = None,
                protect_reads: bool = False, cors_origins: Sequence[str] = (),
                model_path: str | os.PathLike | None = None, backend: str = "auto",
                reload_on_sighup: bool = False, close_store: bool = False,
@@ -137,9 +140,12 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
 
         if hup:
             loop.add_signal_handler(signal.SIGHUP, on_hup)
+        watcher = None if store is None else loop.create_task(watch_generation(app))  # reloads of other workers
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
             if hup:
                 loop.remove_signal_handler(signal.SIGHUP)
             if close_store and store is not None:
@@ -157,6 +163,8 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
     app.state.backend = backend
     app.state.models_dir = None if models_dir is None else str(models_dir)
     app.state.reload_lock = asyncio.Lock()
+    app.state.generation = None  # the recorded model generation this worker holds (seqrec.serving.generation)
+    app.state.served_digest = None if model_path is None else folder_digest(model_path)
     writes = [Depends(key_check(api_key))]
     svc = Service(app, limits, store, singles=_Pool(limits.score_workers, None, "seqrec-score"),
                   batches=_Pool(limits.batch_workers, limits.batch_workers + limits.batch_queue, "seqrec-batch"),
@@ -252,7 +260,7 @@ def app_from_env() -> FastAPI:
         raise SeqrecError(f"set {ENV_MODEL} to a model folder")
     _set_threads(os.environ.get(ENV_THREADS))
     backend = os.environ.get(ENV_BACKEND, "auto")
-    store = EventStore(os.environ[ENV_STORE]) if os.environ.get(ENV_STORE) else None
+    store = open_store(os.environ[ENV_STORE]) if os.environ.get(ENV_STORE) else None
     index = os.environ.get(ENV_INDEX) or "exact"
     policy = load_policy(os.environ.get(ENV_POLICY) or None)
     app = create_app(Recommender.from_folder(path, backend=backend, index=index), limits=Limits.from_env(), store=store,
@@ -327,7 +335,7 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
         raise SeqrecError("--api-key: the key is empty; give a secret of a few dozen random characters")
     if workers > 1:
         if store is not None:
-            EventStore(store).close()  # created and checked once, before the workers open it
+            open_store(store).close()  # created and checked once, before the workers open it
         os.environ.update({ENV_MODEL: str(model_path), ENV_BACKEND: backend, ENV_INDEX: index,
                            ENV_LIMITS: json.dumps(asdict(limits)),
                            ENV_STORE: "" if store is None else str(store), ENV_API_KEY: api_key or "",
@@ -343,7 +351,7 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
         Multiprocess(config, sockets=[_listen_socket(host, port)]).run()
         return
     _set_threads(threads)
-    events = EventStore(store) if store is not None else None
+    events = open_store(store) if store is not None else None
     try:
         app = create_app(Recommender.from_folder(model_path, backend=backend, index=index), limits=limits, store=events,
                          api_key=api_key, protect_reads=protect_reads, cors_origins=cors_origins,

@@ -43,7 +43,8 @@ from seqrec.serving.recommender import Recommender, UnknownIdError
 from seqrec.serving.schemas import (
     MAX_HISTORY,
 )
-from seqrec.serving.store import Event, EventStore, normalise_id
+from seqrec.serving.store import Event, normalise_id
+from seqrec.serving.stores import AnyStore, same_store
 
 log = logging.getLogger("seqrec.serve")
 ENV_API_KEY = "SEQREC_API_KEY"
@@ -101,20 +102,16 @@ class LiveHistory:
         return [e.item_id for e in self.events if self.policy.excludes(e.type, exclude_seen)]
 
 
-def trained_mark(r: Recommender, store: EventStore) -> int:
+def trained_mark(r: Recommender, store: AnyStore) -> int:
     """The last stored event the model trained on (``seqrec train --from-store`` records it), when it was
     trained on this store; 0 otherwise. Later events only are added to its users' histories."""
     mark = r.dataset.meta.get("store_mark")
-    if isinstance(mark, dict) and isinstance(mark.get("rowid"), int):
-        try:
-            if Path(mark.get("store", "")).resolve() == Path(store.path).resolve():
-                return mark["rowid"]
-        except (OSError, TypeError, ValueError):
-            return 0
+    if isinstance(mark, dict) and isinstance(mark.get("rowid"), int) and same_store(mark.get("store"), store):
+        return mark["rowid"]
     return 0
 
 
-def live_history(r: Recommender, store: EventStore | None, user_id: str, limit: int = MAX_HISTORY,
+def live_history(r: Recommender, store: AnyStore | None, user_id: str, limit: int = MAX_HISTORY,
                  policy: EventPolicy = DEFAULT_POLICY) -> LiveHistory:
     """The training history of ``user_id`` followed by their latest ``limit`` stored events; a user in neither
     is an ``UnknownIdError``."""
@@ -161,7 +158,7 @@ def history_answer(r: Recommender, h: LiveHistory, user_id: str, limit: int, n_e
 
 
 # ---------------------------------------------------------------------------- availability
-def apply_availability(r: Recommender, store: EventStore | None) -> int:
+def apply_availability(r: Recommender, store: AnyStore | None) -> int:
     """Make the items the store records as unavailable so in ``r`` (ids it does not know are skipped);
     how many are unavailable."""
     if store is None:
@@ -171,7 +168,7 @@ def apply_availability(r: Recommender, store: EventStore | None) -> int:
     return len(known)
 
 
-def sync_availability(r: Recommender, store: EventStore) -> None:
+def sync_availability(r: Recommender, store: AnyStore) -> None:
     """Make ``r``'s availability the store's (for several workers: another may have changed it); only the
     items that differ are written, so a request scoring meanwhile sees each item either way, never all open."""
     mask = np.ones_like(r.available)
@@ -249,6 +246,12 @@ async def reload_model(app: FastAPI, path: str | None = None) -> dict[str, Any]:
         if models_dir is not None:  # the folder itself (links resolved), so that a later reload loads the same
             target = str(await asyncio.to_thread(model_folder, str(target), models_dir))
         new = await asyncio.to_thread(load_checked, str(target), app.state.backend, index, models_dir)
+        if app.state.store is not None:  # checked: now the generation every worker follows (seqrec.serving.generation)
+            from seqrec.serving.generation import folder_digest, record_generation
+
+            digest = await asyncio.to_thread(folder_digest, target)
+            app.state.generation = await asyncio.to_thread(record_generation, app.state.store, str(target), digest)
+            app.state.served_digest = digest
         await asyncio.to_thread(apply_availability, new, app.state.store)
         app.state.recommender = new  # the swap: requests that took the old reference finish on it
         app.state.model_path = str(target)

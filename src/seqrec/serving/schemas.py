@@ -169,6 +169,7 @@ class ModelResponse(BaseModel):
     metrics: dict[str, Any]
     data: dict[str, Any]
     data_name: str | None
+    generation: dict[str, Any] | None = None  # the recorded model generation this worker holds (counter, path, digest, worker)
 
 
 class ErrorResponse(BaseModel):

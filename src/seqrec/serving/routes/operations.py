@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from seqrec.serving.generation import generation_info
 from seqrec.serving.http import _StrictRoute
 from seqrec.serving.routes.service import Service
 from seqrec.serving.schemas import HealthResponse, ModelResponse, ReadyResponse
@@ -33,7 +34,7 @@ def router(svc: Service) -> APIRouter:
 
     @api.get("/model", response_model=ModelResponse, dependencies=svc.reads)
     async def model_info() -> dict[str, Any]:
-        return svc.rec().info()
+        return {**svc.rec().info(), "generation": generation_info(svc.app)}
 
     @api.get("/metrics", response_class=Response, dependencies=svc.reads,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},

@@ -15,7 +15,7 @@ from seqrec.serving.limits import Limits
 from seqrec.serving.live import sync_availability
 from seqrec.serving.policy import EventPolicy
 from seqrec.serving.recommender import Recommender
-from seqrec.serving.store import EventStore
+from seqrec.serving.stores import AnyStore
 
 AVAILABILITY_SYNC_S = 1.0  # seconds between reads of the store's availability table per worker
 
@@ -28,7 +28,7 @@ class NotReady(Exception):
 class Service:
     app: FastAPI
     limits: Limits
-    store: EventStore | None
+    store: AnyStore | None
     singles: _Pool  # single-history requests
     batches: _Pool  # batch requests (bounded queue: 503 beyond it)
     writes: list[Any]  # dependencies of the routes that need the key
