@@ -178,10 +178,10 @@ def free_port() -> int:
 
 
 def start_server(folder: Path, backend: str = "auto", workers: int = 1, **options) -> tuple[subprocess.Popen, int]:
-    """``seqrec.serving.app.run`` in its own process (``options``: more of its keywords, as Python literals)."""
+    """``seqrec.serving.server.run`` in its own process (``options``: more of its keywords, as Python literals)."""
     port = free_port()
     more = "".join(f", {k}={v!r}" for k, v in options.items())
-    code = (f"from seqrec.serving.app import run; run({str(folder)!r}, port={port}, backend={backend!r}, threads=1, "
+    code = (f"from seqrec.serving.server import run; run({str(folder)!r}, port={port}, backend={backend!r}, threads=1, "
             f"access_log=False, workers={workers}{more})")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -106,7 +106,8 @@ def test_an_exported_store_reads_back_as_written(tmp_path: Path, rows: list[tupl
     """Ids the store holds (quotes, separators, line ends, U+2028 ...): ``export-events``'s CSV reads back to
     the same ids in the same order."""
     from seqrec.data.readers import read_interactions
-    from seqrec.serving.store import EventStore, export_events, read_events
+    from seqrec.serving.store import EventStore
+    from seqrec.serving.stores import export_events, read_events
 
     db, out = tmp_path / f"e{len(CASES)}.db", tmp_path / f"e{len(CASES)}.csv"
     CASES.append("export")

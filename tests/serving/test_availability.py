@@ -75,7 +75,7 @@ def _call(port: int, method: str, path: str, body: dict | None = None, key: bool
 
 def _start(model: Path, store: Path, log: Path) -> tuple[subprocess.Popen, int]:
     port = _port()
-    code = (f"from seqrec.serving.app import run; run({str(model)!r}, port={port}, backend='torch', "
+    code = (f"from seqrec.serving.server import run; run({str(model)!r}, port={port}, backend='torch', "
             f"access_log=False, store={str(store)!r})")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=open(log, "wb"),
                             env={**os.environ, "OMP_NUM_THREADS": "1", "SEQREC_API_KEY": KEY})

@@ -14,7 +14,8 @@ from seqrec.errors import SeqrecError
 from seqrec.serving.app import create_app
 from seqrec.serving.policy import DEFAULT_POLICY, EventPolicy
 from seqrec.serving.recommender import Recommender
-from seqrec.serving.store import EventStore, read_marked
+from seqrec.serving.store import EventStore
+from seqrec.serving.stores import read_marked
 
 KEY = "event-kinds-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -256,13 +256,13 @@ def _free_port() -> int:
 
 
 # A start of ``seqrec serve`` spends seconds importing modules; a parent that has imported them once forks
-# each server, which then runs ``seqrec.serving.app.run`` as ``seqrec serve`` would. The parent does no work
+# each server, which then runs ``seqrec.serving.server.run`` as ``seqrec serve`` would. The parent does no work
 # (polars' and torch's thread pools must not exist before a fork), it only imports.
 FORKER = r"""
 import os, signal, sys
 import torch._dynamo  # imported by the first model load
 from seqrec.models.folder import load_folder
-from seqrec.serving.app import run
+from seqrec.serving.server import run
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the system reaps killed servers
 print("ready", flush=True)
 while line := sys.stdin.readline():
@@ -281,7 +281,7 @@ while line := sys.stdin.readline():
 
 
 class Server:
-    """A ``seqrec.serving.app.run`` process with a store (its key from SEQREC_API_KEY), its log in a file."""
+    """A ``seqrec.serving.server.run`` process with a store (its key from SEQREC_API_KEY), its log in a file."""
 
     def __init__(self, forker: subprocess.Popen, model: Path, store: Path, log: Path) -> None:
         self.port, self.log = _free_port(), log

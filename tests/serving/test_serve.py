@@ -205,7 +205,7 @@ def test_not_ready_without_a_model() -> None:
 def test_app_factory_loads_the_folder_named_in_the_environment(rec: Recommender, tmp_path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     folder = pytest.importorskip("seqrec.models.folder", reason="seqrec.models.folder has not landed yet")
-    from seqrec.serving.app import ENV_LIMITS, ENV_MODEL, SWITCH_INTERVAL, app_from_env
+    from seqrec.serving.server import ENV_LIMITS, ENV_MODEL, SWITCH_INTERVAL, app_from_env
 
     path = folder.save_folder(tmp_path / "model", rec.scorer, rec.dataset, config={}, metrics={})
     monkeypatch.setenv(ENV_MODEL, str(path))
@@ -312,7 +312,7 @@ def test_several_workers_answer_without_waiting_for_delayed_acks(rec: Recommende
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = f"from seqrec.serving.app import run; run({str(path)!r}, port={port}, workers=2, access_log=False)"
+    code = f"from seqrec.serving.server import run; run({str(path)!r}, port={port}, workers=2, access_log=False)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:

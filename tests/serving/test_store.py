@@ -12,7 +12,8 @@ import pytest
 from seqrec.data.dataset import CleanConfig
 from seqrec.data.readers import load_dataset
 from seqrec.errors import SeqrecError
-from seqrec.serving.store import APPLICATION_ID, Appended, Event, EventStore, export_events, read_events
+from seqrec.serving.store import APPLICATION_ID, Appended, Event, EventStore
+from seqrec.serving.stores import export_events, read_events
 
 
 @pytest.fixture

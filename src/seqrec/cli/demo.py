@@ -62,7 +62,7 @@ def demo(data: str = "synthetic", *, host: str = "127.0.0.1", port: int = 8000, 
     print(f"\nTest split, full ranking over {ds.n_items:,} items ({len(loo.eval_users):,} users):")
     print(markdown_table(rows))
     if serve:
-        from seqrec.serving.app import run
+        from seqrec.serving.server import run
 
         print(f"\nserving at http://{host}:{port}/  (API docs at /docs; Ctrl-C to stop)")
         run(str(folder), host=host, port=port)

@@ -116,7 +116,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from seqrec.serving.app import run
+    from seqrec.serving.server import run
 
     run(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend, limits=_limits(args),
         index=args.index, store=args.store, api_key=args.api_key, protect_reads=args.protect_reads,

@@ -33,7 +33,8 @@ from seqrec.data.split import LeaveOneOut, Segments
 from seqrec.errors import SeqrecError
 from seqrec.models.baselines import make_baseline
 from seqrec.serving.recommender import Recommender
-from seqrec.serving.store import EventStore, read_marked
+from seqrec.serving.store import EventStore
+from seqrec.serving.stores import read_marked
 from seqrec.training.warm import with_events
 
 ARMS = ("static", "warm", "scratch", "popularity", "markov")

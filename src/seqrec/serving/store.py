@@ -23,7 +23,6 @@ keep only the events that enter the history (``EventPolicy.in_history``).
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import queue
@@ -42,7 +41,6 @@ import polars as pl
 from seqrec.data.columns import MISSING_IDS, id_problem
 from seqrec.data.dataset import id_key
 from seqrec.errors import SeqrecError
-from seqrec.files import atomic_write_bytes
 
 APPLICATION_ID = 0x53515243  # "SQRC" in the SQLite header: a file this module made
 FORMAT = 2  # PRAGMA user_version (2: events.type and the availability table)
@@ -381,51 +379,3 @@ class EventStore:
         """Every stored event as a polars frame: ``user_id``, ``item_id`` (text), ``timestamp`` (epoch seconds)."""
         parts = [pl.DataFrame(rows, schema=COLUMNS, orient="row") for rows in self._chunks(READ_CHUNK)]
         return pl.concat(parts) if parts else pl.DataFrame(schema=COLUMNS)
-
-
-def _kept(frame: pl.DataFrame, policy: Any) -> pl.DataFrame:
-    """The events of ``frame`` whose type enters the history under ``policy`` (all of them without one)."""
-    if policy is None or not frame.height:
-        return frame
-    types = frame["type"].unique().to_list()
-    dropped = [t for t in types if not policy.in_history(t)]
-    return frame.filter(~pl.col("type").is_in(dropped).fill_null(False)) if dropped else frame
-
-
-def read_marked(path: str | os.PathLike, policy: Any = None) -> tuple[pl.DataFrame, int]:
-    """``read_events`` and the store's mark at that moment (the last event's row id, 0 when empty), read in
-    one snapshot: a model trained on these events records the mark, and the service, serving that model
-    on this store, adds to users' histories only the events stored after it (none is counted twice)."""
-    with EventStore(path, create=False) as store:
-        schema = {**COLUMNS, "rowid": pl.Int64}
-        parts = [pl.DataFrame(rows, schema=schema, orient="row") for rows in store._chunks(READ_CHUNK, rowid=True)]
-    frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
-    mark = int(frame["rowid"].max() or 0) if frame.height else 0  # type: ignore[arg-type]
-    return _kept(frame.drop("rowid"), policy), mark
-
-
-def read_events(path: str | os.PathLike, policy: Any = None) -> pl.DataFrame:
-    """An existing store's events as a polars frame (``user_id``, ``item_id``, ``timestamp``, ``type``), in the
-    order stored; the frame ``seqrec.data.readers.load_dataset`` reads like any interaction table. With
-    ``policy`` (``seqrec.serving.policy.EventPolicy``) only the events that enter the history."""
-    with EventStore(path, create=False) as store:
-        return _kept(store.frame(), policy)
-
-
-def export_events(path: str | os.PathLike, out: str | os.PathLike, policy: Any = None) -> tuple[Path, int]:
-    """Write an existing store's events to ``out`` (Parquet or CSV, by its extension), atomically (with
-    ``policy``, those that enter the history); returns the file and the number of events."""
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in EXPORT_SUFFIXES:
-        raise SeqrecError(f"{out}: expected a file name ending in .parquet or .csv")
-    if out.is_dir():
-        raise SeqrecError(f"{out}: is a folder; give the name of the file to write")
-    frame = read_events(path, policy)
-    buffer = io.BytesIO()
-    if suffix == ".parquet":
-        frame.write_parquet(buffer)
-    else:
-        frame.write_csv(buffer)
-    atomic_write_bytes(out, buffer.getvalue())
-    return out, frame.height

@@ -15,8 +15,7 @@ import polars as pl
 
 from seqrec.errors import SeqrecError
 from seqrec.files import atomic_write_bytes
-from seqrec.serving import store as sqlite_store
-from seqrec.serving.store import COLUMNS, EXPORT_SUFFIXES, READ_CHUNK, EventStore, _kept
+from seqrec.serving.store import COLUMNS, EXPORT_SUFFIXES, READ_CHUNK, EventStore
 from seqrec.serving.store_pg import PgEventStore, is_url, shown_url
 
 ENV_STORE = "SEQREC_STORE"  # the store of ``seqrec serve`` when --store is not given
@@ -48,11 +47,20 @@ def same_store(recorded: Any, store: Any) -> bool:
         return False
 
 
+def _kept(frame: pl.DataFrame, policy: Any) -> pl.DataFrame:
+    """The events of ``frame`` whose type enters the history under ``policy`` (all of them without one)."""
+    if policy is None or not frame.height:
+        return frame
+    types = frame["type"].unique().to_list()
+    dropped = [t for t in types if not policy.in_history(t)]
+    return frame.filter(~pl.col("type").is_in(dropped).fill_null(False)) if dropped else frame
+
+
 def read_marked(spec: str | os.PathLike, policy: Any = None) -> tuple[pl.DataFrame, int]:
-    """``seqrec.serving.store.read_marked`` for either kind of store."""
-    if not is_url(spec):
-        return sqlite_store.read_marked(spec, policy)
-    with PgEventStore(str(spec), create=False) as store:
+    """``read_events`` and the store's mark at that moment (the last event's row id, 0 when empty), read in
+    one snapshot: a model trained on these events records the mark, and the service, serving that model
+    on this store, adds to users' histories only the events stored after it (none is counted twice)."""
+    with open_store(spec, create=False) as store:
         schema = {**COLUMNS, "rowid": pl.Int64}
         parts = [pl.DataFrame(rows, schema=schema, orient="row") for rows in store._chunks(READ_CHUNK, rowid=True)]
     frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
@@ -61,15 +69,16 @@ def read_marked(spec: str | os.PathLike, policy: Any = None) -> tuple[pl.DataFra
 
 
 def read_events(spec: str | os.PathLike, policy: Any = None) -> pl.DataFrame:
-    """``seqrec.serving.store.read_events`` for either kind of store."""
+    """An existing store's events as a polars frame (``user_id``, ``item_id``, ``timestamp``, ``type``), in the
+    order stored; the frame ``seqrec.data.readers.load_dataset`` reads like any interaction table. With
+    ``policy`` (``seqrec.serving.policy.EventPolicy``) only the events that enter the history."""
     with open_store(spec, create=False) as store:
         return _kept(store.frame(), policy)
 
 
 def export_events(spec: str | os.PathLike, out: str | os.PathLike, policy: Any = None) -> tuple[Path, int]:
-    """``seqrec.serving.store.export_events`` for either kind of store."""
-    if not is_url(spec):
-        return sqlite_store.export_events(spec, out, policy)
+    """Write an existing store's events to ``out`` (Parquet or CSV, by its extension), atomically (with
+    ``policy``, those that enter the history); returns the file and the number of events."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:

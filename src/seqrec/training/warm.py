@@ -146,7 +146,7 @@ def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event stor
     """``ds``'s histories with ``events`` (columns user_id, item_id, timestamp) appended in time order;
     users and items seen first in the events are added. No cleaning is applied (the data set was
     cleaned when it was made; events are kept as they came). ``mark`` (``{"store": path, "rowid": n}``,
-    see ``seqrec.serving.store.read_marked``) is kept in the data's meta as ``store_mark``."""
+    see ``seqrec.serving.stores.read_marked``) is kept in the data's meta as ``store_mark``."""
     missing = {"user_id", "item_id"} - set(events.columns)
     if missing:
         raise SeqrecError(f"{source}: events need columns user_id and item_id, missing {sorted(missing)}")
