@@ -1,14 +1,21 @@
-"""Files written from a model's data for other tools: ``export_items`` (the item table, items.csv)."""
+"""Facts written from a model and its data for other tools: ``export_items`` (the item table, items.csv) and
+``model_facts`` (what ``GET /model`` answers)."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 from seqrec.data.dataset import Dataset
 from seqrec.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from seqrec.serving.recommender import Recommender
 
 
 def export_items(dataset: Dataset, path: str | os.PathLike) -> Path:
@@ -18,3 +25,28 @@ def export_items(dataset: Dataset, path: str | os.PathLike) -> Path:
     )
     atomic_write_bytes(path, frame.write_csv().encode("utf-8"))
     return Path(path)
+
+
+def model_facts(rec: Recommender) -> dict[str, Any]:
+    """Facts about ``rec``'s model and data for ``GET /model``; non-finite numbers become None."""
+    return _json_safe({
+        "name": rec.name, "backend": rec.backend, "index": rec.index_kind, "scorer": type(rec.scorer).__name__,
+        "max_len": rec.max_len, "n_items": rec.n_items,
+        "has_embeddings": hasattr(rec.scorer, "item_embeddings"),
+        "config": rec.config, "metrics": rec.metrics, "data": rec.dataset.counts(),
+        "data_name": rec.dataset.meta.get("name"),
+    })
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.generic,)):
+        return _json_safe(value.item())
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

@@ -25,7 +25,6 @@ dropped, and a history left with fewer than ``k`` (of those it may still get) is
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from seqrec.errors import SeqrecError
 from seqrec.serving.ann import INDEX_KINDS, IndexParams, build_index, check_kind
 from seqrec.serving.catalogue import NEG_INF, AddedItems, Catalogue, Item, UnknownIdError
 from seqrec.serving.explain import explain_items
-from seqrec.serving.exports import export_items
+from seqrec.serving.exports import export_items, model_facts
 from seqrec.serving.filters import FilterIndex, FilterSpec, ShopRules
 from seqrec.serving.indexed import ann_include, ann_top
 from seqrec.serving.onnx import onnx_session
@@ -312,33 +311,10 @@ class Recommender(ShopRules):
     def info(self) -> dict[str, Any]:
         """Facts about the model and its data for ``GET /model``; non-finite numbers become None."""
         if self._info is None:
-            self._info = self._facts()
+            self._info = model_facts(self)
         return self._info
-
-    def _facts(self) -> dict[str, Any]:
-        return _json_safe({
-            "name": self.name, "backend": self.backend, "index": self.index_kind, "scorer": type(self.scorer).__name__,
-            "max_len": self.max_len, "n_items": self.n_items,
-            "has_embeddings": hasattr(self.scorer, "item_embeddings"),
-            "config": self.config, "metrics": self.metrics, "data": self.dataset.counts(),
-            "data_name": self.dataset.meta.get("name"),
-        })
 
 
 def _check_k(k: int) -> None:
     if int(k) < 1:
         raise SeqrecError(f"k must be >= 1 (how many items to recommend), got {k!r}")
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (np.generic,)):
-        return _json_safe(value.item())
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
