@@ -94,8 +94,12 @@ def run_loss(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> dict:
         spent += row["seconds"]
         if args.track_sampled and reached is None and row["epoch"] % args.track_sampled == 0:
             m = evaluate(model, loo, sampled)
-            print(f"  {name} epoch {row['epoch']}: {spent:.0f} s, sampled HR@10 {m['HR@10']:.4f} "
-                  f"NDCG@10 {m['NDCG@10']:.4f}", file=sys.stderr, flush=True)
+            print(
+                f"  {name} epoch {row['epoch']}: {spent:.0f} s, sampled HR@10 {m['HR@10']:.4f} "
+                f"NDCG@10 {m['NDCG@10']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
             if m["NDCG@10"] >= args.target and m["HR@10"] >= args.target_hr:
                 reached = (row["epoch"], spent)
                 if args.stop_at_target:
@@ -106,9 +110,16 @@ def run_loss(name: str, loo: LeaveOneOut, args: argparse.Namespace) -> dict:
     result = train(model, loo, config, callback=callback)
     full = result.test
     samp = evaluate(model, loo, sampled)
-    row = {"model": f"SASRec {name}", "epochs": len(result.history), "train s": round(spent, 1),
-           "HR@10": full["HR@10"], "NDCG@10": full["NDCG@10"], "MRR": full["MRR"],
-           "HR@10 s100": samp["HR@10"], "NDCG@10 s100": samp["NDCG@10"]}
+    row = {
+        "model": f"SASRec {name}",
+        "epochs": len(result.history),
+        "train s": round(spent, 1),
+        "HR@10": full["HR@10"],
+        "NDCG@10": full["NDCG@10"],
+        "MRR": full["MRR"],
+        "HR@10 s100": samp["HR@10"],
+        "NDCG@10 s100": samp["NDCG@10"],
+    }
     if args.track_sampled:
         row["reached target"] = f"epoch {reached[0]}, {reached[1]:.0f} s" if reached else "no"
     print(f"  {name}: {time.perf_counter() - t:.0f} s in all", file=sys.stderr)
@@ -120,15 +131,23 @@ def main() -> None:
     p.add_argument("data")
     p.add_argument("--losses", default="bce,ce,gbce,sampled-softmax")
     p.add_argument("--budget", type=float, default=120, help="training seconds per loss (validation excluded)")
-    p.add_argument("--cosine-over", choices=["budget", "epochs"], default="budget",
-                   help="the cosine decays over each loss's training time, or over --epochs")
+    p.add_argument(
+        "--cosine-over",
+        choices=["budget", "epochs"],
+        default="budget",
+        help="the cosine decays over each loss's training time, or over --epochs",
+    )
     p.add_argument("--track-sampled", type=int, default=0, metavar="N")
     p.add_argument("--target", type=float, default=0.536, help="sampled NDCG@10 to reach (paper, Games: 0.536)")
     p.add_argument("--target-hr", type=float, default=0.741, help="and sampled HR@10 (paper, Games: 0.741)")
-    p.add_argument("--stop-at-target", action="store_true", help="with --track-sampled: stop once the target is reached")
+    p.add_argument(
+        "--stop-at-target", action="store_true", help="with --track-sampled: stop once the target is reached"
+    )
     p.add_argument("--no-baselines", action="store_true")
-    g = p.add_argument_group("SASRec options (seqrec train's names; not given: the library's defaults, "
-                             f"except {', '.join(f'--{k} {v}' for k, v in PROTOCOL.items())})")
+    g = p.add_argument_group(
+        "SASRec options (seqrec train's names; not given: the library's defaults, "
+        f"except {', '.join(f'--{k} {v}' for k, v in PROTOCOL.items())})"
+    )
     add_option_args(g, skip=NOT_OPTIONS)
     g.add_argument("--max-epochs", dest="epochs", type=int, help=argparse.SUPPRESS)  # the older name of --epochs
     args = p.parse_args()
@@ -144,8 +163,16 @@ def main() -> None:
                 continue
             full = evaluate(scorer, loo, EvalConfig(split="test"))
             samp = evaluate(scorer, loo, EvalConfig(split="test", protocol="sampled"))
-            rows.append({"model": b, "HR@10": full["HR@10"], "NDCG@10": full["NDCG@10"], "MRR": full["MRR"],
-                         "HR@10 s100": samp["HR@10"], "NDCG@10 s100": samp["NDCG@10"]})
+            rows.append(
+                {
+                    "model": b,
+                    "HR@10": full["HR@10"],
+                    "NDCG@10": full["NDCG@10"],
+                    "MRR": full["MRR"],
+                    "HR@10 s100": samp["HR@10"],
+                    "NDCG@10 s100": samp["NDCG@10"],
+                }
+            )
     best_baseline = max(rows, key=lambda r: r["NDCG@10"]) if rows else None
     losses = [s.strip() for s in args.losses.split(",")]
     for name in losses:
@@ -164,12 +191,18 @@ def main() -> None:
     schedule = f"{t.schedule} schedule"
     if t.schedule == "cosine":
         schedule += f" over {t.epochs} epochs" if args.cosine_over == "epochs" else " over the budget"
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() and t.device != "cpu" else platform.processor() or "cpu"
-    print(f"\n{ds.meta.get('name')}: {ds.n_users:,} users, {ds.n_items:,} items; test split, full ranking "
-          f"(HR@10, NDCG@10, MRR) and sampled 1+100 (s100). {args.budget:.0f} s of training per loss on {device}, "
-          f"{t.threads or 'default'} thread(s); hidden {m.hidden}, {m.blocks} blocks, max_len {m.max_len}, "
-          f"dropout {m.dropout}, {m.norm}-norm, {m.activation}, batch {t.batch_size}, lr {t.lr}, {t.optimizer} (weight decay {t.weight_decay}), {schedule}"
-          f"{', windows' if t.windows else ''}{f', {negatives} negatives' if negatives else ''}. {datetime.date.today()}, torch {torch.__version__}.\n")
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available() and t.device != "cpu"
+        else platform.processor() or "cpu"
+    )
+    print(
+        f"\n{ds.meta.get('name')}: {ds.n_users:,} users, {ds.n_items:,} items; test split, full ranking "
+        f"(HR@10, NDCG@10, MRR) and sampled 1+100 (s100). {args.budget:.0f} s of training per loss on {device}, "
+        f"{t.threads or 'default'} thread(s); hidden {m.hidden}, {m.blocks} blocks, max_len {m.max_len}, "
+        f"dropout {m.dropout}, {m.norm}-norm, {m.activation}, batch {t.batch_size}, lr {t.lr}, {t.optimizer} (weight decay {t.weight_decay}), {schedule}"
+        f"{', windows' if t.windows else ''}{f', {negatives} negatives' if negatives else ''}. {datetime.date.today()}, torch {torch.__version__}.\n"
+    )
     print(markdown_table(rows))
 
 

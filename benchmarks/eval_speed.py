@@ -62,8 +62,12 @@ class ScoreOnly:
 def old_evaluator():
     """``evaluate`` as it was at ``BEFORE``, or None when the checkout cannot show it."""
     try:
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{BEFORE}:src/seqrec/evaluate.py"],
-                             capture_output=True, text=True, check=True).stdout
+        src = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{BEFORE}:src/seqrec/evaluate.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     path = Path(tempfile.mkdtemp()) / "evaluate_before.py"
@@ -96,14 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     loo = synthetic(args.users, args.items)
-    model = SASRecModel(SASRecConfig(n_items=loo.data.n_items, hidden=args.hidden, max_len=args.max_len,
-                                     norm="paper", activation="relu")).eval()
+    model = SASRecModel(
+        SASRecConfig(
+            n_items=loo.data.n_items, hidden=args.hidden, max_len=args.max_len, norm="paper", activation="relu"
+        )
+    ).eval()
     with torch.no_grad():
         model.item_emb.weight.normal_(0.0, 1.0)  # spread-out scores: few ties, as a trained model gives
         model.item_emb.weight[0] = 0.0
     config = EvalConfig(split="valid")
-    paths = [("seqrec.evaluation.evaluator (chunked score product)", lambda: evaluate(model, loo, config)),
-             ("generic Scorer path (score(), then ranked)", lambda: evaluate(ScoreOnly(model), loo, config))]
+    paths = [
+        ("seqrec.evaluation.evaluator (chunked score product)", lambda: evaluate(model, loo, config)),
+        ("generic Scorer path (score(), then ranked)", lambda: evaluate(ScoreOnly(model), loo, config)),
+    ]
     before = old_evaluator()
     if before is not None:
         paths.append((f"evaluator before ({BEFORE})", lambda: before(model, loo, config)))
@@ -117,13 +126,24 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = (best, cpu, metrics)
     reference = results[paths[-1][0]][2]
     same = f"metrics identical to {paths[-1][0]}"
-    rows = [{"path": name, "wall s": f"{sec:.2f}", "CPU s": f"{cpu:.2f}", "NDCG@10": f"{m['NDCG@10']:.6f}",
-             "MRR": f"{m['MRR']:.6f}", "Coverage@20": f"{m['Coverage@20']:.4f}", same: "yes" if m == reference else "NO"}
-            for name, (sec, cpu, m) in results.items()]
+    rows = [
+        {
+            "path": name,
+            "wall s": f"{sec:.2f}",
+            "CPU s": f"{cpu:.2f}",
+            "NDCG@10": f"{m['NDCG@10']:.6f}",
+            "MRR": f"{m['MRR']:.6f}",
+            "Coverage@20": f"{m['Coverage@20']:.4f}",
+            same: "yes" if m == reference else "NO",
+        }
+        for name, (sec, cpu, m) in results.items()
+    ]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"full-ranking validation: {len(loo.eval_users):,} users x {loo.data.n_items:,} items, hidden {args.hidden}, "
-          f"max_len {args.max_len}, {args.threads} threads, torch {torch.__version__}, {os.cpu_count()} CPUs, load "
-          f"average {load:.1f}")
+    print(
+        f"full-ranking validation: {len(loo.eval_users):,} users x {loo.data.n_items:,} items, hidden {args.hidden}, "
+        f"max_len {args.max_len}, {args.threads} threads, torch {torch.__version__}, {os.cpu_count()} CPUs, load "
+        f"average {load:.1f}"
+    )
     print(markdown_table(rows))
     return 0 if all(m == reference for _, _, m in results.values()) else 1
 

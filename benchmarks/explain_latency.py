@@ -35,11 +35,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     n = args.items
-    data = Dataset.from_interactions(pl.DataFrame({"user": ["all"] * n, "item": list(range(1, n + 1))}),
-                                     config=CleanConfig(k_core=0), name="bench")
+    data = Dataset.from_interactions(
+        pl.DataFrame({"user": ["all"] * n, "item": list(range(1, n + 1))}), config=CleanConfig(k_core=0), name="bench"
+    )
     torch.manual_seed(0)
-    model = SASRecModel(SASRecConfig(n_items=n, hidden=args.hidden, blocks=args.blocks, heads=1,
-                                     max_len=args.length)).eval()
+    model = SASRecModel(
+        SASRecConfig(n_items=n, hidden=args.hidden, blocks=args.blocks, heads=1, max_len=args.length)
+    ).eval()
     rec = Recommender(model, data, backend="torch")
     rng = np.random.default_rng(0)
     histories = [rng.choice(np.arange(1, n + 1), args.length, replace=False).tolist() for _ in range(args.runs)]
@@ -57,8 +59,10 @@ def main() -> None:
         times["recommend"].append(t1 - t0)
         times["recommend + explain"].append(t2 - t1)
         times["explanation alone"].append(t3 - t2)
-    print(f"{n:,} items, hidden {args.hidden}, {args.blocks} blocks, history {args.length}, k 10, one thread, "
-          f"{args.runs} requests\n")
+    print(
+        f"{n:,} items, hidden {args.hidden}, {args.blocks} blocks, history {args.length}, k 10, one thread, "
+        f"{args.runs} requests\n"
+    )
     print("| call | p50 ms | p99 ms |\n|---|---|---|")
     for name, ts in times.items():
         a = np.array(ts) * 1000

@@ -92,19 +92,36 @@ def arm(name: str, ds: Dataset, seeds: list[int], options: dict) -> dict:
         neighbours = cold_hr(model, loo)[0] if filled else cold
         test_filled = evaluate(model, loo, EvalConfig()) if filled else test
         r = est.result_
-        runs.append({"ndcg": test_filled["NDCG@10"], "hr": test_filled["HR@10"], "cold": cold, "cold_n": neighbours,
-                     "users": users, "epochs": len(r.history), "train_s": sum(h["seconds"] for h in r.history)})
-        print(f"  {name} seed {seed}: NDCG@10 {runs[-1]['ndcg']:.4f} HR@10 {runs[-1]['hr']:.4f} (before filling "
-              f"{test['NDCG@10']:.4f} / {test['HR@10']:.4f}), cold HR@10 {cold} -> {neighbours} ({users} users, "
-              f"{filled} items filled), {runs[-1]['epochs']} epochs, {time.perf_counter() - t:.0f} s",
-              file=sys.stderr, flush=True)
-    return {"model": name, "NDCG@10": mean_std([x["ndcg"] for x in runs]), "HR@10": mean_std([x["hr"] for x in runs]),
-            "cold HR@10 (features only)": mean_std([x["cold"] for x in runs]),
-            "cold HR@10 (neighbour rows)": mean_std([x["cold_n"] for x in runs]),
-            "epochs": ", ".join(str(x["epochs"]) for x in runs),
-            "train s": round(float(np.mean([x["train_s"] for x in runs]))),
-            "_ndcg": float(np.mean([x["ndcg"] for x in runs])), "_hr": float(np.mean([x["hr"] for x in runs])),
-            "_users": runs[0]["users"]}
+        runs.append(
+            {
+                "ndcg": test_filled["NDCG@10"],
+                "hr": test_filled["HR@10"],
+                "cold": cold,
+                "cold_n": neighbours,
+                "users": users,
+                "epochs": len(r.history),
+                "train_s": sum(h["seconds"] for h in r.history),
+            }
+        )
+        print(
+            f"  {name} seed {seed}: NDCG@10 {runs[-1]['ndcg']:.4f} HR@10 {runs[-1]['hr']:.4f} (before filling "
+            f"{test['NDCG@10']:.4f} / {test['HR@10']:.4f}), cold HR@10 {cold} -> {neighbours} ({users} users, "
+            f"{filled} items filled), {runs[-1]['epochs']} epochs, {time.perf_counter() - t:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return {
+        "model": name,
+        "NDCG@10": mean_std([x["ndcg"] for x in runs]),
+        "HR@10": mean_std([x["hr"] for x in runs]),
+        "cold HR@10 (features only)": mean_std([x["cold"] for x in runs]),
+        "cold HR@10 (neighbour rows)": mean_std([x["cold_n"] for x in runs]),
+        "epochs": ", ".join(str(x["epochs"]) for x in runs),
+        "train s": round(float(np.mean([x["train_s"] for x in runs]))),
+        "_ndcg": float(np.mean([x["ndcg"] for x in runs])),
+        "_hr": float(np.mean([x["hr"] for x in runs])),
+        "_users": runs[0]["users"],
+    }
 
 
 def main() -> None:
@@ -116,8 +133,10 @@ def main() -> None:
     given = given_options(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     device = platform.processor() or platform.machine()
-    print(f"{datetime.date.today()}, torch {torch.__version__}, {device}, {os.cpu_count()} cores; options "
-          f"{given or 'none'}; test split, full ranking, seen items excluded (a seen target is a miss)\n")
+    print(
+        f"{datetime.date.today()}, torch {torch.__version__}, {device}, {os.cpu_count()} cores; options "
+        f"{given or 'none'}; test split, full ranking, seen items excluded (a seen target is a miss)\n"
+    )
     for name in args.data.split(","):
         if name not in DATASETS:
             raise SystemExit(f"--data: unknown data set {name!r}; choose from {', '.join(DATASETS)}")
@@ -127,24 +146,41 @@ def main() -> None:
             continue
         ds = load_dataset(DATA / rel)
         base = {"threads": 1, "time_limit": limit, **{k: v for k, v in given.items() if k not in FEATURE_OPTIONS}}
-        features = {"item_features": spec, "feature_output": True,
-                    **{k: v for k, v in given.items() if k in FEATURE_OPTIONS}}
+        features = {
+            "item_features": spec,
+            "feature_output": True,
+            **{k: v for k, v in given.items() if k in FEATURE_OPTIONS},
+        }
         ids = arm("SASRec, item ids", ds, seeds, base)
-        feat = arm(f"SASRec + features ({features['item_features']}, {features.get('feature_fusion', 'sum')})",
-                   ds, seeds, {**base, **features})
+        feat = arm(
+            f"SASRec + features ({features['item_features']}, {features.get('feature_fusion', 'sum')})",
+            ds,
+            seeds,
+            {**base, **features},
+        )
         baseline = profile_baseline(ds)
         overall = evaluate(baseline, LeaveOneOut(ds), EvalConfig())
         hr, users = cold_hr(baseline, LeaveOneOut(ds))
-        rows = [ids, feat, {"model": "genre / attribute profile baseline", "NDCG@10": f"{overall['NDCG@10']:.4f}",
-                            "HR@10": f"{overall['HR@10']:.4f}", "cold HR@10 (features only)": mean_std([hr])}]
+        rows = [
+            ids,
+            feat,
+            {
+                "model": "genre / attribute profile baseline",
+                "NDCG@10": f"{overall['NDCG@10']:.4f}",
+                "HR@10": f"{overall['HR@10']:.4f}",
+                "cold HR@10 (features only)": mean_std([hr]),
+            },
+        ]
         feat["× id-only NDCG@10"] = round(feat["_ndcg"] / ids["_ndcg"], 3)
         feat["× id-only HR@10"] = round(feat["_hr"] / ids["_hr"], 3)
         for r in rows:
             for key in ("_ndcg", "_hr", "_users"):
                 r.pop(key, None)
-        print(f"### {name}: {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions; "
-              f"{users:,} test users with a cold target; {base['time_limit']:g} s of training per run, "
-              f"seeds {args.seeds}\n")
+        print(
+            f"### {name}: {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions; "
+            f"{users:,} test users with a cold target; {base['time_limit']:g} s of training per run, "
+            f"seeds {args.seeds}\n"
+        )
         print(markdown_table(rows) + "\n", flush=True)
 
 

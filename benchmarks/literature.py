@@ -86,17 +86,33 @@ def run(name: str, ds: Dataset, recipe: str, seeds: list[int], options: dict) ->
         t = time.perf_counter()
         est = SASRec(recipe=recipe, **{"quiet": True, **options, "seed": seed}).fit(ds)
         r = est.result_
-        runs.append({"hr": r.test["HR@10"], "ndcg": r.test["NDCG@10"], "epochs": len(r.history),
-                     "best": r.best_epoch, "train_s": sum(h["seconds"] for h in r.history),
-                     "threads": r.history[-1]["threads"], "wall": time.perf_counter() - t})
-        print(f"  {name} {recipe} seed {seed}: NDCG@10 {runs[-1]['ndcg']:.4f} HR@10 {runs[-1]['hr']:.4f} "
-              f"epochs {runs[-1]['epochs']} (best {r.best_epoch}), {runs[-1]['train_s']:.0f} s of training",
-              file=sys.stderr, flush=True)
-    return {"model": f"seqrec SASRec --recipe {recipe}", "HR@10": mean_spread([x["hr"] for x in runs]),
-            "NDCG@10": mean_spread([x["ndcg"] for x in runs]), "ndcg_mean": float(np.mean([x["ndcg"] for x in runs])),
-            "epochs (best)": ", ".join(f"{x['epochs']} ({x['best']})" for x in runs),
-            "train s": round(float(np.mean([x["train_s"] for x in runs]))), "threads": runs[0]["threads"],
-            "seeds": ",".join(map(str, seeds))}
+        runs.append(
+            {
+                "hr": r.test["HR@10"],
+                "ndcg": r.test["NDCG@10"],
+                "epochs": len(r.history),
+                "best": r.best_epoch,
+                "train_s": sum(h["seconds"] for h in r.history),
+                "threads": r.history[-1]["threads"],
+                "wall": time.perf_counter() - t,
+            }
+        )
+        print(
+            f"  {name} {recipe} seed {seed}: NDCG@10 {runs[-1]['ndcg']:.4f} HR@10 {runs[-1]['hr']:.4f} "
+            f"epochs {runs[-1]['epochs']} (best {r.best_epoch}), {runs[-1]['train_s']:.0f} s of training",
+            file=sys.stderr,
+            flush=True,
+        )
+    return {
+        "model": f"seqrec SASRec --recipe {recipe}",
+        "HR@10": mean_spread([x["hr"] for x in runs]),
+        "NDCG@10": mean_spread([x["ndcg"] for x in runs]),
+        "ndcg_mean": float(np.mean([x["ndcg"] for x in runs])),
+        "epochs (best)": ", ".join(f"{x['epochs']} ({x['best']})" for x in runs),
+        "train s": round(float(np.mean([x["train_s"] for x in runs]))),
+        "threads": runs[0]["threads"],
+        "seeds": ",".join(map(str, seeds)),
+    }
 
 
 def main() -> None:
@@ -110,8 +126,10 @@ def main() -> None:
     options = given_options(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     device = platform.processor() or platform.machine()
-    print(f"{datetime.date.today()}, torch {torch.__version__}, {device}, {os.cpu_count()} cores; options {options or 'none'}; "
-          "test split, full ranking, seen items excluded (a seen target is a miss)\n")
+    print(
+        f"{datetime.date.today()}, torch {torch.__version__}, {device}, {os.cpu_count()} cores; options {options or 'none'}; "
+        "test split, full ranking, seen items excluded (a seen target is a miss)\n"
+    )
     for name in args.data.split(","):
         if not (DATA / DATASETS[name]).exists():
             print(f"{name}: skipped ({DATA / DATASETS[name]} is absent)\n")
@@ -128,8 +146,10 @@ def main() -> None:
             if top and "ndcg_mean" in r:
                 r["× best published"] = round(r["ndcg_mean"] / top, 2)
             r.pop("ndcg_mean", None)
-        rows += [{"model": f"published: {m}", "HR@10": f"{hr:.4f}", "NDCG@10": f"{nd:.4f}", "source": src}
-                 for m, hr, nd, src in PUBLISHED.get(name, [])]
+        rows += [
+            {"model": f"published: {m}", "HR@10": f"{hr:.4f}", "NDCG@10": f"{nd:.4f}", "source": src}
+            for m, hr, nd, src in PUBLISHED.get(name, [])
+        ]
         ds = loo.data
         print(f"### {name}: {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions\n")
         print(markdown_table(rows) + "\n", flush=True)

@@ -55,8 +55,13 @@ from seqrec.models.folder import save_folder
 from seqrec.models.sasrec import SASRecConfig, SASRecModel
 
 DATA = Path(os.environ.get("SEQREC_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-DATASETS = {"ml-1m": "ml-1m/ml-1m.txt", "games": "amazon-games/games.txt", "ml-100k": "ml-100k",
-            "ml-latest-small": "ml-latest-small", "toys": "amazon-toys/Toys_and_Games.txt"}
+DATASETS = {
+    "ml-1m": "ml-1m/ml-1m.txt",
+    "games": "amazon-games/games.txt",
+    "ml-100k": "ml-100k",
+    "ml-latest-small": "ml-latest-small",
+    "toys": "amazon-toys/Toys_and_Games.txt",
+}
 
 
 def cut(spec: str, how: str, share: float = 0.9) -> tuple[Dataset, Dataset, str]:
@@ -76,8 +81,11 @@ def cut(spec: str, how: str, share: float = 0.9) -> tuple[Dataset, Dataset, str]
         told = f"the first {share:.0%} of each user's events"
     clean = CleanConfig(k_core=k)
     name = Path(spec).stem
-    return (Dataset.from_interactions(old.drop("_row"), catalog, clean, name=f"{name}-yesterday"),
-            Dataset.from_interactions(frame.drop("_row"), catalog, clean, name=name), told)
+    return (
+        Dataset.from_interactions(old.drop("_row"), catalog, clean, name=f"{name}-yesterday"),
+        Dataset.from_interactions(frame.drop("_row"), catalog, clean, name=name),
+        told,
+    )
 
 
 def new_item_figures(est: SASRec, new_raw: set[str]) -> dict[str, float]:
@@ -103,8 +111,11 @@ def new_item_figures(est: SASRec, new_raw: set[str]) -> dict[str, float]:
         mask = is_new[t]
         hits += int((top[mask] == t[mask, None]).any(1).sum())
     new_targets = int(is_new[targets].sum())
-    return {"users with a new item in top 10": shown / len(users), "new-item test targets": new_targets,
-            "HR@10 on new-item targets": hits / max(1, new_targets)}
+    return {
+        "users with a new item in top 10": shown / len(users),
+        "new-item test targets": new_targets,
+        "HR@10 on new-item targets": hits / max(1, new_targets),
+    }
 
 
 def run_warm(args: argparse.Namespace) -> None:
@@ -113,26 +124,43 @@ def run_warm(args: argparse.Namespace) -> None:
     new_raw = {str(r) for r in set(today.item_ids.raw.tolist()) - set(yesterday.item_ids.raw.tolist())}
     warm_epochs = max(1, round(args.epochs * args.warm_share))
     print(f"# Warm start against training from scratch: {args.data}\n")
-    print(f"yesterday: {told}: {yesterday.n_users:,} users, {yesterday.n_items:,} items, "
-          f"{yesterday.n_interactions:,} events; today: {today.n_users:,} users, {today.n_items:,} items "
-          f"({len(new_raw):,} new), {today.n_interactions:,} events. Recipe {args.recipe}, {args.epochs} epochs from "
-          f"scratch, {warm_epochs} warm; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}, "
-          f"{datetime.date.today()}\n", flush=True)
+    print(
+        f"yesterday: {told}: {yesterday.n_users:,} users, {yesterday.n_items:,} items, "
+        f"{yesterday.n_interactions:,} events; today: {today.n_users:,} users, {today.n_items:,} items "
+        f"({len(new_raw):,} new), {today.n_interactions:,} events. Recipe {args.recipe}, {args.epochs} epochs from "
+        f"scratch, {warm_epochs} warm; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}, "
+        f"{datetime.date.today()}\n",
+        flush=True,
+    )
     opts = {"threads": args.threads, "quiet": not args.progress, "patience": None}
     rows = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            old = SASRec(recipe=args.recipe, epochs=args.epochs, seed=seed, **opts).fit(yesterday, out_dir=Path(tmp) / "y")
-            print(f"seed {seed}: yesterday's model in {time.perf_counter() - t:.0f} s "
-                  f"(test NDCG@10 {old.result_.test['NDCG@10']:.4f} on yesterday's split)", flush=True)
+            old = SASRec(recipe=args.recipe, epochs=args.epochs, seed=seed, **opts).fit(
+                yesterday, out_dir=Path(tmp) / "y"
+            )
+            print(
+                f"seed {seed}: yesterday's model in {time.perf_counter() - t:.0f} s "
+                f"(test NDCG@10 {old.result_.test['NDCG@10']:.4f} on yesterday's split)",
+                flush=True,
+            )
             for arm, epochs, init in (("from scratch", args.epochs, None), ("warm", warm_epochs, Path(tmp) / "y")):
                 est = SASRec(recipe=args.recipe, epochs=epochs, seed=seed, **opts).fit(today, init_from=init)
                 res = est.result_
                 train_s = sum(r["seconds"] for r in res.history)
-                rows.append({"seed": seed, "arm": arm, "epochs": epochs, "NDCG@10": res.test["NDCG@10"],
-                             "HR@10": res.test["HR@10"], "train s": train_s, **new_item_figures(est, new_raw)})
+                rows.append(
+                    {
+                        "seed": seed,
+                        "arm": arm,
+                        "epochs": epochs,
+                        "NDCG@10": res.test["NDCG@10"],
+                        "HR@10": res.test["HR@10"],
+                        "train s": train_s,
+                        **new_item_figures(est, new_raw),
+                    }
+                )
                 print(f"seed {seed}, {arm}: NDCG@10 {res.test['NDCG@10']:.4f}, {train_s:.0f} s of training", flush=True)
     print()
     print(markdown_table(rows))
@@ -140,8 +168,13 @@ def run_warm(args: argparse.Namespace) -> None:
     summary = []
     for seed in args.seeds:
         s, w = [next(r for r in rows if r["seed"] == seed and r["arm"] == a) for a in ("from scratch", "warm")]
-        summary.append({"seed": seed, "warm / scratch NDCG@10": w["NDCG@10"] / s["NDCG@10"],
-                        "warm / scratch training time": w["train s"] / s["train s"]})
+        summary.append(
+            {
+                "seed": seed,
+                "warm / scratch NDCG@10": w["NDCG@10"] / s["NDCG@10"],
+                "warm / scratch training time": w["train s"] / s["train s"],
+            }
+        )
     print(markdown_table(summary))
     print("\ntargets: NDCG@10 ratio >= 0.98 at a training-time ratio <= 0.25")
 
@@ -189,9 +222,13 @@ def run_load(args: argparse.Namespace) -> None:
     ds = load_dataset(str(DATA / "ml-100k"))
     users = [str(u) for u in ds.user_ids.raw.tolist()]
     items = [str(i) for i in ds.item_ids.raw.tolist()]
-    print(f"# The live service under load: ml-100k ({ds.n_items:,} items), SASRec hidden 50, 2 blocks, random weights\n")
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f}, {datetime.date.today()}\n")
+    print(
+        f"# The live service under load: ml-100k ({ds.n_items:,} items), SASRec hidden 50, 2 blocks, random weights\n"
+    )
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f}, {datetime.date.today()}\n"
+    )
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -200,14 +237,22 @@ def run_load(args: argparse.Namespace) -> None:
         proc, port = _serve(a, root / "events.db", 2)
         Requests = _requests(port)
         n = int(100 * args.seconds)
-        events = [{"user_id": users[rng.integers(len(users))], "item_id": items[rng.integers(len(items))],
-                   "ts": 1.7e9 + i * 1e-3} for i in range(n)]
+        events = [
+            {
+                "user_id": users[rng.integers(len(users))],
+                "item_id": items[rng.integers(len(items))],
+                "ts": 1.7e9 + i * 1e-3,
+            }
+            for i in range(n)
+        ]
         posts = [("POST", "/events", json.dumps(e).encode()) for e in events]
         gets = [("GET", f"/users/{users[rng.integers(len(users))]}/recommendations?k=10", None) for _ in range(n)]
 
         async def mixed():
-            return await asyncio.gather(Requests(port, posts).run(100, args.seconds),
-                                        Requests(port, gets).run(100, args.seconds))
+            return await asyncio.gather(
+                Requests(port, posts).run(100, args.seconds), Requests(port, gets).run(100, args.seconds)
+            )
+
         try:
             asyncio.run(Requests(port, gets[:200]).run(50, 2))  # warm-up: both workers have answered
             ev, rec = asyncio.run(mixed())
@@ -219,31 +264,52 @@ def run_load(args: argparse.Namespace) -> None:
         lost = sum((e["user_id"], e["item_id"], e["ts"]) not in keys for e in events)
         dup = stored.height - len(keys)
         print(f"## a. Two workers writing and reading one store for {args.seconds:.0f} s\n")
-        print(table([{"route": "POST /events 100/s", **{k: v for k, v in ev.items() if k != "rate"}},
-                     {"route": "GET /users/{id}/recommendations 100/s", **{k: v for k, v in rec.items() if k != "rate"}}]))
-        print(f"\nevents sent {len(events):,}, stored {stored.height:,}, lost {lost} (sent and not in the store), "
-              f"duplicated {dup}\n", flush=True)
+        print(
+            table(
+                [
+                    {"route": "POST /events 100/s", **{k: v for k, v in ev.items() if k != "rate"}},
+                    {"route": "GET /users/{id}/recommendations 100/s", **{k: v for k, v in rec.items() if k != "rate"}},
+                ]
+            )
+        )
+        print(
+            f"\nevents sent {len(events):,}, stored {stored.height:,}, lost {lost} (sent and not in the store), "
+            f"duplicated {dup}\n",
+            flush=True,
+        )
 
         # b. hot reload under load
         broken = _folder(root, "broken", ds, 3)
         (broken / "model.safetensors").write_bytes(b"\0" * 64)
         proc, port = _serve(a, root / "events2.db", 1)
-        bodies = [("POST", "/recommend", json.dumps({"history": h, "k": 10}).encode())
-                  for h in [[items[j] for j in rng.integers(0, len(items), 20)] for _ in range(500)]]
+        bodies = [
+            ("POST", "/recommend", json.dumps({"history": h, "k": 10}).encode())
+            for h in [[items[j] for j in rng.integers(0, len(items), 20)] for _ in range(500)]
+        ]
         reloads: list = []
 
         def reload(path: Path) -> None:
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/admin/reload", method="POST",
-                                         data=json.dumps({"path": str(path)}).encode(),
-                                         headers={"Content-Type": "application/json", "X-API-Key": KEY})
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/admin/reload",
+                method="POST",
+                data=json.dumps({"path": str(path)}).encode(),
+                headers={"Content-Type": "application/json", "X-API-Key": KEY},
+            )
             t = time.perf_counter()
             try:
                 with urllib.request.urlopen(req, timeout=60) as r:
                     status, answer = r.status, json.loads(r.read())
             except urllib.error.HTTPError as e:
                 status, answer = e.code, json.loads(e.read() or b"{}")
-            reloads.append({"reload": len(reloads) + 1, "folder": path.name, "status": status,
-                            "seconds": time.perf_counter() - t, "answer": str(answer)[:80]})
+            reloads.append(
+                {
+                    "reload": len(reloads) + 1,
+                    "folder": path.name,
+                    "status": status,
+                    "seconds": time.perf_counter() - t,
+                    "answer": str(answer)[:80],
+                }
+            )
 
         async def with_reloads():
             load = asyncio.create_task(Requests(port, bodies).run(300, args.seconds))
@@ -254,6 +320,7 @@ def run_load(args: argparse.Namespace) -> None:
             await asyncio.sleep(gap / 2)
             await asyncio.to_thread(reload, broken)
             return await load
+
         try:
             asyncio.run(Requests(port, bodies[:100]).run(100, 1))
             got = asyncio.run(with_reloads())
@@ -262,7 +329,9 @@ def run_load(args: argparse.Namespace) -> None:
         finally:
             proc.terminate()
             proc.wait(30)
-        print(f"## b. POST /recommend at 300 req/s for {args.seconds:.0f} s, one worker, 10 reloads and one broken folder\n")
+        print(
+            f"## b. POST /recommend at 300 req/s for {args.seconds:.0f} s, one worker, 10 reloads and one broken folder\n"
+        )
         print(table([{k: v for k, v in got.items() if k != "rate"}]))
         print()
         print(table(reloads))

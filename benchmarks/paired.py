@@ -49,8 +49,14 @@ def main() -> None:
     p.add_argument("--recipe", default="auto")
     args = p.parse_args()
     settings = {"A: " + args.a: parse_options(args.a), "B: " + args.b: parse_options(args.b)}
-    common = {**parse_options(args.common), "epochs": args.epochs, "patience": 0, "eval_every": args.epochs,
-              "threads": args.threads, "quiet": True}
+    common = {
+        **parse_options(args.common),
+        "epochs": args.epochs,
+        "patience": 0,
+        "eval_every": args.epochs,
+        "threads": args.threads,
+        "quiet": True,
+    }
     rows = []
     for name in args.data.split(","):
         ds = load_dataset(DATA / DATASETS[name])
@@ -60,19 +66,31 @@ def main() -> None:
                 r = SASRec(recipe=args.recipe, **{**common, **opts, "seed": seed}).fit(ds).result_
                 per_epoch = float(np.median([h["seconds"] for h in r.history]))
                 res[label].append((per_epoch, r.test["NDCG@10"], r.test["HR@10"]))
-                print(f"  {name} seed {seed} {label}: {per_epoch:.1f} s/epoch, NDCG@10 {r.test['NDCG@10']:.4f}",
-                      flush=True)
+                print(
+                    f"  {name} seed {seed} {label}: {per_epoch:.1f} s/epoch, NDCG@10 {r.test['NDCG@10']:.4f}",
+                    flush=True,
+                )
         first = next(iter(res.values()))
         s_a, n_a = np.mean([x[0] for x in first]), np.mean([x[1] for x in first])
         for label, runs in res.items():
             nd = [x[1] for x in runs]
             sec = float(np.mean([x[0] for x in runs]))
-            rows.append({"data": name, "setting": label, "s/epoch": round(sec, 1), "speed × A": round(s_a / sec, 2),
-                         "NDCG@10": f"{np.mean(nd):.4f} ± {np.std(nd):.4f}",
-                         "HR@10": f"{np.mean([x[2] for x in runs]):.4f}", "NDCG × A": round(float(np.mean(nd) / n_a), 3)})
-    print(f"\n{datetime.date.today()}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{args.threads} thread(s), {args.epochs} epochs, recipe {args.recipe} {args.common}, seeds {args.seeds}; "
-          "test split, full ranking\n")
+            rows.append(
+                {
+                    "data": name,
+                    "setting": label,
+                    "s/epoch": round(sec, 1),
+                    "speed × A": round(s_a / sec, 2),
+                    "NDCG@10": f"{np.mean(nd):.4f} ± {np.std(nd):.4f}",
+                    "HR@10": f"{np.mean([x[2] for x in runs]):.4f}",
+                    "NDCG × A": round(float(np.mean(nd) / n_a), 3),
+                }
+            )
+    print(
+        f"\n{datetime.date.today()}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{args.threads} thread(s), {args.epochs} epochs, recipe {args.recipe} {args.common}, seeds {args.seeds}; "
+        "test split, full ranking\n"
+    )
     print(markdown_table(rows))
 
 

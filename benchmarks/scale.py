@@ -65,8 +65,11 @@ def _rows(part: str, args: argparse.Namespace) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("part", choices=(*PARTS, "all"))
-    p.add_argument("--dir", default="/tmp/seqrec-scale",
-                   help="where the 25 M-row files and their prepared folder are made (or found)")
+    p.add_argument(
+        "--dir",
+        default="/tmp/seqrec-scale",
+        help="where the 25 M-row files and their prepared folder are made (or found)",
+    )
     p.add_argument("--data", default="ml-1m", help="data set of the ddp table")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)

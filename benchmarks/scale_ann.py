@@ -74,12 +74,30 @@ def _catalogue(n: int, n_queries: int, seed: int = 0) -> tuple[SASRecModel, Data
     seqs = [1 + members[rng.integers(starts[c], starts[c + 1], HISTORY)] for c in picks]
     items = np.concatenate(seqs).astype(np.int32)
     offsets = np.arange(0, len(items) + 1, HISTORY, dtype=np.int64)
-    catalog = pl.DataFrame({"item": np.arange(1, n + 1, dtype=np.int32), "raw_id": np.arange(1, n + 1),
-                            "title": [None] * n, "genres": [[]] * n, "year": [None] * n},
-                           schema={"item": pl.Int32, "raw_id": pl.Int64, "title": pl.String,
-                                   "genres": pl.List(pl.String), "year": pl.Int32})
-    data = Dataset(offsets, items, IdMap(np.array([f"u{u}" for u in range(n_queries)], dtype=object), offset=0),
-                   IdMap(np.arange(1, n + 1), offset=1), catalog, {"name": f"clustered-{n}"})
+    catalog = pl.DataFrame(
+        {
+            "item": np.arange(1, n + 1, dtype=np.int32),
+            "raw_id": np.arange(1, n + 1),
+            "title": [None] * n,
+            "genres": [[]] * n,
+            "year": [None] * n,
+        },
+        schema={
+            "item": pl.Int32,
+            "raw_id": pl.Int64,
+            "title": pl.String,
+            "genres": pl.List(pl.String),
+            "year": pl.Int32,
+        },
+    )
+    data = Dataset(
+        offsets,
+        items,
+        IdMap(np.array([f"u{u}" for u in range(n_queries)], dtype=object), offset=0),
+        IdMap(np.arange(1, n + 1), offset=1),
+        catalog,
+        {"name": f"clustered-{n}"},
+    )
     return model, data
 
 
@@ -100,8 +118,13 @@ def _latency(rec: Recommender, histories: list[list[int]], k: int = 10) -> tuple
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
-def ann_rows(quiet: bool = False, n_items: int = 1_000_000, n_queries: int = 2000, latency_calls: int = 300,
-             params: IndexParams | None = None) -> list[dict]:
+def ann_rows(
+    quiet: bool = False,
+    n_items: int = 1_000_000,
+    n_queries: int = 2000,
+    latency_calls: int = 300,
+    params: IndexParams | None = None,
+) -> list[dict]:
     params = params or IndexParams()
     cores = os.cpu_count() or 1
     start = time.perf_counter()
@@ -111,10 +134,21 @@ def ann_rows(quiet: bool = False, n_items: int = 1_000_000, n_queries: int = 200
     histories = [list(data.item_ids.to_raw(data.sequence(u))) for u in range(n_queries)]
     torch.set_num_threads(cores)
     with torch.inference_mode():
-        states = torch.from_numpy(np.concatenate([query_vectors(model, exact_rec._batch(
-            [data.sequence(u).astype(np.int64) for u in range(lo, min(lo + 256, n_queries))],
-            np.arange(min(256, n_queries - lo)), np.full(min(256, n_queries - lo), HISTORY)))
-            for lo in range(0, n_queries, 256)]))
+        states = torch.from_numpy(
+            np.concatenate(
+                [
+                    query_vectors(
+                        model,
+                        exact_rec._batch(
+                            [data.sequence(u).astype(np.int64) for u in range(lo, min(lo + 256, n_queries))],
+                            np.arange(min(256, n_queries - lo)),
+                            np.full(min(256, n_queries - lo), HISTORY),
+                        ),
+                    )
+                    for lo in range(0, n_queries, 256)
+                ]
+            )
+        )
         rows = torch.from_numpy(item_vectors(model))
         t = time.perf_counter()
         truth = _exact_top(states, rows, 10)
@@ -124,9 +158,18 @@ def ann_rows(quiet: bool = False, n_items: int = 1_000_000, n_queries: int = 200
     torch.set_num_threads(cores)
     t = time.perf_counter()
     exact_rec.recommend_many(histories[:512], k=10)
-    out.append({"index": "exact", "build s": 0.0, "memory MB": "0 (the model's rows)", "queries/s": round(exact_qps),
-                "recall@10": 1.0, "p50 ms": round(p50, 2), "p99 ms": round(p99, 2),
-                "batch recs/s": round(512 / (time.perf_counter() - t))})
+    out.append(
+        {
+            "index": "exact",
+            "build s": 0.0,
+            "memory MB": "0 (the model's rows)",
+            "queries/s": round(exact_qps),
+            "recall@10": 1.0,
+            "p50 ms": round(p50, 2),
+            "p99 ms": round(p99, 2),
+            "batch recs/s": round(512 / (time.perf_counter() - t)),
+        }
+    )
     _say(quiet, out[-1])
     for kind in ("hnsw", "ivf"):
         before = _rss_mb()
@@ -144,10 +187,18 @@ def ann_rows(quiet: bool = False, n_items: int = 1_000_000, n_queries: int = 200
         t = time.perf_counter()
         rec.recommend_many(histories, k=10)
         batch = n_queries / (time.perf_counter() - t)
-        out.append({"index": kind, "build s": round(index.build_seconds, 1),
-                    "memory MB": f"{grown:.0f} (holds {index.nbytes / 2**20:.0f})", "queries/s": round(qps),
-                    "recall@10": round(recall, 4), "p50 ms": round(p50, 2), "p99 ms": round(p99, 2),
-                    "batch recs/s": round(batch)})
+        out.append(
+            {
+                "index": kind,
+                "build s": round(index.build_seconds, 1),
+                "memory MB": f"{grown:.0f} (holds {index.nbytes / 2**20:.0f})",
+                "queries/s": round(qps),
+                "recall@10": round(recall, 4),
+                "p50 ms": round(p50, 2),
+                "p99 ms": round(p99, 2),
+                "batch recs/s": round(batch),
+            }
+        )
         _say(quiet, out[-1])
         del rec, index
     for row in out:

@@ -46,8 +46,13 @@ def timed(args: list[str], quiet: bool = False) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         start = time.perf_counter()
-        proc = subprocess.run([timer, "-v", "-o", report.name, *_seqrec(), *args, "--quiet"], capture_output=True,
-                              text=True, env=env, check=False)
+        proc = subprocess.run(
+            [timer, "-v", "-o", report.name, *_seqrec(), *args, "--quiet"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
         seconds = time.perf_counter() - start
         found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", Path(report.name).read_text())
     if proc.returncode != 0:
@@ -58,9 +63,13 @@ def timed(args: list[str], quiet: bool = False) -> tuple[float, float]:
 
 
 def _row(step: str, target: str, seconds: float | None, peak: float | None) -> dict:
-    return {"step": step, "seconds": "" if seconds is None else f"{seconds:.1f}",
-            "peak RSS GB": "" if peak is None else f"{peak:.2f}", "target": target,
-            "load average": f"{os.getloadavg()[0]:.2f}"}
+    return {
+        "step": step,
+        "seconds": "" if seconds is None else f"{seconds:.1f}",
+        "peak RSS GB": "" if peak is None else f"{peak:.2f}",
+        "target": target,
+        "load average": f"{os.getloadavg()[0]:.2f}",
+    }
 
 
 def data_rows(dir: Path, quiet: bool, regenerate: bool = False) -> list[dict]:
@@ -75,13 +84,28 @@ def data_rows(dir: Path, quiet: bool, regenerate: bool = False) -> list[dict]:
             rows.append(_row(f"generate {name} (reused)", TARGETS["generate"], None, None))
             continue
         extra = ["--catalog", str(dir / "synth25m_movies.csv")] if name.endswith(".csv") else []
-        rows.append(_row(f"generate {name}", TARGETS["generate"],
-                         *timed(["synthetic", *sizes, "--out", str(out), *extra, "--force"], quiet)))
-    rows.append(_row("prepare synth25m.csv", TARGETS["prepare"],
-                     *timed(["prepare", str(dir / "synth25m.csv"), "--out", str(dir / "prep25m"), "--force"], quiet)))
+        rows.append(
+            _row(
+                f"generate {name}",
+                TARGETS["generate"],
+                *timed(["synthetic", *sizes, "--out", str(out), *extra, "--force"], quiet),
+            )
+        )
+    rows.append(
+        _row(
+            "prepare synth25m.csv",
+            TARGETS["prepare"],
+            *timed(["prepare", str(dir / "synth25m.csv"), "--out", str(dir / "prep25m"), "--force"], quiet),
+        )
+    )
     with tempfile.TemporaryDirectory(dir=dir) as tmp:
-        rows.append(_row("prepare synth25m.parquet", TARGETS["prepare"],
-                         *timed(["prepare", str(dir / "synth25m.parquet"), "--out", f"{tmp}/prep"], quiet)))
+        rows.append(
+            _row(
+                "prepare synth25m.parquet",
+                TARGETS["prepare"],
+                *timed(["prepare", str(dir / "synth25m.parquet"), "--out", f"{tmp}/prep"], quiet),
+            )
+        )
     return rows
 
 

@@ -28,8 +28,19 @@ from seqrec.api import SASRec
 from seqrec.evaluation.report import markdown_table
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SETTINGS = dict(hidden=64, blocks=2, max_len=50, dropout=0.2, loss="bce", n_negatives=1, batch_size=128, lr=1e-3,
-                patience=0, seed=0, quiet=True)
+SETTINGS = dict(
+    hidden=64,
+    blocks=2,
+    max_len=50,
+    dropout=0.2,
+    loss="bce",
+    n_negatives=1,
+    batch_size=128,
+    lr=1e-3,
+    patience=0,
+    seed=0,
+    quiet=True,
+)
 
 
 def _dataset(name: str):
@@ -61,11 +72,17 @@ def ddp_rows(data: str = "ml-1m", quiet: bool = False, epochs: int = 2) -> list[
         est = SASRec(**SETTINGS, epochs=epochs, nproc=nproc, threads=threads).fit(ds)
         wall = time.perf_counter() - t
         hist = est.result_.history
-        rows.append({"processes": nproc, "threads each": threads,
-                     "seq/s (best epoch)": max(r["seq_per_s"] for r in hist),
-                     "seq/s per epoch": ", ".join(f"{r['seq_per_s']:.0f}" for r in hist),
-                     "wall s": round(wall, 1), "valid NDCG@10": round(est.result_.best_valid["NDCG@10"], 4),
-                     "data": where})
+        rows.append(
+            {
+                "processes": nproc,
+                "threads each": threads,
+                "seq/s (best epoch)": max(r["seq_per_s"] for r in hist),
+                "seq/s per epoch": ", ".join(f"{r['seq_per_s']:.0f}" for r in hist),
+                "wall s": round(wall, 1),
+                "valid NDCG@10": round(est.result_.best_valid["NDCG@10"], 4),
+                "data": where,
+            }
+        )
     base = rows[0]["seq/s (best epoch)"]
     for r in rows:
         r["ratio"] = f"{r['seq/s (best epoch)'] / base:.2f}"
@@ -81,8 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     rows = ddp_rows(args.data, args.quiet, args.epochs)
     after = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average before {before}, "
-          f"after {after}\n")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average before {before}, "
+        f"after {after}\n"
+    )
     print(markdown_table(rows))
 
 

@@ -51,29 +51,50 @@ def run_one(data: Path, model: str, memory_budget: str | None = None, quiet: boo
     cmd = [*_seqrec(), "evaluate", str(data), "--model", model, "--protocol", "full", "--json", "--quiet"]
     if memory_budget:
         cmd += ["--memory-budget", memory_budget]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1] / "src"),
-                                                                      os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH")])
+        ),
+    }
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         start = time.perf_counter()
-        proc = subprocess.run([timer, "-v", "-o", report.name, *cmd], capture_output=True, text=True, env=env, check=False)
+        proc = subprocess.run(
+            [timer, "-v", "-o", report.name, *cmd], capture_output=True, text=True, env=env, check=False
+        )
         seconds = time.perf_counter() - start
         peak = _peak_gb(Path(report.name).read_text())
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        row = {"model": model, "seconds": round(seconds, 1), "peak RSS GB": round(peak, 2), "NDCG@10": None,
-               "HR@10": None, "users": None, f"≤ {TARGET_GB:g} GB": "no", "error": " / ".join(tail)}
+        row = {
+            "model": model,
+            "seconds": round(seconds, 1),
+            "peak RSS GB": round(peak, 2),
+            "NDCG@10": None,
+            "HR@10": None,
+            "users": None,
+            f"≤ {TARGET_GB:g} GB": "no",
+            "error": " / ".join(tail),
+        }
     else:
         metrics = json.loads(proc.stdout.strip().splitlines()[-1])
-        row = {"model": model, "seconds": round(seconds, 1), "peak RSS GB": round(peak, 2),
-               "NDCG@10": round(metrics["NDCG@10"], 4), "HR@10": round(metrics["HR@10"], 4),
-               "users": metrics["users"], f"≤ {TARGET_GB:g} GB": "yes" if peak <= TARGET_GB else "no"}
+        row = {
+            "model": model,
+            "seconds": round(seconds, 1),
+            "peak RSS GB": round(peak, 2),
+            "NDCG@10": round(metrics["NDCG@10"], 4),
+            "HR@10": round(metrics["HR@10"], 4),
+            "users": metrics["users"],
+            f"≤ {TARGET_GB:g} GB": "yes" if peak <= TARGET_GB else "no",
+        }
     if not quiet:
         print(f"{model}: {row['seconds']} s, {row['peak RSS GB']} GB", file=sys.stderr, flush=True)
     return row
 
 
-def eval_rows(data: Path, quiet: bool = False, models: tuple[str, ...] = MODELS,
-              memory_budget: str | None = None) -> list[dict]:
+def eval_rows(
+    data: Path, quiet: bool = False, models: tuple[str, ...] = MODELS, memory_budget: str | None = None
+) -> list[dict]:
     """The table's rows: popularity, AR-1 (markov) and AR-2 full-ranking evaluation of ``data``."""
     return [run_one(Path(data), m, memory_budget, quiet) for m in models]
 

@@ -48,8 +48,12 @@ from seqrec.evaluation.report import markdown_table
 SIZES = (10_000, 100_000, 1_000_000)
 USERS, EVENTS, HIDDEN = 20_000, 50, 64
 SETUPS = {
-    "sampled-softmax": {"loss": "sampled-softmax", "n_negatives": 256, "negative_sampling": "popularity",
-                        "in_batch_negatives": 256},
+    "sampled-softmax": {
+        "loss": "sampled-softmax",
+        "n_negatives": 256,
+        "negative_sampling": "popularity",
+        "in_batch_negatives": 256,
+    },
     "gbce": {"loss": "gbce", "n_negatives": 256},
 }
 DATA_25M = Path("/tmp/seqrec-scale/prep25m")
@@ -70,10 +74,17 @@ def synthetic(n_items: int, n_users: int = USERS, length: int = EVENTS, seed: in
     items = (rng.permutation(n_items)[rank] + 1).astype(np.int32)
     raw = pl.Series("raw_id", np.arange(n_items).astype(str))
     catalog = pl.DataFrame({"item": np.arange(1, n_items + 1, dtype=np.int32), "raw_id": raw}).with_columns(
-        pl.lit(None, dtype=pl.String).alias("title"), pl.lit([], dtype=pl.List(pl.String)).alias("genres"),
-        pl.lit(None, dtype=pl.Int32).alias("year"))
-    return Dataset(offsets=np.arange(0, n_users * length + 1, length, dtype=np.int64), items=items,
-                   user_ids=IdMap(np.arange(n_users), 0), item_ids=IdMap(raw, 1), catalog=catalog)
+        pl.lit(None, dtype=pl.String).alias("title"),
+        pl.lit([], dtype=pl.List(pl.String)).alias("genres"),
+        pl.lit(None, dtype=pl.Int32).alias("year"),
+    )
+    return Dataset(
+        offsets=np.arange(0, n_users * length + 1, length, dtype=np.int64),
+        items=items,
+        user_ids=IdMap(np.arange(n_users), 0),
+        item_ids=IdMap(raw, 1),
+        catalog=catalog,
+    )
 
 
 def _child(spec: dict) -> dict:
@@ -91,15 +102,32 @@ def _child(spec: dict) -> dict:
     ds = Dataset.load(spec["data"]) if spec.get("data") else synthetic(spec["items"])
     torch.manual_seed(0)
     model = SASRecModel(SASRecConfig(n_items=ds.n_items, hidden=HIDDEN, blocks=2, max_len=spec["max_len"]))
-    cfg = TrainConfig(**{"epochs": 1, "batch_size": 128, "device": "cpu", "eval_every": 0, "quiet": True,
-                         "time_limit": spec.get("seconds"), **spec["train"]})
+    cfg = TrainConfig(
+        **{
+            "epochs": 1,
+            "batch_size": 128,
+            "device": "cpu",
+            "eval_every": 0,
+            "quiet": True,
+            "time_limit": spec.get("seconds"),
+            **spec["train"],
+        }
+    )
     run = Run(model, LeaveOneOut(ds), cfg, None)
     setup = time.perf_counter() - t0
     row = run.epoch(1, tqdm)
     steps = run.st.step_in_epoch
-    return {"setup_s": round(setup, 1), "steps": steps, "steps_per_epoch": run.data.steps_per_epoch,
-            "sequences": len(run.data.n), "seconds": row["seconds"], "seq_per_s": row["seq_per_s"],
-            "loss": round(row["loss"], 4), "threads": row["threads"], "items": ds.n_items}
+    return {
+        "setup_s": round(setup, 1),
+        "steps": steps,
+        "steps_per_epoch": run.data.steps_per_epoch,
+        "sequences": len(run.data.n),
+        "seconds": row["seconds"],
+        "seq_per_s": row["seq_per_s"],
+        "loss": round(row["loss"], 4),
+        "threads": row["threads"],
+        "items": ds.n_items,
+    }
 
 
 def _timed(spec: dict, cap_gb: float) -> tuple[dict, float, float]:
@@ -114,54 +142,91 @@ def _timed(spec: dict, cap_gb: float) -> tuple[dict, float, float]:
 
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         start = time.perf_counter()
-        proc = subprocess.run([timer, "-v", "-o", report.name, sys.executable, __file__, "child", json.dumps(spec)],
-                              capture_output=True, text=True, preexec_fn=limit, check=False)
+        proc = subprocess.run(
+            [timer, "-v", "-o", report.name, sys.executable, __file__, "child", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            preexec_fn=limit,
+            check=False,
+        )
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"scale_train child {spec} failed:\n{proc.stderr[-3000:]}")
-        peak_kb = next(int(line.split(":")[1]) for line in report.read().splitlines()
-                       if "Maximum resident set size" in line)
+        peak_kb = next(
+            int(line.split(":")[1]) for line in report.read().splitlines() if "Maximum resident set size" in line
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1]), peak_kb / 2**20, wall
 
 
-def train_rows(quiet: bool = False, seconds: float = 30.0, sizes: tuple[int, ...] = SIZES,
-               cap_gb: float = 13.0) -> list[dict]:
+def train_rows(
+    quiet: bool = False, seconds: float = 30.0, sizes: tuple[int, ...] = SIZES, cap_gb: float = 13.0
+) -> list[dict]:
     """Sequences/s and peak RSS per catalogue size, loss and embedding-gradient kind."""
     rows = []
     for n in sizes:
         for name, setup in SETUPS.items():
             for sparse in (False, True):
-                spec = {"items": n, "max_len": EVENTS, "seconds": seconds,
-                        "train": {**setup, "sparse_embeddings": sparse}}
+                spec = {
+                    "items": n,
+                    "max_len": EVENTS,
+                    "seconds": seconds,
+                    "train": {**setup, "sparse_embeddings": sparse},
+                }
                 got, peak, _ = _timed(spec, cap_gb)
                 table_gb = (n + 1) * HIDDEN * 4 / 2**30
-                rows.append({"items": f"{n:,}", "loss": name, "embedding grad": "sparse (lazy Adam)" if sparse else
-                             "dense (Adam)", "seq/s": f"{got['seq_per_s']:,.0f}",
-                             "s/step": f"{got['seconds'] / max(1, got['steps']):.3f}", "steps": got["steps"],
-                             "threads": got["threads"], "peak RSS GB": f"{peak:.2f}",
-                             "table GB": f"{table_gb:.3f}", "setup s": got["setup_s"]})
+                rows.append(
+                    {
+                        "items": f"{n:,}",
+                        "loss": name,
+                        "embedding grad": "sparse (lazy Adam)" if sparse else "dense (Adam)",
+                        "seq/s": f"{got['seq_per_s']:,.0f}",
+                        "s/step": f"{got['seconds'] / max(1, got['steps']):.3f}",
+                        "steps": got["steps"],
+                        "threads": got["threads"],
+                        "peak RSS GB": f"{peak:.2f}",
+                        "table GB": f"{table_gb:.3f}",
+                        "setup s": got["setup_s"],
+                    }
+                )
                 _say(quiet, rows[-1])
     return rows
 
 
-def epoch25m_rows(data: Path = DATA_25M, quiet: bool = False, seconds: float | None = None,
-                  cap_gb: float = 13.0, sparse_too: bool = False) -> list[dict]:
+def epoch25m_rows(
+    data: Path = DATA_25M,
+    quiet: bool = False,
+    seconds: float | None = None,
+    cap_gb: float = 13.0,
+    sparse_too: bool = False,
+) -> list[dict]:
     """One SASRec epoch (sampled softmax, hidden 64, max_len 200) on the prepared 25 M-row folder ``data``
     with the default dense embedding gradient and Adam (and, with ``sparse_too``, one with
     ``sparse_embeddings``); with ``seconds``, that much of each, extrapolated to the whole epoch."""
     rows = []
     for sparse in (False, True) if sparse_too else (False,):
-        spec = {"data": str(data), "max_len": 200, "seconds": seconds,
-                "train": {"loss": "sampled-softmax", "sparse_embeddings": sparse}}
+        spec = {
+            "data": str(data),
+            "max_len": 200,
+            "seconds": seconds,
+            "train": {"loss": "sampled-softmax", "sparse_embeddings": sparse},
+        }
         got, peak, wall = _timed(spec, cap_gb)
         whole = got["steps"] >= got["steps_per_epoch"]
         epoch_s = got["seconds"] * got["steps_per_epoch"] / max(1, got["steps"])
-        rows.append({"data": f"{data.name} ({got['sequences']:,} sequences, {got['items']:,} items)",
-                     "embedding grad": "sparse (lazy Adam)" if sparse else "dense (Adam)",
-                     "batches": f"{got['steps']:,} of {got['steps_per_epoch']:,}",
-                     "epoch minutes": f"{epoch_s / 60:.1f}" + ("" if whole else " (extrapolated)"),
-                     "seq/s": f"{got['seq_per_s']:,.0f}", "threads": got["threads"], "peak RSS GB": f"{peak:.2f}",
-                     "setup s": got["setup_s"], "wall s": round(wall, 1), "target": "<= 10 min, <= 6 GB"})
+        rows.append(
+            {
+                "data": f"{data.name} ({got['sequences']:,} sequences, {got['items']:,} items)",
+                "embedding grad": "sparse (lazy Adam)" if sparse else "dense (Adam)",
+                "batches": f"{got['steps']:,} of {got['steps_per_epoch']:,}",
+                "epoch minutes": f"{epoch_s / 60:.1f}" + ("" if whole else " (extrapolated)"),
+                "seq/s": f"{got['seq_per_s']:,.0f}",
+                "threads": got["threads"],
+                "peak RSS GB": f"{peak:.2f}",
+                "setup s": got["setup_s"],
+                "wall s": round(wall, 1),
+                "target": "<= 10 min, <= 6 GB",
+            }
+        )
         _say(quiet, rows[-1])
     return rows
 
@@ -170,8 +235,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("part", choices=("train", "epoch", "child"))
     p.add_argument("spec", nargs="?", help=argparse.SUPPRESS)
-    p.add_argument("--seconds", type=float, default=None,
-                   help="train: seconds per run (default 30); epoch: time this much and extrapolate (default: all)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="train: seconds per run (default 30); epoch: time this much and extrapolate (default: all)",
+    )
     p.add_argument("--data", type=Path, default=DATA_25M, help="epoch: the prepared 25 M-row folder")
     p.add_argument("--cap-gb", type=float, default=13.0, help="address-space cap of each run")
     p.add_argument("--sparse-too", action="store_true", help="epoch: also a run with sparse_embeddings")

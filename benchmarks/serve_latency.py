@@ -55,8 +55,13 @@ def table(rows: list[dict]) -> str:
     cols = list(rows[0])
     out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        out.append("| " + " | ".join(f"{v:,.2f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int)
-                                     else str(v) for v in r.values()) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                f"{v:,.2f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v) for v in r.values()
+            )
+            + " |"
+        )
     return "\n".join(out)
 
 
@@ -103,8 +108,10 @@ class Load:
     def request(self, body: bytes | None) -> bytes:
         if body is None:
             return b"GET " + self.path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-        return (b"POST " + self.path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        return (
+            b"POST " + self.path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
 
     async def _conn(self, fresh: bool = False) -> tuple:
         """(reader, writer, reused): an idle keep-alive connection, else a new one (up to max_conns)."""
@@ -167,8 +174,16 @@ class Load:
         await asyncio.gather(*tasks)
         took = loop.time() - start
         kinds = sorted({str(e) for e in errors})
-        return {"rate": rate, "sent": n, "achieved": len(lat) / took, "p50": pct(lat, 50), "p99": pct(lat, 99),
-                "max": max(lat) if lat else float("nan"), "errors": len(errors), "error kinds": ", ".join(kinds) or "-"}
+        return {
+            "rate": rate,
+            "sent": n,
+            "achieved": len(lat) / took,
+            "p50": pct(lat, 50),
+            "p99": pct(lat, 99),
+            "max": max(lat) if lat else float("nan"),
+            "errors": len(errors),
+            "error kinds": ", ".join(kinds) or "-",
+        }
 
 
 def free_port() -> int:
@@ -181,8 +196,10 @@ def start_server(folder: Path, backend: str = "auto", workers: int = 1, **option
     """``seqrec.serving.server.run`` in its own process (``options``: more of its keywords, as Python literals)."""
     port = free_port()
     more = "".join(f", {k}={v!r}" for k, v in options.items())
-    code = (f"from seqrec.serving.server import run; run({str(folder)!r}, port={port}, backend={backend!r}, threads=1, "
-            f"access_log=False, workers={workers}{more})")
+    code = (
+        f"from seqrec.serving.server import run; run({str(folder)!r}, port={port}, backend={backend!r}, threads=1, "
+        f"access_log=False, workers={workers}{more})"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -216,12 +233,17 @@ async def closed_loop(port: int, bodies: list[bytes], pid: int, n: int) -> dict:
         lat.append((time.perf_counter() - t) * 1000)
     cpu = (cpu_seconds(pid) - cpu0) / n * 1000
     writer.close()
-    return {"p50 ms": pct(lat, 50), "p99 ms": pct(lat, 99), "server CPU ms/request": cpu,
-            "one-core capacity req/s": int(1000 / cpu) if cpu else 0}
+    return {
+        "p50 ms": pct(lat, 50),
+        "p99 ms": pct(lat, 99),
+        "server CPU ms/request": cpu,
+        "one-core capacity req/s": int(1000 / cpu) if cpu else 0,
+    }
 
 
-async def http_bench(port: int, bodies: list[bytes], steady: float, ramp: list[float], step_s: float,
-                     pid: int) -> tuple:
+async def http_bench(
+    port: int, bodies: list[bytes], steady: float, ramp: list[float], step_s: float, pid: int
+) -> tuple:
     load = Load(port, bodies)
     await load.run(100, 2)  # warm-up
     closed = await closed_loop(port, bodies, pid, 1000)
@@ -281,10 +303,13 @@ async def beside_heavy(port: int, bodies: list[bytes], heavy: bytes, seconds: fl
     await Load(port, bodies).run(50, 2)  # warm-up
 
     async def cheap_and_health(label: str) -> list[dict]:
-        cheap, health = await asyncio.gather(Load(port, bodies).run(50, seconds),
-                                             Load(port, [None], path="/health").run(20, seconds))
-        return [{"requests": f"{name}, {label}", **{k: v for k, v in r.items() if k != "rate"}} for name, r in
-                (("POST /recommend 50 req/s", cheap), ("GET /health 20 req/s", health))]
+        cheap, health = await asyncio.gather(
+            Load(port, bodies).run(50, seconds), Load(port, [None], path="/health").run(20, seconds)
+        )
+        return [
+            {"requests": f"{name}, {label}", **{k: v for k, v in r.items() if k != "rate"}}
+            for name, r in (("POST /recommend 50 req/s", cheap), ("GET /health 20 req/s", health))
+        ]
 
     rows = await cheap_and_health("alone")
     took: list = []
@@ -294,28 +319,47 @@ async def beside_heavy(port: int, bodies: list[bytes], heavy: bytes, seconds: fl
     await asyncio.sleep(1.0)  # the heavy requests under way
     rows += await cheap_and_health(f"beside {clients} heavy")
     await asyncio.gather(*heavies)
-    rows.append({"requests": f"POST /recommend/batch, {clients} back to back", "sent": len(took),
-                 "achieved": len(took) / seconds, "p50": pct(took, 50), "p99": pct(took, 99),
-                 "max": max(took) if took else float("nan"), "errors": len(heavy_errors),
-                 "error kinds": ", ".join(sorted({str(e) for e in heavy_errors})) or "-"})
+    rows.append(
+        {
+            "requests": f"POST /recommend/batch, {clients} back to back",
+            "sent": len(took),
+            "achieved": len(took) / seconds,
+            "p50": pct(took, 50),
+            "p99": pct(took, 99),
+            "max": max(took) if took else float("nan"),
+            "errors": len(heavy_errors),
+            "error kinds": ", ".join(sorted({str(e) for e in heavy_errors})) or "-",
+        }
+    )
     return rows
 
 
-def limits_beside(folder: Path, backend: str, bodies: list[bytes], heavy: bytes, k: int, seconds: float,
-                  clients: int) -> None:
+def limits_beside(
+    folder: Path, backend: str, bodies: list[bytes], heavy: bytes, k: int, seconds: float, clients: int
+) -> None:
     proc, port = start_server(folder, backend)
     try:
         rows = asyncio.run(beside_heavy(port, bodies, heavy, seconds, clients))
     finally:
         proc.terminate()
         proc.wait(10)
-    print(f"## a. Beside {clients} maximum-cost batch requests ({len(heavy) / 1e6:.2f} MB: 1,000 histories of 150 ids, "
-          f"k {k}; 1 worker, {seconds:.0f} s; latency from the scheduled send time)\n")
+    print(
+        f"## a. Beside {clients} maximum-cost batch requests ({len(heavy) / 1e6:.2f} MB: 1,000 histories of 150 ids, "
+        f"k {k}; 1 worker, {seconds:.0f} s; latency from the scheduled send time)\n"
+    )
     print(table(rows) + "\n")
 
 
-def limits_bench(ds, model, histories: list[list], seconds: float, heavy_seconds: float, backend: str,
-                 clients: int = 2, parts: str = "ab") -> None:
+def limits_bench(
+    ds,
+    model,
+    histories: list[list],
+    seconds: float,
+    heavy_seconds: float,
+    backend: str,
+    clients: int = 2,
+    parts: str = "ab",
+) -> None:
     bodies = [json.dumps({"history": h, "k": 10}).encode() for h in histories[:1000]]
     heavy, k = heavy_body(histories)
     with tempfile.TemporaryDirectory() as tmp:
@@ -336,10 +380,23 @@ def limits_bench(ds, model, histories: list[list], seconds: float, heavy_seconds
             proc.terminate()
             proc.wait(20)
         growth = (sum(after) - sum(before)) / sum(before) * 100
-        print(f"## b. 300 req/s of POST /recommend for {seconds:.0f} s, 2 workers (targets: 0 errors, p99 <= 20 ms, "
-              "RSS growth < 5 %)\n")
-        print(table([{**{k: v for k, v in fixed.items() if k != "rate"}, "workers RSS before MiB": sum(before),
-                      "after MiB": sum(after), "growth %": growth}]) + "\n")
+        print(
+            f"## b. 300 req/s of POST /recommend for {seconds:.0f} s, 2 workers (targets: 0 errors, p99 <= 20 ms, "
+            "RSS growth < 5 %)\n"
+        )
+        print(
+            table(
+                [
+                    {
+                        **{k: v for k, v in fixed.items() if k != "rate"},
+                        "workers RSS before MiB": sum(before),
+                        "after MiB": sum(after),
+                        "growth %": growth,
+                    }
+                ]
+            )
+            + "\n"
+        )
 
 
 def main() -> None:
@@ -359,14 +416,26 @@ def main() -> None:
     model = SASRecModel(SASRecConfig(n_items=ds.n_items, hidden=50, blocks=2, heads=1, max_len=50)).eval()
     histories = sample_histories(ds, 4096, 50)
     load = os.getloadavg()
-    print(f"# Serving latency: SASRec hidden 50, 2 blocks, max_len 50 on {ds.meta.get('name')} "
-          f"({ds.n_items:,} items, {ds.n_users:,} users)\n")
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"Python {platform.python_version()}, load average at start {load[0]:.1f}, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}\n")
+    print(
+        f"# Serving latency: SASRec hidden 50, 2 blocks, max_len 50 on {ds.meta.get('name')} "
+        f"({ds.n_items:,} items, {ds.n_users:,} users)\n"
+    )
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"Python {platform.python_version()}, load average at start {load[0]:.1f}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}\n"
+    )
     if args.limits:
-        limits_bench(ds, model, histories, args.limits_seconds, args.heavy_seconds, args.http_backends.split(",")[-1],
-                     args.heavy_clients, args.limits_parts)
+        limits_bench(
+            ds,
+            model,
+            histories,
+            args.limits_seconds,
+            args.heavy_seconds,
+            args.http_backends.split(",")[-1],
+            args.heavy_clients,
+            args.limits_parts,
+        )
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
         return
 
@@ -378,8 +447,13 @@ def main() -> None:
             rec = Recommender(model, ds, backend=backend, onnx_threads=threads)
             p50, p99, mean = single_latency(rec, histories, 1000 if args.quick else 3000)
             rows.append({"backend": backend, "threads": threads, "p50 ms": p50, "p99 ms": p99, "mean ms": mean})
-            brows.append({"backend": backend, "threads": threads,
-                          **{f"batch {b} hist/s": batch_rate(rec, histories, b) for b in (256, 1024)}})
+            brows.append(
+                {
+                    "backend": backend,
+                    "threads": threads,
+                    **{f"batch {b} hist/s": batch_rate(rec, histories, b) for b in (256, 1024)},
+                }
+            )
     torch.set_num_threads(default_threads)
     print("## Recommender.recommend: one history, top 10 (target p50 <= 1 ms, p99 <= 3 ms)\n")
     print(table(rows) + "\n")
@@ -405,13 +479,19 @@ def main() -> None:
             ok = [s["rate"] for s in steps if s["p99"] <= 50 and not s["errors"] and s["achieved"] >= 0.95 * s["rate"]]
             if fixed["p99"] <= 50 and not fixed["errors"]:
                 ok.insert(0, 300)
-            held.append({"backend": backend, "highest rate held (p99 <= 50 ms, no errors)": f"{max(ok)} req/s" if ok
-                         else "< 300 req/s"})
+            held.append(
+                {
+                    "backend": backend,
+                    "highest rate held (p99 <= 50 ms, no errors)": f"{max(ok)} req/s" if ok else "< 300 req/s",
+                }
+            )
     print("## HTTP POST /recommend via uvicorn (1 worker, 1 torch thread): closed loop, 1 connection, 1,000 requests\n")
     print(table(closed_rows) + "\n")
     print(f"## The same, open loop: 300 req/s for {steady:.0f} s (latency from the scheduled send time)\n")
     print(table(fixed_rows) + "\n")
-    print(f"## Ramp ({step_s:.0f} s per step; stops at the first step over p99 50 ms, with errors or < 95 % achieved)\n")
+    print(
+        f"## Ramp ({step_s:.0f} s per step; stops at the first step over p99 50 ms, with errors or < 95 % achieved)\n"
+    )
     print(table(ramp_rows) + "\n")
     print(table(held))
 

@@ -32,8 +32,9 @@ def rows_for(name: str, cutoff: str, horizon: str | None, time_limit: float, thr
     ds = load_dataset(DATA / DATASETS.get(name, name))
     out = []
     for scheme in ("loo", "temporal"):
-        config = SplitConfig(scheme, cutoff if scheme == "temporal" else None,
-                             horizon if scheme == "temporal" else None)
+        config = SplitConfig(
+            scheme, cutoff if scheme == "temporal" else None, horizon if scheme == "temporal" else None
+        )
         split = make_split(ds, config)
         facts = split.describe() if isinstance(split, TemporalSplit) else {}
         for model in [*BASELINES, "sasrec"]:
@@ -46,11 +47,19 @@ def rows_for(name: str, cutoff: str, horizon: str | None, time_limit: float, thr
             metrics = evaluate(scorer, split, EvalConfig(ks=(10,)))
             if isinstance(split, TemporalSplit) and split.horizon is not None:
                 metrics.update(evaluate_horizon(scorer, split, (10,)))
-            out.append({"data": name, "scheme": scheme if not facts else f"temporal (cut {facts['cut'][:10]})",
-                        "model": model, "HR@10": round(metrics["HR@10"], 4), "NDCG@10": round(metrics["NDCG@10"], 4),
-                        "Recall@10 (horizon)": round(metrics.get("Recall@10 (horizon)", float("nan")), 4),
-                        "users": metrics["users"], "cold targets": facts.get("cold_targets", ""),
-                        "seconds": round(time.perf_counter() - t, 1)})
+            out.append(
+                {
+                    "data": name,
+                    "scheme": scheme if not facts else f"temporal (cut {facts['cut'][:10]})",
+                    "model": model,
+                    "HR@10": round(metrics["HR@10"], 4),
+                    "NDCG@10": round(metrics["NDCG@10"], 4),
+                    "Recall@10 (horizon)": round(metrics.get("Recall@10 (horizon)", float("nan")), 4),
+                    "users": metrics["users"],
+                    "cold targets": facts.get("cold_targets", ""),
+                    "seconds": round(time.perf_counter() - t, 1),
+                }
+            )
             print(out[-1], flush=True)
     return out
 
@@ -63,8 +72,11 @@ def main() -> None:
     p.add_argument("--time-limit", type=float, default=120.0, help="wall seconds of each SASRec fit")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    rows = [r for name in args.data.split(",") for r in rows_for(name, args.cutoff, args.horizon, args.time_limit,
-                                                                 args.threads)]
+    rows = [
+        r
+        for name in args.data.split(",")
+        for r in rows_for(name, args.cutoff, args.horizon, args.time_limit, args.threads)
+    ]
     print(markdown_table(rows))
 
 

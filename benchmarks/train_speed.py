@@ -83,8 +83,17 @@ def ours(loo: LeaveOneOut, loss: str, epochs: int, device: str, threads: int) ->
     """Train seqrec's SASRec for ``epochs`` epochs; the median epoch from the history."""
     n_items = loo.data.n_items
     extra = {"n_negatives": 1} if loss == "bce" else {}
-    cfg = TrainConfig(loss=loss, batch_size=128, lr=1e-3, epochs=epochs, eval_every=0, threads=threads,
-                      quiet=True, device=device, **extra)
+    cfg = TrainConfig(
+        loss=loss,
+        batch_size=128,
+        lr=1e-3,
+        epochs=epochs,
+        eval_every=0,
+        threads=threads,
+        quiet=True,
+        device=device,
+        **extra,
+    )
     sequences = len(Batches(loo, PAPER["max_len"], cfg).n)
     torch.manual_seed(0)
     model = SASRecModel(SASRecConfig(n_items, **PAPER))
@@ -94,9 +103,15 @@ def ours(loo: LeaveOneOut, loss: str, epochs: int, device: str, threads: int) ->
     seconds = [row["seconds"] for row in result.history]
     median = statistics.median(seconds)
     log(f"seqrec {loss}: epochs {seconds} s (whole run with the test ranking {time.perf_counter() - t0:.1f} s)")
-    return {"seconds_per_epoch": median, "sequences_per_s": sequences / median, "epoch_seconds": seconds,
-            "sequences_per_epoch": sequences, "threads": result.history[-1].get("threads"),
-            "load_avg_1m": [before, load_avg()], "extrapolated": False}
+    return {
+        "seconds_per_epoch": median,
+        "sequences_per_s": sequences / median,
+        "epoch_seconds": seconds,
+        "sequences_per_epoch": sequences,
+        "threads": result.history[-1].get("threads"),
+        "load_avg_1m": [before, load_avg()],
+        "extrapolated": False,
+    }
 
 
 def peer(script: str, *args: str, data: Path) -> dict | None:
@@ -111,8 +126,10 @@ def peer(script: str, *args: str, data: Path) -> dict | None:
         return None
     out = json.loads(lines[-1])
     out.setdefault("sequences_per_epoch", out.get("steps_per_epoch", 0) * out.get("batch_size", 128))
-    log(f"{script}: {out.get('seconds_per_epoch')} s/epoch, epochs {out.get('epoch_seconds')}, "
-        f"load {out.get('load_avg_1m')}")
+    log(
+        f"{script}: {out.get('seconds_per_epoch')} s/epoch, epochs {out.get('epoch_seconds')}, "
+        f"load {out.get('load_avg_1m')}"
+    )
     return out
 
 
@@ -136,8 +153,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     skip_peers = args.skip_peers
     if not skip_peers and not PEER_PYTHON.is_file():
-        log(f"no peer environment at {PEER_PYTHON.parent.parent}: create it with `bash benchmarks/peer_env.sh` "
-            "(RecTools in its own venv, pmixer/SASRec.pytorch from GitHub or a local copy); timing seqrec only")
+        log(
+            f"no peer environment at {PEER_PYTHON.parent.parent}: create it with `bash benchmarks/peer_env.sh` "
+            "(RecTools in its own venv, pmixer/SASRec.pytorch from GitHub or a local copy); timing seqrec only"
+        )
         skip_peers = True
 
     load_start = load_avg()
@@ -154,8 +173,9 @@ def main(argv=None) -> None:
         name = "pmixer/SASRec.pytorch" + (f" @{commit}" if commit else "")
         rows.append((name, "bce, 1 negative", pm, "bce"))
         rt = peer("rectools_epoch.py", "--epochs", str(args.peer_epochs), data=args.data)
-        rows.append((f"RecTools {rt['rectools']}" if rt and rt.get("rectools") else "RecTools", "bce, 1 negative",
-                     rt, "bce"))
+        rows.append(
+            (f"RecTools {rt['rectools']}" if rt and rt.get("rectools") else "RecTools", "bce, 1 negative", rt, "bce")
+        )
     if not args.skip_ce:
         ce = ours(loo, "ce", args.ce_epochs, args.device, 1)
         rows.append(("seqrec (ours)", f"ce, full softmax over {data.n_items:,} items", ce, "ce"))
@@ -195,8 +215,9 @@ def main(argv=None) -> None:
             r = ref["sequences_per_s"] / res["sequences_per_s"]
             ratios[(key, "pmixer" if "pmixer" in name else "rectools")] = r
             ratio = f"{r:.1f}×"
-        out.append(f"| {name} | {loss} | {fmt(res['seconds_per_epoch'])} | {fmt(res['sequences_per_s'], 0)} "
-                   f"| {ratio} |")
+        out.append(
+            f"| {name} | {loss} | {fmt(res['seconds_per_epoch'])} | {fmt(res['sequences_per_s'], 0)} | {ratio} |"
+        )
     out.append("")
     cores = os.cpu_count() or 1
     busy = []
@@ -207,15 +228,21 @@ def main(argv=None) -> None:
         busy += [f"{name}, {loss.split(',')[0]}"] if loads and max(loads) > cores else []
         how = "median" if any(res is b for b in baseline.values()) else "mean"
         if res.get("extrapolated"):
-            timed = (f"{res.get('timed_steps_per_epoch')} of {res.get('steps_per_epoch')} batches timed "
-                     f"({res.get('epoch_seconds')} s) and scaled to the whole epoch")
+            timed = (
+                f"{res.get('timed_steps_per_epoch')} of {res.get('steps_per_epoch')} batches timed "
+                f"({res.get('epoch_seconds')} s) and scaled to the whole epoch"
+            )
         else:
             timed = f"epochs {res.get('epoch_seconds')} s ({how} taken)"
-        out.append(f"{name}, {loss}: {timed}, {res.get('sequences_per_epoch') or 0:,} sequences per epoch, "
-                   f"load average {loads}.")
+        out.append(
+            f"{name}, {loss}: {timed}, {res.get('sequences_per_epoch') or 0:,} sequences per epoch, "
+            f"load average {loads}."
+        )
     if busy:
-        out.append(f"Disturbed: the load average rose above the {cores} cores during {'; '.join(busy)} "
-                   "(other jobs); those rows are slower than on a quiet machine.")
+        out.append(
+            f"Disturbed: the load average rose above the {cores} cores during {'; '.join(busy)} "
+            "(other jobs); those rows are slower than on a quiet machine."
+        )
     if ratios:
         out.append("")
         for (key, who), target in TARGETS.items():

@@ -14,15 +14,35 @@ from seqrec.data.dataset import CleanConfig, Dataset
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 TITLES = {
-    101: ("Star Wars", ["Sci-Fi", "Adventure"]), 102: ("Star Trek", ["Sci-Fi"]), 103: ("Alien", ["Horror", "Sci-Fi"]),
-    104: ("Toy Story", ["Animation", "Comedy"]), 105: ("The Lion King", ["Animation"]), 106: ("Heat", ["Crime"]),
-    107: ("Casino", ["Crime", "Drama"]), 108: ("Fargo", ["Crime", "Comedy"]), 109: ("Lone Star", ["Drama"]),
-    110: ("Babe", ["Comedy"]), 111: ("Twister", ["Action"]), 112: ("Stargate", ["Sci-Fi", "Action"]),
+    101: ("Star Wars", ["Sci-Fi", "Adventure"]),
+    102: ("Star Trek", ["Sci-Fi"]),
+    103: ("Alien", ["Horror", "Sci-Fi"]),
+    104: ("Toy Story", ["Animation", "Comedy"]),
+    105: ("The Lion King", ["Animation"]),
+    106: ("Heat", ["Crime"]),
+    107: ("Casino", ["Crime", "Drama"]),
+    108: ("Fargo", ["Crime", "Comedy"]),
+    109: ("Lone Star", ["Drama"]),
+    110: ("Babe", ["Comedy"]),
+    111: ("Twister", ["Action"]),
+    112: ("Stargate", ["Sci-Fi", "Action"]),
 }
 SEQUENCES = [
-    [101, 102, 112, 103], [101, 112, 102], [104, 105, 110], [106, 107, 108], [106, 108, 107, 109],
-    [104, 110, 105, 111], [101, 102, 103, 112, 111], [107, 106, 109], [101, 102], [104, 105],
-    [111, 112, 101], [108, 109, 106, 107], [101, 103], [110, 104], [102, 101, 112],
+    [101, 102, 112, 103],
+    [101, 112, 102],
+    [104, 105, 110],
+    [106, 107, 108],
+    [106, 108, 107, 109],
+    [104, 110, 105, 111],
+    [101, 102, 103, 112, 111],
+    [107, 106, 109],
+    [101, 102],
+    [104, 105],
+    [111, 112, 101],
+    [108, 109, 106, 107],
+    [101, 103],
+    [110, 104],
+    [102, 101, 112],
 ]
 
 
@@ -47,6 +67,7 @@ def one_thread():
 @pytest.fixture
 def cli(capsys):
     """``cli(*argv) -> (exit code, stdout, stderr)`` of one ``seqrec`` command."""
+
     def run(*argv):
         code = main([str(a) for a in argv])
         out, err = capsys.readouterr()
@@ -72,10 +93,21 @@ def log_csv(tmp_path) -> Path:
 # ----------------------------------------------------------------------------- the tiny catalogue
 def _tiny_dataset() -> Dataset:
     users = [f"u{u}" for u, s in enumerate(SEQUENCES) for _ in s]
-    frame = pl.DataFrame({"user": users, "item": [i for s in SEQUENCES for i in s],
-                          "timestamp": [t for s in SEQUENCES for t in range(len(s))]})
-    catalog = pl.DataFrame({"raw_id": list(TITLES), "title": [t for t, _ in TITLES.values()],
-                            "genres": [g for _, g in TITLES.values()], "year": [1990 + i for i in range(len(TITLES))]})
+    frame = pl.DataFrame(
+        {
+            "user": users,
+            "item": [i for s in SEQUENCES for i in s],
+            "timestamp": [t for s in SEQUENCES for t in range(len(s))],
+        }
+    )
+    catalog = pl.DataFrame(
+        {
+            "raw_id": list(TITLES),
+            "title": [t for t, _ in TITLES.values()],
+            "genres": [g for _, g in TITLES.values()],
+            "year": [1990 + i for i in range(len(TITLES))],
+        }
+    )
     return Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0), name="tiny")
 
 

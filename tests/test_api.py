@@ -102,8 +102,15 @@ def test_fit_into_a_run_folder_then_resume_and_load(data, tmp_path):
     frame = pl.DataFrame({"user": np.repeat(np.arange(len(data.lengths)), data.lengths), "item": data.items})
     est = SASRec(**TINY).fit(frame, out_dir=tmp_path / "run")  # anything load_dataset reads
     names = {p.name for p in (tmp_path / "run").iterdir()}
-    assert {"config.json", "model.safetensors", "metrics.json", "data", "metrics.jsonl",
-            "checkpoint.safetensors", "result.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "metrics.json",
+        "data",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+        "result.json",
+    } <= names
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test"] == est.result_.test and metrics["best_epoch"] == est.result_.best_epoch

@@ -16,8 +16,11 @@ from seqrec.serving.limits import Limits
 
 # command -> (config class, flag prefix, fields left out, how the default is introduced in the help)
 COMMANDS = {
-    "train": [(SASRecConfig, "", {"n_items"}, "without the recipe"), (TrainConfig, "", {"quiet"}, "without the recipe"),
-              (CleanConfig, "", set(), "default")],
+    "train": [
+        (SASRecConfig, "", {"n_items"}, "without the recipe"),
+        (TrainConfig, "", {"quiet"}, "without the recipe"),
+        (CleanConfig, "", set(), "default"),
+    ],
     "evaluate": [(CleanConfig, "", set(), "default"), (EvalConfig, "", {"protocol"}, "default")],
     "compare": [(CleanConfig, "", set(), "default"), (EvalConfig, "", {"protocol"}, "default")],
     "prepare": [(CleanConfig, "", set(), "default")],
@@ -63,10 +66,12 @@ def test_a_command_line_without_options_gives_the_dataclass_defaults():
     args = build_parser().parse_args(["evaluate", "synthetic"])
     assert _eval_config(args, "full") == EvalConfig()
     assert CleanConfig(**config_options(args, CleanConfig)) == CleanConfig()
-    args = build_parser().parse_args(["evaluate", "synthetic", "--k", "10,5", "--no-exclude-seen", "--dedupe",
-                                      "--split", "valid"])
-    assert _eval_config(args, "sampled") == EvalConfig(ks=(5, 10), exclude_seen=False, split="valid",
-                                                       protocol="sampled")
+    args = build_parser().parse_args(
+        ["evaluate", "synthetic", "--k", "10,5", "--no-exclude-seen", "--dedupe", "--split", "valid"]
+    )
+    assert _eval_config(args, "sampled") == EvalConfig(
+        ks=(5, 10), exclude_seen=False, split="valid", protocol="sampled"
+    )
     assert config_options(args, CleanConfig) == {"dedupe": True}
 
 
@@ -85,8 +90,11 @@ def test_the_api_keywords_are_the_model_and_training_fields():
 def test_benchmarks_get_the_same_flags_as_the_train_command():
     p = argparse.ArgumentParser()
     add_option_args(p)
-    bench = {a.dest: (a.option_strings, a.default, a.help) for a in p._actions if a.dest != "help"
-             and a.help != argparse.SUPPRESS}
+    bench = {
+        a.dest: (a.option_strings, a.default, a.help)
+        for a in p._actions
+        if a.dest != "help" and a.help != argparse.SUPPRESS
+    }
     train = actions("train")
     assert bench == {k: (train[k].option_strings, train[k].default, train[k].help) for k in bench}
     assert set(bench) == {f.name for f in config_fields()} - {"quiet"}

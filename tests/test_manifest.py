@@ -20,16 +20,29 @@ from seqrec.files import MANIFEST, MARKER, write_manifest
 from seqrec.models.folder import load_folder, register_onnx, save_folder
 from seqrec.models.sasrec import MAX_PARAM_BYTES, SASRecConfig, SASRecModel
 
-CONTENT = ["config.json", "metrics.json", "model.safetensors", "data/sequences.npz", "data/users.parquet",
-           "data/catalog.parquet", "data/meta.json"]
+CONTENT = [
+    "config.json",
+    "metrics.json",
+    "model.safetensors",
+    "data/sequences.npz",
+    "data/users.parquet",
+    "data/catalog.parquet",
+    "data/meta.json",
+]
 
 
 @pytest.fixture(scope="module")
 def data() -> Dataset:
     rng = np.random.default_rng(0)
     frame = pl.DataFrame({"user": np.repeat(np.arange(30), 6), "item": rng.integers(0, 25, 180).astype(str)})
-    catalog = pl.DataFrame({"raw_id": [str(i) for i in range(25)], "title": [f"t{i}" for i in range(25)],
-                            "genres": [["a", "b"][: i % 3] for i in range(25)], "year": list(range(1990, 2015))})
+    catalog = pl.DataFrame(
+        {
+            "raw_id": [str(i) for i in range(25)],
+            "title": [f"t{i}" for i in range(25)],
+            "genres": [["a", "b"][: i % 3] for i in range(25)],
+            "year": list(range(1990, 2015)),
+        }
+    )
     return Dataset.from_interactions(frame, catalog, config=CleanConfig(k_core=0), name="m")
 
 
@@ -81,7 +94,9 @@ def test_a_changed_byte_is_named(folder, name):
 def test_a_changed_size_is_named_with_both_sizes(folder):
     raw = (folder / "metrics.json").read_bytes()
     (folder / "metrics.json").write_bytes(raw + b" ")  # still the same JSON
-    with pytest.raises(SeqrecError, match=rf"metrics\.json: {len(raw) + 1:,} bytes, but manifest\.json says {len(raw):,}"):
+    with pytest.raises(
+        SeqrecError, match=rf"metrics\.json: {len(raw) + 1:,} bytes, but manifest\.json says {len(raw):,}"
+    ):
         load_folder(folder)
 
 
@@ -94,13 +109,16 @@ def test_a_marked_folder_without_its_manifest_is_incomplete(folder, data):
         Dataset.load(folder / "data")
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d["files"].pop("metrics.json"), "does not list metrics.json"),
-    (lambda d: d["files"].update({"../etc/passwd": d["files"]["config.json"]}), "not a file name inside"),
-    (lambda d: d["files"]["config.json"].update(sha256="x"), "64 hex digits"),
-    (lambda d: d.update(format=99), "format 99"),
-    (lambda d: d["files"].update({"extra.bin": d["files"]["config.json"]}), "extra.bin is missing"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["files"].pop("metrics.json"), "does not list metrics.json"),
+        (lambda d: d["files"].update({"../etc/passwd": d["files"]["config.json"]}), "not a file name inside"),
+        (lambda d: d["files"]["config.json"].update(sha256="x"), "64 hex digits"),
+        (lambda d: d.update(format=99), "format 99"),
+        (lambda d: d["files"].update({"extra.bin": d["files"]["config.json"]}), "extra.bin is missing"),
+    ],
+)
 def test_a_damaged_manifest_is_refused(folder, change, message):
     doc = json.loads((folder / MANIFEST).read_text())
     change(doc)
@@ -127,16 +145,19 @@ def test_non_finite_weights_are_refused_naming_the_tensor(folder, data):
         save_folder(folder.parent / "again", m, data, {}, {})
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"hidden": 40000}, "hidden must be <= 8192"),
-    ({"blocks": 10**6}, "blocks must be <= 64"),
-    ({"max_len": 10**7}, "max_len must be <= 8192"),
-    ({"heads": 128, "hidden": 128}, "heads must be <= 64"),
-    ({"n_items": 10**10}, "n_items must be <="),
-    ({"n_items": 2_000_000_000, "hidden": 8192}, "GiB"),
-    ({"n_items": 26}, "weights do not fit"),  # the data folder has 25 items
-    ({"hidden": 16}, r"item_emb\.weight is F32\[26, 8\], the config needs F32\[26, 16\]"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"hidden": 40000}, "hidden must be <= 8192"),
+        ({"blocks": 10**6}, "blocks must be <= 64"),
+        ({"max_len": 10**7}, "max_len must be <= 8192"),
+        ({"heads": 128, "hidden": 128}, "heads must be <= 64"),
+        ({"n_items": 10**10}, "n_items must be <="),
+        ({"n_items": 2_000_000_000, "hidden": 8192}, "GiB"),
+        ({"n_items": 26}, "weights do not fit"),  # the data folder has 25 items
+        ({"hidden": 16}, r"item_emb\.weight is F32\[26, 8\], the config needs F32\[26, 16\]"),
+    ],
+)
 def test_absurd_model_configs_are_refused_before_anything_is_allocated(folder, monkeypatch, change, message):
     edit_model(folder, **change)
     monkeypatch.setattr(F, "_load_sasrec", lambda *a: pytest.fail("weights were allocated"))
@@ -154,16 +175,23 @@ def test_n_items_must_match_the_data_folder(folder, data, tmp_path):
 
 
 def test_config_bounds_and_parameter_count():
-    for kw in ({"n_items": 30, "hidden": 8, "blocks": 1, "max_len": 6},
-               {"n_items": 1000, "hidden": 64, "blocks": 3, "heads": 4, "max_len": 50, "norm": "paper"}):
+    for kw in (
+        {"n_items": 30, "hidden": 8, "blocks": 1, "max_len": 6},
+        {"n_items": 1000, "hidden": 64, "blocks": 3, "heads": 4, "max_len": 50, "norm": "paper"},
+    ):
         cfg = SASRecConfig(**kw)
         assert cfg.parameter_count() == sum(p.numel() for p in SASRecModel(cfg).parameters())
     assert SASRecConfig(n_items=10, hidden=8192, heads=64, max_len=8192, blocks=2).hidden == 8192  # the bounds
     assert SASRecConfig(n_items=10, hidden=64, blocks=64).blocks == 64
     big = SASRecConfig(n_items=1, hidden=1024, blocks=64, max_len=8192)
     assert 4 * big.parameter_count() < MAX_PARAM_BYTES
-    for kw, field in (({"hidden": 8193}, "hidden"), ({"blocks": 65}, "blocks"), ({"max_len": 8193}, "max_len"),
-                      ({"heads": 65, "hidden": 65}, "heads"), ({"hidden": 0}, "hidden")):
+    for kw, field in (
+        ({"hidden": 8193}, "hidden"),
+        ({"blocks": 65}, "blocks"),
+        ({"max_len": 8193}, "max_len"),
+        ({"heads": 65, "hidden": 65}, "heads"),
+        ({"hidden": 0}, "hidden"),
+    ):
         with pytest.raises(SeqrecError, match=field):
             SASRecConfig(n_items=10, **kw)
     with pytest.raises(SeqrecError, match="more than the 16 GiB"):
@@ -189,39 +217,89 @@ def rewrite_npz(file, **arrays):
         np.savez(f, **{k: v for k, v in out.items() if v is not None})
 
 
-@pytest.mark.parametrize("damage, file, message", [
-    (lambda p: (p / "meta.json").write_text((p / "meta.json").read_text()[:40]), "meta.json", "not valid JSON"),
-    (lambda p: (p / "meta.json").write_bytes(b"\xff\xfe{}"), "meta.json", "not valid JSON"),
-    (lambda p: (p / "meta.json").write_text("[1, 2]"), "meta.json", "expected a JSON object"),
-    (lambda p: (p / "meta.json").write_text(json.dumps({**json.loads((p / "meta.json").read_text()), "users": "x"})),
-     "meta.json", "'users' must be a count"),
-    (lambda p: (p / "meta.json").write_text(json.dumps({**json.loads((p / "meta.json").read_text()), "name": 5})),
-     "meta.json", "'name' must be text"),
-    (lambda p: (p / "meta.json").write_text(json.dumps({**json.loads((p / "meta.json").read_text()), "items": 24})),
-     "meta.json", "says 24 items"),
-    (lambda p: (p / "catalog.parquet").write_bytes((p / "catalog.parquet").read_bytes()[:300]), "catalog.parquet",
-     "not a readable Parquet file"),
-    (lambda p: rewrite_parquet(p / "catalog.parquet", lambda c: c.with_columns(pl.col("item").alias("title"))),
-     "catalog.parquet", "column 'title' must hold text"),
-    (lambda p: rewrite_parquet(p / "catalog.parquet", lambda c: c.with_columns(pl.lit("x").alias("year"))),
-     "catalog.parquet", "column 'year' must hold integers"),
-    (lambda p: rewrite_parquet(p / "catalog.parquet", lambda c: c.drop("genres")), "catalog.parquet", "missing columns"),
-    (lambda p: rewrite_parquet(p / "catalog.parquet", lambda c: c.reverse()), "catalog.parquet", "1..25 in order"),
-    (lambda p: rewrite_parquet(p / "catalog.parquet", lambda c: c.head(20)), "sequences.npz|catalog.parquet",
-     "must be in 1..20"),
-    (lambda p: rewrite_parquet(p / "users.parquet", lambda u: u.head(3)), "users.parquet", "3 users"),
-    (lambda p: rewrite_parquet(p / "users.parquet", lambda u: u.rename({"raw_id": "id"})), "users.parquet", "raw_id"),
-    (lambda p: (p / "sequences.npz").write_bytes((p / "sequences.npz").read_bytes()[:-30]), "sequences.npz",
-     "not a readable sequences file"),
-    (lambda p: rewrite_npz(p / "sequences.npz", items=np.zeros(180, dtype=np.float32)), "sequences.npz",
-     "1-D integer array"),
-    (lambda p: rewrite_npz(p / "sequences.npz", items=np.array([{"a": 1}] * 180, dtype=object)), "sequences.npz",
-     "not a readable sequences file"),  # a pickled array is never unpickled
-    (lambda p: rewrite_npz(p / "sequences.npz", offsets=np.arange(31)[::-1].copy()), "sequences.npz",
-     "'offsets' must rise"),
-    (lambda p: rewrite_npz(p / "sequences.npz", extra=np.zeros(1)), "sequences.npz", "expected the arrays"),
-    (lambda p: (p / "users.parquet").unlink(), "users.parquet", "is missing"),
-])
+@pytest.mark.parametrize(
+    "damage, file, message",
+    [
+        (lambda p: (p / "meta.json").write_text((p / "meta.json").read_text()[:40]), "meta.json", "not valid JSON"),
+        (lambda p: (p / "meta.json").write_bytes(b"\xff\xfe{}"), "meta.json", "not valid JSON"),
+        (lambda p: (p / "meta.json").write_text("[1, 2]"), "meta.json", "expected a JSON object"),
+        (
+            lambda p: (p / "meta.json").write_text(
+                json.dumps({**json.loads((p / "meta.json").read_text()), "users": "x"})
+            ),
+            "meta.json",
+            "'users' must be a count",
+        ),
+        (
+            lambda p: (p / "meta.json").write_text(
+                json.dumps({**json.loads((p / "meta.json").read_text()), "name": 5})
+            ),
+            "meta.json",
+            "'name' must be text",
+        ),
+        (
+            lambda p: (p / "meta.json").write_text(
+                json.dumps({**json.loads((p / "meta.json").read_text()), "items": 24})
+            ),
+            "meta.json",
+            "says 24 items",
+        ),
+        (
+            lambda p: (p / "catalog.parquet").write_bytes((p / "catalog.parquet").read_bytes()[:300]),
+            "catalog.parquet",
+            "not a readable Parquet file",
+        ),
+        (
+            lambda p: rewrite_parquet(p / "catalog.parquet", lambda c: c.with_columns(pl.col("item").alias("title"))),
+            "catalog.parquet",
+            "column 'title' must hold text",
+        ),
+        (
+            lambda p: rewrite_parquet(p / "catalog.parquet", lambda c: c.with_columns(pl.lit("x").alias("year"))),
+            "catalog.parquet",
+            "column 'year' must hold integers",
+        ),
+        (
+            lambda p: rewrite_parquet(p / "catalog.parquet", lambda c: c.drop("genres")),
+            "catalog.parquet",
+            "missing columns",
+        ),
+        (lambda p: rewrite_parquet(p / "catalog.parquet", lambda c: c.reverse()), "catalog.parquet", "1..25 in order"),
+        (
+            lambda p: rewrite_parquet(p / "catalog.parquet", lambda c: c.head(20)),
+            "sequences.npz|catalog.parquet",
+            "must be in 1..20",
+        ),
+        (lambda p: rewrite_parquet(p / "users.parquet", lambda u: u.head(3)), "users.parquet", "3 users"),
+        (
+            lambda p: rewrite_parquet(p / "users.parquet", lambda u: u.rename({"raw_id": "id"})),
+            "users.parquet",
+            "raw_id",
+        ),
+        (
+            lambda p: (p / "sequences.npz").write_bytes((p / "sequences.npz").read_bytes()[:-30]),
+            "sequences.npz",
+            "not a readable sequences file",
+        ),
+        (
+            lambda p: rewrite_npz(p / "sequences.npz", items=np.zeros(180, dtype=np.float32)),
+            "sequences.npz",
+            "1-D integer array",
+        ),
+        (
+            lambda p: rewrite_npz(p / "sequences.npz", items=np.array([{"a": 1}] * 180, dtype=object)),
+            "sequences.npz",
+            "not a readable sequences file",
+        ),  # a pickled array is never unpickled
+        (
+            lambda p: rewrite_npz(p / "sequences.npz", offsets=np.arange(31)[::-1].copy()),
+            "sequences.npz",
+            "'offsets' must rise",
+        ),
+        (lambda p: rewrite_npz(p / "sequences.npz", extra=np.zeros(1)), "sequences.npz", "expected the arrays"),
+        (lambda p: (p / "users.parquet").unlink(), "users.parquet", "is missing"),
+    ],
+)
 @pytest.mark.parametrize("with_manifest", [False, True])
 def test_damaged_prepared_files_are_named(tmp_path, data, damage, file, message, with_manifest):
     path = data.save(tmp_path / "prep")
@@ -277,8 +355,9 @@ def test_onnx_exports_are_checked_against_the_weights(folder, data):
     assert not onnx.exists() and load_folder(folder).onnx is None
 
 
-def test_export_onnx_records_the_folders_export_and_the_recommender_uses_only_a_checked_one(folder, data, capsys,
-                                                                                            monkeypatch):
+def test_export_onnx_records_the_folders_export_and_the_recommender_uses_only_a_checked_one(
+    folder, data, capsys, monkeypatch
+):
     import dataclasses
 
     import seqrec.serving.recommender as R
@@ -312,7 +391,14 @@ def test_export_onnx_records_the_folders_export_and_the_recommender_uses_only_a_
 
 def test_keep_files_carry_only_a_runs_files(folder, data):
     (folder / "checkpoint.safetensors").write_bytes(b"state")
-    save_folder(folder, sasrec(data), data, {}, {}, force=True,
-                keep_files=("config.json", "model.onnx", "checkpoint.safetensors", "absent"))
+    save_folder(
+        folder,
+        sasrec(data),
+        data,
+        {},
+        {},
+        force=True,
+        keep_files=("config.json", "model.onnx", "checkpoint.safetensors", "absent"),
+    )
     assert json.loads((folder / "config.json").read_text())["train"] == {}  # the new one, not the kept one
     assert (folder / "checkpoint.safetensors").read_bytes() == b"state" and not (folder / "absent").exists()

@@ -25,6 +25,7 @@ from seqrec.training.loop import train
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if a training run starts."""
+
     def refuse(*a, **k):
         raise AssertionError("training started")
 
@@ -70,8 +71,9 @@ def test_train_refuses_a_config_json_seqrec_did_not_write(log_csv, tmp_path, cli
     assert code == 2 and "config.json" in err and (p / "config.json").read_text() == '{"camera": "x"}'
 
 
-def test_train_out_dot_a_file_or_an_unwritable_place_fails_before_training(log_csv, tmp_path, cli, monkeypatch,
-                                                                            no_training):
+def test_train_out_dot_a_file_or_an_unwritable_place_fails_before_training(
+    log_csv, tmp_path, cli, monkeypatch, no_training
+):
     work = tmp_path / "work"
     work.mkdir()
     (work / "config.json").write_text(json.dumps({"format_version": 1, "kind": "sasrec", "seqrec_version": "0"}))
@@ -101,8 +103,7 @@ def test_an_unwritable_parent_fails_before_training(log_csv, tmp_path, cli, no_t
     assert code == 2 and "permission" in err
 
 
-def test_a_parent_without_write_permission_fails_before_training(log_csv, tmp_path, cli, monkeypatch,
-                                                                 no_training):
+def test_a_parent_without_write_permission_fails_before_training(log_csv, tmp_path, cli, monkeypatch, no_training):
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
@@ -232,8 +233,11 @@ def test_prepare_checks_out_before_reading_the_data(tmp_path, cli):
 # ----------------------------------------------------------------------------- -k, --seed, --out of files
 def test_k_must_be_at_least_one(model_folder, cli):
     path, _ = model_folder
-    for argv in (["recommend", path, "--history", "1,2", "-k", "-5"], ["recommend", path, "--user", "0", "-k", "0"],
-                 ["similar", path, "3", "-k", "-1"]):
+    for argv in (
+        ["recommend", path, "--history", "1,2", "-k", "-5"],
+        ["recommend", path, "--user", "0", "-k", "0"],
+        ["similar", path, "3", "-k", "-1"],
+    ):
         code, out, err = cli(*argv)
         assert code == 2 and out == "" and "-k" in err and ">= 1" in err
     code, out, _ = cli("recommend", path, "--history", "1,2", "-k", "2", "--json")
@@ -241,9 +245,11 @@ def test_k_must_be_at_least_one(model_folder, cli):
 
 
 def test_negative_or_huge_seeds_are_refused_before_any_work(tmp_path, cli):
-    for argv in (["train", tmp_path / "absent.csv", "--out", tmp_path / "r", "--seed", "-1"],
-                 ["evaluate", tmp_path / "absent.csv", "--seed", "-3"],
-                 ["train", tmp_path / "absent.csv", "--out", tmp_path / "r", "--seed", str(2**32)]):
+    for argv in (
+        ["train", tmp_path / "absent.csv", "--out", tmp_path / "r", "--seed", "-1"],
+        ["evaluate", tmp_path / "absent.csv", "--seed", "-3"],
+        ["train", tmp_path / "absent.csv", "--out", tmp_path / "r", "--seed", str(2**32)],
+    ):
         code, _, err = cli(*argv)
         assert code == 2 and "--seed" in err and "[0, 4294967295]" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
@@ -261,8 +267,11 @@ def test_resume_never_silently_restarts(tmp_path):
     ds = small()
     for never in (tmp_path / "new", tmp_path / "empty"):  # no run was ever set up there: refused, nothing made
         (tmp_path / "empty").mkdir(exist_ok=True)
-        with pytest.raises(SeqrecError, match=r"cannot resume: the folder (does not exist|never held a run).*"
-                                              r"train without --resume"):
+        with pytest.raises(
+            SeqrecError,
+            match=r"cannot resume: the folder (does not exist|never held a run).*"
+            r"train without --resume",
+        ):
             train(sasrec(ds), LeaveOneOut(ds), quick(), out_dir=never, resume=True)
     assert not (tmp_path / "new").exists() and not list((tmp_path / "empty").iterdir())
     run_dir = tmp_path / "run"

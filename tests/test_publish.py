@@ -124,8 +124,9 @@ def test_a_model_folder_survives_a_kill_at_every_step(tmp_path, monkeypatch, mod
     save_folder(path, m_old, ds, TrainConfig(epochs=2), {"which": "old"})
 
     def write_new():
-        save_folder(path, m_new, ds, TrainConfig(epochs=2), {"which": "new"}, force=True,
-                    keep_files=("checkpoint.safetensors",))
+        save_folder(
+            path, m_new, ds, TrainConfig(epochs=2), {"which": "new"}, force=True, keep_files=("checkpoint.safetensors",)
+        )
 
     (path / "checkpoint.safetensors").write_bytes(b"run state")
     steps = count_steps(monkeypatch, write_new)

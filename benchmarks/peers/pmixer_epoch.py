@@ -95,8 +95,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--workers", type=int, default=3, help="WarpSampler processes (their main.py: 3)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="time only this many steps per epoch and extrapolate to a full epoch")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="time only this many steps per epoch and extrapolate to a full epoch",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", action="store_true", help="after training, full-catalogue HR@10/NDCG@10 on the test items")
     return p.parse_args(argv)
@@ -153,15 +157,22 @@ def main(argv=None) -> None:
 
     # Their main.py, at the paper's settings and on CPU.
     margs = SimpleNamespace(
-        device="cpu", hidden_units=args.hidden, maxlen=args.maxlen, dropout_rate=args.dropout,
-        num_blocks=args.blocks, num_heads=args.heads, norm_first=False, l2_emb=0.0,
+        device="cpu",
+        hidden_units=args.hidden,
+        maxlen=args.maxlen,
+        dropout_rate=args.dropout,
+        num_blocks=args.blocks,
+        num_heads=args.heads,
+        norm_first=False,
+        l2_emb=0.0,
     )
     num_batch = (len(train) - 1) // args.batch_size + 1
     steps = num_batch if args.max_steps is None else min(args.max_steps, num_batch)
 
     load_before = load_average()
-    sampler = pm_utils.WarpSampler(train, n_users, n_items, batch_size=args.batch_size,
-                                   maxlen=args.maxlen, n_workers=args.workers)
+    sampler = pm_utils.WarpSampler(
+        train, n_users, n_items, batch_size=args.batch_size, maxlen=args.maxlen, n_workers=args.workers
+    )
     try:
         model = pm_model.SASRec(n_users, n_items, margs).to(margs.device)
         for _name, param in model.named_parameters():

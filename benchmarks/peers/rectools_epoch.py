@@ -64,9 +64,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    p.add_argument("--max-batches", type=int, default=None,
-                   help=f"time only this many batches per epoch and extrapolate "
-                        f"(default: all; {SOFTMAX_DEFAULT_BATCHES} for --loss softmax)")
+    p.add_argument(
+        "--max-batches",
+        type=int,
+        default=None,
+        help=f"time only this many batches per epoch and extrapolate "
+        f"(default: all; {SOFTMAX_DEFAULT_BATCHES} for --loss softmax)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", action="store_true", help="after training, full-catalogue HR@10/NDCG@10 on the test items")
     args = p.parse_args(argv)
@@ -92,12 +96,14 @@ def interactions_frame(parts: list[dict[int, list[int]]]):
         users.extend([u] * len(seq))
         items.extend(seq)
     n = len(users)
-    return pd.DataFrame({
-        Columns.User: np.asarray(users, dtype=np.int64),
-        Columns.Item: np.asarray(items, dtype=np.int64),
-        Columns.Weight: np.ones(n, dtype=np.float32),
-        Columns.Datetime: pd.Timestamp("2000-01-01") + pd.to_timedelta(np.arange(n), unit="s"),
-    })
+    return pd.DataFrame(
+        {
+            Columns.User: np.asarray(users, dtype=np.int64),
+            Columns.Item: np.asarray(items, dtype=np.int64),
+            Columns.Weight: np.ones(n, dtype=np.float32),
+            Columns.Datetime: pd.Timestamp("2000-01-01") + pd.to_timedelta(np.arange(n), unit="s"),
+        }
+    )
 
 
 def main(argv=None) -> None:
@@ -143,8 +149,10 @@ def main(argv=None) -> None:
             self.seconds.append(time.perf_counter() - self._t0)
             last = getattr(self, "_last", None)
             self.losses.append(float(last) if last is not None else float("nan"))
-            log(f"epoch {len(self.seconds)}: {self.seconds[-1]:.2f} s for {self.batches[-1]} batches"
-                f" ({self.sequences[-1]} sequences), loss {self.losses[-1]:.4f}")
+            log(
+                f"epoch {len(self.seconds)}: {self.seconds[-1]:.2f} s for {self.batches[-1]} batches"
+                f" ({self.sequences[-1]} sequences), loss {self.losses[-1]:.4f}"
+            )
 
     seed_everything(args.seed, workers=True, verbose=False)
     model = SASRecModel(
@@ -236,8 +244,9 @@ def evaluate_full(model, train, valid, test) -> dict:
 
     users = test_users(test)
     input_df = interactions_frame([{u: train[u] for u in users}, valid])
-    recos = model.recommend(users=users, dataset=Dataset.construct(input_df), k=K,
-                            filter_viewed=True, on_unsupported_targets="ignore")
+    recos = model.recommend(
+        users=users, dataset=Dataset.construct(input_df), k=K, filter_viewed=True, on_unsupported_targets="ignore"
+    )
     target = {u: test[u][0] for u in users}
     hits = recos[recos[Columns.Item].to_numpy() == recos[Columns.User].map(target).to_numpy()]
     rank_of = dict(zip(hits[Columns.User], hits[Columns.Rank] - 1))  # RecTools ranks are 1-based

@@ -14,8 +14,12 @@ from typing import Any
 from seqrec.errors import SeqrecError
 
 __all__ = ["Dataset", "Recommender", "SASRec", "SeqrecError", "load_dataset", "__version__"]
-_LAZY = {"Dataset": "seqrec.data.dataset", "SASRec": "seqrec.api", "load_dataset": "seqrec.data.readers",
-         "Recommender": "seqrec.serving.recommender"}
+_LAZY = {
+    "Dataset": "seqrec.data.dataset",
+    "SASRec": "seqrec.api",
+    "load_dataset": "seqrec.data.readers",
+    "Recommender": "seqrec.serving.recommender",
+}
 
 
 def __getattr__(name: str) -> Any:

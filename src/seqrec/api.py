@@ -37,7 +37,6 @@ from seqrec.training.recipe import Recipe
 __all__ = ["ConfigField", "SASRec", "config_fields"]
 
 
-
 class SASRec:
     """Fit SASRec on a data set, evaluate it, score histories, save and load model folders.
 
@@ -70,8 +69,15 @@ class SASRec:
         return {"recipe": self.recipe, **self.options}
 
     # ------------------------------------------------------------------ training
-    def fit(self, data: Any, out_dir: str | os.PathLike | None = None, resume: bool = False,
-            valid: bool = True, init_from: str | os.PathLike | None = None, **scheme: Any) -> SASRec:
+    def fit(
+        self,
+        data: Any,
+        out_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        valid: bool = True,
+        init_from: str | os.PathLike | None = None,
+        **scheme: Any,
+    ) -> SASRec:
         """Train on ``data`` (a Dataset, or anything ``seqrec.data.readers.load_dataset`` reads).
 
         ``valid=False`` skips validation and early stopping and keeps the last weights. With
@@ -91,7 +97,12 @@ class SASRec:
         return self
 
     def _take(self, fitted: Fitted) -> None:
-        self.model_, self.dataset_, self.result_, self.recipe_ = fitted.model, fitted.dataset, fitted.result, fitted.recipe
+        self.model_, self.dataset_, self.result_, self.recipe_ = (
+            fitted.model,
+            fitted.dataset,
+            fitted.result,
+            fitted.recipe,
+        )
         self.model_options, self.train_config = fitted.model_options, fitted.train_config
         self._fitted_config = fitted.fitted_config
 
@@ -109,8 +120,16 @@ class SASRec:
         return self.model_
 
     # ------------------------------------------------------------------ use
-    def evaluate(self, data: Any = None, protocol: str = "full", split: str = "test", scheme: str = "loo",
-                 cutoff: str | None = None, horizon: str | None = None, **eval_options: Any) -> dict[str, float]:
+    def evaluate(
+        self,
+        data: Any = None,
+        protocol: str = "full",
+        split: str = "test",
+        scheme: str = "loo",
+        cutoff: str | None = None,
+        horizon: str | None = None,
+        **eval_options: Any,
+    ) -> dict[str, float]:
         """Metrics on the training data set (or ``data`` with the same item ids): leave-one-out, or with
         ``scheme="temporal"`` on a cut in time (``cutoff``; ``horizon`` adds recall and NDCG over the items
         each user takes within that time after the cut)."""
@@ -146,7 +165,7 @@ class SASRec:
         elif isinstance(histories, np.ndarray) and histories.ndim == 2:
             h = torch.from_numpy(histories.astype(np.int64))
         else:
-            seqs = [list(s)[-model.max_len:] for s in histories]
+            seqs = [list(s)[-model.max_len :] for s in histories]
             width = max([len(s) for s in seqs] + [1])
             h = torch.tensor([[PAD] * (width - len(s)) + s for s in seqs], dtype=torch.long).reshape(len(seqs), width)
         if h.dim() != 2:
@@ -163,8 +182,15 @@ class SASRec:
         """Write a model folder (see ``seqrec.models.folder``)."""
         model = self._check_fitted()
         assert self.dataset_ is not None and self.result_ is not None
-        fitted = Fitted(model, self.dataset_, self.result_, self.model_options, self.train_config,
-                        self._fitted_config or self.train_config, self.recipe_)
+        fitted = Fitted(
+            model,
+            self.dataset_,
+            self.result_,
+            self.model_options,
+            self.train_config,
+            self._fitted_config or self.train_config,
+            self.recipe_,
+        )
         return save(fitted, path, force=force, keep_files=keep_files)
 
     @classmethod

@@ -158,7 +158,6 @@ def _few(names: Sequence[str], n: int = 5) -> str:
     return ", ".join(names[:n]) + more
 
 
-
 # ----------------------------------------------------------------------------- manifests
 def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
@@ -186,8 +185,10 @@ def read_manifest(folder: Path, required: Iterable[str] = ()) -> dict[str, dict[
     file = folder / MANIFEST
     if not file.is_file():
         if (folder / MARKER).exists():
-            raise SeqrecError(f"{folder}: {MANIFEST} is missing, so the folder is incomplete (its writing was "
-                              f"interrupted) or was altered; write it again")
+            raise SeqrecError(
+                f"{folder}: {MANIFEST} is missing, so the folder is incomplete (its writing was "
+                f"interrupted) or was altered; write it again"
+            )
         return None
     doc = read_json(file, "the manifest")
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
@@ -201,9 +202,16 @@ def read_manifest(folder: Path, required: Iterable[str] = ()) -> dict[str, dict[
             raise SeqrecError(f"{file}: {name!r} is not a file name inside the folder")
         size = entry.get("size") if isinstance(entry, dict) else None
         sha = entry.get("sha256") if isinstance(entry, dict) else None
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0 or not isinstance(sha, str) \
-                or not _SHA256.fullmatch(sha):
-            raise SeqrecError(f"{file}: the entry for {name!r} needs a size (integer >= 0) and a sha256 (64 hex digits)")
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or size < 0
+            or not isinstance(sha, str)
+            or not _SHA256.fullmatch(sha)
+        ):
+            raise SeqrecError(
+                f"{file}: the entry for {name!r} needs a size (integer >= 0) and a sha256 (64 hex digits)"
+            )
     missing = [n for n in required if n not in files]
     if missing:
         raise SeqrecError(f"{file}: does not list {_few(missing)}; the folder was altered")
@@ -213,14 +221,17 @@ def read_manifest(folder: Path, required: Iterable[str] = ()) -> dict[str, dict[
 def verify_manifest(folder: Path, files: dict[str, dict[str, Any]], names: Iterable[str] | None = None) -> None:
     """Check that each listed file (or each of ``names``) has the size and sha256 the manifest says."""
     folder = Path(folder)
-    for name in (files if names is None else names):
+    for name in files if names is None else names:
         entry, file = files[name], folder / name
         if not file.is_file():
             raise SeqrecError(f"{file} is missing (listed in {folder / MANIFEST})")
         size = file.stat().st_size
         if size != entry["size"]:
-            raise SeqrecError(f"{file}: {size:,} bytes, but {MANIFEST} says {entry['size']:,}; the file was "
-                              f"changed or cut short after seqrec wrote it")
+            raise SeqrecError(
+                f"{file}: {size:,} bytes, but {MANIFEST} says {entry['size']:,}; the file was "
+                f"changed or cut short after seqrec wrote it"
+            )
         if file_sha256(file) != entry["sha256"]:
-            raise SeqrecError(f"{file}: its content differs from the sha256 in {MANIFEST}; the file was changed "
-                              f"after seqrec wrote it")
+            raise SeqrecError(
+                f"{file}: its content differs from the sha256 in {MANIFEST}; the file was changed after seqrec wrote it"
+            )

@@ -68,6 +68,7 @@ def _json_with(keys: tuple[str, ...]) -> Callable[[Path], bool | None]:
         except SeqrecError:
             return None
         return True if isinstance(doc, dict) and all(k in doc for k in keys) else None
+
     return check
 
 
@@ -103,10 +104,12 @@ def _seqrec_checkpoint(file: Path) -> bool | None:
 # as seqrec's (None), and at least one must prove it (True).
 _SIGNATURES: dict[str, tuple[tuple[str, Callable[[Path], bool | None]], ...]] = {
     "data": ((META, _json_with(("format_version", "cleaning"))),),
-    "model": ((CONFIG, _json_with(("format_version", "kind", "seqrec_version"))),
-              (CHECKPOINT, _seqrec_checkpoint),
-              (METRICS_LOG, _training_rows),
-              (RESULT, _json_with(("best_epoch", "test")))),
+    "model": (
+        (CONFIG, _json_with(("format_version", "kind", "seqrec_version"))),
+        (CHECKPOINT, _seqrec_checkpoint),
+        (METRICS_LOG, _training_rows),
+        (RESULT, _json_with(("best_epoch", "test"))),
+    ),
 }
 
 
@@ -167,25 +170,31 @@ def check_output_folder(path: str | os.PathLike, kind: str, *, force: bool = Tru
     path = Path(path)
     noun = FOLDER_NOUNS[kind]
     if path.is_symlink():
-        raise SeqrecError(f"{path} is a symbolic link; give the folder itself (seqrec replaces its output "
-                          f"folder as a whole)")
+        raise SeqrecError(
+            f"{path} is a symbolic link; give the folder itself (seqrec replaces its output folder as a whole)"
+        )
     target = Path(os.path.abspath(path))
     real, here = target.resolve(), Path.cwd().resolve()
     if real == here or real in here.parents:
         where = "the current folder" if real == here else "a folder above the current one"
-        raise SeqrecError(f"{path} is {where}; seqrec replaces its output folder as a whole, so give a new "
-                          f"folder inside it (for example {Path(path) / 'out'})")
+        raise SeqrecError(
+            f"{path} is {where}; seqrec replaces its output folder as a whole, so give a new "
+            f"folder inside it (for example {Path(path) / 'out'})"
+        )
     try:
         home = Path.home().resolve()
     except (RuntimeError, KeyError):  # no home folder known
         home = None
     if real.parent == real or real == home:
-        raise SeqrecError(f"{path} is {'the root folder' if real.parent == real else 'your home folder'}; "
-                          f"give a new folder for the output")
+        raise SeqrecError(
+            f"{path} is {'the root folder' if real.parent == real else 'your home folder'}; "
+            f"give a new folder for the output"
+        )
     recover_dir(target)
     if path.exists() and not path.is_dir():
-        raise SeqrecError(f"{path} exists and is a file, not a folder; the output must be a new or empty "
-                          f"folder or a seqrec {noun}")
+        raise SeqrecError(
+            f"{path} exists and is a file, not a folder; the output must be a new or empty folder or a seqrec {noun}"
+        )
     parent = target.parent
     while not parent.exists() and parent.parent != parent:
         parent = parent.parent
@@ -201,8 +210,10 @@ def check_output_folder(path: str | os.PathLike, kind: str, *, force: bool = Tru
                 raise SeqrecError(f"{path} already exists; pass --force (force=True) to replace it")
             problem = ownership_problem(path, kind)
             if problem:
-                raise SeqrecError(f"{path} is not a seqrec {noun}: {problem}; seqrec replaces only folders it "
-                                  f"made, so choose a new or empty folder")
+                raise SeqrecError(
+                    f"{path} is not a seqrec {noun}: {problem}; seqrec replaces only folders it "
+                    f"made, so choose a new or empty folder"
+                )
     return path
 
 

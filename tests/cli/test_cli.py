@@ -8,8 +8,21 @@ from seqrec.cli.commands import build_parser, main
 def test_every_command_has_help(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert {"download", "prepare", "stats", "evaluate", "compare", "train", "plot", "recommend", "similar",
-            "export-items", "export-onnx", "serve", "demo"} <= set(commands)
+    assert {
+        "download",
+        "prepare",
+        "stats",
+        "evaluate",
+        "compare",
+        "train",
+        "plot",
+        "recommend",
+        "similar",
+        "export-items",
+        "export-onnx",
+        "serve",
+        "demo",
+    } <= set(commands)
     for name in commands:
         with pytest.raises(SystemExit) as e:
             main([name, "--help"])
@@ -38,8 +51,21 @@ def test_evaluate_json_and_markov_beats_popularity(log_csv, cli):
 
 def test_compare_writes_table_and_chart(log_csv, tmp_path, cli):
     chart = tmp_path / "c.png"
-    code, out, _ = cli("compare", log_csv, "--k-core", "0", "--model", "popularity", "--model", "ar2",
-                       "--chart", chart, "-q", "--n-negatives", "10")
+    code, out, _ = cli(
+        "compare",
+        log_csv,
+        "--k-core",
+        "0",
+        "--model",
+        "popularity",
+        "--model",
+        "ar2",
+        "--chart",
+        chart,
+        "-q",
+        "--n-negatives",
+        "10",
+    )
     assert code == 0
     assert "NDCG@10 full" in out and "NDCG@10 sampled-100" in out and "| ar2" in out
     assert chart.read_bytes()[:4] == b"\x89PNG"
@@ -57,12 +83,15 @@ def test_prepare_is_atomic_and_needs_force(log_csv, tmp_path, cli):
     assert cli("stats", out_dir, "--json")[0] == 0
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["evaluate", "no/such/file.csv"], "no such file"),
-    (["evaluate", "synthetic", "--model", "deepfm"], "popularity"),
-    (["evaluate", "nonsense-name"], "ml-100k"),
-    (["evaluate", "synthetic", "--k", "ten"], "--k"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["evaluate", "no/such/file.csv"], "no such file"),
+        (["evaluate", "synthetic", "--model", "deepfm"], "popularity"),
+        (["evaluate", "nonsense-name"], "ml-100k"),
+        (["evaluate", "synthetic", "--k", "ten"], "--k"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, expected, cli):
     code, _, err = cli(*argv)
     assert code == 2
@@ -85,9 +114,31 @@ def test_empty_after_k_core_says_what_was_left(tmp_path, cli):
 
 def test_train_evaluate_recommend_round_trip(log_csv, tmp_path, cli):
     run_dir = tmp_path / "run"
-    code, out, err = cli("train", log_csv, "--out", run_dir, "--k-core", "0", "--hidden", "16",
-                         "--blocks", "1", "--max-len", "8", "--epochs", "30", "--lr", "0.01", "--batch-size", "16",
-                         "--eval-every", "10", "--threads", "1", "-q")
+    code, out, err = cli(
+        "train",
+        log_csv,
+        "--out",
+        run_dir,
+        "--k-core",
+        "0",
+        "--hidden",
+        "16",
+        "--blocks",
+        "1",
+        "--max-len",
+        "8",
+        "--epochs",
+        "30",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "16",
+        "--eval-every",
+        "10",
+        "--threads",
+        "1",
+        "-q",
+    )
     assert code == 0, err
     assert "test" in out and (run_dir / "model.safetensors").is_file()
     code, out, _ = cli("evaluate", log_csv, "--k-core", "0", "--model", run_dir, "--json", "-q")

@@ -15,8 +15,9 @@ from seqrec.data.synthetic.story import generate
 def small(with_features: bool = True, seed: int = 0) -> Dataset:
     frame, catalog = generate(seed=seed, n_users=120, n_items=400, n_series=20, n_hubs=5, max_length=40)
     if not with_features:
-        catalog = catalog.with_columns(pl.lit(None, dtype=pl.Int64).alias("year"),
-                                       pl.lit([], dtype=pl.List(pl.String)).alias("genres"))
+        catalog = catalog.with_columns(
+            pl.lit(None, dtype=pl.Int64).alias("year"), pl.lit([], dtype=pl.List(pl.String)).alias("genres")
+        )
     return Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0), name="small")
 
 

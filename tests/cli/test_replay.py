@@ -44,8 +44,24 @@ def test_warm_starts_learn_the_habit_of_the_last_periods(tmp_path) -> None:
 def test_the_command_line(cli, tmp_path) -> None:
     path = tmp_path / "log.csv"
     habit_log(users=40).write_csv(path)
-    code, out, err = cli("replay", path, "--k-core", "0", "--period", "3d", "--periods", "1", "--epochs", "1",
-                         "--warm-epochs", "1", "--out", tmp_path / "run", "--json", "-q")
+    code, out, err = cli(
+        "replay",
+        path,
+        "--k-core",
+        "0",
+        "--period",
+        "3d",
+        "--periods",
+        "1",
+        "--epochs",
+        "1",
+        "--warm-epochs",
+        "1",
+        "--out",
+        tmp_path / "run",
+        "--json",
+        "-q",
+    )
     assert code == 0, err
     [row] = json.loads(out)
     assert 100 < row["events"] < 140 and set(row) >= {"HR@10 static", "HR@10 warm", "HR@10 markov", "s warm"}

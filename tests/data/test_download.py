@@ -41,7 +41,11 @@ def test_download_unzip_and_reuse(server, tmp_path):
     www, url = server
     root = tmp_path / "data"
     path = download("ml-100k", root, base_url=url, quiet=True)
-    assert path == root / "ml-100k" and sorted(p.name for p in path.iterdir()) == [".seqrec-download", "u.data", "u.item"]
+    assert path == root / "ml-100k" and sorted(p.name for p in path.iterdir()) == [
+        ".seqrec-download",
+        "u.data",
+        "u.item",
+    ]
     assert [p.name for p in root.iterdir()] == ["ml-100k"]  # no temp files or archives left
     ds = load_dataset(path, CleanConfig(k_core=0))
     assert ds.n_interactions == 6 and ds.catalog["title"][0] == "Movie (1995)"
@@ -58,8 +62,11 @@ def test_force_replaces_only_what_download_wrote(server, tmp_path):
     mine = tmp_path / "ml-100k"
     mine.mkdir()
     (mine / "u.data").write_text("my own edited copy\n")
-    with pytest.raises(SeqrecError, match=r"ml-100k exists and has no .seqrec-download marker of a seqrec "
-                                          r"download, so --force will not replace it"):
+    with pytest.raises(
+        SeqrecError,
+        match=r"ml-100k exists and has no .seqrec-download marker of a seqrec "
+        r"download, so --force will not replace it",
+    ):
         download("ml-100k", tmp_path, base_url=url, quiet=True, force=True)
     assert (mine / "u.data").read_text() == "my own edited copy\n"
     (mine / ".seqrec-download").write_text('{"created_by": "someone else"}')

@@ -22,8 +22,32 @@ SEEDS = {  # file name (folder/name), contents: one of each layout, a few users 
     "Toys.txt": b"1 10 11 12\n2 11 12\n3 10 12 11 13\n",
     "ml-100k/u.data": b"1\t10\t4\t881250949\n1\t11\t3\t891717742\n2\t10\t5\t878887116\n3\t12\t1\t880606923\n",
 }
-TOKENS = [b"NaN", b"nan", b"inf", b"-", b"1e400", b"242.0", b"\xff", b"\xe9", b"\x00", b"\r\n", b"\n", b'"', b",",
-          b"\t", b" ", b"::", b"9" * 40, b"", b"null", b"<NA>", b"0x1f", b"\xef\xbb\xbf", b"\\ud800", b"[1,2]"]
+TOKENS = [
+    b"NaN",
+    b"nan",
+    b"inf",
+    b"-",
+    b"1e400",
+    b"242.0",
+    b"\xff",
+    b"\xe9",
+    b"\x00",
+    b"\r\n",
+    b"\n",
+    b'"',
+    b",",
+    b"\t",
+    b" ",
+    b"::",
+    b"9" * 40,
+    b"",
+    b"null",
+    b"<NA>",
+    b"0x1f",
+    b"\xef\xbb\xbf",
+    b"\\ud800",
+    b"[1,2]",
+]
 CASES: list[str] = []
 
 
@@ -51,7 +75,7 @@ def mutated(draw) -> tuple[str, bytes]:
         else:  # repeat or drop a whole line
             lines = data.split(b"\n")
             k = draw(st.integers(0, len(lines) - 1))
-            lines[k:k + 1] = [lines[k]] * draw(st.integers(0, 3))
+            lines[k : k + 1] = [lines[k]] * draw(st.integers(0, 3))
             data = b"\n".join(lines)
     return name, data
 
@@ -68,8 +92,13 @@ def check(ds: Dataset) -> None:
 
 
 @given(case=mutated(), k_core=st.sampled_from([0, None]))
-@settings(max_examples=600, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+@settings(
+    max_examples=600,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 def test_readers_give_a_dataset_or_a_seqrec_error(tmp_path: Path, case: tuple[str, bytes], k_core: int | None) -> None:
     name, data = case
     path = tmp_path / "fuzz" / name
@@ -98,10 +127,23 @@ def test_the_fuzzing_reached_both_outcomes() -> None:
 ID_CHARS = st.sampled_from(list("ab1 '\",;|\t\n\r#é\\") + ["\u2028", "\u2029", "\x0b", "\x0c", "\x85", "\x1c", "\x1f"])
 
 
-@given(rows=st.lists(st.tuples(st.lists(ID_CHARS, min_size=1, max_size=6).map("".join),
-                               st.lists(ID_CHARS, min_size=1, max_size=6).map("".join)), min_size=1, max_size=6))
-@settings(max_examples=300, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.lists(ID_CHARS, min_size=1, max_size=6).map("".join),
+            st.lists(ID_CHARS, min_size=1, max_size=6).map("".join),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@settings(
+    max_examples=300,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 def test_an_exported_store_reads_back_as_written(tmp_path: Path, rows: list[tuple[str, str]]) -> None:
     """Ids the store holds (quotes, separators, line ends, U+2028 ...): ``export-events``'s CSV reads back to
     the same ids in the same order."""

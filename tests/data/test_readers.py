@@ -68,14 +68,22 @@ def test_movielens_dat(tmp_path, encoding):
     d = tmp_path / "ml-1m"
     d.mkdir()
     write(d / "ratings.dat", "1::10::5::978300760\n1::20::3::978300700\n2::10::4.5::978300000\n")
-    write(d / "movies.dat", "10::Caf\xe9 (1995)::Comedy|Drama\n20::Star Wars: Episode IV (1977)::(no genres listed)\n",
-          encoding)
+    write(
+        d / "movies.dat",
+        "10::Caf\xe9 (1995)::Comedy|Drama\n20::Star Wars: Episode IV (1977)::(no genres listed)\n",
+        encoding,
+    )
     ds = load_dataset(d, K0)
     assert format_of(d) == "movielens-dat" and format_of(d / "ratings.dat") == "movielens-dat"
     assert seqs(ds) == [[20, 10], [10]]
     cat = ds.catalog.to_dicts()
-    assert cat[0] | {"item": 0} == {"item": 0, "raw_id": 10, "title": "Café (1995)", "genres": ["Comedy", "Drama"],
-                                    "year": 1995}
+    assert cat[0] | {"item": 0} == {
+        "item": 0,
+        "raw_id": 10,
+        "title": "Café (1995)",
+        "genres": ["Comedy", "Drama"],
+        "year": 1995,
+    }
     assert cat[1]["title"] == "Star Wars: Episode IV (1977)" and cat[1]["genres"] == [] and cat[1]["year"] == 1977
     write(d / "ratings.dat", "1::10::5::978300760\n\n1:x:20::3::978300700\n")
     with pytest.raises(SeqrecError, match=r"ratings\.dat line 3: expected 'user::item::rating::timestamp'.*'1:x:20::3"):
@@ -86,8 +94,11 @@ def test_movielens_csv(tmp_path):
     d = tmp_path / "ml-latest-small"
     d.mkdir()
     write(d / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,3.5,5\n2,2,1.0,7\n")
-    write(d / "movies.csv", 'movieId,title,genres\n1,"Toy Story, The (1995)",Animation|Comedy\n'
-                            "2,Babylon 5 (1994-1998) ,(no genres listed)\n")
+    write(
+        d / "movies.csv",
+        'movieId,title,genres\n1,"Toy Story, The (1995)",Animation|Comedy\n'
+        "2,Babylon 5 (1994-1998) ,(no genres listed)\n",
+    )
     ds = load_dataset(d, K0)
     assert format_of(d) == "movielens-csv" and seqs(ds) == [[2, 1], [2]]
     assert ds.catalog.select("title", "genres", "year").to_dicts() == [
@@ -134,16 +145,27 @@ def test_csv_recognised_columns_and_ties(tmp_path):
 
 @pytest.mark.parametrize("sep", ["\t", ";", "|", " "])
 def test_separators_sniffed(tmp_path, sep):
-    p = write(tmp_path / "log.txt", sep.join(["user", "item", "ts"]) + "\n" + "".join(
-        sep.join(r) + "\n" for r in [["1", "5", "2"], ["1", "6", "1"], ["2", "5", "1"]]))
+    p = write(
+        tmp_path / "log.txt",
+        sep.join(["user", "item", "ts"])
+        + "\n"
+        + "".join(sep.join(r) + "\n" for r in [["1", "5", "2"], ["1", "6", "1"], ["2", "5", "1"]]),
+    )
     assert seqs(load_dataset(p, K0)) == [[6, 5], [5]]
     assert format_of(p) == ("tsv" if sep == "\t" else "csv")
 
 
 def test_column_flags_and_sep(tmp_path):
     p = write(tmp_path / "x.csv", "who;what;when;stars\n1;5;2;1\n1;6;1;5\n")
-    ds = load_dataset(p, CleanConfig(k_core=0, min_rating=2), user_col="who", item_col="WHAT", time_col="when",
-                      rating_col="stars", sep=";")
+    ds = load_dataset(
+        p,
+        CleanConfig(k_core=0, min_rating=2),
+        user_col="who",
+        item_col="WHAT",
+        time_col="when",
+        rating_col="stars",
+        sep=";",
+    )
     assert seqs(ds) == [[6]]
     with pytest.raises(SeqrecError, match=r"no user or item column; columns found: 'who', 'what', 'when'.*user_id"):
         load_dataset(p, K0)
@@ -339,14 +361,25 @@ def test_ml25m_folder_layout(tmp_path, monkeypatch):
 
     d = tmp_path / "ml-25m"
     d.mkdir()
-    rows = [(u, m, r, t) for u in range(1, 6) for m, r, t in ((296, 5.0, 1147880044 + u), (306, 3.5, 1147868817 + u),
-                                                            (307, 5.0, 1147868828 + u), (665, 5.0, 1147878820 + u),
-                                                            (899, 3.5, 1147868510 + u))]
+    rows = [
+        (u, m, r, t)
+        for u in range(1, 6)
+        for m, r, t in (
+            (296, 5.0, 1147880044 + u),
+            (306, 3.5, 1147868817 + u),
+            (307, 5.0, 1147868828 + u),
+            (665, 5.0, 1147878820 + u),
+            (899, 3.5, 1147868510 + u),
+        )
+    ]
     write(d / "ratings.csv", "userId,movieId,rating,timestamp\n" + "".join(f"{u},{m},{r},{t}\n" for u, m, r, t in rows))
-    write(d / "movies.csv", "movieId,title,genres\n296,Pulp Fiction (1994),Comedy|Crime|Drama|Thriller\n"
-                            '306,"Three Colors: Red (Trois couleurs: Rouge) (1994)",Drama\n307,"Three Colors: Blue '
-                            '(Trois couleurs: Bleu) (1993)",Drama\n665,Underground (1995),Comedy|Drama|War\n'
-                            "899,Singin' in the Rain (1952),Comedy|Musical|Romance\n")
+    write(
+        d / "movies.csv",
+        "movieId,title,genres\n296,Pulp Fiction (1994),Comedy|Crime|Drama|Thriller\n"
+        '306,"Three Colors: Red (Trois couleurs: Rouge) (1994)",Drama\n307,"Three Colors: Blue '
+        '(Trois couleurs: Bleu) (1993)",Drama\n665,Underground (1995),Comedy|Drama|War\n'
+        "899,Singin' in the Rain (1952),Comedy|Musical|Romance\n",
+    )
     for extra in ("tags.csv", "links.csv", "genome-scores.csv", "genome-tags.csv", "README.txt"):
         write(d / extra, "x\n")
     monkeypatch.setattr(layouts, "_parse_lines", lambda *a: pytest.fail("the line-by-line parser ran"))
@@ -370,7 +403,9 @@ def _reference_clean(frame: pl.DataFrame, config: CleanConfig) -> tuple[list, li
     while k > 1:
         before = frame.height
         frame = frame.filter(pl.len().over("user") >= k).filter(pl.len().over("item") >= k)
-        steps.append({"users": frame["user"].n_unique(), "items": frame["item"].n_unique(), "interactions": frame.height})
+        steps.append(
+            {"users": frame["user"].n_unique(), "items": frame["item"].n_unique(), "interactions": frame.height}
+        )
         if frame.height in (before, 0):
             break
     histories = frame.group_by("user", maintain_order=True).agg("item").sort("user")
@@ -383,8 +418,14 @@ def test_cleaning_matches_a_plain_pipeline(seed):
     n = 3000
     user = rng.integers(0, 150, n)
     item = rng.zipf(1.6, n) % 400 * (1000 if seed == 1 else 1)  # seed 1: ids spread over a wide range
-    frame = pl.DataFrame({"user": user, "item": item, "timestamp": rng.integers(0, 50, n),  # many ties
-                          "rating": rng.integers(1, 6, n).astype(float)})
+    frame = pl.DataFrame(
+        {
+            "user": user,
+            "item": item,
+            "timestamp": rng.integers(0, 50, n),  # many ties
+            "rating": rng.integers(1, 6, n).astype(float),
+        }
+    )
     if seed == 2:
         frame = frame.with_columns(pl.format("u{}", "user").alias("user"), pl.format("i{}", "item").alias("item"))
     if seed == 3:
@@ -416,16 +457,21 @@ def test_ids_given_alone_follow_the_readers_rule():
         assert id_problem(bad), bad
 
 
-@pytest.mark.parametrize("text, name", [
-    ("user_id,item_id,item_id,rating\n1,10,20,4\n1,11,21,3\n", "dup.csv"),
-    ("user_id\titem_id\tuser_id\n1\t10\t2\n1\t11\t2\n", "dup.tsv"),
-    ("user_id item_id item_id\n1 10 20\n1 11 21\n", "dup.txt"),
-    ("userId,ITEM_ID,item_id\n1,10,20\n1,11,21\n", "case.csv"),
-])
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("user_id,item_id,item_id,rating\n1,10,20,4\n1,11,21,3\n", "dup.csv"),
+        ("user_id\titem_id\tuser_id\n1\t10\t2\n1\t11\t2\n", "dup.tsv"),
+        ("user_id item_id item_id\n1 10 20\n1 11 21\n", "dup.txt"),
+        ("userId,ITEM_ID,item_id\n1,10,20\n1,11,21\n", "case.csv"),
+    ],
+)
 def test_a_role_column_named_twice_is_refused_naming_it(tmp_path, text, name):
     path = tmp_path / name
     path.write_text(text)
-    with pytest.raises(SeqrecError, match=rf"{name}: the header names column '(item_id|user_id|ITEM_ID / item_id)' .*times"):
+    with pytest.raises(
+        SeqrecError, match=rf"{name}: the header names column '(item_id|user_id|ITEM_ID / item_id)' .*times"
+    ):
         read_interactions(path)
 
 

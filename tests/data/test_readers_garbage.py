@@ -25,8 +25,11 @@ def seqs(ds: Dataset) -> list[list]:
 @pytest.mark.parametrize("name, sep", [("log.csv", b","), ("log.tsv", b"\t"), ("log.txt", b" ")])
 def test_ids_that_are_not_utf8_are_refused_naming_file_and_line(tmp_path, name, sep) -> None:
     p = tmp_path / name
-    p.write_bytes(sep.join([b"user", b"item"]) + b"\n" + b"".join(
-        sep.join(r) + b"\n" for r in [[b"1", b"tea"], [b"1", b"caf\xe9"], [b"2", b"caf\xe8"]]))
+    p.write_bytes(
+        sep.join([b"user", b"item"])
+        + b"\n"
+        + b"".join(sep.join(r) + b"\n" for r in [[b"1", b"tea"], [b"1", b"caf\xe9"], [b"2", b"caf\xe8"]])
+    )
     with pytest.raises(SeqrecError, match=rf"{name} line 3: item column 'item' is 'caf\ufffd'; expected UTF-8 text"):
         load_dataset(p, K0)  # before: caf\xe9 and caf\xe8 both became 'caf\ufffd', one item
 
@@ -39,10 +42,21 @@ def test_utf8_ids_stay_distinct(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------ missing values
-@pytest.mark.parametrize("row, shown", [
-    ("1,NaN", "'NaN'"), ("1,nan", "'nan'"), ("1,-NaN", "'-NaN'"), ("1,<NA>", "'<NA>'"), ("1,null", "'null'"),
-    ("1,None", "'None'"), ("1,NaT", "'NaT'"), ('1,""', "empty"), ("1, ", "empty"), ("1,", "empty"),
-])
+@pytest.mark.parametrize(
+    "row, shown",
+    [
+        ("1,NaN", "'NaN'"),
+        ("1,nan", "'nan'"),
+        ("1,-NaN", "'-NaN'"),
+        ("1,<NA>", "'<NA>'"),
+        ("1,null", "'null'"),
+        ("1,None", "'None'"),
+        ("1,NaT", "'NaT'"),
+        ('1,""', "empty"),
+        ("1, ", "empty"),
+        ("1,", "empty"),
+    ],
+)
 def test_missing_item_ids_are_refused(tmp_path, row: str, shown: str) -> None:
     p = tmp_path / "log.csv"
     p.write_text(f"user,item\n1,5\n2,6\n{row}\n2,7\n")
@@ -71,17 +85,23 @@ def test_nan_in_float_columns_is_refused_naming_the_row(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------ column types
-@pytest.mark.parametrize("values, kind", [
-    ([[1, 2], [3], [1]], r"List\(Int64\)"),
-    ([{"a": 1}, {"a": 2}, {"a": 1}], r"Struct\(\{'a': Int64\}\)"),
-    ([True, False, True], "Boolean"),
-    ([dt.date(2020, 1, 1), dt.date(2020, 1, 2), dt.date(2020, 1, 1)], "Date"),
-])
+@pytest.mark.parametrize(
+    "values, kind",
+    [
+        ([[1, 2], [3], [1]], r"List\(Int64\)"),
+        ([{"a": 1}, {"a": 2}, {"a": 1}], r"Struct\(\{'a': Int64\}\)"),
+        ([True, False, True], "Boolean"),
+        ([dt.date(2020, 1, 1), dt.date(2020, 1, 2), dt.date(2020, 1, 1)], "Date"),
+    ],
+)
 def test_parquet_item_columns_of_other_types_are_refused(tmp_path, values, kind: str) -> None:
     p = tmp_path / "d.parquet"
     pl.DataFrame({"user": [1, 1, 2], "movieId": values}).write_parquet(p)
-    with pytest.raises(SeqrecError, match=rf"d\.parquet: item column 'movieId' has type {kind}; expected integer or "
-                                          r"text ids"):
+    with pytest.raises(
+        SeqrecError,
+        match=rf"d\.parquet: item column 'movieId' has type {kind}; expected integer or "
+        r"text ids",
+    ):
         load_dataset(p, K0)
 
 
@@ -124,14 +144,27 @@ def test_float_columns_follow_the_same_rule(tmp_path) -> None:
 
 def test_lookups_accept_every_spelling_of_an_id() -> None:
     ids = IdMap(np.array([7, 242]), 1)
-    assert [ids.get(x) for x in (242, "242", 242.0, "242.0", " 242 ", "2.42e2", np.int32(242), np.float64(242))] == [2] * 8
+    assert [ids.get(x) for x in (242, "242", 242.0, "242.0", " 242 ", "2.42e2", np.int32(242), np.float64(242))] == [
+        2
+    ] * 8
     assert ids.get("0242") is None and ids.get(242.5) is None and ids.get("x") is None
     known, unknown = ids.lookup([7.0, "7", "8", 242])
     assert known.tolist() == [1, 1, 2] and unknown == ["8"]
     text = IdMap(np.array(["007", "242", "x"], dtype=object), 0)
     assert text.get("007") == 0 and text.get(7) is None and text.get(242.0) == 1 and text.get("242.0") == 1
     assert [id_key(x) for x in (50, 50.0, "50", " 50.0 ", "5e1", "-0", "007", "x", 2.5, 1e300, "9" * 30)] == [
-        "50", "50", "50", "50", "50", "0", "007", "x", "2.5", "1e+300", "9" * 30]
+        "50",
+        "50",
+        "50",
+        "50",
+        "50",
+        "0",
+        "007",
+        "x",
+        "2.5",
+        "1e+300",
+        "9" * 30,
+    ]
 
 
 def test_attribute_keys_follow_the_id_rule(tmp_path) -> None:
@@ -139,5 +172,7 @@ def test_attribute_keys_follow_the_id_rule(tmp_path) -> None:
     p.write_text("1 242 7\n2 7 242\n")
     (tmp_path / "Toys_item2attributes.json").write_text(json.dumps({"242.0": [3], " 7 ": ["a"]}))
     ds = load_dataset(p)
-    assert ds.catalog.select("raw_id", "attributes").to_dicts() == [{"raw_id": 7, "attributes": ["a"]},
-                                                                      {"raw_id": 242, "attributes": ["3"]}]
+    assert ds.catalog.select("raw_id", "attributes").to_dicts() == [
+        {"raw_id": 7, "attributes": ["a"]},
+        {"raw_id": 242, "attributes": ["3"]},
+    ]

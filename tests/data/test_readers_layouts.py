@@ -64,13 +64,19 @@ def test_detection(tmp_path):
 def test_one_user_per_line_errors(tmp_path):
     p = tmp_path / "toys.txt"
     write(p, "1 2 3\n2 4 5\n\n1 6 7\n")
-    with pytest.raises(SeqrecError, match=r"toys\.txt line 4: user 1 is already on line 1; expected one user per "
-                                          r"line 'user item1 item2 \.\.\.' \(integers\) with each user once, "
-                                          r"got '1 6 7'"):
+    with pytest.raises(
+        SeqrecError,
+        match=r"toys\.txt line 4: user 1 is already on line 1; expected one user per "
+        r"line 'user item1 item2 \.\.\.' \(integers\) with each user once, "
+        r"got '1 6 7'",
+    ):
         load_dataset(p)
     write(p, "1 2 3\n2 x 5\n3 4 5\n")
-    with pytest.raises(SeqrecError, match=r"toys\.txt line 2: expected one user per line 'user item1 item2 \.\.\.' "
-                                          r"\(integers\), got '2 x 5'"):
+    with pytest.raises(
+        SeqrecError,
+        match=r"toys\.txt line 2: expected one user per line 'user item1 item2 \.\.\.' "
+        r"\(integers\), got '2 x 5'",
+    ):
         load_dataset(p)
     write(p, "1 2 3\n7\n")  # a user with no items
     with pytest.raises(SeqrecError, match=r"line 2: expected one user per line .*, got '7'"):
@@ -89,8 +95,7 @@ def test_one_user_per_line_errors(tmp_path):
 # ------------------------------------------------------------------ item attributes
 def test_attributes_beside_one_user_per_line(tmp_path):
     p = write(tmp_path / "toys.txt", "3 7 5 9\n1 4 8\n")
-    (tmp_path / "toys_item2attributes.json").write_text(json.dumps({"7": [1, 2], "5": ["red", 3], "9": [],
-                                                                     "100": [4]}))
+    (tmp_path / "toys_item2attributes.json").write_text(json.dumps({"7": [1, 2], "5": ["red", 3], "9": [], "100": [4]}))
     ds = load_dataset(p)
     assert ds.catalog.columns == ["item", "raw_id", "title", "genres", "year", "attributes"]
     assert attrs(ds) == {4: [], 5: ["red", "3"], 7: ["1", "2"], 8: [], 9: []}  # strings; no entry: empty
@@ -121,14 +126,20 @@ def test_attributes_beside_pairs_and_file_names(tmp_path):
     assert ds.meta["format"] == "sasrec-txt" and attrs(ds) == {5: ["4"], 7: []}
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"7": [1], "5": [2', r"toys_item2attributes\.json: not valid JSON \(.* at line 1 column \d+\); expected a JSON"),
-    ('[[1, 2]]', r"toys_item2attributes\.json: expected a JSON object .*, got a JSON list"),
-    ('{"7": [1], "5": 2}', r"toys_item2attributes\.json: item '5': expected a list of attribute ids .*got 2$"),
-    ('{"7": [1.5]}', r"item '7': expected a list of attribute ids \(integers or strings\), got \[1\.5\]"),
-    ('{"7": [true]}', r"item '7': expected a list"),
-    ('{"7": [[1]]}', r"item '7': expected a list"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            '{"7": [1], "5": [2',
+            r"toys_item2attributes\.json: not valid JSON \(.* at line 1 column \d+\); expected a JSON",
+        ),
+        ("[[1, 2]]", r"toys_item2attributes\.json: expected a JSON object .*, got a JSON list"),
+        ('{"7": [1], "5": 2}', r"toys_item2attributes\.json: item '5': expected a list of attribute ids .*got 2$"),
+        ('{"7": [1.5]}', r"item '7': expected a list of attribute ids \(integers or strings\), got \[1\.5\]"),
+        ('{"7": [true]}', r"item '7': expected a list"),
+        ('{"7": [[1]]}', r"item '7': expected a list"),
+    ],
+)
 def test_bad_attributes(tmp_path, text, message):
     p = write(tmp_path / "toys.txt", "3 7 5 9\n")
     write(tmp_path / "toys_item2attributes.json", text)

@@ -83,7 +83,10 @@ def test_series_parts_follow_in_order(default):
     roman = {"II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
     firsts = cat.select(pl.col("raw_id"), pl.col("title").alias("base"), pl.lit(1).alias("part"))
     series = pl.concat(
-        [firsts, parts.select("raw_id", "base", pl.col("roman").replace_strict(roman, return_dtype=pl.Int32).alias("part"))]
+        [
+            firsts,
+            parts.select("raw_id", "base", pl.col("roman").replace_strict(roman, return_dtype=pl.Int32).alias("part")),
+        ]
     ).filter(pl.col("base").is_in(parts["base"].implode()))
     seen = inter.with_row_index("pos").join(series, left_on="item", right_on="raw_id")
     pairs = seen.join(seen, on=["user", "base"], suffix="_next").filter(pl.col("part_next") == pl.col("part") + 1)
@@ -166,11 +169,16 @@ def test_scale_exact_size_order_and_no_repeats(large):
 def test_scale_series_parts_in_order(large):
     inter, cat = large
     parts = cat.filter(pl.col("title").str.contains(r" [IV]+: ")).select(
-        "raw_id", pl.col("title").str.extract(r"^(.*) [IV]+: ").alias("base"),
-        pl.col("title").str.extract(r" ([IV]+): ").replace_strict({"II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6},
-                                                                    return_dtype=pl.Int32).alias("part"))
+        "raw_id",
+        pl.col("title").str.extract(r"^(.*) [IV]+: ").alias("base"),
+        pl.col("title")
+        .str.extract(r" ([IV]+): ")
+        .replace_strict({"II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}, return_dtype=pl.Int32)
+        .alias("part"),
+    )
     firsts = cat.filter(pl.col("title").is_in(parts["base"].implode())).select(
-        "raw_id", pl.col("title").alias("base"), pl.lit(1, pl.Int32).alias("part"))
+        "raw_id", pl.col("title").alias("base"), pl.lit(1, pl.Int32).alias("part")
+    )
     seen = inter.with_row_index("pos").join(pl.concat([firsts, parts]), left_on="item", right_on="raw_id")
     pairs = seen.join(seen, on=["user", "base"], suffix="_next").filter(pl.col("part_next") == pl.col("part") + 1)
     assert pairs.height > 1000
@@ -185,7 +193,9 @@ def test_scale_planted_order_ar2_beats_ar1_beats_popularity(large):
 
     loo = LeaveOneOut(load_dataset(large[0]))
     config = EvalConfig(split="test", ks=(10,))
-    ndcg = {name: evaluate(make_baseline(name, loo), loo, config)["NDCG@10"] for name in ("popularity", "markov", "ar2")}
+    ndcg = {
+        name: evaluate(make_baseline(name, loo), loo, config)["NDCG@10"] for name in ("popularity", "markov", "ar2")
+    }
     assert ndcg["ar2"] >= 1.2 * ndcg["markov"], ndcg
     assert ndcg["markov"] >= 3.0 * ndcg["popularity"], ndcg
 

@@ -113,7 +113,9 @@ def test_cutoff_spellings_and_errors() -> None:
         SplitConfig(cutoff="0.9")
     with pytest.raises(SeqrecError, match="horizon must be a positive duration"):
         SplitConfig("temporal", horizon="soon")
-    assert isinstance(make_split(ds), LeaveOneOut) and isinstance(make_split(ds, SplitConfig("temporal")), TemporalSplit)
+    assert isinstance(make_split(ds), LeaveOneOut) and isinstance(
+        make_split(ds, SplitConfig("temporal")), TemporalSplit
+    )
 
 
 def test_times_survive_a_prepared_folder(tmp_path) -> None:
@@ -128,17 +130,45 @@ def test_the_command_line_evaluates_on_a_cut(cli, tmp_path) -> None:
     rows = ring(size=40)  # longer than a history: no item comes back
     path = tmp_path / "log.csv"
     path.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{d * DAY}\n" for u, i, d in rows))
-    code, out, err = cli("evaluate", path, "--model", "markov", "--scheme", "temporal", "--cutoff", "0.8",
-                         "--horizon", "5d", "--json", "-q")
+    code, out, err = cli(
+        "evaluate",
+        path,
+        "--model",
+        "markov",
+        "--scheme",
+        "temporal",
+        "--cutoff",
+        "0.8",
+        "--horizon",
+        "5d",
+        "--json",
+        "-q",
+    )
     assert code == 0, err
     row = json.loads(out)
     assert row["horizon_users"] > 0 and "cold_targets" in row and row["cut"].startswith("1970-01-")
-    code, out, err = cli("evaluate", path, "--model", "popularity", "--scheme", "temporal", "--cutoff", "0.8",
-                         "--horizon", "5d", "--json", "-q")
+    code, out, err = cli(
+        "evaluate",
+        path,
+        "--model",
+        "popularity",
+        "--scheme",
+        "temporal",
+        "--cutoff",
+        "0.8",
+        "--horizon",
+        "5d",
+        "--json",
+        "-q",
+    )
     pop = json.loads(out)
     assert pop["users"] == row["users"]  # the same users, asked the same question
     # the ring: AR-1 knows the next item from the last one (unless that step only happens after the cut)
-    assert row["HR@10"] >= 0.7 and row["NDCG@10"] > 1.5 * pop["NDCG@10"] and row["Recall@10 (horizon)"] > pop["Recall@10 (horizon)"]
+    assert (
+        row["HR@10"] >= 0.7
+        and row["NDCG@10"] > 1.5 * pop["NDCG@10"]
+        and row["Recall@10 (horizon)"] > pop["Recall@10 (horizon)"]
+    )
     code, _, err = cli("evaluate", path, "--model", "markov", "--cutoff", "0.8")
     assert code == 2 and "temporal" in err
 
@@ -146,8 +176,27 @@ def test_the_command_line_evaluates_on_a_cut(cli, tmp_path) -> None:
 def test_train_validates_and_tests_on_the_cut(cli, tmp_path) -> None:
     path = tmp_path / "log.csv"
     path.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{d * DAY}\n" for u, i, d in ring(size=40)))
-    code, out, err = cli("train", path, "--scheme", "temporal", "--cutoff", "0.8", "--horizon", "5d", "--epochs", "2",
-                         "--hidden", "16", "--blocks", "1", "--max-len", "10", "--out", tmp_path / "model", "-q")
+    code, out, err = cli(
+        "train",
+        path,
+        "--scheme",
+        "temporal",
+        "--cutoff",
+        "0.8",
+        "--horizon",
+        "5d",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--blocks",
+        "1",
+        "--max-len",
+        "10",
+        "--out",
+        tmp_path / "model",
+        "-q",
+    )
     assert code == 0, err
     assert "test over the horizon: Recall@10" in out
     result = json.loads((tmp_path / "model" / "metrics.json").read_text())

@@ -161,8 +161,10 @@ def test_seen_target_drop_leaves_out_seen_and_cold_targets(tiny):
 
 def test_seen_target_without_exclusion(tiny):
     # Everything is a candidate: miss and keep both score the target among all items.
-    ms = {mode: evaluate(TableScorer(6, TABLE), tiny, EvalConfig(ks=(1, 2, 5), exclude_seen=False, seen_target=mode))
-          for mode in ("miss", "drop", "keep")}
+    ms = {
+        mode: evaluate(TableScorer(6, TABLE), tiny, EvalConfig(ks=(1, 2, 5), exclude_seen=False, seen_target=mode))
+        for mode in ("miss", "drop", "keep")
+    }
     assert ms["miss"] == ms["keep"]
     assert ms["miss"]["MRR"] == approx((1 / 5 + 1 / 5 + 1 / 2) / 3)  # ranks [4, 4, 1]
     d = ms["drop"]  # user 1 only, rank 4
@@ -228,8 +230,10 @@ def test_seen_target_matches_a_loop_on_repeat_heavy_data(exclude_seen, seen_targ
 
 def test_seen_target_has_no_effect_under_sampled(random_loo):
     n = random_loo.data.n_items
-    ms = [evaluate(HashScorer(n), random_loo, EvalConfig(protocol="sampled", seen_target=mode))
-          for mode in ("miss", "drop", "keep")]
+    ms = [
+        evaluate(HashScorer(n), random_loo, EvalConfig(protocol="sampled", seen_target=mode))
+        for mode in ("miss", "drop", "keep")
+    ]
     assert ms[0] == ms[1] == ms[2] and ms[0]["dropped_users"] == 0
 
 
@@ -348,7 +352,6 @@ def test_sample_negatives_properties():
     assert np.array_equal(negs, again) and not np.array_equal(negs, other)
 
 
-
 def test_sample_negatives_by_popularity():
     rng = np.random.default_rng(0)
     short = rng.permuted(np.tile(np.arange(400), (300, 1)), axis=1)[:, :5].tolist()
@@ -446,8 +449,9 @@ def test_memory_budget_parses_sizes():
             EvalConfig(memory_budget=bad)
 
 
-@pytest.mark.parametrize("protocol,seen_target", [("full", "miss"), ("full", "drop"), ("full", "keep"),
-                                                  ("sampled", "miss")])
+@pytest.mark.parametrize(
+    "protocol,seen_target", [("full", "miss"), ("full", "drop"), ("full", "keep"), ("sampled", "miss")]
+)
 def test_a_tiny_memory_budget_gives_the_same_metrics(random_loo, protocol, seen_target):
     from seqrec.evaluation.evaluator import block_users
 
@@ -471,8 +475,11 @@ def test_an_impossible_memory_budget_is_refused_before_any_scoring(random_loo):
     with pytest.raises(SeqrecError, match=r"memory_budget '20KB' \(20 KB\) is too small: .* give at least \d"):
         evaluate(scorer, random_loo, EvalConfig(memory_budget="20KB"))
     assert scorer.calls == []
-    with pytest.raises(SeqrecError, match=r"memory_budget '5KB' \(5 KB\) is too small: one user's scores over "
-                                          r"1,000 items and their ranking need 10 KB"):
+    with pytest.raises(
+        SeqrecError,
+        match=r"memory_budget '5KB' \(5 KB\) is too small: one user's scores over "
+        r"1,000 items and their ranking need 10 KB",
+    ):
         check_budget(1000, EvalConfig(memory_budget="5KB"))
     check_budget(1000, EvalConfig(memory_budget="11KB"))
 

@@ -25,8 +25,17 @@ class Fixed:
 def test_set_metrics_by_hand() -> None:
     # items 1..6; user a saw 6 before the cut, then takes 5 and 2 (and 1 after the horizon);
     # user b saw 1, then takes 6 and 1 (1 already seen: left out of the set)
-    rows = [("a", 6, 0), ("a", 5, 10), ("a", 2, 11), ("a", 1, 40), ("b", 1, 1), ("b", 6, 12), ("b", 1, 13),
-            ("c", 3, 2), ("c", 4, 3)]
+    rows = [
+        ("a", 6, 0),
+        ("a", 5, 10),
+        ("a", 2, 11),
+        ("a", 1, 40),
+        ("b", 1, 1),
+        ("b", 6, 12),
+        ("b", 1, 13),
+        ("c", 3, 2),
+        ("c", 4, 3),
+    ]
     frame = pl.DataFrame(rows, schema=["user", "item", "timestamp"], orient="row")
     ds = Dataset.from_interactions(frame, config=CleanConfig(k_core=0))
     split = TemporalSplit(ds, cut=10, valid_cut=5, horizon=20)

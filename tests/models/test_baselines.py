@@ -85,6 +85,7 @@ def test_hybrid_alpha_is_tuned_on_the_grid():
     assert fixed.alpha == 0.0 and fixed.tuning == {}
     pop = make_baseline("popularity", loo)
     h = hist([3, 4], [10])
+
     def order(s):
         return torch.argsort(s[:, 1:], dim=1, stable=True)
 
@@ -190,8 +191,10 @@ def test_count_matrices_match_a_loop_and_do_not_depend_on_blocks(random_chains, 
 
     n = random_chains.data.n_items
     m, a = Markov(n).fit(random_chains), AR2(n).fit(random_chains)
-    for order, got in ((1, lambda ctx: m.transitions[ctx[0]]),
-                       (2, lambda ctx: a.pairs[int(np.searchsorted(a.pair_keys, ctx[0] * (n + 1) + ctx[1]))])):
+    for order, got in (
+        (1, lambda ctx: m.transitions[ctx[0]]),
+        (2, lambda ctx: a.pairs[int(np.searchsorted(a.pair_keys, ctx[0] * (n + 1) + ctx[1]))]),
+    ):
         ref = _dense_counts(random_chains, order)
         if order == 2:
             assert a.pair_keys.tolist() == sorted(x * (n + 1) + y for x, y in ref)
@@ -211,7 +214,9 @@ def test_count_matrices_match_a_loop_and_do_not_depend_on_blocks(random_chains, 
     assert (m2.transitions != m.transitions).nnz == 0 and (a2.pairs != a.pairs).nnz == 0
     assert np.array_equal(a2.pair_keys, a.pair_keys)
     assert torch.equal(m2.score(h), scores["markov"]) and torch.equal(a2.score(h), scores["ar2"])
-    assert np.array_equal(random_chains.train().counts(n), np.bincount(random_chains.train().flat()[1], minlength=n + 1))
+    assert np.array_equal(
+        random_chains.train().counts(n), np.bincount(random_chains.train().flat()[1], minlength=n + 1)
+    )
 
 
 def test_baselines_report_their_memory(random_chains):

@@ -33,16 +33,31 @@ GENRES, PER_GENRE = 8, 16
 def small_catalogue() -> Dataset:
     """12 items (raw ids 101..112) with genres, years 1990..2001 and attributes; 4 users."""
     sequences = [[101, 102, 103, 104], [105, 106, 107, 108, 101], [109, 110, 111, 112], [102, 104, 106]]
-    frame = pl.DataFrame({"user": [u for u, s in enumerate(sequences) for _ in s],
-                          "item": [i for s in sequences for i in s]})
-    catalog = pl.DataFrame({
-        "raw_id": list(range(101, 113)),
-        "title": [f"film {i}" for i in range(12)],
-        "genres": [["Drama"], ["Comedy", "Drama"], [], ["Horror"], ["Comedy"], ["Drama", "Horror", "Comedy"],
-                   ["Drama"], ["Comedy"], ["Horror"], ["Drama"], ["Comedy"], ["Drama"]],
-        "year": [1990 + i for i in range(11)] + [None],
-        "attributes": [["3", "7"], ["7"], ["3"], [], ["9"], ["7", "9"], [], ["3"], ["3"], [], ["7"], ["9"]],
-    })
+    frame = pl.DataFrame(
+        {"user": [u for u, s in enumerate(sequences) for _ in s], "item": [i for s in sequences for i in s]}
+    )
+    catalog = pl.DataFrame(
+        {
+            "raw_id": list(range(101, 113)),
+            "title": [f"film {i}" for i in range(12)],
+            "genres": [
+                ["Drama"],
+                ["Comedy", "Drama"],
+                [],
+                ["Horror"],
+                ["Comedy"],
+                ["Drama", "Horror", "Comedy"],
+                ["Drama"],
+                ["Comedy"],
+                ["Horror"],
+                ["Drama"],
+                ["Comedy"],
+                ["Drama"],
+            ],
+            "year": [1990 + i for i in range(11)] + [None],
+            "attributes": [["3", "7"], ["7"], ["3"], [], ["9"], ["7", "9"], [], ["3"], ["3"], [], ["7"], ["9"]],
+        }
+    )
     return Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0), name="small")
 
 
@@ -58,17 +73,20 @@ def genre_chain(seed: int = 0, users: int = 120, length: int = 8) -> Dataset:
             g = (g + 1) % GENRES
     frame = pl.DataFrame(rows, schema=["user", "item", "timestamp"], orient="row")
     raw = list(range(1, GENRES * PER_GENRE + 1))
-    catalog = pl.DataFrame({"raw_id": raw, "genres": [[f"g{(i - 1) // PER_GENRE}"] for i in raw],
-                            "title": [f"item {i}" for i in raw]})
+    catalog = pl.DataFrame(
+        {"raw_id": raw, "genres": [[f"g{(i - 1) // PER_GENRE}"] for i in raw], "title": [f"item {i}" for i in raw]}
+    )
     return Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0), name="chain")
 
 
 def fit(ds: Dataset, seed: int = 0, epochs: int = 10, **options) -> tuple[SASRecModel, dict]:
     torch.manual_seed(seed)
-    model = SASRecModel.for_data(SASRecConfig(n_items=ds.n_items, hidden=16, blocks=1, max_len=8, dropout=0.1,
-                                              **options), ds)
-    cfg = TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, quiet=True, device="cpu", threads=1, eval_every=0,
-                      seed=seed)
+    model = SASRecModel.for_data(
+        SASRecConfig(n_items=ds.n_items, hidden=16, blocks=1, max_len=8, dropout=0.1, **options), ds
+    )
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=32, lr=3e-3, quiet=True, device="cpu", threads=1, eval_every=0, seed=seed
+    )
     return model, train(model, LeaveOneOut(ds), cfg).test
 
 
@@ -113,8 +131,11 @@ def test_vocabulary_and_table_of_a_small_catalogue():
 def test_all_fields_and_bad_field_names():
     ds = small_catalogue()
     assert [f.name for f in build_vocab(ds.catalog, "all").fields] == ["genres", "year", "attributes"]
-    extra = ds.catalog.with_columns(pl.format("text {}", pl.col("item")).alias("description"),
-                                    pl.lit(date(2020, 1, 1)).alias("added"), pl.lit(True).alias("in_stock"))
+    extra = ds.catalog.with_columns(
+        pl.format("text {}", pl.col("item")).alias("description"),
+        pl.lit(date(2020, 1, 1)).alias("added"),
+        pl.lit(True).alias("in_stock"),
+    )
     assert [f.name for f in build_vocab(extra, "all").fields] == ["genres", "year", "attributes", "in_stock"]
     with pytest.raises(SeqrecError, match="item feature 'added': a Date column is neither categorical"):
         build_vocab(extra, "added")
@@ -123,8 +144,11 @@ def test_all_fields_and_bad_field_names():
     assert [f.name for f in build_vocab(empty, "all").fields] == ["genres", "attributes"]
     with pytest.raises(SeqrecError, match="no item has a value in the catalogue field 'year'"):
         build_vocab(empty, "genres,year")
-    with pytest.raises(SeqrecError, match=r"'colour' is not a feature field of the catalogue \(its fields: genres, "
-                                          r"year, attributes\)"):
+    with pytest.raises(
+        SeqrecError,
+        match=r"'colour' is not a feature field of the catalogue \(its fields: genres, "
+        r"year, attributes\)",
+    ):
         build_vocab(ds.catalog, "genres,colour")
     with pytest.raises(SeqrecError, match="'title' is not a feature field"):
         build_vocab(ds.catalog, "title")
@@ -136,9 +160,12 @@ def test_all_fields_and_bad_field_names():
     with pytest.raises(SeqrecError, match=r"feature_dropout must be a number in \[0, 1\)"):
         SASRecConfig(n_items=5, feature_dropout=1.0)
     assert SASRecConfig(n_items=5, item_features=" genres , year").item_features == "genres,year"
-    for doc in ({}, {"format": 1, "fields": []}, {"format": 1, "fields": [{"name": "g", "kind": "categorical",
-                                                                            "width": 1, "values": ["a", "a"]}]},
-                {"format": 1, "fields": [{"name": "y", "kind": "numeric", "width": 1, "edges": [2.0, 1.0]}]}):
+    for doc in (
+        {},
+        {"format": 1, "fields": []},
+        {"format": 1, "fields": [{"name": "g", "kind": "categorical", "width": 1, "values": ["a", "a"]}]},
+        {"format": 1, "fields": [{"name": "y", "kind": "numeric", "width": 1, "edges": [2.0, 1.0]}]},
+    ):
         with pytest.raises(SeqrecError, match="features.json"):
             FeatureVocab.from_json(doc, "features.json")
 
@@ -146,8 +173,9 @@ def test_all_fields_and_bad_field_names():
 def test_a_file_of_item_features_is_merged_by_raw_id(tmp_path):
     ds = small_catalogue()
     csv = tmp_path / "extra.csv"
-    csv.write_text("item_id,brand,genres,tags,weight\n101.0,acme,Western|Drama,a|b,1.5\n103,acme,Noir,,2\n"
-                   "999,nobody,Drama,a,3\n")
+    csv.write_text(
+        "item_id,brand,genres,tags,weight\n101.0,acme,Western|Drama,a|b,1.5\n103,acme,Noir,,2\n999,nobody,Drama,a,3\n"
+    )
     out = add_item_features(ds, csv)
     cat = out.catalog.sort("item")
     by_raw = {r["raw_id"]: r for r in cat.iter_rows(named=True)}
@@ -155,11 +183,20 @@ def test_a_file_of_item_features_is_merged_by_raw_id(tmp_path):
     assert by_raw[101]["tags"] == ["a", "b"] and by_raw[103]["tags"] == [] and by_raw[103]["genres"] == ["Noir"]
     assert by_raw[102]["genres"] == ["Comedy", "Drama"] and by_raw[102]["brand"] is None  # not listed: kept
     assert by_raw[103]["weight"] == 2.0
-    assert out.meta["item_features_file"] == {"path": str(csv), "columns": ["brand", "genres", "tags", "weight"],
-                                              "items": 2, "unknown_items": 1}
+    assert out.meta["item_features_file"] == {
+        "path": str(csv),
+        "columns": ["brand", "genres", "tags", "weight"],
+        "items": 2,
+        "unknown_items": 1,
+    }
     names = [(f.name, f.kind) for f in build_vocab(out.catalog, "all").fields]
-    assert names == [("genres", "categorical"), ("year", "numeric"), ("attributes", "categorical"),
-                     ("brand", "categorical"), ("weight", "numeric")]  # no two items share a tag
+    assert names == [
+        ("genres", "categorical"),
+        ("year", "numeric"),
+        ("attributes", "categorical"),
+        ("brand", "categorical"),
+        ("weight", "numeric"),
+    ]  # no two items share a tag
     assert [f.values for f in build_vocab(out.catalog, "brand,tags").fields] == [("acme",), ("a", "b")]
     saved = Dataset.load(out.save(tmp_path / "prepared"))  # the extra columns are kept in a prepared folder
     assert saved.catalog.equals(out.catalog)
@@ -172,9 +209,11 @@ def test_a_file_of_item_features_is_merged_by_raw_id(tmp_path):
     js.write_text(json.dumps({"106": {"brand": "x", "year": 1999}}))
     assert add_item_features(ds, js).catalog.filter(pl.col("raw_id") == 106).row(0, named=True)["year"] == 1999
 
-    for text, message in (("item_id,brand\n101,a\n101.0,b\n", "item '101' is listed more than once"),
-                          ("name,brand\n101,a\n", r"no item id column \(one of item_id"),
-                          ("item_id,year\n101,soon\n", "column 'year' must hold a number")):
+    for text, message in (
+        ("item_id,brand\n101,a\n101.0,b\n", "item '101' is listed more than once"),
+        ("name,brand\n101,a\n", r"no item id column \(one of item_id"),
+        ("item_id,year\n101,soon\n", "column 'year' must hold a number"),
+    ):
         bad = tmp_path / "bad.csv"
         bad.write_text(text)
         with pytest.raises(SeqrecError, match=f"{bad}.*{message}|{message}"):
@@ -204,11 +243,14 @@ def test_without_item_features_the_model_and_its_config_are_unchanged(chain):
     assert all(torch.equal(a, b) for a, b in zip(made.state_dict().values(), plain.state_dict().values()))
     assert "item_features" not in cfg.to_dict() and SASRecConfig.from_dict(cfg.to_dict()) == cfg
     torch.manual_seed(0)
-    with_features = SASRecModel.for_data(SASRecConfig(n_items=chain.n_items, hidden=16, blocks=1, max_len=8,
-                                                      item_features="genres"), chain)
+    with_features = SASRecModel.for_data(
+        SASRecConfig(n_items=chain.n_items, hidden=16, blocks=1, max_len=8, item_features="genres"), chain
+    )
     keys = list(with_features.state_dict())
-    assert keys[: len(plain.state_dict())] == list(plain.state_dict())  # the id model's weights come first, as they were
-    assert keys[len(plain.state_dict()):] == ["features.table", "features.id_weight", "features.emb.weight"]
+    assert keys[: len(plain.state_dict())] == list(
+        plain.state_dict()
+    )  # the id model's weights come first, as they were
+    assert keys[len(plain.state_dict()) :] == ["features.table", "features.id_weight", "features.emb.weight"]
     assert torch.equal(with_features.item_emb.weight, plain.item_emb.weight)
     with pytest.raises(SeqrecError, match="needs their vocabulary"):
         SASRecModel(SASRecConfig(n_items=chain.n_items, item_features="genres"))
@@ -228,8 +270,18 @@ def test_every_fusion_learns_from_the_features(chain, fusion):
 
 
 def test_feature_dropout_and_untrained_items(chain):
-    model = SASRecModel.for_data(SASRecConfig(n_items=chain.n_items, hidden=8, blocks=1, max_len=4,
-                                              item_features="genres", feature_output=True, feature_dropout=0.5), chain)
+    model = SASRecModel.for_data(
+        SASRecConfig(
+            n_items=chain.n_items,
+            hidden=8,
+            blocks=1,
+            max_len=4,
+            item_features="genres",
+            feature_output=True,
+            feature_dropout=0.5,
+        ),
+        chain,
+    )
     f = model.features
     trained = LeaveOneOut(chain).train().counts(chain.n_items) > 0
     assert f.id_weight[:, 0].bool().tolist() == trained.tolist() and 0 < (~trained[1:]).sum() < 3
@@ -257,10 +309,15 @@ def test_training_fills_the_untrained_items_unless_told_not_to(chain):
     results = {}
     for fill in (True, False):
         torch.manual_seed(0)
-        model = SASRecModel.for_data(SASRecConfig(n_items=chain.n_items, hidden=8, blocks=1, max_len=4,
-                                                  item_features="genres", feature_output=True), chain)
-        cfg = TrainConfig(epochs=1, batch_size=32, quiet=True, device="cpu", threads=1, eval_every=0,
-                          fill_cold_items=fill)
+        model = SASRecModel.for_data(
+            SASRecConfig(
+                n_items=chain.n_items, hidden=8, blocks=1, max_len=4, item_features="genres", feature_output=True
+            ),
+            chain,
+        )
+        cfg = TrainConfig(
+            epochs=1, batch_size=32, quiet=True, device="cpu", threads=1, eval_every=0, fill_cold_items=fill
+        )
         results[fill] = train(model, LeaveOneOut(chain), cfg).test
         weight = model.features.id_weight[:, 0].bool()
         assert weight[1:].all() if fill else weight.tolist() == trained.tolist()
@@ -269,8 +326,11 @@ def test_training_fills_the_untrained_items_unless_told_not_to(chain):
 
 # ----------------------------------------------------------------------------- items without interactions
 def new_items() -> list[dict]:
-    return [{"item_id": f"new-{g}-{j}", "genres": [f"g{g}"], "title": f"new {g}.{j}"}
-            for g in range(GENRES) for j in range(2)]
+    return [
+        {"item_id": f"new-{g}-{j}", "genres": [f"g{g}"], "title": f"new {g}.{j}"}
+        for g in range(GENRES)
+        for j in range(2)
+    ]
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
@@ -278,7 +338,9 @@ def test_added_items_are_recommended_after_histories_of_the_genre_before(chain, 
     rec = Recommender(chain_model, chain, backend=backend)
     before = rec.recommend([1], k=5)
     added = rec.add_items(new_items() + [{"item_id": "odd", "genres": ["g99"], "year": None}])
-    assert added.items[-1] == "odd" and added.unknown_values == {"genres": ["g99"]} and added.without_features == ["odd"]
+    assert (
+        added.items[-1] == "odd" and added.unknown_values == {"genres": ["g99"]} and added.without_features == ["odd"]
+    )
     assert rec.n_items == chain.n_items + 17 and rec.scorer.n_items == chain.n_items + 17
     assert rec.item("new-3-1")["title"] == "new 3.1" and rec.item("new-3-1")["popularity"] == 0
     for g in range(GENRES):
@@ -289,8 +351,9 @@ def test_added_items_are_recommended_after_histories_of_the_genre_before(chain, 
         assert all(isinstance(i, int) for i in top if not str(i).startswith("new-"))  # the others keep their form
     assert rec.recommend([], k=3).fallback  # popularity: the new items have none
     # the original model is untouched
-    assert [i.item_id for i in Recommender(chain_model, chain).recommend([1], k=5).items] == \
-        [i.item_id for i in before.items]
+    assert [i.item_id for i in Recommender(chain_model, chain).recommend([1], k=5).items] == [
+        i.item_id for i in before.items
+    ]
 
 
 def test_added_items_keep_the_old_items_availability(chain, chain_model):
@@ -316,18 +379,20 @@ def test_added_items_take_their_feature_neighbours_id_rows_without_feature_outpu
 
 def test_adding_items_is_checked(chain, chain_model):
     rec = Recommender(chain_model, chain)
-    for items, message in (([{"genres": ["g1"]}], r"items\[0\]: item_id None: it is missing"),
-                           ([{"item_id": 10**30}], r"items\[0\]: item_id .*beyond \+-\(2\*\*53 - 1\)"),
-                           ([{"item_id": 2**63}], r"items\[0\]: item_id .*beyond"),
-                           ([{"item_id": "NaN"}], "missing-value markers"),
-                           ([{"item_id": " null "}], "missing-value markers"),
-                           ([{"item_id": "a\0b"}], "NUL"),
-                           ([{"item_id": True}], "expected an integer or a string"),
-                           ([{"item_id": 5}], r"item 5 is already in the catalogue"),
-                           ([{"item_id": "a"}, {"item_id": "a"}], "listed twice"),
-                           ([{"item_id": "a", "colour": "red"}], r"unknown field\(s\) \['colour'\]"),
-                           ([{"item_id": "a", "genres": [3]}], "field 'genres' must hold a list of text"),
-                           ([], "no items to add")):
+    for items, message in (
+        ([{"genres": ["g1"]}], r"items\[0\]: item_id None: it is missing"),
+        ([{"item_id": 10**30}], r"items\[0\]: item_id .*beyond \+-\(2\*\*53 - 1\)"),
+        ([{"item_id": 2**63}], r"items\[0\]: item_id .*beyond"),
+        ([{"item_id": "NaN"}], "missing-value markers"),
+        ([{"item_id": " null "}], "missing-value markers"),
+        ([{"item_id": "a\0b"}], "NUL"),
+        ([{"item_id": True}], "expected an integer or a string"),
+        ([{"item_id": 5}], r"item 5 is already in the catalogue"),
+        ([{"item_id": "a"}, {"item_id": "a"}], "listed twice"),
+        ([{"item_id": "a", "colour": "red"}], r"unknown field\(s\) \['colour'\]"),
+        ([{"item_id": "a", "genres": [3]}], "field 'genres' must hold a list of text"),
+        ([], "no items to add"),
+    ):
         with pytest.raises(SeqrecError, match=message):
             rec.add_items(items)
     assert rec.n_items == chain.n_items
@@ -337,7 +402,9 @@ def test_adding_items_is_checked(chain, chain_model):
     ids = rec.add_items([{"item_id": 1000, "genres": ["g0"]}]).items  # integer ids stay integers
     assert ids == [1000] and rec.item(1000)["item_id"] == 1000 and rec.dataset.item_ids.raw.dtype.kind == "i"
     rec.add_items([{"item_id": "text-1", "genres": ["g0"]}])  # a text id: the others keep their form
-    assert rec.item(1000)["item_id"] == 1000 and rec.item(5)["item_id"] == 5 and rec.item("text-1")["item_id"] == "text-1"
+    assert (
+        rec.item(1000)["item_id"] == 1000 and rec.item(5)["item_id"] == 5 and rec.item("text-1")["item_id"] == "text-1"
+    )
     assert [x.item_id for x in rec.recommend([5], k=rec.n_items).items if not isinstance(x.item_id, int)] == ["text-1"]
 
 
@@ -346,8 +413,18 @@ def test_adding_items_is_checked(chain, chain_model):
 def test_folder_round_trip_and_onnx_parity_with_features(tmp_path, fusion):
     ds = small_catalogue()
     torch.manual_seed(0)
-    model = SASRecModel.for_data(SASRecConfig(n_items=ds.n_items, hidden=8, blocks=1, max_len=4, item_features="all",
-                                              feature_fusion=fusion, feature_output=True), ds).eval()
+    model = SASRecModel.for_data(
+        SASRecConfig(
+            n_items=ds.n_items,
+            hidden=8,
+            blocks=1,
+            max_len=4,
+            item_features="all",
+            feature_fusion=fusion,
+            feature_output=True,
+        ),
+        ds,
+    ).eval()
     path = save_folder(tmp_path / "m", model, ds, {}, {})
     assert "features.json" in json.loads((path / "manifest.json").read_text())["files"]
     bundle = load_folder(path)
@@ -365,14 +442,17 @@ def test_folder_round_trip_and_onnx_parity_with_features(tmp_path, fusion):
     assert rec.backend == "onnx"
     np.testing.assert_allclose(rec._score(batch).numpy(), expected.numpy(), atol=1e-4)
     torch_rec = Recommender.from_folder(path, backend="torch")
-    for a, b in zip(rec.recommend_many([[101, 102], [105], []], k=5), torch_rec.recommend_many([[101, 102], [105], []], k=5)):
+    for a, b in zip(
+        rec.recommend_many([[101, 102], [105], []], k=5), torch_rec.recommend_many([[101, 102], [105], []], k=5)
+    ):
         assert [i.item_id for i in a.items] == [i.item_id for i in b.items]
 
 
 def test_a_damaged_feature_vocabulary_is_refused(tmp_path):
     ds = small_catalogue()
-    model = SASRecModel.for_data(SASRecConfig(n_items=ds.n_items, hidden=8, blocks=1, max_len=4,
-                                              item_features="genres"), ds).eval()
+    model = SASRecModel.for_data(
+        SASRecConfig(n_items=ds.n_items, hidden=8, blocks=1, max_len=4, item_features="genres"), ds
+    ).eval()
     path = save_folder(tmp_path / "m", model, ds, {}, {})
     doc = json.loads((path / "features.json").read_text())
     doc["fields"][0]["values"].append("Western")  # one value more: the weights no longer fit
@@ -426,7 +506,9 @@ def test_admin_items_route_adds_items_the_next_request_recommends(chain, chain_m
     assert {"new-1-0", "new-1-1"} <= set(top)  # genre 0 is followed by genre 1
     again = client.post("/admin/items", json={"items": items[:1]}, headers=key)
     assert again.status_code == 400 and "new-0-0" in again.text  # already there
-    assert client.post("/admin/items", json={"items": [{"item_id": "x", "colour": "red"}]}, headers=key).status_code == 422
+    assert (
+        client.post("/admin/items", json={"items": [{"item_id": "x", "colour": "red"}]}, headers=key).status_code == 422
+    )
     plain = SASRecModel(SASRecConfig(n_items=chain.n_items, hidden=8, blocks=1, max_len=4))
     client = TestClient(create_app(Recommender(plain, chain, backend="torch"), api_key=key["X-API-Key"]))
     refused = client.post("/admin/items", json={"items": items}, headers=key)

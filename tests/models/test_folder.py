@@ -19,8 +19,13 @@ from seqrec.models.sasrec import SASRecConfig, SASRecModel
 def data() -> Dataset:
     rng = np.random.default_rng(0)
     frame = pl.DataFrame({"user": np.repeat(np.arange(40), 6), "item": rng.integers(100, 130, 240).astype(str)})
-    catalog = pl.DataFrame({"raw_id": [str(i) for i in range(100, 130)], "title": [f"t{i}" for i in range(30)],
-                            "genres": [["a", "b"][: i % 3] for i in range(30)]})
+    catalog = pl.DataFrame(
+        {
+            "raw_id": [str(i) for i in range(100, 130)],
+            "title": [f"t{i}" for i in range(30)],
+            "genres": [["a", "b"][: i % 3] for i in range(30)],
+        }
+    )
     return Dataset.from_interactions(frame, catalog, name="tiny")
 
 
@@ -56,8 +61,14 @@ def test_round_trip_gives_the_same_scores(folder, data):
     assert cfg["kind"] == "sasrec" and cfg["format_version"] == FORMAT_VERSION
     assert cfg["model"] == b.scorer.config.to_dict() and TrainConfig.from_dict(cfg["train"]).epochs == 3
     assert cfg["data"]["name"] == "tiny" and cfg["data"]["counts"]["users"] == 40
-    assert {p.name for p in folder.iterdir()} == {"config.json", "metrics.json", "model.safetensors", "data",
-                                                  ".seqrec", "manifest.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+        "data",
+        ".seqrec",
+        "manifest.json",
+    }
 
 
 def test_save_refuses_an_existing_folder_and_leaves_it_intact(folder, data):
@@ -95,22 +106,28 @@ def edit_config(folder, **changes):
     (folder / "config.json").write_text(json.dumps(cfg))
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda f: (f / "config.json").unlink(), "not a seqrec model folder"),
-    (lambda f: (f / "metrics.json").unlink(), "metrics"),
-    (lambda f: (f / "model.safetensors").unlink(), "model.safetensors"),
-    (lambda f: shutil.rmtree(f / "data"), "data"),
-    (lambda f: (f / "config.json").write_text("{oops"), "not valid JSON"),
-    (lambda f: edit_config(f, extra=1), "unknown keys \\['extra'\\]"),
-    (lambda f: edit_config(f, train=None), "missing keys \\['train'\\]"),
-    (lambda f: edit_config(f, format_version=FORMAT_VERSION + 1), "newer seqrec"),
-    (lambda f: edit_config(f, kind="bert4rec"), "bert4rec"),
-    (lambda f: edit_config(f, model={"n_items": 30, "hidden": 8, "wings": 2}), "wings"),
-    (lambda f: edit_config(f, train={"lr": 0.1, "speed": 2}), "speed"),
-    (lambda f: edit_config(f, model={"n_items": 30, "hidden": 16, "blocks": 1, "max_len": 6}), "weights do not fit"),
-    (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 40), "model.safetensors"),
-    (lambda f: (f / "data" / "sequences.npz").write_bytes((f / "data" / "sequences.npz").read_bytes()), None),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: (f / "config.json").unlink(), "not a seqrec model folder"),
+        (lambda f: (f / "metrics.json").unlink(), "metrics"),
+        (lambda f: (f / "model.safetensors").unlink(), "model.safetensors"),
+        (lambda f: shutil.rmtree(f / "data"), "data"),
+        (lambda f: (f / "config.json").write_text("{oops"), "not valid JSON"),
+        (lambda f: edit_config(f, extra=1), "unknown keys \\['extra'\\]"),
+        (lambda f: edit_config(f, train=None), "missing keys \\['train'\\]"),
+        (lambda f: edit_config(f, format_version=FORMAT_VERSION + 1), "newer seqrec"),
+        (lambda f: edit_config(f, kind="bert4rec"), "bert4rec"),
+        (lambda f: edit_config(f, model={"n_items": 30, "hidden": 8, "wings": 2}), "wings"),
+        (lambda f: edit_config(f, train={"lr": 0.1, "speed": 2}), "speed"),
+        (
+            lambda f: edit_config(f, model={"n_items": 30, "hidden": 16, "blocks": 1, "max_len": 6}),
+            "weights do not fit",
+        ),
+        (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 40), "model.safetensors"),
+        (lambda f: (f / "data" / "sequences.npz").write_bytes((f / "data" / "sequences.npz").read_bytes()), None),
+    ],
+)
 def test_load_is_strict(folder, damage, message):
     damage(folder)
     if message is None:
@@ -149,7 +166,9 @@ def test_model_folders_and_serving_import_nothing_of_the_trainer():
     import subprocess
     import sys
 
-    code = ("import sys, seqrec.models.folder, seqrec.serving.recommender; "
-            "print(sorted(m for m in sys.modules if m in ('seqrec.training.loop', 'seqrec.training.batches', 'seqrec.training.objective')))")
+    code = (
+        "import sys, seqrec.models.folder, seqrec.serving.recommender; "
+        "print(sorted(m for m in sys.modules if m in ('seqrec.training.loop', 'seqrec.training.batches', 'seqrec.training.objective')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -24,8 +24,14 @@ LOAD_SECONDS = 20  # far above a load of these folders (milliseconds) on a busy 
 
 
 def fuzz(n: int):
-    return settings(max_examples=n, derandomize=True, database=None, deadline=None, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -42,10 +48,21 @@ def strip_manifests(root: Path) -> None:
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     rng = np.random.default_rng(0)
-    frame = pl.DataFrame({"user": np.repeat(np.arange(20), 5), "item": rng.integers(0, 15, 100).astype(str),
-                          "timestamp": np.tile(np.arange(5), 20)})
-    catalog = pl.DataFrame({"raw_id": [str(i) for i in range(15)], "title": [f"movie {i}" for i in range(15)],
-                            "genres": [["a", "b", "c"][: i % 4] for i in range(15)], "year": list(range(2000, 2015))})
+    frame = pl.DataFrame(
+        {
+            "user": np.repeat(np.arange(20), 5),
+            "item": rng.integers(0, 15, 100).astype(str),
+            "timestamp": np.tile(np.arange(5), 20),
+        }
+    )
+    catalog = pl.DataFrame(
+        {
+            "raw_id": [str(i) for i in range(15)],
+            "title": [f"movie {i}" for i in range(15)],
+            "genres": [["a", "b", "c"][: i % 4] for i in range(15)],
+            "year": list(range(2000, 2015)),
+        }
+    )
     ds = Dataset.from_interactions(frame, catalog, config=CleanConfig(k_core=0), name="fuzz")
     torch.manual_seed(0)
     model = SASRecModel(SASRecConfig(n_items=ds.n_items, hidden=4, blocks=1, max_len=4)).eval()
@@ -91,12 +108,13 @@ def damage(draw, files: dict[str, bytes], ops: tuple[str, ...]) -> dict[str, byt
         else:  # "overwrite": a run of random bytes somewhere
             at = draw(st.integers(0, len(raw) - 1))
             chunk = draw(st.binary(min_size=1, max_size=32))
-            out[name] = raw[:at] + chunk + raw[at + len(chunk):]
+            out[name] = raw[:at] + chunk + raw[at + len(chunk) :]
     return out
 
 
 def damaged(root: Path, changes: dict[str, bytes | None]):
     """Apply ``changes`` to the files under ``root`` (then put every file back)."""
+
     @contextlib.contextmanager
     def apply(originals: dict[str, bytes]):
         try:
@@ -109,13 +127,19 @@ def damaged(root: Path, changes: dict[str, bytes | None]):
         finally:
             for name in changes:
                 (root / name).write_bytes(originals[name])
+
     return apply
 
 
 def same_dataset(a: Dataset, b: Dataset) -> bool:
-    return (np.array_equal(a.offsets, b.offsets) and np.array_equal(a.items, b.items) and a.meta == b.meta
-            and np.array_equal(a.user_ids.raw, b.user_ids.raw) and np.array_equal(a.item_ids.raw, b.item_ids.raw)
-            and a.catalog.equals(b.catalog))
+    return (
+        np.array_equal(a.offsets, b.offsets)
+        and np.array_equal(a.items, b.items)
+        and a.meta == b.meta
+        and np.array_equal(a.user_ids.raw, b.user_ids.raw)
+        and np.array_equal(a.item_ids.raw, b.item_ids.raw)
+        and a.catalog.equals(b.catalog)
+    )
 
 
 def check_prepared(path: Path, original: Dataset) -> None:
@@ -168,8 +192,10 @@ def test_fuzz_folders_from_before_manifests(folders, data):
     """Without a manifest a changed byte can go unseen, but a cut or missing file never loads wrongly
     and no damage raises anything but a SeqrecError."""
     made, files, originals = folders
-    for name, check, original in (("prep-legacy", check_prepared, originals["prep"]),
-                                  ("model-legacy", check_model, originals["model"])):
+    for name, check, original in (
+        ("prep-legacy", check_prepared, originals["prep"]),
+        ("model-legacy", check_model, originals["model"]),
+    ):
         changes = data.draw(damage(files[name], CUT))
         with damaged(made[name], changes)(files[name]):
             check(made[name], original)
@@ -188,8 +214,17 @@ def test_the_fuzzed_folders_are_intact_afterwards(folders):
 
 
 @fuzz(60)
-@given(parts=st.lists(st.one_of(st.integers(250, 700).map(lambda n: "p" * n), st.text(min_size=1, max_size=6),
-                                st.sampled_from(["..", ".", "\0"])), min_size=1, max_size=5))
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.integers(250, 700).map(lambda n: "p" * n),
+            st.text(min_size=1, max_size=6),
+            st.sampled_from(["..", ".", "\0"]),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_fuzz_folder_paths_with_long_components(tmp_path_factory, parts):
     """Paths the system refuses (a component over 255 characters, a NUL) or that name nothing: loading a
     model folder or a data set gives a SeqrecError naming the path, never an OSError."""
@@ -203,8 +238,14 @@ def test_fuzz_folder_paths_with_long_components(tmp_path_factory, parts):
 
 def test_cli_paths_with_long_components_exit_2(tmp_path, cli):
     long = tmp_path / ("x" * 300)
-    for argv in (("stats", long), ("recommend", long, "--history", "1"), ("similar", long, "1"),
-                 ("export-items", long, "--out", tmp_path / "o.csv"), ("export-events", long, "--out", tmp_path / "e.csv"),
-                 ("serve", long), ("train", tmp_path / "nowhere.csv", "--out", long / "m")):
+    for argv in (
+        ("stats", long),
+        ("recommend", long, "--history", "1"),
+        ("similar", long, "1"),
+        ("export-items", long, "--out", tmp_path / "o.csv"),
+        ("export-events", long, "--out", tmp_path / "e.csv"),
+        ("serve", long),
+        ("train", tmp_path / "nowhere.csv", "--out", long / "m"),
+    ):
         code, _, err = cli(*argv)
         assert code == 2 and err.startswith("seqrec: error: ") and len(err.strip().splitlines()) == 1, (argv, err)

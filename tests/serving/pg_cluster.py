@@ -65,14 +65,25 @@ class Cluster:
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self._names = itertools.count()
         self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' "
-                   f"-c max_connections=200 -c fsync=on -c synchronous_commit=on")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-o", options, "-w", "-t", "60", "start")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' "
+            f"-c max_connections=200 -c fsync=on -c synchronous_commit=on"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-o", options, "-w", "-t", "60", "start"
+        )
 
     def _run(self, tool: str, *args: str) -> None:
         assert self.bin is not None
-        result = subprocess.run([str(self.bin / tool), *args], user=self._user, capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=120, cwd=self.root)
+        result = subprocess.run(
+            [str(self.bin / tool), *args],
+            user=self._user,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+            cwd=self.root,
+        )
         if result.returncode:
             log = self.root / "log"
             raise RuntimeError(f"{tool} failed: {result.stderr}{log.read_text() if log.exists() else ''}")

@@ -57,8 +57,11 @@ def big() -> tuple[SASRecModel, Dataset]:
 @pytest.fixture(scope="module")
 def histories(big) -> list[list[int]]:
     _, data = big
-    return [list(data.item_ids.to_raw(data.sequence(u))) for u in range(min(300, data.n_users))
-            if data.sequence(u).size < 100]
+    return [
+        list(data.item_ids.to_raw(data.sequence(u)))
+        for u in range(min(300, data.n_users))
+        if data.sequence(u).size < 100
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +77,9 @@ def test_exact_is_the_plain_ranking(big, histories, recommenders) -> None:
     assert exact.index is None and plain.index is None
     for h in histories[:50]:
         assert ids(exact.recommend(h, k=10)) == ids(plain.recommend(h, k=10))
-    assert [ids(r) for r in exact.recommend_many(histories[:50], k=10)] == \
-        [ids(r) for r in plain.recommend_many(histories[:50], k=10)]
+    assert [ids(r) for r in exact.recommend_many(histories[:50], k=10)] == [
+        ids(r) for r in plain.recommend_many(histories[:50], k=10)
+    ]
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
@@ -111,8 +115,9 @@ def test_exclusions_honoured(kind, big, histories, recommenders) -> None:
         assert len(seen) == 10
         allowed = top[3:8] + [h[0]]
         assert set(ids(rec.recommend(h, k=10, include=allowed))) == set(top[3:8])
-        assert ids(rec.recommend(h, k=3, include=allowed, exclude=top[3:5])) == \
-            ids(exact.recommend(h, k=3, include=allowed, exclude=top[3:5]))
+        assert ids(rec.recommend(h, k=3, include=allowed, exclude=top[3:5])) == ids(
+            exact.recommend(h, k=3, include=allowed, exclude=top[3:5])
+        )
     assert rec.recommend([], k=5).fallback and ids(rec.recommend([], k=5)) == ids(exact.recommend([], k=5))
 
 
@@ -158,8 +163,9 @@ def test_service_answers_with_hnsw(tiny_dataset, make_scorer) -> None:
     body = client.post("/recommend", json={"history": [101, 102], "k": 5}).json()
     assert [i["item_id"] for i in body["items"]] == ids(exact.recommend([101, 102], k=5))
     batch = client.post("/recommend/batch", json={"histories": [[101, 102], [], [104]], "k": 3}).json()
-    assert [[i["item_id"] for i in x["items"]] for x in batch["results"]] == \
-        [ids(exact.recommend(h, k=3)) for h in ([101, 102], [], [104])]
+    assert [[i["item_id"] for i in x["items"]] for x in batch["results"]] == [
+        ids(exact.recommend(h, k=3)) for h in ([101, 102], [], [104])
+    ]
     user = client.get("/users/u0/recommendations?k=4").json()
     assert [i["item_id"] for i in user["items"]] == ids(exact.recommend_users(["u0"], k=4)[0])
 
@@ -199,8 +205,10 @@ def test_feature_output_rows_are_indexed(tiny_dataset) -> None:
     """With feature_output the index holds the fused rows the exact scorer multiplies with."""
     data = tiny_dataset()
     torch.manual_seed(0)
-    model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=8, blocks=1, max_len=4,
-                                              item_features="genres", feature_output=True), data).eval()
+    model = SASRecModel.for_data(
+        SASRecConfig(n_items=data.n_items, hidden=8, blocks=1, max_len=4, item_features="genres", feature_output=True),
+        data,
+    ).eval()
     rec = Recommender(model, data, index="hnsw")
     with torch.no_grad():
         np.testing.assert_allclose(rec.index.rows(np.arange(1, data.n_items + 1)), model.item_embeddings()[1:].numpy())

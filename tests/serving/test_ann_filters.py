@@ -29,8 +29,14 @@ def recs() -> dict[str, Recommender]:
     items = [int(i) + 1 for c in rng.integers(0, 80, 300) for i in rng.choice(np.flatnonzero(cluster == c), 6)]
     frame = pl.DataFrame({"user": users, "item": items + list(range(1, N + 1))})
     genres = [sorted({GENRES[g] for g in rng.integers(0, 12, int(rng.integers(1, 4)))}) for _ in range(N)]
-    catalog = pl.DataFrame({"raw_id": list(range(1, N + 1)), "title": [f"t{i}" for i in range(1, N + 1)],
-                            "genres": genres, "year": rng.integers(1950, 2020, N).tolist()})
+    catalog = pl.DataFrame(
+        {
+            "raw_id": list(range(1, N + 1)),
+            "title": [f"t{i}" for i in range(1, N + 1)],
+            "genres": genres,
+            "year": rng.integers(1950, 2020, N).tolist(),
+        }
+    )
     data = Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0), name="big")
     torch.manual_seed(0)
     model = SASRecModel(SASRecConfig(n_items=data.n_items, hidden=32, blocks=1, heads=1, max_len=10)).eval()
@@ -38,9 +44,11 @@ def recs() -> dict[str, Recommender]:
     with torch.no_grad():
         model.item_emb.weight[1:] = torch.from_numpy(0.1 * rows[order])
     nlist = IndexParams().lists(N)[0]
-    return {"exact": Recommender(model, data, index="exact"),
-            "ivf": Recommender(model, data, index="ivf", index_params=IndexParams(nprobe=nlist)),
-            "hnsw": Recommender(model, data, index="hnsw", index_params=IndexParams(ef_search=400))}
+    return {
+        "exact": Recommender(model, data, index="exact"),
+        "ivf": Recommender(model, data, index="ivf", index_params=IndexParams(nprobe=nlist)),
+        "hnsw": Recommender(model, data, index="hnsw", index_params=IndexParams(ef_search=400)),
+    }
 
 
 def random_filter(rng: np.random.Generator) -> dict:

@@ -41,7 +41,9 @@ def test_the_admin_route_and_the_store(tmp_path, tiny_dataset, make_scorer) -> N
     assert r.status_code == 200 and r.json() == {"item_id": 104, "available": False, "changed": True, "unavailable": 1}
     assert client.put("/admin/items/104/available", json=body, headers=AUTH).json()["changed"] is False
     assert client.get("/items/104").json()["available"] is False and client.get("/items/105").json()["available"]
-    found = {i["item_id"]: i["available"] for i in client.get("/items", params={"query": "", "limit": 12}).json()["items"]}
+    found = {
+        i["item_id"]: i["available"] for i in client.get("/items", params={"query": "", "limit": 12}).json()["items"]
+    }
     assert found[104] is False and found[105] is True
     every = {"history": [101], "k": 12}
     assert 104 not in ids(client.post("/recommend", json=every).json())
@@ -75,10 +77,16 @@ def _call(port: int, method: str, path: str, body: dict | None = None, key: bool
 
 def _start(model: Path, store: Path, log: Path) -> tuple[subprocess.Popen, int]:
     port = _port()
-    code = (f"from seqrec.serving.server import run; run({str(model)!r}, port={port}, backend='torch', "
-            f"access_log=False, store={str(store)!r})")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=open(log, "wb"),
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "SEQREC_API_KEY": KEY})
+    code = (
+        f"from seqrec.serving.server import run; run({str(model)!r}, port={port}, backend='torch', "
+        f"access_log=False, store={str(store)!r})"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),
+        env={**os.environ, "OMP_NUM_THREADS": "1", "SEQREC_API_KEY": KEY},
+    )
     deadline = time.monotonic() + 90
     while True:
         assert proc.poll() is None, log.read_text()[-2000:]
@@ -126,8 +134,9 @@ def test_workers_over_one_store_agree(tmp_path, tiny_dataset, make_scorer, monke
     monkeypatch.setattr(service, "AVAILABILITY_SYNC_S", 0.0)
     data = tiny_dataset()
     stores = [EventStore(tmp_path / "events.db") for _ in range(2)]
-    one, two = (TestClient(create_app(Recommender(make_scorer(data.n_items), data), store=s, api_key=KEY))
-                for s in stores)
+    one, two = (
+        TestClient(create_app(Recommender(make_scorer(data.n_items), data), store=s, api_key=KEY)) for s in stores
+    )
     every = {"history": [101], "k": 12}
     assert one.put("/admin/items/107/available", json={"available": False}, headers=AUTH).status_code == 200
     assert 107 not in ids(two.post("/recommend", json=every).json())

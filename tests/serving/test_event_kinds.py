@@ -42,8 +42,10 @@ def ids(answer: dict) -> list:
 
 def test_a_purchased_item_is_never_recommended_again(served) -> None:
     rec, _, client = served
-    post(client, [{"user_id": "n1", "item_id": 104, "ts": 1}, {"user_id": "n1", "item_id": 105, "ts": 2,
-                                                                "type": "purchase"}])
+    post(
+        client,
+        [{"user_id": "n1", "item_id": 104, "ts": 1}, {"user_id": "n1", "item_id": 105, "ts": 2, "type": "purchase"}],
+    )
     for exclude_seen in (True, False):
         got = ids(client.get("/users/n1/recommendations", params={"k": 12, "exclude_seen": exclude_seen}).json())
         assert 105 not in got
@@ -57,8 +59,13 @@ def test_a_purchased_item_is_never_recommended_again(served) -> None:
 
 def test_a_disliked_item_is_neither_recommended_nor_read(served) -> None:
     rec, _, client = served
-    post(client, [{"user_id": "n2", "item_id": 101, "ts": 1, "type": "view"},
-                  {"user_id": "n2", "item_id": 112, "ts": 2, "type": "dislike"}])
+    post(
+        client,
+        [
+            {"user_id": "n2", "item_id": 101, "ts": 1, "type": "view"},
+            {"user_id": "n2", "item_id": 112, "ts": 2, "type": "dislike"},
+        ],
+    )
     for exclude_seen in (True, False):
         got = client.get("/users/n2/recommendations", params={"k": 12, "exclude_seen": exclude_seen}).json()
         want = rec.recommend([101], k=12, exclude_seen=exclude_seen, exclude=[112])  # 112 not in the history
@@ -74,28 +81,42 @@ def test_types_are_checked(served) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", 0, "type"]
     assert "view, purchase, dislike" in r.json()["detail"][0]["msg"]
     for bad in ("View", "", "x" * 40, 3):
-        assert client.post("/events", json={"user_id": "n3", "item_id": 101, "type": bad},
-                           headers=AUTH).status_code == 422
+        assert (
+            client.post("/events", json={"user_id": "n3", "item_id": 101, "type": bad}, headers=AUTH).status_code == 422
+        )
     assert store.count() == 0
 
 
 def test_a_policy_file(tmp_path, tiny_dataset, make_scorer) -> None:
     path = tmp_path / "policy.json"
-    path.write_text(json.dumps({"view": {"history": True, "exclude": "seen"},
-                                "wishlist": {"history": False, "exclude": "seen"}}))
+    path.write_text(
+        json.dumps({"view": {"history": True, "exclude": "seen"}, "wishlist": {"history": False, "exclude": "seen"}})
+    )
     policy = EventPolicy.from_file(path)
     data = tiny_dataset()
     with EventStore(tmp_path / "e.db") as store:
-        client = TestClient(create_app(Recommender(make_scorer(data.n_items), data), store=store, api_key=KEY,
-                                       event_policy=policy))
-        post(client, [{"user_id": "n4", "item_id": 101, "ts": 1}, {"user_id": "n4", "item_id": 110, "ts": 2,
-                                                                    "type": "wishlist"}])
-        assert client.post("/events", json={"user_id": "n4", "item_id": 1, "type": "purchase"},
-                           headers=AUTH).status_code == 422
+        client = TestClient(
+            create_app(Recommender(make_scorer(data.n_items), data), store=store, api_key=KEY, event_policy=policy)
+        )
+        post(
+            client,
+            [
+                {"user_id": "n4", "item_id": 101, "ts": 1},
+                {"user_id": "n4", "item_id": 110, "ts": 2, "type": "wishlist"},
+            ],
+        )
+        assert (
+            client.post("/events", json={"user_id": "n4", "item_id": 1, "type": "purchase"}, headers=AUTH).status_code
+            == 422
+        )
         assert 110 not in ids(client.get("/users/n4/recommendations", params={"k": 12}).json())
         assert 110 in ids(client.get("/users/n4/recommendations", params={"k": 12, "exclude_seen": False}).json())
-    for text, words in [("[]", "expected an object"), ('{"Bad": {}}', "a lower-case letter"),
-                        ('{"x": {"exclude": "never"}}', "exclude must be one of"), ("{", "cannot read")]:
+    for text, words in [
+        ("[]", "expected an object"),
+        ('{"Bad": {}}', "a lower-case letter"),
+        ('{"x": {"exclude": "never"}}', "exclude must be one of"),
+        ("{", "cannot read"),
+    ]:
         path.write_text(text)
         with pytest.raises(SeqrecError, match=words):
             EventPolicy.from_file(path)
@@ -120,8 +141,10 @@ def test_export_and_training_apply_the_policy(tmp_path, cli) -> None:
 def test_a_format_1_store_gains_types_and_availability(tmp_path) -> None:
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE events (user_id TEXT NOT NULL, item_id TEXT NOT NULL, ts REAL NOT NULL, "
-                 "UNIQUE (user_id, item_id, ts))")
+    conn.execute(
+        "CREATE TABLE events (user_id TEXT NOT NULL, item_id TEXT NOT NULL, ts REAL NOT NULL, "
+        "UNIQUE (user_id, item_id, ts))"
+    )
     conn.execute("INSERT INTO events VALUES ('a', '1', 1.0)")
     conn.execute(f"PRAGMA application_id={0x53515243}")
     conn.execute("PRAGMA user_version=1")

@@ -27,8 +27,20 @@ def planted() -> Recommender:
         at = int(rng.integers(0, len(s)))
         seqs.append(s[:at] + [A, B] + s[at:])
     torch.manual_seed(0)
-    est = SASRec(recipe="paper", epochs=15, hidden=16, blocks=1, max_len=10, batch_size=64, lr=5e-3, loss="ce",
-                 n_negatives=None, quiet=True, threads=1, patience=None).fit(Dataset.from_sequences(seqs), valid=False)
+    est = SASRec(
+        recipe="paper",
+        epochs=15,
+        hidden=16,
+        blocks=1,
+        max_len=10,
+        batch_size=64,
+        lr=5e-3,
+        loss="ce",
+        n_negatives=None,
+        quiet=True,
+        threads=1,
+        patience=None,
+    ).fit(Dataset.from_sequences(seqs), valid=False)
     return Recommender(est.model_.eval(), est.dataset_, name="planted")
 
 

@@ -79,18 +79,21 @@ def test_filters_meet_exclusions_include_and_fallback(rec: Recommender) -> None:
     assert res.fallback and all({"Comedy", "Drama"} & set(i.genres) for i in res.items) and len(res.items) == 3
 
 
-@pytest.mark.parametrize(("rules", "loc", "words"), [
-    ({"genre": {"any": ["Comedy"]}}, ("genre",), "unknown field"),
-    ({"year": {"gte": "1990"}}, ("year", "gte"), "expected a number"),
-    ({"year": {"any": [1990]}}, ("year", "any"), "unknown operator"),
-    ({"genres": {"gte": 3}}, ("genres", "gte"), "unknown operator"),
-    ({"genres": {"any": "Comedy"}}, ("genres", "any"), "expected a list"),
-    ({"genres": {"any": [1]}}, ("genres", "any"), "expected text"),
-    ({"genres": {}}, ("genres",), "expected an object of operators"),
-    ({"genres": ["Comedy"]}, ("genres",), "expected an object of operators"),
-    ({"item_id": {"all": [1]}}, ("item_id", "all"), "unknown operator"),
-    ({"item_id": {"none": [True]}}, ("item_id", "none"), "expected item ids"),
-])
+@pytest.mark.parametrize(
+    ("rules", "loc", "words"),
+    [
+        ({"genre": {"any": ["Comedy"]}}, ("genre",), "unknown field"),
+        ({"year": {"gte": "1990"}}, ("year", "gte"), "expected a number"),
+        ({"year": {"any": [1990]}}, ("year", "any"), "unknown operator"),
+        ({"genres": {"gte": 3}}, ("genres", "gte"), "unknown operator"),
+        ({"genres": {"any": "Comedy"}}, ("genres", "any"), "expected a list"),
+        ({"genres": {"any": [1]}}, ("genres", "any"), "expected text"),
+        ({"genres": {}}, ("genres",), "expected an object of operators"),
+        ({"genres": ["Comedy"]}, ("genres",), "expected an object of operators"),
+        ({"item_id": {"all": [1]}}, ("item_id", "all"), "unknown operator"),
+        ({"item_id": {"none": [True]}}, ("item_id", "none"), "expected item ids"),
+    ],
+)
 def test_a_filter_that_does_not_fit_names_the_field(rec: Recommender, rules: dict, loc: tuple, words: str) -> None:
     with pytest.raises(FilterError, match=words) as info:
         rec.recommend([101], filter=rules)
@@ -121,8 +124,10 @@ def test_the_service_filters_and_refuses_with_422(rec: Recommender) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "filter", "year", "gte"]
     r = client.post("/recommend", json={**body, "filter": {"year": 1990}})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "filter", "year"]
-    batch = client.post("/recommend/batch", json={"histories": [[111], [101]], "k": 2, "exclude_seen": False,
-                                                  "filter": {"year": {"gte": 1995}}}).json()
+    batch = client.post(
+        "/recommend/batch",
+        json={"histories": [[111], [101]], "k": 2, "exclude_seen": False, "filter": {"year": {"gte": 1995}}},
+    ).json()
     assert [[i["item_id"] for i in r["items"]] for r in batch["results"]] == [[106, 107], [106, 107]]
     r = client.post("/recommend/batch", json={"histories": [[111]], "filter": {"colour": {"any": ["red"]}}})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "filter", "colour"]
@@ -139,8 +144,17 @@ def test_the_command_line_filters(tmp_path, tiny_dataset, make_scorer, cli) -> N
 
     data = tiny_dataset()
     path = save_folder(tmp_path / "model", make_scorer(data.n_items), data, config={}, metrics={})
-    code, out, err = cli("recommend", path, "--history", "101,102", "-k", "20", "--json",
-                         "--filter", '{"genres": {"any": ["Crime"]}, "year": {"lte": 1996}}')
+    code, out, err = cli(
+        "recommend",
+        path,
+        "--history",
+        "101,102",
+        "-k",
+        "20",
+        "--json",
+        "--filter",
+        '{"genres": {"any": ["Crime"]}, "year": {"lte": 1996}}',
+    )
     assert code == 0, err
     answer = json.loads(out)
     assert sorted(i["item_id"] for i in answer["items"]) == [106, 107] and answer["fewer_than_k"] is True

@@ -16,20 +16,37 @@ from hypothesis import strategies as st
 from seqrec.serving.limits import Limits
 
 PATHS = ["/recommend", "/recommend/batch", "/recommend_batch"]
-KEYS = ["history", "user_history", "histories", "user_histories", "k", "top_k", "exclude_seen", "exclude_history",
-        "include", "exclude"]
+KEYS = [
+    "history",
+    "user_history",
+    "histories",
+    "user_histories",
+    "k",
+    "top_k",
+    "exclude_seen",
+    "exclude_history",
+    "include",
+    "exclude",
+]
 
 surrogate = st.integers(0xD800, 0xDFFF).map(chr)
 odd_text = st.lists(st.one_of(st.characters(), surrogate), max_size=6).map("".join)
 scalars = st.one_of(
-    st.none(), st.booleans(), st.sampled_from([101, 102, "103", "nope", 0, -1, 1000, 1001, 2**53, 3.0, 1.5]),
-    st.integers(-(2**70), 2**70), st.integers(-(10**400), 10**400),
-    st.floats(allow_nan=True, allow_infinity=True), odd_text,
+    st.none(),
+    st.booleans(),
+    st.sampled_from([101, 102, "103", "nope", 0, -1, 1000, 1001, 2**53, 3.0, 1.5]),
+    st.integers(-(2**70), 2**70),
+    st.integers(-(10**400), 10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    odd_text,
 )
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=5),
-                                                      st.dictionaries(st.one_of(st.sampled_from(KEYS), odd_text),
-                                                                      inner, max_size=4)),
-                      max_leaves=25)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(st.one_of(st.sampled_from(KEYS), odd_text), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
 objects = st.dictionaries(st.sampled_from(KEYS), values, max_size=5)
 
 
@@ -58,13 +75,34 @@ def bodies(draw) -> bytes:
         return b'{"%s": %s%s}' % (key.encode(), b"[" * depth, b"]" * depth)
     if kind == "digits":
         digits = draw(st.integers(1, 6000))
-        return b'{"history": [%s], "k": %s}' % (b"7" * digits, draw(st.sampled_from([b"3", b"1e400", b"-0.0", b"7" * 30])))
+        return b'{"history": [%s], "k": %s}' % (
+            b"7" * digits,
+            draw(st.sampled_from([b"3", b"1e400", b"-0.0", b"7" * 30])),
+        )
     if kind == "constant":
-        word = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b'"\\ud800"', b'"\\udfff"',
-                                     b'"\\ud83d\\ude00"', b"1E400", b"0.0", b"1e-400"]))
+        word = draw(
+            st.sampled_from(
+                [
+                    b"NaN",
+                    b"Infinity",
+                    b"-Infinity",
+                    b"1e999",
+                    b"-1e999",
+                    b'"\\ud800"',
+                    b'"\\udfff"',
+                    b'"\\ud83d\\ude00"',
+                    b"1E400",
+                    b"0.0",
+                    b"1e-400",
+                ]
+            )
+        )
         key = draw(st.sampled_from(KEYS))
-        return b'{"history": [101], "%s": %s}' % (key.encode(), word) if draw(st.booleans()) else \
-            b'{"histories": [[%s]]}' % word
+        return (
+            b'{"history": [101], "%s": %s}' % (key.encode(), word)
+            if draw(st.booleans())
+            else b'{"histories": [[%s]]}' % word
+        )
     base = bytearray(encode({"history": [101, "102"], "k": 3, "exclude": [103]}, True))
     for _ in range(draw(st.integers(1, 4))):
         i = draw(st.integers(0, len(base) - 1))
@@ -75,11 +113,20 @@ def bodies(draw) -> bytes:
 def test_json_bodies_never_give_a_500(client: TestClient) -> None:
     statuses: list[int] = []
 
-    @given(path=st.sampled_from(PATHS), body=bodies(),
-           content_type=st.sampled_from(["application/json", "application/json", "application/x+json", "text/plain",
-                                         None]))
-    @settings(max_examples=600, derandomize=True, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(
+        path=st.sampled_from(PATHS),
+        body=bodies(),
+        content_type=st.sampled_from(
+            ["application/json", "application/json", "application/x+json", "text/plain", None]
+        ),
+    )
+    @settings(
+        max_examples=600,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     def check(path: str, body: bytes, content_type: str | None) -> None:
         headers = {"content-type": content_type} if content_type else {}
         r = client.post(path, content=body, headers=headers)
@@ -104,8 +151,12 @@ def test_odd_path_and_query_values_never_give_a_500(client: TestClient) -> None:
     @settings(max_examples=100, derandomize=True, deadline=None, database=None)
     def check(item: str, k: str) -> None:
         segment = quote(item, safe="")
-        for url, params in ((f"/items/{segment}", None), (f"/items/{segment}/similar", {"k": k}),
-                            (f"/users/{segment}/recommendations", {"k": k}), ("/items", {"query": item, "limit": k})):
+        for url, params in (
+            (f"/items/{segment}", None),
+            (f"/items/{segment}/similar", {"k": k}),
+            (f"/users/{segment}/recommendations", {"k": k}),
+            ("/items", {"query": item, "limit": k}),
+        ):
             r = client.get(url, params=params)
             statuses.append(r.status_code)
             assert r.status_code < 500, (url, params, r.text[:300])
@@ -120,8 +171,11 @@ def test_reload_paths_never_give_a_500(tiny_app) -> None:
     _, app = tiny_app(api_key="fuzz-reload-key", backend="torch")
     client = TestClient(app, raise_server_exceptions=False)
     statuses: list[int] = []
-    component = st.one_of(st.text(min_size=1, max_size=8), st.integers(250, 600).map(lambda n: "c" * n),
-                          st.sampled_from(["..", ".", "\0", "~", "%2e"]))
+    component = st.one_of(
+        st.text(min_size=1, max_size=8),
+        st.integers(250, 600).map(lambda n: "c" * n),
+        st.sampled_from(["..", ".", "\0", "~", "%2e"]),
+    )
 
     @given(parts=st.lists(component, min_size=1, max_size=6), absolute=st.booleans())
     @settings(max_examples=60, derandomize=True, deadline=None, database=None)
@@ -137,10 +191,44 @@ def test_reload_paths_never_give_a_500(tiny_app) -> None:
 
 
 LIMIT_IDS = st.one_of(
-    st.sampled_from([2**53 - 1, -(2**53 - 1), 2**53, -(2**53), 2**63 - 1, 2**63, 10**30, 0, -1, "NaN", "null", "<NA>",
-                     " nat ", "", " ", "a\0b", "\0", "x" * 256, "x" * 257, "007", "+5", "5.0", "1e3", "new-1", "'",
-                     "O'Brien", '"', ",", "\t", "é", "😀"]),
-    st.integers(-(2**64), 2**64), st.text(max_size=10))
+    st.sampled_from(
+        [
+            2**53 - 1,
+            -(2**53 - 1),
+            2**53,
+            -(2**53),
+            2**63 - 1,
+            2**63,
+            10**30,
+            0,
+            -1,
+            "NaN",
+            "null",
+            "<NA>",
+            " nat ",
+            "",
+            " ",
+            "a\0b",
+            "\0",
+            "x" * 256,
+            "x" * 257,
+            "007",
+            "+5",
+            "5.0",
+            "1e3",
+            "new-1",
+            "'",
+            "O'Brien",
+            '"',
+            ",",
+            "\t",
+            "é",
+            "😀",
+        ]
+    ),
+    st.integers(-(2**64), 2**64),
+    st.text(max_size=10),
+)
 
 
 def test_ids_added_to_an_integer_catalogue_follow_the_event_rule(tiny_dataset, tmp_path) -> None:
@@ -152,12 +240,15 @@ def test_ids_added_to_an_integer_catalogue_follow_the_event_rule(tiny_dataset, t
     from seqrec.serving.store import EventStore
 
     data = tiny_dataset()
-    model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,
-                                              item_features="genres,year"), data).eval()
+    model = SASRecModel.for_data(
+        SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5, item_features="genres,year"), data
+    ).eval()
     key = {"X-API-Key": "fuzz-items-key"}
     store = EventStore(tmp_path / "events.db")
-    client = TestClient(create_app(Recommender(model, data, name="f", backend="torch"), api_key=key["X-API-Key"],
-                                   store=store), raise_server_exceptions=False)
+    client = TestClient(
+        create_app(Recommender(model, data, name="f", backend="torch"), api_key=key["X-API-Key"], store=store),
+        raise_server_exceptions=False,
+    )
     statuses: list[int] = []
 
     @given(item=LIMIT_IDS)

@@ -39,8 +39,10 @@ def folders(tmp_path_factory, tiny_dataset, make_scorer):
     """Three model folders of the tiny catalogue (metrics build 1, 2, 3) and a broken one."""
     root = tmp_path_factory.mktemp("generations")
     data = tiny_dataset()
-    models = [save_folder(root / f"model{n}", make_scorer(data.n_items), data, config={}, metrics={"build": n})
-              for n in (1, 2, 3)]
+    models = [
+        save_folder(root / f"model{n}", make_scorer(data.n_items), data, config={}, metrics={"build": n})
+        for n in (1, 2, 3)
+    ]
     broken = root / "broken"
     shutil.copytree(models[0], broken)
     weights = broken / "model.safetensors"
@@ -51,8 +53,12 @@ def folders(tmp_path_factory, tiny_dataset, make_scorer):
 def test_a_reload_on_one_app_reaches_another_on_the_same_store(folders, tmp_path) -> None:
     (first, second, _), broken = folders
     store = open_store(tmp_path / "events.db")
-    a, b = (create_app(Recommender.from_folder(first, backend="torch"), store=store, api_key=KEY, model_path=first,
-                       backend="torch") for _ in range(2))
+    a, b = (
+        create_app(
+            Recommender.from_folder(first, backend="torch"), store=store, api_key=KEY, model_path=first, backend="torch"
+        )
+        for _ in range(2)
+    )
     client_a, client_b = TestClient(a), TestClient(b)
     assert client_a.get("/model").json()["generation"] is None
     r = client_a.post("/admin/reload", json={"path": str(second)}, headers=AUTH)
@@ -80,8 +86,12 @@ def _free_port() -> int:
 def _call(port: int, method: str, path: str, body: object = None) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request(method, path, None if body is None else json.dumps(body),
-                     {"Content-Type": "application/json", "Connection": "close", **AUTH})
+        conn.request(
+            method,
+            path,
+            None if body is None else json.dumps(body),
+            {"Content-Type": "application/json", "Connection": "close", **AUTH},
+        )
         answer = conn.getresponse()
         return answer.status, json.loads(answer.read())
     finally:
@@ -93,13 +103,30 @@ class Service:
 
     def __init__(self, model: Path, store: str, log: Path, workers: int = 1) -> None:
         self.port, self.log = _free_port(), log
-        argv = [sys.executable, "-m", "seqrec", "serve", str(model), "--port", str(self.port), "--backend", "torch",
-                "--workers", str(workers), "--store", store]
+        argv = [
+            sys.executable,
+            "-m",
+            "seqrec",
+            "serve",
+            str(model),
+            "--port",
+            str(self.port),
+            "--backend",
+            "torch",
+            "--workers",
+            str(workers),
+            "--store",
+            store,
+        ]
         with open(log, "wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True,
-                                         env={**os.environ, "PYTHONPATH": SRC, "SEQREC_API_KEY": KEY,
-                                              "OMP_NUM_THREADS": "1"})
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "PYTHONPATH": SRC, "SEQREC_API_KEY": KEY, "OMP_NUM_THREADS": "1"},
+            )
 
     def wait_ready(self, deadline: float) -> None:
         while True:
@@ -136,8 +163,9 @@ def test_one_reload_reaches_four_workers_within_two_seconds(folders, tmp_path) -
         answered = time.monotonic()
         assert status == 200, body
         while len(_followers(service.log, 1)) < 3:  # the worker that answered swapped it in itself
-            assert time.monotonic() - answered < REACH_S, f"only {_followers(service.log, 1)} followed: " \
-                                                         + service.log.read_text()[-3000:]
+            assert time.monotonic() - answered < REACH_S, (
+                f"only {_followers(service.log, 1)} followed: " + service.log.read_text()[-3000:]
+            )
             time.sleep(0.02)
         took = time.monotonic() - answered
         seen = {}
@@ -226,8 +254,9 @@ def test_two_replicas_on_one_postgresql_store(folders, tmp_path, pg_url) -> None
         b.stop()
 
 
-def test_a_worker_that_cannot_load_the_recorded_folder_keeps_its_model_and_tries_again(folders, tmp_path,
-                                                                                      monkeypatch) -> None:
+def test_a_worker_that_cannot_load_the_recorded_folder_keeps_its_model_and_tries_again(
+    folders, tmp_path, monkeypatch
+) -> None:
     from seqrec.serving import generation
     from seqrec.serving.generation import folder_digest, record_generation
 

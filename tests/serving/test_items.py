@@ -87,12 +87,19 @@ def test_ranked_items_hold_their_features_and_interactions() -> None:
     from seqrec.serving.catalogue import add_to_catalogue
 
     frame = pl.DataFrame({"user": [0, 0, 1, 1, 1], "item": [1, 2, 1, 3, 1], "timestamp": [0, 1, 0, 1, 2]})
-    catalog = pl.DataFrame({"raw_id": [1, 2, 3], "title": ["a", "b", None], "genres": [["Drama"], [], None],
-                            "year": [1994, None, 2001]})
+    catalog = pl.DataFrame(
+        {"raw_id": [1, 2, 3], "title": ["a", "b", None], "genres": [["Drama"], [], None], "year": [1994, None, 2001]}
+    )
     ds = Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0), name="three")
     more = pl.DataFrame({"raw_id": [1, 2, 3], "rating": [4.5, float("nan"), None], "studio": ["x", None, "y"]})
-    ds = Dataset(ds.offsets, ds.items, ds.user_ids, ds.item_ids,  # other catalogue fields, as item files give
-                 ds.catalog.join(more.cast({"raw_id": ds.catalog["raw_id"].dtype}), on="raw_id", how="left"), ds.meta)
+    ds = Dataset(
+        ds.offsets,
+        ds.items,
+        ds.user_ids,
+        ds.item_ids,  # other catalogue fields, as item files give
+        ds.catalog.join(more.cast({"raw_id": ds.catalog["raw_id"].dtype}), on="raw_id", how="left"),
+        ds.meta,
+    )
     new = {"item_id": 4, "title": "d", "genres": ["Comedy", "Drama"], "year": 1980, "rating": 3.0, "studio": "z"}
     ds = add_to_catalogue(ds, [new], build_vocab(ds.catalog.sort("item"), "genres"))[0]  # no interactions
     cat = Catalogue(ds)

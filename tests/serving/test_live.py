@@ -61,9 +61,15 @@ def test_events_are_acknowledged_with_counts_and_unknown_items(live) -> None:
     client, _, store = live(limits=Limits(max_events=3))
     r = client.post("/events", json={"user_id": "u0", "item_id": 104, "ts": 50}, headers=AUTH)
     assert r.status_code == 200 and r.json()["stored"] == 1 and r.json()["duplicates"] == 0
-    body = client.post("/events", headers=AUTH, json=[{"user_id": "u0", "item_id": "104.0", "ts": 50},
-                                                      {"user_id": 7, "item_id": 999, "timestamp": 51},
-                                                      {"user_id": "7.0", "item_id": "zz"}]).json()
+    body = client.post(
+        "/events",
+        headers=AUTH,
+        json=[
+            {"user_id": "u0", "item_id": "104.0", "ts": 50},
+            {"user_id": 7, "item_id": 999, "timestamp": 51},
+            {"user_id": "7.0", "item_id": "zz"},
+        ],
+    ).json()
     assert (body["stored"], body["duplicates"], body["unknown_items"]) == (2, 1, [999, "zz"])
     assert store.count() == 3 and [e.item_id for e in store.history(7)] == ["999", "zz"]
     assert client.post("/events", json=[], headers=AUTH).json()["stored"] == 0
@@ -73,13 +79,21 @@ def test_events_are_acknowledged_with_counts_and_unknown_items(live) -> None:
     assert spec["anyOf"][1]["maxItems"] == 3 and spec["anyOf"][0] == {"$ref": "#/components/schemas/EventIn"}
 
 
-@pytest.mark.parametrize("event, field", [
-    ({"user_id": "u0"}, "item_id"), ({"user_id": None, "item_id": 1}, "user_id"),
-    ({"user_id": "u0", "item_id": " NaN "}, "item_id"), ({"user_id": "", "item_id": 1}, "user_id"),
-    ({"user_id": "u0", "item_id": 1, "ts": 1.7e12}, "ts"), ({"user_id": "u0", "item_id": 1, "ts": "now"}, "ts"),
-    ({"user_id": "u0", "item_id": 1, "ts": -1}, "ts"), ({"user_id": "u0", "item_id": 1.5}, "item_id"),
-    ({"user_id": "u0", "item_id": 1, "when": 3}, "when"), ({"user_id": "u0", "item_id": 2**60}, "item_id"),
-])
+@pytest.mark.parametrize(
+    "event, field",
+    [
+        ({"user_id": "u0"}, "item_id"),
+        ({"user_id": None, "item_id": 1}, "user_id"),
+        ({"user_id": "u0", "item_id": " NaN "}, "item_id"),
+        ({"user_id": "", "item_id": 1}, "user_id"),
+        ({"user_id": "u0", "item_id": 1, "ts": 1.7e12}, "ts"),
+        ({"user_id": "u0", "item_id": 1, "ts": "now"}, "ts"),
+        ({"user_id": "u0", "item_id": 1, "ts": -1}, "ts"),
+        ({"user_id": "u0", "item_id": 1.5}, "item_id"),
+        ({"user_id": "u0", "item_id": 1, "when": 3}, "when"),
+        ({"user_id": "u0", "item_id": 2**60}, "item_id"),
+    ],
+)
 def test_bad_events_are_422_naming_the_field(live, event: dict, field: str) -> None:
     client, _, store = live()
     r = client.post("/events", json=[{"user_id": "ok", "item_id": 101}, event], headers=AUTH)
@@ -90,16 +104,25 @@ def test_bad_events_are_422_naming_the_field(live, event: dict, field: str) -> N
 
 def test_bodies_that_are_not_events_never_give_a_500(live) -> None:
     client, _, _ = live()
-    scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(allow_nan=False,
-                       allow_infinity=False), st.text(max_size=8))
-    value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=3)
-                         | st.dictionaries(st.sampled_from(["user_id", "item_id", "ts", "x"]), inner, max_size=4),
-                         max_leaves=8)
+    scalar = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**64), 2**64),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=8),
+    )
+    value = st.recursive(
+        scalar,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from(["user_id", "item_id", "ts", "x"]), inner, max_size=4)
+        ),
+        max_leaves=8,
+    )
     statuses: list[int] = []
 
     @given(body=value)
-    @settings(max_examples=150, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=150, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def check(body) -> None:
         r = client.post("/events", content=json.dumps(body), headers={**AUTH, "Content-Type": "application/json"})
         statuses.append(r.status_code)
@@ -123,8 +146,13 @@ def test_the_next_recommendation_reads_the_new_event(live) -> None:
     expected = rec.recommend([*rec.dataset.item_ids.to_raw(rec.dataset.sequence(0)), top], k=5)
     assert ids(after) == [i.item_id for i in expected.items]
     history = client.get("/users/u0/history").json()
-    assert [(i["item_id"], i["source"]) for i in history["items"]] == \
-        [(101, "training"), (102, "training"), (112, "training"), (103, "training"), (top, "store")]
+    assert [(i["item_id"], i["source"]) for i in history["items"]] == [
+        (101, "training"),
+        (102, "training"),
+        (112, "training"),
+        (103, "training"),
+        (top, "store"),
+    ]
     assert history["training_items"] == 4 and history["store_events"] == 1 and history["items"][-1]["ts"] == 1000
     assert [i["item_id"] for i in client.get("/users/u0/history", params={"limit": 2}).json()["items"]] == [103, top]
 
@@ -133,8 +161,11 @@ def test_a_new_user_is_served_from_their_first_event(live) -> None:
     client, _, _ = live()
     assert client.get("/users/newcomer/recommendations").status_code == 404
     assert client.get("/users/newcomer/history").status_code == 404
-    client.post("/events", json=[{"user_id": "newcomer", "item_id": 999, "ts": 1},
-                                 {"user_id": "newcomer", "item_id": 101, "ts": 2}], headers=AUTH)
+    client.post(
+        "/events",
+        json=[{"user_id": "newcomer", "item_id": 999, "ts": 1}, {"user_id": "newcomer", "item_id": 101, "ts": 2}],
+        headers=AUTH,
+    )
     body = client.get("/users/newcomer/recommendations", params={"k": 20}).json()
     assert body["fallback"] is False and body["unknown_items"] == [999] and body["store_events"] == 2
     assert len(ids(body)) == 11 and 101 not in ids(body)  # 12 items, one seen
@@ -173,9 +204,15 @@ def test_keys_guard_writes_and_admin_and_reads_on_request(live, tiny_app) -> Non
     assert client.post("/recommend", json={"history": [101]}).status_code == 200
 
     guarded, _, _ = live(protect_reads=True)
-    for method, path, body in [("GET", "/users/u0/recommendations", None), ("POST", "/recommend", {"history": [1]}),
-                               ("GET", "/items/101", None), ("GET", "/model", None), ("GET", "/metrics", None),
-                               ("GET", "/users/u0/history", None), ("GET", "/items?query=star", None)]:
+    for method, path, body in [
+        ("GET", "/users/u0/recommendations", None),
+        ("POST", "/recommend", {"history": [1]}),
+        ("GET", "/items/101", None),
+        ("GET", "/model", None),
+        ("GET", "/metrics", None),
+        ("GET", "/users/u0/history", None),
+        ("GET", "/items?query=star", None),
+    ]:
         assert guarded.request(method, path, json=body).status_code == 401, path
         assert guarded.request(method, path, json=body, headers=AUTH).status_code == 200, path
     for open_path in ("/health", "/ready", "/", "/openapi.json"):
@@ -190,9 +227,17 @@ def test_keys_guard_writes_and_admin_and_reads_on_request(live, tiny_app) -> Non
 def test_cors_headers_only_for_a_configured_origin(live, tiny_app) -> None:
     client, _, _ = live(cors_origins=[ORIGIN])
     assert client.get("/health", headers={"Origin": ORIGIN}).headers["access-control-allow-origin"] == ORIGIN
-    assert "access-control-allow-origin" not in client.get("/health", headers={"Origin": "https://evil.example"}).headers
-    pre = client.options("/events", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
-                                             "Access-Control-Request-Headers": "x-api-key, content-type"})
+    assert (
+        "access-control-allow-origin" not in client.get("/health", headers={"Origin": "https://evil.example"}).headers
+    )
+    pre = client.options(
+        "/events",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key, content-type",
+        },
+    )
     assert pre.status_code == 200 and "x-api-key" in pre.headers["access-control-allow-headers"].lower()
     r = client.post("/events", json={"user_id": "u", "item_id": 1}, headers={"Origin": ORIGIN})
     assert r.status_code == 401 and r.headers["access-control-allow-origin"] == ORIGIN  # errors carry it too
@@ -226,7 +271,9 @@ def test_reload_swaps_a_good_folder_and_refuses_a_broken_one(tmp_path, tiny_data
     app = create_app(Recommender(gated, data, name="first"), api_key=KEY, backend="torch")
     with TestClient(app) as client:
         answers: list[dict] = []
-        flight = threading.Thread(target=lambda: answers.append(client.post("/recommend", json={"history": [101]}).json()))
+        flight = threading.Thread(
+            target=lambda: answers.append(client.post("/recommend", json={"history": [101]}).json())
+        )
         flight.start()
         assert gated.entered.wait(20)  # the request has taken the first model and is scoring with it
         r = client.post("/admin/reload", json={"path": str(second)}, headers=AUTH)
@@ -238,8 +285,11 @@ def test_reload_swaps_a_good_folder_and_refuses_a_broken_one(tmp_path, tiny_data
         assert answers[0]["model"] == "first"  # finished on the model it started with
         assert client.post("/recommend", json={"history": [101]}).json()["model"] == "second"
 
-        for path, words in [(broken, "model.safetensors"), (tmp_path / "nowhere", "no such model folder"),
-                            (tmp_path, "not a seqrec model folder")]:
+        for path, words in [
+            (broken, "model.safetensors"),
+            (tmp_path / "nowhere", "no such model folder"),
+            (tmp_path, "not a seqrec model folder"),
+        ]:
             r = client.post("/admin/reload", json={"path": str(path)}, headers=AUTH)
             assert r.status_code == 400 and words in r.json()["detail"], r.text
             assert client.post("/recommend", json={"history": [101]}).json()["model"] == "second"
@@ -326,11 +376,17 @@ def servers(tmp_path_factory, tiny_dataset, make_scorer):
     """TRIALS + 1 servers of the tiny model, each with its own folder and store."""
     root = tmp_path_factory.mktemp("live")
     data = tiny_dataset()
-    models = [save_folder(root / f"model{n}", make_scorer(data.n_items), data, config={}, metrics={"build": 1})
-              for n in range(TRIALS + 1)]
-    forker = subprocess.Popen([sys.executable, "-c", FORKER], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1", "SEQREC_API_KEY": KEY})
+    models = [
+        save_folder(root / f"model{n}", make_scorer(data.n_items), data, config={}, metrics={"build": 1})
+        for n in range(TRIALS + 1)
+    ]
+    forker = subprocess.Popen(
+        [sys.executable, "-c", FORKER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "SEQREC_API_KEY": KEY},
+    )
     started: list[Server] = []
     try:
         assert forker.stdout.readline().strip() == "ready"
@@ -358,8 +414,18 @@ def _burst(port: int, thread: int, acked: list, stop: threading.Event) -> None:
     n = 0
     while not stop.is_set():
         retry = last is not None and n % 3 == 2
-        batch = last if retry else [{"user_id": f"t{thread}-u{rng.randrange(4)}", "item_id": rng.choice([101, 105, 999]),
-                                     "ts": thread * 1e6 + n * 10 + i + 0.5} for i in range(rng.randint(1, 8))]
+        batch = (
+            last
+            if retry
+            else [
+                {
+                    "user_id": f"t{thread}-u{rng.randrange(4)}",
+                    "item_id": rng.choice([101, 105, 999]),
+                    "ts": thread * 1e6 + n * 10 + i + 0.5,
+                }
+                for i in range(rng.randint(1, 8))
+            ]
+        )
         n += 1
         try:
             conn.request("POST", "/events", json.dumps(batch), {"Content-Type": "application/json", **AUTH})
@@ -410,8 +476,10 @@ def test_acknowledged_events_survive_sigkill(servers) -> None:
                 assert history["store_events"] == sum(1 for e in have if e[0] == user)
         acknowledged.append(len(want))
         unacknowledged.append(len(have - want))
-    print(f"sigkill: seed {seed}, events acknowledged per trial {acknowledged}, stored but not acknowledged "
-          f"(in flight at the kill) {unacknowledged}")
+    print(
+        f"sigkill: seed {seed}, events acknowledged per trial {acknowledged}, stored but not acknowledged "
+        f"(in flight at the kill) {unacknowledged}"
+    )
     assert sum(acknowledged) > 0, f"seed {seed}: no event was acknowledged before the kills"
 
 
@@ -443,8 +511,13 @@ def test_sighup_reloads_the_served_folder(servers, tiny_dataset, make_scorer) ->
 def test_reload_of_a_path_the_system_refuses_is_400_naming_it(tmp_path, tiny_app, caplog) -> None:
     rec, app = tiny_app(api_key=KEY, backend="torch")
     client = TestClient(app, raise_server_exceptions=False)
-    for path in [str(tmp_path / ("x" * 300)), "/" + "y" * 256 + "/model", str(tmp_path / ("z" * 300) / "m"),
-                 "a\0b", "/" + "/".join(["w" * 250] * 15)]:
+    for path in [
+        str(tmp_path / ("x" * 300)),
+        "/" + "y" * 256 + "/model",
+        str(tmp_path / ("z" * 300) / "m"),
+        "a\0b",
+        "/" + "/".join(["w" * 250] * 15),
+    ]:
         r = client.post("/admin/reload", json={"path": path}, headers=AUTH)
         assert r.status_code == 400, (path[:40], r.status_code, r.text[:300])
         assert path.replace("\0", "") in r.json()["detail"].replace("\0", "") or "cannot read" in r.json()["detail"]

@@ -144,8 +144,13 @@ def test_similar_items_without_embeddings_uses_cooccurrence(data: Dataset, count
 
 
 def test_item_and_search(rec: Recommender) -> None:
-    assert rec.item("103") == {"item_id": 103, "title": "Alien", "genres": ["Horror", "Sci-Fi"], "year": 1992,
-                               "popularity": 3}
+    assert rec.item("103") == {
+        "item_id": 103,
+        "title": "Alien",
+        "genres": ["Horror", "Sci-Fi"],
+        "year": 1992,
+        "popularity": 3,
+    }
     with pytest.raises(UnknownIdError):
         rec.item("nope")
     found = [x["item_id"] for x in rec.search("STAR")]

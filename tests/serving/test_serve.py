@@ -75,7 +75,9 @@ def test_recommend_older_names(client: TestClient) -> None:
 def test_batch_and_its_older_name(client: TestClient, rec: Recommender) -> None:
     histories = [[101, 102], [], [104, "nope"]]
     body = client.post("/recommend/batch", json={"histories": histories, "k": 3}).json()
-    assert [item_ids(x) for x in body["results"]] == [[i.item_id for i in rec.recommend(h, k=3).items] for h in histories]
+    assert [item_ids(x) for x in body["results"]] == [
+        [i.item_id for i in rec.recommend(h, k=3).items] for h in histories
+    ]
     assert [x["fallback"] for x in body["results"]] == [False, True, False]
     assert body["results"][2]["unknown_items"] == ["nope"]
     old = client.post("/recommend_batch", json={"user_histories": histories, "top_k": 3}).json()
@@ -100,16 +102,19 @@ def test_body_over_the_limit_is_413(client: TestClient) -> None:
     assert r.status_code == 413 and "20000" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"k": 3}, "history"),
-    ({"history": "101"}, "history"),
-    ({"history": [101], "k": 0}, "k"),
-    ({"history": [101], "k": 1001}, "k"),
-    ({"history": [101], "k": "many"}, "k"),
-    ({"history": [1.5]}, "history"),
-    ({"history": [{"id": 1}]}, "history"),
-    ({"history": [101], "exclude_seen": "perhaps"}, "exclude_seen"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"k": 3}, "history"),
+        ({"history": "101"}, "history"),
+        ({"history": [101], "k": 0}, "k"),
+        ({"history": [101], "k": 1001}, "k"),
+        ({"history": [101], "k": "many"}, "k"),
+        ({"history": [1.5]}, "history"),
+        ({"history": [{"id": 1}]}, "history"),
+        ({"history": [101], "exclude_seen": "perhaps"}, "exclude_seen"),
+    ],
+)
 def test_bad_input_is_422_naming_the_field(client: TestClient, body: dict, field: str) -> None:
     r = client.post("/recommend", json=body)
     assert r.status_code == 422
@@ -120,11 +125,13 @@ def test_a_422_quotes_a_bounded_part_of_the_input(tiny_app) -> None:
     _, app = tiny_app(api_key="quote-test-key")
     client = TestClient(app)
     big = "x" * 900_000
-    for path, body, headers in (("/recommend", {"history": [big]}, {}),
-                                ("/recommend", {"history": [101], "include": [big[:300_000]] * 2, "k": big[:300_000]}, {}),
-                                ("/recommend/batch", {"histories": [[big[:9000]]] * 100}, {}),
-                                ("/events", {"user_id": big, "item_id": 1}, {"X-API-Key": "quote-test-key"}),
-                                ("/admin/items", {"items": [{"item_id": big}]}, {"X-API-Key": "quote-test-key"})):
+    for path, body, headers in (
+        ("/recommend", {"history": [big]}, {}),
+        ("/recommend", {"history": [101], "include": [big[:300_000]] * 2, "k": big[:300_000]}, {}),
+        ("/recommend/batch", {"histories": [[big[:9000]]] * 100}, {}),
+        ("/events", {"user_id": big, "item_id": 1}, {"X-API-Key": "quote-test-key"}),
+        ("/admin/items", {"items": [{"item_id": big}]}, {"X-API-Key": "quote-test-key"}),
+    ):
         r = client.post(path, json=body, headers=headers)
         assert r.status_code == 422, (path, r.status_code)
         assert len(r.content) < 25_000, (path, len(r.content))
@@ -136,8 +143,11 @@ def test_a_422_quotes_a_bounded_part_of_the_input(tiny_app) -> None:
 
 def test_k_below_one_is_422_on_every_route(client: TestClient) -> None:
     for k in (0, -1):  # the schemas refuse it before the recommender (which raises for it) is asked
-        for path, body in (("/recommend", {"history": [101]}), ("/recommend/batch", {"histories": [[101]]}),
-                           ("/recommend_batch", {"histories": [[101]]})):
+        for path, body in (
+            ("/recommend", {"history": [101]}),
+            ("/recommend/batch", {"histories": [[101]]}),
+            ("/recommend_batch", {"histories": [[101]]}),
+        ):
             r = client.post(path, json={**body, "k": k})
             assert r.status_code == 422 and any("k" in e["loc"] for e in r.json()["detail"])
         for path in ("/users/u0/recommendations", "/items/101/similar"):
@@ -163,8 +173,14 @@ def test_users(client: TestClient, rec: Recommender) -> None:
 
 
 def test_items_search_and_similar(client: TestClient) -> None:
-    assert client.get("/items/103").json() == {"item_id": 103, "title": "Alien", "genres": ["Horror", "Sci-Fi"],
-                                               "year": 1992, "popularity": 3, "available": True}
+    assert client.get("/items/103").json() == {
+        "item_id": 103,
+        "title": "Alien",
+        "genres": ["Horror", "Sci-Fi"],
+        "year": 1992,
+        "popularity": 3,
+        "available": True,
+    }
     assert client.get("/items/nope").status_code == 404
     found = client.get("/items", params={"query": "STAR", "limit": 3}).json()
     assert found["query"] == "STAR" and len(found["items"]) == 3
@@ -202,8 +218,9 @@ def test_not_ready_without_a_model() -> None:
     assert client.post("/recommend", json={"history": [1]}).status_code == 503
 
 
-def test_app_factory_loads_the_folder_named_in_the_environment(rec: Recommender, tmp_path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_app_factory_loads_the_folder_named_in_the_environment(
+    rec: Recommender, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = pytest.importorskip("seqrec.models.folder", reason="seqrec.models.folder has not landed yet")
     from seqrec.serving.server import ENV_LIMITS, ENV_MODEL, SWITCH_INTERVAL, app_from_env
 
@@ -221,7 +238,8 @@ def test_app_factory_loads_the_folder_named_in_the_environment(rec: Recommender,
     client = TestClient(app)
     assert client.get("/ready").json() == {"ready": True, "model": "model"}
     assert item_ids(client.post("/recommend", json={"history": [101]}).json()) == [
-        i.item_id for i in rec.recommend([101]).items]
+        i.item_id for i in rec.recommend([101]).items
+    ]
     assert client.post("/recommend/batch", json={"histories": [[101]] * 3}).status_code == 413  # SEQREC_LIMITS
 
 
@@ -243,8 +261,9 @@ def test_web_page_is_served(client: TestClient) -> None:
         assert client.get(f"/static/{name}").status_code == 200
 
 
-def test_unexpected_errors_are_json_500_and_not_hidden(build, monkeypatch: pytest.MonkeyPatch,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_errors_are_json_500_and_not_hidden(
+    build, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """A bug is answered 500 and logged with its traceback; it is not re-raised to the server (which would
     close the keep-alive connection: see test_serve_limits.py for that against uvicorn)."""
     rec, app = build()
@@ -268,10 +287,14 @@ def test_unexpected_errors_are_json_500_and_not_hidden(build, monkeypatch: pytes
 # ids of 256 characters), and an invalid one (an array over maxItems) may be refused for its size first.
 REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "413", "429", "5xx"]
-CONFIG = schemathesis.config.SchemathesisConfig.from_dict({"checks": {
-    "negative_data_rejection": {"expected-statuses": REJECTED},
-    "positive_data_acceptance": {"expected-statuses": ACCEPTED},
-}})
+CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
+    {
+        "checks": {
+            "negative_data_rejection": {"expected-statuses": REJECTED},
+            "positive_data_acceptance": {"expected-statuses": ACCEPTED},
+        }
+    }
+)
 
 
 def test_schema_conformance(rec: Recommender) -> None:
@@ -313,8 +336,12 @@ def test_several_workers_answer_without_waiting_for_delayed_acks(rec: Recommende
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = f"from seqrec.serving.server import run; run({str(path)!r}, port={port}, workers=2, access_log=False)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -342,14 +369,17 @@ def test_several_workers_answer_without_waiting_for_delayed_acks(rec: Recommende
         proc.wait(20)
 
 
-def test_answer_items_carry_their_features_and_interactions(client: TestClient, rec: Recommender, titles: dict,
-                                                            sequences: list) -> None:
+def test_answer_items_carry_their_features_and_interactions(
+    client: TestClient, rec: Recommender, titles: dict, sequences: list
+) -> None:
     counts = {i: sum(s.count(i) for s in sequences) for i in titles}
     years = {raw: 1990 + n for n, raw in enumerate(titles)}
-    answers = [client.post("/recommend", json={"history": [101, 102], "k": 5}).json()["items"],
-               client.post("/recommend/batch", json={"histories": [[104]], "k": 5}).json()["results"][0]["items"],
-               client.get("/users/u0/recommendations", params={"k": 5}).json()["items"],
-               client.get("/items/101/similar", params={"k": 5}).json()["items"]]
+    answers = [
+        client.post("/recommend", json={"history": [101, 102], "k": 5}).json()["items"],
+        client.post("/recommend/batch", json={"histories": [[104]], "k": 5}).json()["results"][0]["items"],
+        client.get("/users/u0/recommendations", params={"k": 5}).json()["items"],
+        client.get("/items/101/similar", params={"k": 5}).json()["items"],
+    ]
     for items in answers:
         assert items
         for x in items:
@@ -363,11 +393,16 @@ def test_an_added_item_is_answered_with_no_interactions_and_its_features(tiny_da
     from seqrec.models.sasrec import SASRecConfig, SASRecModel
 
     data = tiny_dataset()
-    model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,
-                                              item_features="genres,year", feature_output=True), data).eval()
+    model = SASRecModel.for_data(
+        SASRecConfig(
+            n_items=data.n_items, hidden=16, blocks=1, max_len=5, item_features="genres,year", feature_output=True
+        ),
+        data,
+    ).eval()
     key = {"X-API-Key": "items-answer-test-key"}
-    client = TestClient(create_app(Recommender(model, data, name="features", backend="torch"),
-                                   api_key=key["X-API-Key"]))
+    client = TestClient(
+        create_app(Recommender(model, data, name="features", backend="torch"), api_key=key["X-API-Key"])
+    )
     new = {"item_id": "new-1", "title": "Star Voyage", "genres": ["Sci-Fi"], "year": 1995}
     assert client.post("/admin/items", json={"items": [new, {"item_id": "bare"}]}, headers=key).status_code == 200
     body = client.post("/recommend", json={"history": [101, 102], "k": 3, "include": ["new-1", "bare", 103]}).json()
@@ -383,8 +418,12 @@ def _features_client(tiny_dataset, store=None) -> tuple[TestClient, dict]:
     from seqrec.models.sasrec import SASRecConfig, SASRecModel
 
     data = tiny_dataset()
-    model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,
-                                              item_features="genres,year", feature_output=True), data).eval()
+    model = SASRecModel.for_data(
+        SASRecConfig(
+            n_items=data.n_items, hidden=16, blocks=1, max_len=5, item_features="genres,year", feature_output=True
+        ),
+        data,
+    ).eval()
     key = {"X-API-Key": "items-forms-test-key"}
     app = create_app(Recommender(model, data, name="features", backend="torch"), api_key=key["X-API-Key"], store=store)
     return TestClient(app, raise_server_exceptions=False), key
@@ -397,8 +436,18 @@ def test_a_text_id_added_to_integer_ids_leaves_their_form(tiny_dataset, tmp_path
     client, key = _features_client(tiny_dataset, store)
     before = client.post("/recommend", json={"history": [101, 102], "k": 5}).json()["items"]
     assert all(isinstance(x["item_id"], int) for x in before)
-    r = client.post("/admin/items", json={"items": [{"item_id": "new-1", "genres": ["Sci-Fi"]}, {"item_id": 7001},
-                                                    {"item_id": "7002"}, {"item_id": "007"}]}, headers=key)
+    r = client.post(
+        "/admin/items",
+        json={
+            "items": [
+                {"item_id": "new-1", "genres": ["Sci-Fi"]},
+                {"item_id": 7001},
+                {"item_id": "7002"},
+                {"item_id": "007"},
+            ]
+        },
+        headers=key,
+    )
     assert r.status_code == 200 and r.json()["added"] == ["new-1", 7001, "7002", "007"], r.text
     after = client.post("/recommend", json={"history": [101, 102], "k": 16}).json()["items"]
     forms = {x["item_id"] for x in after}
@@ -406,8 +455,11 @@ def test_a_text_id_added_to_integer_ids_leaves_their_form(tiny_dataset, tmp_path
     assert {"new-1", 7001, 7002, "007"} <= forms and "101" not in forms and "103" not in forms
     assert client.get("/items/103").json()["item_id"] == 103 and client.get("/items/7002").json()["item_id"] == 7002
     assert client.get("/items/new-1").json()["item_id"] == "new-1"
-    assert all(isinstance(x["item_id"], int) for x in client.get("/items/103/similar", params={"k": 11}).json()["items"]
-               if x["item_id"] not in ("new-1", "007"))
+    assert all(
+        isinstance(x["item_id"], int)
+        for x in client.get("/items/103/similar", params={"k": 11}).json()["items"]
+        if x["item_id"] not in ("new-1", "007")
+    )
     assert client.post("/events", json={"user_id": "u0", "item_id": 103}, headers=key).status_code == 200
     assert client.post("/events", json={"user_id": "u0", "item_id": "new-1"}, headers=key).status_code == 200
     hist = client.get("/users/u0/history").json()["items"]

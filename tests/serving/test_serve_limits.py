@@ -46,8 +46,9 @@ def served(app):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", access_log=False,
-                                           lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", access_log=False, lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -90,8 +91,11 @@ def test_non_finite_numbers_and_unpaired_surrogates_are_422_naming_the_field(cli
 def test_a_surrogate_in_a_key_and_several_problems_at_once(client) -> None:
     r = post(client, "/recommend", b'{"history":[NaN, 101, Infinity],"\\udc00x":1}')
     assert r.status_code == 422
-    assert [e["loc"] for e in r.json()["detail"]] == [["body", "history", 0], ["body", "history", 2],
-                                                      ["body", "\\udc00x"]]
+    assert [e["loc"] for e in r.json()["detail"]] == [
+        ["body", "history", 0],
+        ["body", "history", 2],
+        ["body", "\\udc00x"],
+    ]
 
 
 def test_paired_surrogates_and_integral_numbers_are_fine(client) -> None:
@@ -103,17 +107,22 @@ def test_paired_surrogates_and_integral_numbers_are_fine(client) -> None:
     assert floats["unknown_items"] == []
     assert post(client, "/recommend", b'{"history":[101.5]}').status_code == 422
     text = post(client, "/recommend", b'{"history":["101.0", " 102 "], "k": 3}').json()  # one id, one spelling
-    assert text["unknown_items"] == [] and [i["item_id"] for i in text["items"]] == [i["item_id"] for i in ints["items"]]
+    assert text["unknown_items"] == [] and [i["item_id"] for i in text["items"]] == [
+        i["item_id"] for i in ints["items"]
+    ]
 
 
-@pytest.mark.parametrize("body, content_type, words", [
-    (b"\xff\xfe{}", "application/json", "not UTF-8"),
-    (b"[" * 5000 + b"]" * 5000, "application/json", "nested too deeply"),
-    (b'{"history":[' + b"9" * 5000 + b"]}", "application/json", "out of range"),
-    (b'{"history": [101], "k": 3', "application/json", "JSON decode error"),
-    (b"\xff\xfe", "text/plain", "dictionary"),  # not read as JSON: the bytes are echoed, as text
-    (b"\x80history", None, "dictionary"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, words",
+    [
+        (b"\xff\xfe{}", "application/json", "not UTF-8"),
+        (b"[" * 5000 + b"]" * 5000, "application/json", "nested too deeply"),
+        (b'{"history":[' + b"9" * 5000 + b"]}", "application/json", "out of range"),
+        (b'{"history": [101], "k": 3', "application/json", "JSON decode error"),
+        (b"\xff\xfe", "text/plain", "dictionary"),  # not read as JSON: the bytes are echoed, as text
+        (b"\x80history", None, "dictionary"),
+    ],
+)
 def test_bodies_that_are_not_strict_json_are_422(client, body, content_type, words) -> None:
     headers = {"content-type": content_type} if content_type else {}
     r = client.post("/recommend", content=body, headers=headers)
@@ -138,9 +147,13 @@ def test_no_error_leaves_a_keep_alive_connection_unusable(tiny, monkeypatch: pyt
         return original(history, **kw)
 
     monkeypatch.setattr(rec, "recommend", sometimes_broken)
-    bad = [("/recommend", b'{"history":[101],"k":NaN}', 422), ("/recommend", b'{"history":["\\ud800"]}', 422),
-           ("/recommend/batch", b'{"histories":[["\\ud800"]]}', 422), ("/recommend", b'{"history":[666]}', 500),
-           ("/recommend", b'{"history":[1e400]}', 422)]
+    bad = [
+        ("/recommend", b'{"history":[101],"k":NaN}', 422),
+        ("/recommend", b'{"history":["\\ud800"]}', 422),
+        ("/recommend/batch", b'{"histories":[["\\ud800"]]}', 422),
+        ("/recommend", b'{"history":[666]}', 500),
+        ("/recommend", b'{"history":[1e400]}', 422),
+    ]
     with served(app) as url, httpx.Client(base_url=url, timeout=10) as client:
         for path, body, status in bad:
             r = client.post(path, content=body, headers={"content-type": "application/json"})
@@ -161,8 +174,10 @@ def test_batch_cost_limits_are_413_naming_the_limit(tiny) -> None:
     assert ok.status_code == 200 and [len(x["items"]) for x in ok.json()["results"]] == [5, 5, 5, 5]
     r = client.post("/recommend/batch", json={"histories": [[101], [102], [103]], "k": 7})
     assert r.status_code == 413
-    assert r.json()["detail"] == ("batch of 3 histories x k 7 = 21 results is over the limit of 20 "
-                                  "(max_batch_results); send fewer histories or a smaller k")
+    assert r.json()["detail"] == (
+        "batch of 3 histories x k 7 = 21 results is over the limit of 20 "
+        "(max_batch_results); send fewer histories or a smaller k"
+    )
     r = client.post("/recommend/batch", json={"histories": [[101]] * 7})
     assert r.status_code == 413 and r.json()["detail"] == "batch of 7 histories is over the limit of 6 (max_batch)"
     # k beyond the catalogue (12 items) costs only the catalogue
@@ -205,8 +220,9 @@ def test_the_costly_request_is_refused_at_once(fake_scorer) -> None:
 
 def test_limits_come_from_one_place(tiny) -> None:
     assert Limits().max_batch_results == 100_000 and Limits().max_body_bytes == 1_000_000
-    assert Limits.from_env('{"max_batch_results": 50000, "batch_queue": 0}') == Limits(max_batch_results=50_000,
-                                                                                       batch_queue=0)
+    assert Limits.from_env('{"max_batch_results": 50000, "batch_queue": 0}') == Limits(
+        max_batch_results=50_000, batch_queue=0
+    )
     assert Limits.from_env("") == Limits()
     with pytest.raises(SeqrecError, match=r"SEQREC_LIMITS: unknown keys \['max_k'\]"):
         Limits.from_env('{"max_k": 5}')
@@ -245,7 +261,9 @@ def test_scoring_runs_off_the_event_loop_and_batches_queue_boundedly(tiny, monke
             entered.clear()
             release.clear()
             answer: list = []
-            heavy = threading.Thread(target=lambda a=answer, p=path, b=body: a.append(httpx.post(url + p, json=b, timeout=30)))
+            heavy = threading.Thread(
+                target=lambda a=answer, p=path, b=body: a.append(httpx.post(url + p, json=b, timeout=30))
+            )
             heavy.start()
             assert entered.wait(10)
             start = time.perf_counter()

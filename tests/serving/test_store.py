@@ -23,22 +23,31 @@ def store(tmp_path):
 
 
 def test_ids_take_the_readers_form_and_a_repeated_event_is_stored_once(store: EventStore) -> None:
-    assert store.append([("u1", 242, 5), ("u1", "242.0", 5), (" u1 ", 2.42e2, 5.0), ("u1", "+242", 5)]) == \
-        Appended(stored=1, duplicates=3)
+    assert store.append([("u1", 242, 5), ("u1", "242.0", 5), (" u1 ", 2.42e2, 5.0), ("u1", "+242", 5)]) == Appended(
+        stored=1, duplicates=3
+    )
     assert store.append([{"user_id": 7, "item_id": "007", "ts": 6}, Event("7.0", "7", 6.0)]) == Appended(2, 0)
     assert store.append([("u1", 242, 5)]) == Appended(0, 1)  # a retried request
     assert store.history("u1") == [Event("u1", "242", 5.0)]
     assert store.history(7) == [Event("7", "007", 6.0), Event("7", "7", 6.0)]  # a code keeps its zeros
     assert store.count() == 3 and store.count("7.0") == 2
-    rows = sqlite3.connect(store.path).execute("SELECT user_id, item_id, typeof(ts) FROM events ORDER BY rowid").fetchall()
+    rows = (
+        sqlite3.connect(store.path).execute("SELECT user_id, item_id, typeof(ts) FROM events ORDER BY rowid").fetchall()
+    )
     assert rows == [("u1", "242", "real"), ("7", "007", "real"), ("7", "7", "real")]
 
 
 def test_bad_events_are_refused_naming_the_event_and_field(store: EventStore) -> None:
-    for event, words in [(("u", "NaN", 1), "event 0: item_id"), (("  ", 1, 1), "event 0: user_id"),
-                         (("u", None, 1), "event 0: item_id"), (("u", 1, float("inf")), "event 0: ts"),
-                         (("u", True, 1), "event 0: item_id"), (("u", 1, "soon"), "event 0: ts"),
-                         (("u", float("nan"), 1), "event 0: item_id"), ("u1", "event 0: expected")]:
+    for event, words in [
+        (("u", "NaN", 1), "event 0: item_id"),
+        (("  ", 1, 1), "event 0: user_id"),
+        (("u", None, 1), "event 0: item_id"),
+        (("u", 1, float("inf")), "event 0: ts"),
+        (("u", True, 1), "event 0: item_id"),
+        (("u", 1, "soon"), "event 0: ts"),
+        (("u", float("nan"), 1), "event 0: item_id"),
+        ("u1", "event 0: expected"),
+    ]:
         with pytest.raises(SeqrecError, match=words):
             store.append([event])
     with pytest.raises(SeqrecError, match="event 1: user_id"):
@@ -107,8 +116,9 @@ def test_events_come_back_as_a_frame_and_close_waits_for_queued_writes(tmp_path)
         store.append([("u", 1, 1)])
     frame = read_events(tmp_path / "e.db")
     assert frame.columns == ["user_id", "item_id", "timestamp", "type"] and frame.height == 50
-    assert frame.schema == pl.Schema({"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Float64,
-                                      "type": pl.String})
+    assert frame.schema == pl.Schema(
+        {"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Float64, "type": pl.String}
+    )
     assert frame["item_id"].to_list() == [str(i) for i in range(50)]  # the order stored
     with EventStore(tmp_path / "e.db", create=False) as again:
         assert [e.item_id for e in again.events(chunk=7)] == [str(i) for i in range(50)]
@@ -135,9 +145,11 @@ def test_export_events_round_trip(tmp_path, cli) -> None:
 def test_export_events_errors_are_one_line(tmp_path, cli) -> None:
     db = tmp_path / "events.db"
     EventStore(db).close()
-    for argv, words in [(["missing.db", "--out", tmp_path / "e.csv"], "no such event store"),
-                        ([db, "--out", tmp_path / "e.json"], "ending in .parquet or .csv"),
-                        ([db, "--out", tmp_path], "is a folder")]:
+    for argv, words in [
+        (["missing.db", "--out", tmp_path / "e.csv"], "no such event store"),
+        ([db, "--out", tmp_path / "e.json"], "ending in .parquet or .csv"),
+        ([db, "--out", tmp_path], "is a folder"),
+    ]:
         code, out, err = cli("export-events", *argv)
         assert code == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1, err
     assert export_events(db, tmp_path / "empty.csv") == (tmp_path / "empty.csv", 0)

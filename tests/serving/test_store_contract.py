@@ -48,8 +48,9 @@ def test_open_store_picks_the_kind_by_the_spec(spec) -> None:
 
 
 def test_a_retried_event_is_stored_once_in_the_readers_form(store) -> None:
-    assert store.append([("u1", 242, 5), ("u1", "242.0", 5), (" u1 ", 2.42e2, 5.0), ("u1", "+242", 5)]) == \
-        Appended(stored=1, duplicates=3)
+    assert store.append([("u1", 242, 5), ("u1", "242.0", 5), (" u1 ", 2.42e2, 5.0), ("u1", "+242", 5)]) == Appended(
+        stored=1, duplicates=3
+    )
     assert store.append([{"user_id": 7, "item_id": "007", "ts": 6}, Event("7.0", "7", 6.0)]) == Appended(2, 0)
     assert store.append([("u1", 242, 5)]) == Appended(0, 1)  # a retried request
     assert store.history("u1") == [Event("u1", "242", 5.0)]
@@ -60,8 +61,23 @@ def test_a_retried_event_is_stored_once_in_the_readers_form(store) -> None:
     assert store.count() == 3  # nothing of a refused call is stored
 
 
-HOSTILE = ["'; DROP TABLE events; --", "%s", "%(x)s", "\\", "é\u0301", "日本語", "🙂", "a\tb", "x" * 5000,
-           "$1", "\"quoted\"", "0x1F", "1e3", "-0", "a\u2028b"]
+HOSTILE = [
+    "'; DROP TABLE events; --",
+    "%s",
+    "%(x)s",
+    "\\",
+    "é\u0301",
+    "日本語",
+    "🙂",
+    "a\tb",
+    "x" * 5000,
+    "$1",
+    '"quoted"',
+    "0x1F",
+    "1e3",
+    "-0",
+    "a\u2028b",
+]
 
 
 def test_hostile_ids_round_trip_exactly(store) -> None:
@@ -125,8 +141,13 @@ with open_store(spec) as store:
 
 
 def _writer(spec: str, name: str, n: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WRITER, spec, name, str(n)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": SRC}, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, spec, name, str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_processes_append_at_once(spec) -> None:

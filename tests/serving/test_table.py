@@ -31,8 +31,12 @@ def folder(tmp_path_factory, log_frame) -> Path:
 def log_frame() -> pl.DataFrame:
     """600 users (more than two blocks) on a ring of 40 items."""
     rng = np.random.default_rng(1)
-    rows = [(f"u{u:03d}", (s + t) % 40 + 1, t) for u in range(600) for s in [int(rng.integers(40))]
-            for t in range(int(rng.integers(5, 11)))]
+    rows = [
+        (f"u{u:03d}", (s + t) % 40 + 1, t)
+        for u in range(600)
+        for s in [int(rng.integers(40))]
+        for t in range(int(rng.integers(5, 11)))
+    ]
     return pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
 
 
@@ -87,11 +91,13 @@ def test_a_strangers_file_is_kept_and_a_kill_leaves_no_part(folder: Path, tmp_pa
         recommend_table(rec, theirs, progress=False)
     assert pl.read_parquet(theirs)["x"].to_list() == [1]
     out = tmp_path / "killed.parquet"
-    code = ("import sys, time; from seqrec.serving import table as t; from seqrec.serving.recommender import Recommender\n"
-            "slow = t._block_scores\n"
-            "def sleepy(*a, **k):\n    time.sleep(0.5); return slow(*a, **k)\n"
-            f"t._block_scores = sleepy\nt.recommend_table(Recommender.from_folder({str(folder)!r}, backend='torch'), "
-            f"{str(out)!r}, progress=False)\n")
+    code = (
+        "import sys, time; from seqrec.serving import table as t; from seqrec.serving.recommender import Recommender\n"
+        "slow = t._block_scores\n"
+        "def sleepy(*a, **k):\n    time.sleep(0.5); return slow(*a, **k)\n"
+        f"t._block_scores = sleepy\nt.recommend_table(Recommender.from_folder({str(folder)!r}, backend='torch'), "
+        f"{str(out)!r}, progress=False)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     time.sleep(4)
@@ -105,10 +111,12 @@ def test_a_strangers_file_is_kept_and_a_kill_leaves_no_part(folder: Path, tmp_pa
 
 @pytest.mark.parametrize("backend,index", [("onnx", "exact"), ("torch", "hnsw")])
 def test_other_backends_give_the_same_table(folder: Path, tmp_path: Path, backend: str, index: str) -> None:
-    exact = recommend_table(Recommender.from_folder(folder, backend="torch"), tmp_path / "t.parquet", k=5,
-                            progress=False)
-    other = recommend_table(Recommender.from_folder(folder, backend=backend, index=index), tmp_path / "o.parquet",
-                            k=5, progress=False)
+    exact = recommend_table(
+        Recommender.from_folder(folder, backend="torch"), tmp_path / "t.parquet", k=5, progress=False
+    )
+    other = recommend_table(
+        Recommender.from_folder(folder, backend=backend, index=index), tmp_path / "o.parquet", k=5, progress=False
+    )
     a, b = pl.read_parquet(exact.path), pl.read_parquet(other.path)
     assert a.select("user_id", "rank").equals(b.select("user_id", "rank"))
     same = (a["item_id"] == b["item_id"]).mean()

@@ -12,8 +12,16 @@ import pytest
 import torch
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
 
 if not CHROMIUM.exists():
@@ -76,7 +84,10 @@ def add_by_search(page, query: str, title: str) -> None:
     result.locator('[data-testid="add-item"]').click()
     page.wait_for_function(  # recommendations update live
         "before => JSON.stringify([...document.querySelectorAll('[data-testid=recommendation]')]"
-        ".map(e => e.dataset.itemId)) !== before", arg=__import__("json").dumps(before), timeout=10_000)
+        ".map(e => e.dataset.itemId)) !== before",
+        arg=__import__("json").dumps(before),
+        timeout=10_000,
+    )
 
 
 def test_search_history_recommendations_similar(browser, tmp_path, tiny_dataset, make_scorer) -> None:
@@ -107,12 +118,15 @@ def test_search_history_recommendations_similar(browser, tmp_path, tiny_dataset,
         cards = page.locator('[data-testid="recommendation"]')
         assert cards.first.locator(".item-title").inner_text() != ""
         assert float(cards.first.locator('[data-testid="score"]').inner_text()) >= float(
-            cards.last.locator('[data-testid="score"]').inner_text())
+            cards.last.locator('[data-testid="score"]').inner_text()
+        )
 
         # reorder: the last item moves up; then remove the first
         before = rec_ids(page)
         history.nth(2).locator('[data-testid="move-up"]').click()
-        page.wait_for_function("() => document.querySelectorAll('[data-testid=history-item]')[1].dataset.itemId === '104'")
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=history-item]')[1].dataset.itemId === '104'"
+        )
         assert history.evaluate_all("els => els.map(e => e.dataset.itemId)") == ["101", "104", "103"]
         history.nth(0).locator('[data-testid="remove"]').click()
         page.wait_for_function("() => document.querySelectorAll('[data-testid=history-item]').length === 2")
@@ -149,18 +163,28 @@ def test_stored_history_of_a_user(browser, tmp_path, tiny_dataset, make_scorer) 
             page.click('[data-testid="store-show"]')
             events = page.locator('[data-testid="store-event"]')
             events.first.wait_for(timeout=10_000)
-            assert events.evaluate_all("els => els.map(e => e.dataset.itemId)") == ["999", "104", "103", "112", "102", "101"]
+            assert events.evaluate_all("els => els.map(e => e.dataset.itemId)") == [
+                "999",
+                "104",
+                "103",
+                "112",
+                "102",
+                "101",
+            ]
             assert "not known to the model" in events.first.inner_text()
             assert events.nth(1).get_attribute("data-source") == "store" and "Toy Story" in events.nth(1).inner_text()
             assert "2 stored events after 4 training items" in page.locator('[data-testid="store-note"]').inner_text()
             page.click('[data-testid="store-use"]')  # the known items become the page's history
             page.wait_for_function("() => document.querySelectorAll('[data-testid=history-item]').length === 5")
             assert page.locator('[data-testid="history-item"]').evaluate_all(
-                "els => els.map(e => e.dataset.itemId)") == ["101", "102", "112", "103", "104"]
+                "els => els.map(e => e.dataset.itemId)"
+            ) == ["101", "102", "112", "103", "104"]
             page.fill('[data-testid="store-user"]', "ghost")
             page.click('[data-testid="store-show"]')
-            page.wait_for_function("() => document.querySelector('[data-testid=store-note]').textContent"
-                                   ".includes('No history for user ghost')")
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=store-note]').textContent"
+                ".includes('No history for user ghost')"
+            )
             assert events.count() == 0 and not page.locator('[data-testid="error"]').is_visible()
             assert not errors, errors
             page.close()
@@ -203,10 +227,15 @@ def demo_like(data):
     from seqrec.training.loop import TrainConfig, train
 
     torch.manual_seed(0)
-    model = SASRecModel.for_data(SASRecConfig(n_items=data.n_items, hidden=16, blocks=1, max_len=5,
-                                              item_features="genres,year", feature_output=True), data)
-    train(model, LeaveOneOut(data), TrainConfig(epochs=3, batch_size=8, quiet=True, device="cpu", threads=1,
-                                                eval_every=0))
+    model = SASRecModel.for_data(
+        SASRecConfig(
+            n_items=data.n_items, hidden=16, blocks=1, max_len=5, item_features="genres,year", feature_output=True
+        ),
+        data,
+    )
+    train(
+        model, LeaveOneOut(data), TrainConfig(epochs=3, batch_size=8, quiet=True, device="cpu", threads=1, eval_every=0)
+    )
     return model.eval()
 
 
@@ -266,8 +295,9 @@ def test_because_you_liked_and_long_titles(browser, tiny_dataset, make_scorer) -
 
     data = tiny_dataset()
     long = "Babe: " + "Pig" * 40 + " in the City of Very Long Titles That Go On"
-    catalog = data.catalog.with_columns(pl.when(pl.col("raw_id") == 110).then(pl.lit(long)).otherwise(pl.col("title"))
-                                        .alias("title"))
+    catalog = data.catalog.with_columns(
+        pl.when(pl.col("raw_id") == 110).then(pl.lit(long)).otherwise(pl.col("title")).alias("title")
+    )
     data = Dataset(data.offsets, data.items, data.user_ids, data.item_ids, catalog, data.meta)
     app = create_app(Recommender(make_scorer(data.n_items), data, name="tiny-sasrec"))
     with Server(app) as url:
@@ -282,14 +312,17 @@ def test_because_you_liked_and_long_titles(browser, tiny_dataset, make_scorer) -
         page.locator('[data-testid="because"]').first.wait_for(timeout=10_000)
         lines = page.locator('[data-testid="because"]').all_inner_texts()
         assert lines and all(t.startswith("because you liked ") for t in lines)
-        assert all({n.strip() for n in t.removeprefix("because you liked ").split(",")} <= {"Star Wars", "Alien"}
-                   for t in lines)
+        assert all(
+            {n.strip() for n in t.removeprefix("because you liked ").split(",")} <= {"Star Wars", "Alien"}
+            for t in lines
+        )
         card = page.locator('[data-testid="recommendation"][data-item-id="110"]')
         title, rank, box = (card.locator(s).bounding_box() for s in (".item-title", ".rank", ":scope"))
         assert title["y"] + title["height"] > rank["y"] + rank["height"]  # the long title takes several lines
         text_right = card.locator(".item-title").evaluate(
             "e => { const r = document.createRange(); r.selectNodeContents(e); "
-            "return Math.max(...[...r.getClientRects()].map(x => x.right)); }")
+            "return Math.max(...[...r.getClientRects()].map(x => x.right)); }"
+        )
         assert text_right <= rank["x"] + 0.5, (text_right, rank)  # no line runs under the badge
         assert title["x"] + title["width"] <= box["x"] + box["width"] + 0.5  # nor out of the card
         assert not errors, errors

@@ -24,8 +24,21 @@ from seqrec.files import read_manifest, verify_manifest
 
 # dropout 0: the two processes then draw exactly what one draws (batches, negatives), so they must agree to
 # float rounding; with dropout each process has its own masks and only the metric's noise separates them
-OPTIONS = dict(hidden=16, blocks=1, max_len=12, dropout=0.0, loss="bce", epochs=6, patience=0, batch_size=64, eval_share=None,
-               lr=3e-3, threads=1, seed=3, quiet=True)
+OPTIONS = dict(
+    hidden=16,
+    blocks=1,
+    max_len=12,
+    dropout=0.0,
+    loss="bce",
+    epochs=6,
+    patience=0,
+    batch_size=64,
+    eval_share=None,
+    lr=3e-3,
+    threads=1,
+    seed=3,
+    quiet=True,
+)
 FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in OPTIONS.items() if k not in ("quiet", "eval_share")] + ["--quiet"]
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -33,8 +46,9 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 def planted(n_users=1500, n_items=60, seed=0) -> Dataset:
     rng = np.random.default_rng(seed)
     rank = rng.permutation(n_items) + 1
-    return Dataset.from_sequences([rank[np.sort(rng.choice(n_items, rng.integers(6, 13), replace=False))].tolist()
-                                   for _ in range(n_users)])
+    return Dataset.from_sequences(
+        [rank[np.sort(rng.choice(n_items, rng.integers(6, 13), replace=False))].tolist() for _ in range(n_users)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +69,8 @@ def torchrun_run(data, tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("torchrun")
     out, log = tmp / "run", tmp / "rank1-writes.txt"
     (tmp / "hook").mkdir()
-    (tmp / "hook" / "sitecustomize.py").write_text(textwrap.dedent(f"""
+    (tmp / "hook" / "sitecustomize.py").write_text(
+        textwrap.dedent(f"""
         import os, sys
         if os.environ.get("RANK") == "1":
             OUT, LOG = {str(out)!r}, {str(log)!r}
@@ -74,9 +89,22 @@ def torchrun_run(data, tmp_path_factory) -> tuple[Path, Path]:
                     with open(LOG, "a") as f:
                         f.write(event + " " + path + "\\n")
             sys.addaudithook(hook)
-        """))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "seqrec",
-           "train", str(data[1]), "--out", str(out), *FLAGS]
+        """)
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "seqrec",
+        "train",
+        str(data[1]),
+        "--out",
+        str(out),
+        *FLAGS,
+    ]
     env = _env(PYTHONPATH=os.pathsep.join([str(tmp / "hook"), SRC]), OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -265,7 +265,9 @@ def test_sampler_popularity_follows_counts(alpha):
     n = neg.numel()
     sd = np.sqrt(n * want * (1 - want)) + 1e-9
     assert np.all(np.abs(freq * n - want * n) < 5 * sd + 1e-6)
-    torch.testing.assert_close(s.log_prob(torch.tensor([1, 6])), torch.log(torch.tensor(want[[0, 5]], dtype=torch.float32)))
+    torch.testing.assert_close(
+        s.log_prob(torch.tensor([1, 6])), torch.log(torch.tensor(want[[0, 5]], dtype=torch.float32))
+    )
 
 
 def test_sampler_mixed_fraction():

@@ -60,8 +60,9 @@ def test_in_batch_negatives_are_batch_targets_with_the_mixture_correction():
     torch.testing.assert_close(lq_neg, expect(rows[n_idx]))
     torch.testing.assert_close(lq_ib, expect(in_batch))
     # the positive left uncorrected on request; at most the batch's positions are taken
-    no_pos = Objective(TrainConfig(loss="sampled-softmax", n_negatives=k, in_batch_negatives=50, logq_positive=False),
-                       10, counts).prepare(pos, epoch=1, index=0)
+    no_pos = Objective(
+        TrainConfig(loss="sampled-softmax", n_negatives=k, in_batch_negatives=50, logq_positive=False), 10, counts
+    ).prepare(pos, epoch=1, index=0)
     assert torch.equal(no_pos[3], torch.zeros(len(pos))) and len(no_pos[5]) == len(pos)
     extra = (lq_pos, lq_neg, ib_idx, lq_ib)
     loss = LOSS_FUNCTIONS["sampled-softmax"](obj, torch.randn(6, 3), torch.randn(len(rows), 3), p_idx, n_idx, extra)

@@ -31,8 +31,14 @@ RUNS = {
     "gbce": {"loss": "gbce", "n_negatives": 16},
     "sampled-softmax": {"loss": "sampled-softmax", "n_negatives": 16},
     "sampled-softmax-pop-shared": {"loss": "sampled-softmax", "n_negatives": 64, "negative_sampling": "popularity"},
-    "bce-mixed-windows-accum": {"loss": "bce", "n_negatives": 4, "negative_sampling": "mixed", "windows": True,
-                                "grad_accum": 2, "bucket": False},
+    "bce-mixed-windows-accum": {
+        "loss": "bce",
+        "n_negatives": 4,
+        "negative_sampling": "mixed",
+        "windows": True,
+        "grad_accum": 2,
+        "bucket": False,
+    },
 }
 
 
@@ -45,8 +51,18 @@ def losses_of(name: str) -> list[float]:
     ds = tiny()
     torch.manual_seed(0)
     model = SASRecModel(SASRecConfig(n_items=ds.n_items, hidden=16, blocks=1, max_len=6))
-    cfg = TrainConfig(**{"epochs": 3, "batch_size": 8, "quiet": True, "lr": 3e-3, "device": "cpu", "threads": 1,
-                         "eval_every": 0, **RUNS[name]})
+    cfg = TrainConfig(
+        **{
+            "epochs": 3,
+            "batch_size": 8,
+            "quiet": True,
+            "lr": 3e-3,
+            "device": "cpu",
+            "threads": 1,
+            "eval_every": 0,
+            **RUNS[name],
+        }
+    )
     return [row["loss"] for row in train(model, LeaveOneOut(ds), cfg).history]
 
 

@@ -47,9 +47,21 @@ def test_auto_reads_history_lengths_and_catalogue_size():
 def test_named_recipes():
     ds = sequences(10, 300, 40)
     paper = choose("paper", ds).options
-    assert (paper["loss"], paper["n_negatives"], paper["hidden"], paper["max_len"], paper["norm"]) == ("bce", 1, 50, 200, "paper")
+    assert (paper["loss"], paper["n_negatives"], paper["hidden"], paper["max_len"], paper["norm"]) == (
+        "bce",
+        1,
+        50,
+        200,
+        "paper",
+    )
     plus = choose("sasrec+", ds).options
-    assert (plus["loss"], plus["hidden"], plus["dropout"], plus["schedule"], plus["betas"]) == ("ce", 64, 0.1, "constant", (0.9, 0.999))
+    assert (plus["loss"], plus["hidden"], plus["dropout"], plus["schedule"], plus["betas"]) == (
+        "ce",
+        64,
+        0.1,
+        "constant",
+        (0.9, 0.999),
+    )
     with pytest.raises(SeqrecError, match="recipe must be one of"):
         choose("best", ds)
     with pytest.raises(SeqrecError, match="recipe must be one of"):

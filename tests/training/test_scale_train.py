@@ -34,17 +34,34 @@ def catalogue(n_items: int, n_users: int = 300, length: int = 30, seed: int = 0)
     items = np.searchsorted(cdf / cdf[-1], rng.random(n_users * length)).astype(np.int32) + 1
     raw = pl.Series("raw_id", np.arange(n_items).astype(str))
     cat = pl.DataFrame({"item": np.arange(1, n_items + 1, dtype=np.int32), "raw_id": raw}).with_columns(
-        pl.lit(None, dtype=pl.String).alias("title"), pl.lit([], dtype=pl.List(pl.String)).alias("genres"),
-        pl.lit(None, dtype=pl.Int32).alias("year"))
-    return Dataset(offsets=np.arange(0, n_users * length + 1, length, dtype=np.int64), items=items,
-                   user_ids=IdMap(np.arange(n_users), 0), item_ids=IdMap(raw, 1), catalog=cat)
+        pl.lit(None, dtype=pl.String).alias("title"),
+        pl.lit([], dtype=pl.List(pl.String)).alias("genres"),
+        pl.lit(None, dtype=pl.Int32).alias("year"),
+    )
+    return Dataset(
+        offsets=np.arange(0, n_users * length + 1, length, dtype=np.int64),
+        items=items,
+        user_ids=IdMap(np.arange(n_users), 0),
+        item_ids=IdMap(raw, 1),
+        catalog=cat,
+    )
 
 
 def run_for(n_items: int, **options) -> Run:
     torch.manual_seed(0)
     model = SASRecModel(SASRecConfig(n_items=n_items, hidden=HIDDEN, blocks=1, max_len=30))
-    cfg = TrainConfig(**{"loss": "sampled-softmax", "epochs": 1, "batch_size": 16, "quiet": True, "device": "cpu",
-                         "threads": 1, "eval_every": 0, **options})
+    cfg = TrainConfig(
+        **{
+            "loss": "sampled-softmax",
+            "epochs": 1,
+            "batch_size": 16,
+            "quiet": True,
+            "device": "cpu",
+            "threads": 1,
+            "eval_every": 0,
+            **options,
+        }
+    )
     return Run(model, LeaveOneOut(catalogue(n_items)), cfg, None)
 
 
@@ -58,9 +75,12 @@ class FreshTensors(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for a in (*args, *(kwargs or {}).values())
-                  for t in (a if isinstance(a, (list, tuple)) else [a])
-                  if isinstance(t, torch.Tensor) and t.layout == torch.strided}
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for a in (*args, *(kwargs or {}).values())
+            for t in (a if isinstance(a, (list, tuple)) else [a])
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided
+        }
         for o in out if isinstance(out, (list, tuple)) else [out]:
             if not isinstance(o, torch.Tensor):
                 continue
@@ -75,12 +95,20 @@ class FreshTensors(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("options", [
-    {"n_negatives": 256},  # shared uniform negatives
-    {"n_negatives": 128, "negative_sampling": "popularity", "in_batch_negatives": 64, "optimizer": "adamw",
-     "weight_decay": 0.01},
-    {"loss": "gbce", "n_negatives": 16},  # per-position negatives
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"n_negatives": 256},  # shared uniform negatives
+        {
+            "n_negatives": 128,
+            "negative_sampling": "popularity",
+            "in_batch_negatives": 64,
+            "optimizer": "adamw",
+            "weight_decay": 0.01,
+        },
+        {"loss": "gbce", "n_negatives": 16},  # per-position negatives
+    ],
+)
 def test_no_step_allocates_anything_catalogue_sized(options):
     run = run_for(N_ITEMS, sparse_embeddings=True, **options)
     plan = run.data.plan(1)
@@ -111,8 +139,10 @@ def peak_growth(n_items: int, *sparse: bool) -> list[int]:
     """``_child``'s growth for each of ``sparse``, in fresh processes run side by side."""
     code = "import sys; sys.path.insert(0, {!r}); import test_scale_train as t; t._child({}, {})"
     here = str(__file__.rsplit("/", 1)[0])
-    procs = [subprocess.Popen([sys.executable, "-c", code.format(here, n_items, s)], stdout=subprocess.PIPE, text=True)
-             for s in sparse]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code.format(here, n_items, s)], stdout=subprocess.PIPE, text=True)
+        for s in sparse
+    ]
     outs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert all(proc.returncode == 0 for proc in procs)
     return [json.loads(out.strip().splitlines()[-1])["grew"] for out in outs]
@@ -142,7 +172,9 @@ def test_lazy_adam_is_adam_on_the_rows_a_step_touches():
         torch.testing.assert_close(lazy_w, plain_w)
         torch.testing.assert_close(lazy.state[lazy_w]["exp_avg_sq"], plain.state[plain_w]["exp_avg_sq"])
         before = lazy_w.detach().clone()
-        lazy_w.grad = torch.sparse_coo_tensor(torch.tensor([[1, 4, 1]]), torch.ones(3, 3), (6, 3), check_invariants=True)  # row 1 twice
+        lazy_w.grad = torch.sparse_coo_tensor(
+            torch.tensor([[1, 4, 1]]), torch.ones(3, 3), (6, 3), check_invariants=True
+        )  # row 1 twice
         lazy.step()
         changed = (lazy_w.detach() != before).any(1)
         assert changed.tolist() == [False, True, False, False, True, False]

@@ -55,16 +55,49 @@ def quick(**kw) -> TrainConfig:
 
 
 # ----------------------------------------------------------------- config
-@pytest.mark.parametrize("field, value", [
-    ("loss", "hinge"), ("n_negatives", 0), ("negative_sampling", "zipf"), ("pop_alpha", -1), ("mix", 1.5),
-    ("gbce_t", 2), ("optimizer", "sgd"), ("lr", 0), ("lr", "fast"), ("betas", (0.9,)), ("betas", (0.9, 1.0)),
-    ("weight_decay", -0.1), ("warmup_steps", -1), ("warmup_steps", 2.5), ("schedule", "step"), ("grad_clip", -1),
-    ("grad_accum", 0), ("precision", "int8"), ("device", "tpu"), ("threads", 0), ("compile", "yes"),
-    ("epochs", 0), ("batch_size", 1.5), ("eval_every", -1), ("eval_max_users", 0), ("patience", -2),
-    ("seed", "x"), ("seed", -1), ("seed", 2**32), ("checkpoint_every_steps", 0), ("quiet", 1), ("bucket", None),
-    ("time_limit", 0), ("time_limit", "1m"), ("in_batch_negatives", -1), ("in_batch_negatives", 2.0),
-    ("logq_positive", 1), ("sparse_embeddings", "yes"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("loss", "hinge"),
+        ("n_negatives", 0),
+        ("negative_sampling", "zipf"),
+        ("pop_alpha", -1),
+        ("mix", 1.5),
+        ("gbce_t", 2),
+        ("optimizer", "sgd"),
+        ("lr", 0),
+        ("lr", "fast"),
+        ("betas", (0.9,)),
+        ("betas", (0.9, 1.0)),
+        ("weight_decay", -0.1),
+        ("warmup_steps", -1),
+        ("warmup_steps", 2.5),
+        ("schedule", "step"),
+        ("grad_clip", -1),
+        ("grad_accum", 0),
+        ("precision", "int8"),
+        ("device", "tpu"),
+        ("threads", 0),
+        ("compile", "yes"),
+        ("epochs", 0),
+        ("batch_size", 1.5),
+        ("eval_every", -1),
+        ("eval_max_users", 0),
+        ("patience", -2),
+        ("seed", "x"),
+        ("seed", -1),
+        ("seed", 2**32),
+        ("checkpoint_every_steps", 0),
+        ("quiet", 1),
+        ("bucket", None),
+        ("time_limit", 0),
+        ("time_limit", "1m"),
+        ("in_batch_negatives", -1),
+        ("in_batch_negatives", 2.0),
+        ("logq_positive", 1),
+        ("sparse_embeddings", "yes"),
+    ],
+)
 def test_config_rejects_bad_values_naming_the_field(field, value):
     kw = {"loss": "bce"} if field == "n_negatives" else {}
     with pytest.raises(SeqrecError, match=field):
@@ -106,8 +139,12 @@ def test_lr_schedule_values():
 
 def test_time_limit_stops_training_and_spans_the_cosine(tmp_path):
     ds = small(n_users=300)
-    r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=10_000, time_limit=1.5, eval_every=1000, patience=None),
-              out_dir=tmp_path)
+    r = train(
+        model_for(ds),
+        LeaveOneOut(ds),
+        quick(epochs=10_000, time_limit=1.5, eval_every=1000, patience=None),
+        out_dir=tmp_path,
+    )
     spent = sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in r.history)
     # the limit is wall time, validation and the test included: training stops early enough for both
     assert spent < 1.5 <= spent + 2 * r.history[-1]["eval_seconds"] + 0.5 and len(r.history) < 10_000
@@ -138,8 +175,8 @@ def test_batches_match_left_pad_and_cover_every_example_once():
         want_y = left_pad(ds.items, seg.starts[u] + 1, seg.ends[u], 5)
         width = x.shape[1]
         assert width == int((want_x != PAD).sum(1).max())
-        assert torch.equal(x, want_x[:, 5 - width:])
-        assert torch.equal(pos, want_y[:, 5 - width:].reshape(-1)[flat])
+        assert torch.equal(x, want_x[:, 5 - width :])
+        assert torch.equal(pos, want_y[:, 5 - width :].reshape(-1)[flat])
         assert (pos != PAD).all() and len(flat) == int((want_y != PAD).sum())
     assert [r.tolist() for r, _ in b.plan(3)] == [r.tolist() for r, _ in plan]
     assert [r.tolist() for r, _ in b.plan(4)] != [r.tolist() for r, _ in plan]
@@ -166,9 +203,15 @@ def test_windows_train_on_every_interaction_exactly_once():
     assert len(pairs) > sum(len(last_only.build(r)[1]) for r, _ in last_only.plan(1))
 
 
-@pytest.mark.parametrize("loss, k, shared", [
-    ("sampled-softmax", 64, True), ("sampled-softmax", 8, False), ("bce", 64, False), ("gbce", 256, False),
-])
+@pytest.mark.parametrize(
+    "loss, k, shared",
+    [
+        ("sampled-softmax", 64, True),
+        ("sampled-softmax", 8, False),
+        ("bce", 64, False),
+        ("gbce", 256, False),
+    ],
+)
 def test_only_sampled_softmax_shares_negatives_by_default(loss, k, shared):
     counts = np.ones(301)
     targets = torch.tensor([1, 2, 3])
@@ -177,8 +220,14 @@ def test_only_sampled_softmax_shares_negatives_by_default(loss, k, shared):
     assert torch.equal(rows[pos], targets) and (rows[neg] >= 1).all()
 
 
-@pytest.mark.parametrize("options", [{"loss": "bce"}, {"loss": "sampled-softmax", "n_negatives": 64},
-                                     {"loss": "gbce", "n_negatives": 8, "negative_sampling": "popularity"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"loss": "bce"},
+        {"loss": "sampled-softmax", "n_negatives": 64},
+        {"loss": "gbce", "n_negatives": 8, "negative_sampling": "popularity"},
+    ],
+)
 def test_a_batchs_negatives_depend_only_on_seed_epoch_and_batch(options):
     """Negatives are drawn lazily, batch by batch: batch 5's are the same whether or not batches 0..4 were
     drawn before it (a resume mid-epoch draws what the uninterrupted run drew), and differ between batches."""
@@ -242,18 +291,23 @@ def test_learns_the_planted_order_and_not_from_shuffled_sequences(loss):
     assert shuffled < 3 * pop_shuffled and shuffled < ordered / 1.5, (shuffled, pop_shuffled, ordered)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(loss="bce", n_negatives=3, negative_sampling="popularity"), dict(loss="gbce", n_negatives=8),
-    dict(loss="sampled-softmax", n_negatives=8), dict(loss="sampled-softmax", negative_sampling="mixed", mix=0.3),
-    dict(loss="sampled-softmax", n_negatives=8, shared_negatives=True, negative_sampling="popularity"),
-    dict(loss="gbce", n_negatives=8, shared_negatives=True),
-    dict(optimizer="adamw", weight_decay=0.1, warmup_steps=0.2, schedule="constant", grad_clip=None),
-    dict(bucket=False, precision="bf16", quiet=False),
-    dict(loss="sampled-softmax", n_negatives=8, in_batch_negatives=16, negative_sampling="popularity"),
-    dict(loss="sampled-softmax", n_negatives=8, logq_positive=False, sparse_embeddings=True),
-    dict(loss="gbce", n_negatives=8, sparse_embeddings=True, optimizer="adamw", weight_decay=0.1, grad_clip=0.01),
-    dict(loss="ce", sparse_embeddings=True, optimizer="adam", weight_decay=0.1, grad_accum=2),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(loss="bce", n_negatives=3, negative_sampling="popularity"),
+        dict(loss="gbce", n_negatives=8),
+        dict(loss="sampled-softmax", n_negatives=8),
+        dict(loss="sampled-softmax", negative_sampling="mixed", mix=0.3),
+        dict(loss="sampled-softmax", n_negatives=8, shared_negatives=True, negative_sampling="popularity"),
+        dict(loss="gbce", n_negatives=8, shared_negatives=True),
+        dict(optimizer="adamw", weight_decay=0.1, warmup_steps=0.2, schedule="constant", grad_clip=None),
+        dict(bucket=False, precision="bf16", quiet=False),
+        dict(loss="sampled-softmax", n_negatives=8, in_batch_negatives=16, negative_sampling="popularity"),
+        dict(loss="sampled-softmax", n_negatives=8, logq_positive=False, sparse_embeddings=True),
+        dict(loss="gbce", n_negatives=8, sparse_embeddings=True, optimizer="adamw", weight_decay=0.1, grad_clip=0.01),
+        dict(loss="ce", sparse_embeddings=True, optimizer="adam", weight_decay=0.1, grad_accum=2),
+    ],
+)
 def test_every_loss_and_option_trains(kw):
     ds = small()
     r = train(model_for(ds), LeaveOneOut(ds), quick(**kw))
@@ -269,16 +323,29 @@ def test_options_change_the_run():
     ds = small()
     base = losses_of(ds)
     assert losses_of(ds) == base  # deterministic
-    for kw in (dict(seed=1), dict(loss="bce"), dict(loss="bce", n_negatives=4), dict(lr=1e-2), dict(batch_size=8),
-               dict(bucket=False), dict(betas=(0.5, 0.9)), dict(grad_clip=1e-4), dict(warmup_steps=3),
-               dict(precision="bf16")):
+    for kw in (
+        dict(seed=1),
+        dict(loss="bce"),
+        dict(loss="bce", n_negatives=4),
+        dict(lr=1e-2),
+        dict(batch_size=8),
+        dict(bucket=False),
+        dict(betas=(0.5, 0.9)),
+        dict(grad_clip=1e-4),
+        dict(warmup_steps=3),
+        dict(precision="bf16"),
+    ):
         assert losses_of(ds, **kw) != base, kw
     bce = losses_of(ds, loss="bce", negative_sampling="uniform")
     for kw in (dict(negative_sampling="popularity"), dict(negative_sampling="mixed"), dict(loss="gbce", n_negatives=1)):
         assert losses_of(ds, loss=kw.pop("loss", "bce"), **kw) != bce, kw
     assert losses_of(ds, loss="gbce", n_negatives=4, gbce_t=0.2) != losses_of(ds, loss="gbce", n_negatives=4)
-    assert losses_of(ds, loss="bce", negative_sampling="mixed", mix=0.9) != losses_of(ds, loss="bce", negative_sampling="mixed")
-    assert losses_of(ds, loss="bce", negative_sampling="popularity", pop_alpha=0.1) != losses_of(ds, loss="bce", negative_sampling="popularity")
+    assert losses_of(ds, loss="bce", negative_sampling="mixed", mix=0.9) != losses_of(
+        ds, loss="bce", negative_sampling="mixed"
+    )
+    assert losses_of(ds, loss="bce", negative_sampling="popularity", pop_alpha=0.1) != losses_of(
+        ds, loss="bce", negative_sampling="popularity"
+    )
 
 
 def test_schedule_in_history_and_weight_decay():
@@ -314,8 +381,12 @@ def test_early_stopping_keeps_the_best_weights(monkeypatch):
     monkeypatch.setattr(T, "evaluate", lambda s, loo, c: {"NDCG@10": next(scores) if c.split == "valid" else 0.0})
     snaps = {}
     m = model_for(ds)
-    r = train(m, LeaveOneOut(ds), quick(epochs=6, patience=2),
-              callback=lambda row: snaps.__setitem__(row["epoch"], {k: v.clone() for k, v in m.state_dict().items()}))
+    r = train(
+        m,
+        LeaveOneOut(ds),
+        quick(epochs=6, patience=2),
+        callback=lambda row: snaps.__setitem__(row["epoch"], {k: v.clone() for k, v in m.state_dict().items()}),
+    )
     assert r.best_epoch == 2 and r.best_valid == {"NDCG@10": 0.5} and len(r.history) == 4
     assert all(torch.equal(v, snaps[2][k]) for k, v in m.state_dict().items())
     assert not m.training
@@ -341,8 +412,13 @@ def test_each_metrics_row_is_on_disk_before_the_next_epoch(tmp_path, monkeypatch
 
 def test_eval_every_and_eval_max_users_and_stop_by_callback(tmp_path):
     ds = small(n_users=80)
-    r = train(model_for(ds), LeaveOneOut(ds), quick(epochs=5, eval_every=2, eval_max_users=10, patience=None),
-              out_dir=tmp_path, callback=lambda row: row["epoch"] < 4)
+    r = train(
+        model_for(ds),
+        LeaveOneOut(ds),
+        quick(epochs=5, eval_every=2, eval_max_users=10, patience=None),
+        out_dir=tmp_path,
+        callback=lambda row: row["epoch"] < 4,
+    )
     assert [("valid" in h) for h in r.history] == [False, True, False, True]
     assert r.history[1]["valid"]["users"] == 10 and r.test["users"] == len(LeaveOneOut(ds).eval_users)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -378,9 +454,21 @@ def test_resume_after_an_interrupted_epoch_gives_the_same_run(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("options", [{"loss": "ce"}, {"loss": "bce"}, {
-    "loss": "sampled-softmax", "n_negatives": 8, "in_batch_negatives": 8, "sparse_embeddings": True,
-    "optimizer": "adamw", "weight_decay": 0.1}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"loss": "ce"},
+        {"loss": "bce"},
+        {
+            "loss": "sampled-softmax",
+            "n_negatives": 8,
+            "in_batch_negatives": 8,
+            "sparse_embeddings": True,
+            "optimizer": "adamw",
+            "weight_decay": 0.1,
+        },
+    ],
+)
 def test_resume_mid_epoch_from_step_checkpoints(tmp_path, monkeypatch, options):
     ds = small(n_users=90)
     cfg = quick(epochs=2, checkpoint_every_steps=2, eval_every=0, **options)

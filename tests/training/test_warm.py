@@ -19,8 +19,9 @@ from seqrec.training.warm import NEW_ITEM_NOISE, extend_items, warm_model, with_
 def frame_ds(rows: list[tuple], titles: dict | None = None) -> Dataset:
     users, items = zip(*rows)
     catalog = None if titles is None else pl.DataFrame({"raw_id": list(titles), "title": list(titles.values())})
-    return Dataset.from_interactions(pl.DataFrame({"user": list(users), "item": list(items)}), catalog=catalog,
-                                     config=CleanConfig(k_core=0))
+    return Dataset.from_interactions(
+        pl.DataFrame({"user": list(users), "item": list(items)}), catalog=catalog, config=CleanConfig(k_core=0)
+    )
 
 
 def test_extend_items_keeps_old_ids_and_adds_new_ones_after():
@@ -56,8 +57,9 @@ def test_warm_model_carries_every_weight_and_starts_new_items_at_the_mean():
 
 def test_with_events_appends_in_time_order_and_adds_users_and_items():
     ds = frame_ds([(1, 10), (1, 11), (2, 12)])
-    events = pl.DataFrame({"user_id": ["2", "1", "3", "1"], "item_id": ["13", "12", "10", "10.0"],
-                           "timestamp": [5.0, 2.0, 9.0, 1.0]})
+    events = pl.DataFrame(
+        {"user_id": ["2", "1", "3", "1"], "item_id": ["13", "12", "10", "10.0"], "timestamp": [5.0, 2.0, 9.0, 1.0]}
+    )
     out = with_events(ds, events)
     hist = {u: out.item_ids.to_raw(out.sequence(out.user_ids.get(u))) for u in ("1", "2", "3")}
     assert hist == {"1": ["10", "11", "10", "12"], "2": ["12", "13"], "3": ["10"]}
@@ -69,8 +71,7 @@ def test_with_events_appends_in_time_order_and_adds_users_and_items():
 def planted(n_users: int, n_items: int, seed: int) -> list[list[int]]:
     """Each user walks a ring of items: the next item is the last one + 1."""
     rng = np.random.default_rng(seed)
-    return [[(s + j) % n_items + 1 for j in range(int(rng.integers(6, 14)))]
-            for s in rng.integers(0, n_items, n_users)]
+    return [[(s + j) % n_items + 1 for j in range(int(rng.integers(6, 14)))] for s in rng.integers(0, n_items, n_users)]
 
 
 def test_a_short_fine_tune_from_yesterdays_model_learns_todays_items(tmp_path):
@@ -79,9 +80,11 @@ def test_a_short_fine_tune_from_yesterdays_model_learns_todays_items(tmp_path):
     yesterday = [h for h in yesterday if len(h) >= 3]
     opts = dict(hidden=16, blocks=1, max_len=10, batch_size=32, lr=5e-3, quiet=True, threads=1, patience=None)
     old = SASRec(recipe="paper", epochs=30, loss="ce", n_negatives=None, **opts).fit(
-        Dataset.from_sequences(yesterday), out_dir=tmp_path / "yesterday")
+        Dataset.from_sequences(yesterday), out_dir=tmp_path / "yesterday"
+    )
     warm = SASRec(recipe="paper", epochs=8, loss="ce", n_negatives=None, **opts).fit(
-        Dataset.from_sequences(today), init_from=tmp_path / "yesterday")
+        Dataset.from_sequences(today), init_from=tmp_path / "yesterday"
+    )
     ids = warm.dataset_.item_ids
     assert ids.to_raw(np.arange(1, 31)) == old.dataset_.item_ids.to_raw(np.arange(1, 31))  # old ids kept
     assert warm.result_.test["HR@10"] > 0.9  # the ring, new items included, after 8 epochs
@@ -89,7 +92,9 @@ def test_a_short_fine_tune_from_yesterdays_model_learns_todays_items(tmp_path):
     scores[[0, ids.get(34), ids.get(35)]] = -float("inf")  # PAD and the history, as recommendations exclude them
     assert int(scores.argmax()) == int(ids.get(36))
     with pytest.raises(SeqrecError, match="has hidden=16; a warm start keeps the model's shape"):
-        SASRec(recipe="paper", hidden=32, quiet=True).fit(Dataset.from_sequences(today), init_from=tmp_path / "yesterday")
+        SASRec(recipe="paper", hidden=32, quiet=True).fit(
+            Dataset.from_sequences(today), init_from=tmp_path / "yesterday"
+        )
 
 
 def test_cli_retrains_on_a_model_folders_data_plus_stored_events(tmp_path, cli):
@@ -99,14 +104,41 @@ def test_cli_retrains_on_a_model_folders_data_plus_stored_events(tmp_path, cli):
     csv = tmp_path / "log.csv"
     rows = ["user_id,item_id,timestamp"] + [f"{u},{(u + j) % 20 + 1},{j}" for u in range(40) for j in range(6)]
     csv.write_text("\n".join(rows) + "\n")
-    flags = ["--k-core", "0", "--hidden", "16", "--blocks", "1", "--max-len", "8", "--epochs", "2", "--threads", "1",
-             "--quiet"]
+    flags = [
+        "--k-core",
+        "0",
+        "--hidden",
+        "16",
+        "--blocks",
+        "1",
+        "--max-len",
+        "8",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
     assert cli("train", csv, "--out", tmp_path / "m1", *flags)[0] == 0
     with EventStore(tmp_path / "events.db") as store:
-        store.append([{"user_id": 1, "item_id": 99, "ts": 10.0}, {"user_id": "new", "item_id": 3, "ts": 11.0},
-                      {"user_id": "new", "item_id": 99, "ts": 12.0}])
-    code, out, err = cli("train", tmp_path / "m1", "--from-store", tmp_path / "events.db", "--init-from", tmp_path / "m1",
-                         "--out", tmp_path / "m2", *flags)
+        store.append(
+            [
+                {"user_id": 1, "item_id": 99, "ts": 10.0},
+                {"user_id": "new", "item_id": 3, "ts": 11.0},
+                {"user_id": "new", "item_id": 99, "ts": 12.0},
+            ]
+        )
+    code, out, err = cli(
+        "train",
+        tmp_path / "m1",
+        "--from-store",
+        tmp_path / "events.db",
+        "--init-from",
+        tmp_path / "m1",
+        "--out",
+        tmp_path / "m2",
+        *flags,
+    )
     assert code == 0, err
     old, new = load_folder(tmp_path / "m1"), load_folder(tmp_path / "m2")
     assert new.dataset.n_items == old.dataset.n_items + 1 and new.dataset.n_users == old.dataset.n_users + 1
@@ -139,20 +171,44 @@ def test_cli_retrains_a_model_with_item_features(tmp_path, cli):
 
     genres = {i: f"g{i % 4}|g{(i + 1) % 4}" for i in range(1, 21)}
     log = tmp_path / "log.csv"
-    log.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{(u + j) % 20 + 1},{j}\n"
-                                                          for u in range(40) for j in range(6)))
+    log.write_text(
+        "user_id,item_id,timestamp\n" + "".join(f"{u},{(u + j) % 20 + 1},{j}\n" for u in range(40) for j in range(6))
+    )
     feats = tmp_path / "features.csv"
     feats.write_text("item_id,genres,year\n" + "".join(f"{i},{g},{1990 + i}\n" for i, g in genres.items()))
-    flags = ["--k-core", "0", "--hidden", "16", "--blocks", "1", "--max-len", "8", "--epochs", "2", "--threads", "1",
-             "--quiet"]
-    code, _, err = cli("train", log, "--item-features-file", feats, "--item-features", "genres,year",
-                       "--out", tmp_path / "m1", *flags)
+    flags = [
+        "--k-core",
+        "0",
+        "--hidden",
+        "16",
+        "--blocks",
+        "1",
+        "--max-len",
+        "8",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
+    code, _, err = cli(
+        "train", log, "--item-features-file", feats, "--item-features", "genres,year", "--out", tmp_path / "m1", *flags
+    )
     assert code == 0, err
     # the README's nightly retrain: the model folder's data plus the stored events, from the model itself
     with EventStore(tmp_path / "events.db") as store:
         store.append([{"user_id": 1, "item_id": 5, "ts": 10.0}, {"user_id": "new", "item_id": 3, "ts": 11.0}])
-    code, _, err = cli("train", tmp_path / "m1", "--from-store", tmp_path / "events.db", "--init-from",
-                       tmp_path / "m1", "--out", tmp_path / "m2", *flags)
+    code, _, err = cli(
+        "train",
+        tmp_path / "m1",
+        "--from-store",
+        tmp_path / "events.db",
+        "--init-from",
+        tmp_path / "m1",
+        "--out",
+        tmp_path / "m2",
+        *flags,
+    )
     assert code == 0, err
     old, nightly = load_folder(tmp_path / "m1"), load_folder(tmp_path / "m2")
     assert nightly.scorer.features.vocab == old.scorer.features.vocab
@@ -162,8 +218,17 @@ def test_cli_retrains_a_model_with_item_features(tmp_path, cli):
     log2.write_text(log.read_text() + "".join(f"{u},{21 + u % 3},{7}\n" for u in range(40)))
     feats2 = tmp_path / "features2.csv"
     feats2.write_text(feats.read_text() + "21,g1,2011\n22,g-new|g2,2012\n23,g0,2013\n")
-    code, out, err = cli("train", log2, "--item-features-file", feats2, "--init-from", tmp_path / "m1",
-                         "--out", tmp_path / "m3", *flags[:-1])
+    code, out, err = cli(
+        "train",
+        log2,
+        "--item-features-file",
+        feats2,
+        "--init-from",
+        tmp_path / "m1",
+        "--out",
+        tmp_path / "m3",
+        *flags[:-1],
+    )
     assert code == 0, err
     assert "new feature values: 1 genres" in out
     grown = load_folder(tmp_path / "m3")
@@ -190,8 +255,9 @@ def test_warm_model_with_item_features_keeps_the_vocabulary_and_grows_it():
 
     old = data([("u1", "a"), ("u1", "b"), ("u2", "c"), ("u2", "a")], {"a": ["x"], "b": ["y"], "c": ["x", "z"]})
     torch.manual_seed(0)
-    model = SASRecModel.for_data(SASRecConfig(n_items=old.n_items, hidden=8, blocks=1, max_len=4,
-                                              item_features="genres"), old)
+    model = SASRecModel.for_data(
+        SASRecConfig(n_items=old.n_items, hidden=8, blocks=1, max_len=4, item_features="genres"), old
+    )
     new = data([("u1", "b"), ("u1", "e"), ("u3", "c"), ("u3", "e")], {"b": ["y"], "c": ["x", "z"], "e": ["w", "y"]})
     grown, _ = extend_items(new, old)
     with pytest.raises(SeqrecError, match="needs the grown data set"):

@@ -42,8 +42,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     check_output_folder(args.out, "data", force=args.force)  # before reading the data: refuse early
     ds = _load(args.data, args)
     ds.save(args.out, force=args.force)
-    print(f"wrote {args.out}: {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions "
-          f"(fingerprint {ds.fingerprint()}) in {time.perf_counter() - t:.1f} s")
+    print(
+        f"wrote {args.out}: {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions "
+        f"(fingerprint {ds.fingerprint()}) in {time.perf_counter() - t:.1f} s"
+    )
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
@@ -57,8 +59,13 @@ def cmd_stats(args: argparse.Namespace) -> None:
     keys = ["users", "items", "interactions", "density", "length_mean", "length_min", "length_max"]
     rows = [{"": k, "before cleaning": before.get(k), "after cleaning": after.get(k)} for k in keys]
     for p in ("p5", "p25", "p50", "p75", "p95"):
-        rows.append({"": f"length {p}", "before cleaning": before.get("length_percentiles", {}).get(p),
-                     "after cleaning": after["length_percentiles"][p]})
+        rows.append(
+            {
+                "": f"length {p}",
+                "before cleaning": before.get("length_percentiles", {}).get(p),
+                "after cleaning": after["length_percentiles"][p],
+            }
+        )
     print(f"{ds.meta.get('name')} ({ds.meta.get('source') or 'generated'})")
     print(markdown_table(rows))
 
@@ -76,13 +83,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         from seqrec.training.warm import with_events
 
         events, rowid = read_marked(args.from_store, load_policy(args.event_policy))
-        ds = with_events(ds, events, source=args.from_store,
-                         mark={"store": store_identity(args.from_store), "rowid": rowid})
+        ds = with_events(
+            ds, events, source=args.from_store, mark={"store": store_identity(args.from_store), "rowid": rowid}
+        )
         if not args.quiet:
             print(f"{ds.meta['events_added']:,} events from {args.from_store} added to {args.data}", flush=True)
-    model = SASRec(recipe=args.recipe, **options).fit(ds, out_dir=args.out, resume=args.resume,
-                                                      init_from=args.init_from,
-                                                      **dataclasses.asdict(_split_config(args)))
+    model = SASRec(recipe=args.recipe, **options).fit(
+        ds, out_dir=args.out, resume=args.resume, init_from=args.init_from, **dataclasses.asdict(_split_config(args))
+    )
     from seqrec.evaluation.report import markdown_table
     from seqrec.training.distributed import is_main
 
@@ -92,8 +100,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     assert res is not None
     print(markdown_table([{"split": "valid (best)", **_pick(res.best_valid)}, {"split": "test", **_pick(res.test)}]))
     if "Recall@10 (horizon)" in res.test:
-        print(f"test over the horizon: Recall@10 {res.test['Recall@10 (horizon)']:.4f}, "
-              f"NDCG@10 {res.test['NDCG@10 (horizon)']:.4f} ({res.test['horizon_users']:,} users)")
+        print(
+            f"test over the horizon: Recall@10 {res.test['Recall@10 (horizon)']:.4f}, "
+            f"NDCG@10 {res.test['NDCG@10 (horizon)']:.4f} ({res.test['horizon_users']:,} users)"
+        )
     print(f"model folder: {args.out}")
 
 
@@ -110,8 +120,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_synthetic(args: argparse.Namespace) -> None:
     from seqrec.data.synthetic.files import write_synthetic
 
-    r = write_synthetic(args.out, args.users, args.items, args.interactions, seed=args.seed, catalog=args.catalog,
-                        force=args.force)
+    r = write_synthetic(
+        args.out, args.users, args.items, args.interactions, seed=args.seed, catalog=args.catalog, force=args.force
+    )
     print(f"wrote {r['out']}: {r['interactions']:,} interactions, {r['items']:,} items in {r['seconds']:.1f} s")
 
 
@@ -127,8 +138,18 @@ def cmd_replay(args: argparse.Namespace) -> None:
 
     ds = _load(args.data, args)
     options = {"threads": args.threads} if args.threads else {}
-    rows = replay(ds, args.out, period=args.period, periods=args.periods, k=args.k, epochs=args.epochs,
-                  warm_epochs=args.warm_epochs, seed=args.seed, options=options, quiet=args.quiet)
+    rows = replay(
+        ds,
+        args.out,
+        period=args.period,
+        periods=args.periods,
+        k=args.k,
+        epochs=args.epochs,
+        warm_epochs=args.warm_epochs,
+        seed=args.seed,
+        options=options,
+        quiet=args.quiet,
+    )
     if args.json:
         print(json.dumps(table(rows, args.k)))
         return
@@ -180,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("evaluate", cmd_evaluate, "evaluate one model (or all baselines): leave-one-out, or on a cut in time")
     _add_data_args(sp)
     sp.add_argument("--model", default="popularity", help=MODEL_HELP)
-    sp.add_argument("--protocol", choices=["full", "sampled"], default="full", help="full ranking (default) or 1+100 sampled")
+    sp.add_argument(
+        "--protocol", choices=["full", "sampled"], default="full", help="full ranking (default) or 1+100 sampled"
+    )
     _add_eval_args(sp)
     sp.add_argument("--json", action="store_true", help="print one JSON object (keys like 'NDCG@10')")
 
@@ -195,17 +218,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", cmd_train, "train SASRec; writes a model folder with metrics.jsonl and a resumable checkpoint")
     _add_data_args(sp)
     sp.add_argument("--out", required=True, help="run / model folder")
-    sp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (refused when --out "
-                                                          "never held a run: train without --resume to start one)")
-    sp.add_argument("--init-from", default=None, metavar="MODEL",
-                    help="start from this SASRec model folder (a warm start): its items keep their ids and weights, "
-                         "DATA's new items are added, the optimiser starts afresh")
-    sp.add_argument("--from-store", default=None, metavar="EVENTS_DB_OR_URL",
-                    help="append the events of this event store (seqrec serve --store) to DATA's histories; "
-                         "DATA may be a model folder (its training data)")
-    sp.add_argument("--event-policy", default=None, metavar="FILE",
-                    help="with --from-store: the event types whose events enter the histories (JSON, as for seqrec "
-                         "serve); default: all but dislike")
+    sp.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out (refused when --out "
+        "never held a run: train without --resume to start one)",
+    )
+    sp.add_argument(
+        "--init-from",
+        default=None,
+        metavar="MODEL",
+        help="start from this SASRec model folder (a warm start): its items keep their ids and weights, "
+        "DATA's new items are added, the optimiser starts afresh",
+    )
+    sp.add_argument(
+        "--from-store",
+        default=None,
+        metavar="EVENTS_DB_OR_URL",
+        help="append the events of this event store (seqrec serve --store) to DATA's histories; "
+        "DATA may be a model folder (its training data)",
+    )
+    sp.add_argument(
+        "--event-policy",
+        default=None,
+        metavar="FILE",
+        help="with --from-store: the event types whose events enter the histories (JSON, as for seqrec "
+        "serve); default: all but dislike",
+    )
     _add_train_args(sp)
 
     sp = add("plot", cmd_plot, "draw a run's learning curves as PNG")
@@ -213,8 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_commands(add)
 
-    sp = add("replay", cmd_replay, "replay the live loop over the last periods of a log: static, warm-started "
-                                   "and retrained models against popularity and Markov, period by period")
+    sp = add(
+        "replay",
+        cmd_replay,
+        "replay the live loop over the last periods of a log: static, warm-started "
+        "and retrained models against popularity and Markov, period by period",
+    )
     _add_data_args(sp)
     sp.add_argument("--period", default="7d", help="length of a period (1d, 7d, 12h, ...)")
     sp.add_argument("--periods", type=int, default=8, help="how many periods at the end of the log to replay")

@@ -17,8 +17,19 @@ from pathlib import Path
 from seqrec.errors import SeqrecError
 
 # Small and quick: about a minute on two CPU cores for the embedded synthetic data set.
-DEMO_OPTIONS = dict(hidden=64, blocks=2, heads=1, max_len=50, dropout=0.2, loss="ce", epochs=40, patience=3,
-                    eval_every=5, lr=2e-3, batch_size=64)
+DEMO_OPTIONS = dict(
+    hidden=64,
+    blocks=2,
+    heads=1,
+    max_len=50,
+    dropout=0.2,
+    loss="ce",
+    epochs=40,
+    patience=3,
+    eval_every=5,
+    lr=2e-3,
+    batch_size=64,
+)
 DEMO_FEATURES = ("genres", "year")  # catalogue fields the demo's SASRec reads, where the catalogue has them
 FEATURE_OPTIONS = dict(feature_output=True)
 IGNORED_TRAIN = ("quiet", "threads", "device")  # training settings that do not change the model
@@ -28,8 +39,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SEQREC_CACHE", Path.home() / ".cache" / "seqrec")) / "demo"
 
 
-def demo(data: str = "synthetic", *, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False,
-         retrain: bool = False, serve: bool = True, **options) -> Path:
+def demo(
+    data: str = "synthetic",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    quiet: bool = False,
+    retrain: bool = False,
+    serve: bool = True,
+    **options,
+) -> Path:
     """Train (or reuse a cached) SASRec on ``data``, print its test metrics beside the baselines, serve it."""
     from seqrec.api import SASRec
     from seqrec.data.readers import load_dataset
@@ -44,11 +63,20 @@ def demo(data: str = "synthetic", *, host: str = "127.0.0.1", port: int = 8000, 
     model = None
     if folder.exists() and not retrain:
         model, why = _cached(folder, estimator, ds)
-        print(f"reusing the model in {folder} (--retrain to train again)" if model is not None else
-              f"not reusing the model in {folder}: {why}; training again")
+        print(
+            f"reusing the model in {folder} (--retrain to train again)"
+            if model is not None
+            else f"not reusing the model in {folder}: {why}; training again"
+        )
     if model is None:
-        print(f"training SASRec on {ds.meta.get('name')}: {ds.n_users:,} users, {ds.n_items:,} items"
-              + (f", item features {estimator.options['item_features']}" if estimator.options.get("item_features") else ""))
+        print(
+            f"training SASRec on {ds.meta.get('name')}: {ds.n_users:,} users, {ds.n_items:,} items"
+            + (
+                f", item features {estimator.options['item_features']}"
+                if estimator.options.get("item_features")
+                else ""
+            )
+        )
         model = estimator.fit(ds, out_dir=folder)
     loo = LeaveOneOut(ds)
     rows = []
@@ -98,10 +126,14 @@ def _cached(folder: Path, estimator, ds) -> tuple:
     if cached.dataset_.fingerprint() != ds.fingerprint():
         return None, "it was trained on other data"
     model_opts, train_cfg, _ = estimator.resolve(ds)
-    want = {**SASRecConfig(n_items=ds.n_items, **model_opts).to_dict(),
-            **{k: v for k, v in train_cfg.to_dict().items() if k not in IGNORED_TRAIN}}
-    have = {**cached.model_.config.to_dict(),
-            **{k: v for k, v in cached.train_config.to_dict().items() if k not in IGNORED_TRAIN}}
+    want = {
+        **SASRecConfig(n_items=ds.n_items, **model_opts).to_dict(),
+        **{k: v for k, v in train_cfg.to_dict().items() if k not in IGNORED_TRAIN},
+    }
+    have = {
+        **cached.model_.config.to_dict(),
+        **{k: v for k, v in cached.train_config.to_dict().items() if k not in IGNORED_TRAIN},
+    }
     differ = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
     if differ:
         shown = ", ".join(f"{k}={have.get(k, 'unset')!r} (now {want.get(k, 'unset')!r})" for k in differ[:4])

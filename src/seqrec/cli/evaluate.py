@@ -77,8 +77,16 @@ def _evaluate_rows(data_specs: Sequence[str], model_specs: Sequence[str], protoc
                 if isinstance(loo, TemporalSplit) and loo.horizon is not None and config.split == "test":
                     metrics.update(evaluate_horizon(scorer, loo, config.ks, exclude_seen=config.exclude_seen))
                 extra = {k: cut[k] for k in ("cut", "cold_users", "cold_targets")} if cut else {}
-                rows.append({"data": ds.meta.get("name", dspec), "model": _label(mspec), "protocol": protocol, **metrics,
-                             **extra, "seconds": round(time.perf_counter() - t, 2)})
+                rows.append(
+                    {
+                        "data": ds.meta.get("name", dspec),
+                        "model": _label(mspec),
+                        "protocol": protocol,
+                        **metrics,
+                        **extra,
+                        "seconds": round(time.perf_counter() - t, 2),
+                    }
+                )
     return rows
 
 
@@ -105,8 +113,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
         return
     from seqrec.evaluation.report import bar_chart, markdown_table
 
-    cols = ["HR@10", "NDCG@10", "MRR"] + [c for c in ("Recall@10 (horizon)", "NDCG@10 (horizon)", "Coverage@10",
-                                                     "Novelty@10", "Diversity@10") if c in rows[0]]
+    cols = ["HR@10", "NDCG@10", "MRR"] + [
+        c
+        for c in ("Recall@10 (horizon)", "NDCG@10 (horizon)", "Coverage@10", "Novelty@10", "Diversity@10")
+        if c in rows[0]
+    ]
     table = []
     for r in rows:
         row = {"data": r["data"], "model": r["model"]}
@@ -120,5 +131,3 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if args.chart:
         full = [r for r in rows if r["protocol"] == protocols[0]]
         print(f"chart: {bar_chart(full, 'NDCG@10', args.chart)}")
-
-

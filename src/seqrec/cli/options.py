@@ -29,8 +29,11 @@ def _parse_tuple(kind: type) -> Any:
         try:
             return tuple(kind(x) for x in text.split(","))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s like "
-                                             f"{'1,5,10' if kind is int else '0.9,0.98'}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind.__name__}s like "
+                f"{'1,5,10' if kind is int else '0.9,0.98'}, got {text!r}"
+            ) from None
+
     return parse
 
 
@@ -48,9 +51,16 @@ def flag_type(kind: Any) -> Any:
     return _parse_bool if kind is bool else kind
 
 
-def add_config_args(g: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *, prefix: str = "",
-                    skip: tuple[str, ...] = (), note: str = "default", aliases: dict[str, str] | None = None,
-                    metavar: str | None = None) -> None:
+def add_config_args(
+    g: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    prefix: str = "",
+    skip: tuple[str, ...] = (),
+    note: str = "default",
+    aliases: dict[str, str] | None = None,
+    metavar: str | None = None,
+) -> None:
     """One ``--[prefix-]name`` flag per field of the dataclass ``cls``: dest ``[prefix_]name``, default None
     (not given: the dataclass's default applies), help from the field's metadata with its default,
     choices from a ``Literal`` annotation. A bool field takes ``--name``, ``--name true|false`` and
@@ -63,17 +73,31 @@ def add_config_args(g: argparse.ArgumentParser | argparse._ArgumentGroup, cls: t
         flag = f"--{prefix + '-' if prefix else ''}{f.name.replace('_', '-')}"
         names = [flag] + ([aliases[f.name]] if aliases and f.name in aliases else [])
         default = f.default if f.default is not dataclasses.MISSING else "required"
-        shown = (",".join(map(str, default)) if isinstance(default, tuple)
-                 else f"{default:,}" if isinstance(default, int) and not isinstance(default, bool) else default)
+        shown = (
+            ",".join(map(str, default))
+            if isinstance(default, tuple)
+            else f"{default:,}"
+            if isinstance(default, int) and not isinstance(default, bool)
+            else default
+        )
         text = f"{f.metadata.get('help', '')} ({note}: {shown})"
         choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
         if hint is bool:
-            g.add_argument(*names, dest=dest, type=_parse_bool, nargs="?", const=True, default=None,
-                           metavar="true|false", help=text)
+            g.add_argument(
+                *names,
+                dest=dest,
+                type=_parse_bool,
+                nargs="?",
+                const=True,
+                default=None,
+                metavar="true|false",
+                help=text,
+            )
             g.add_argument(f"--no-{flag[2:]}", dest=dest, action="store_const", const=False, help=argparse.SUPPRESS)
         else:
-            g.add_argument(*names, dest=dest, type=flag_type(hint), default=None, choices=choices,
-                           metavar=metavar, help=text)
+            g.add_argument(
+                *names, dest=dest, type=flag_type(hint), default=None, choices=choices, metavar=metavar, help=text
+            )
 
 
 def config_options(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
@@ -89,9 +113,13 @@ def config_options(args: argparse.Namespace, cls: type, prefix: str = "") -> dic
 # ---------------------------------------------------------------------------- data and evaluation
 def _add_data_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     if many:
-        p.add_argument("data", nargs="+", metavar="DATA", help="data sets: paths (file or folder) or names (synthetic, ml-100k, …)")
+        p.add_argument(
+            "data", nargs="+", metavar="DATA", help="data sets: paths (file or folder) or names (synthetic, ml-100k, …)"
+        )
     else:
-        p.add_argument("data", metavar="DATA", help="a path (file or folder, format recognised) or a name (synthetic, ml-100k, …)")
+        p.add_argument(
+            "data", metavar="DATA", help="a path (file or folder, format recognised) or a name (synthetic, ml-100k, …)"
+        )
     from seqrec.config import CleanConfig
 
     g = p.add_argument_group("cleaning")
@@ -101,9 +129,13 @@ def _add_data_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--time-col", default=None, help="timestamp column name")
     g.add_argument("--rating-col", default=None, help="rating column name")
     g.add_argument("--sep", default=None, help="field separator (sniffed when absent)")
-    g.add_argument("--item-features-file", default=None, metavar="FILE",
-                   help="CSV / TSV / Parquet / JSON of item facts merged into the catalogue by item id (an id column "
-                        "and feature columns: lists or text with | between values), for --item-features")
+    g.add_argument(
+        "--item-features-file",
+        default=None,
+        metavar="FILE",
+        help="CSV / TSV / Parquet / JSON of item facts merged into the catalogue by item id (an id column "
+        "and feature columns: lists or text with | between values), for --item-features",
+    )
 
 
 def _load(spec: str, args: argparse.Namespace):
@@ -112,8 +144,13 @@ def _load(spec: str, args: argparse.Namespace):
 
     config = CleanConfig(**config_options(args, CleanConfig))
     ds = load_dataset(
-        spec, config, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
-        rating_col=args.rating_col, sep=args.sep,
+        spec,
+        config,
+        user_col=args.user_col,
+        item_col=args.item_col,
+        time_col=args.time_col,
+        rating_col=args.rating_col,
+        sep=args.sep,
     )
     if getattr(args, "item_features_file", None):
         from seqrec.models.feature_files import add_item_features
@@ -212,13 +249,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     from seqrec.training.recipe import RECIPES
 
     g = p.add_argument_group("model and training options (the Python API's names; the recipe fills those not given)")
-    g.add_argument("--recipe", choices=RECIPES, default="auto",
-                   help="auto: chosen from the data's statistics (default); paper: Kang & McAuley 2018 (BCE); "
-                        "sasrec+: full cross-entropy as in the SASRec+ paper. Explicit flags win.")
+    g.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="auto",
+        help="auto: chosen from the data's statistics (default); paper: Kang & McAuley 2018 (BCE); "
+        "sasrec+: full cross-entropy as in the SASRec+ paper. Explicit flags win.",
+    )
     add_option_args(g)
     _add_split_args(p)
-
-
 
 
 # ---------------------------------------------------------------------------- service limit flags from Limits
@@ -238,8 +277,9 @@ def _limits(args: argparse.Namespace):
     for f in fields(Limits):
         value = getattr(args, f"limit_{f.name}", None)
         if value is not None and value < f.metadata["least"]:
-            raise SeqrecError(f"--limit-{f.name.replace('_', '-')}: expected an integer >= {f.metadata['least']}, "
-                              f"got {value}")
+            raise SeqrecError(
+                f"--limit-{f.name.replace('_', '-')}: expected an integer >= {f.metadata['least']}, got {value}"
+            )
         if value is not None:
             changes[f.name] = value
     return replace(Limits.from_env(), **changes) if changes else None

@@ -58,11 +58,16 @@ class _Everything(LeaveOneOut):
 
 
 def _frame(ds: Dataset, mask: np.ndarray) -> pl.DataFrame:
+    assert ds.times is not None
     users = np.repeat(np.arange(ds.n_users), ds.lengths)[mask]
     user, item = ds.user_ids.raw[users], ds.item_ids.raw[ds.items[mask] - 1]
-    return pl.DataFrame({"user": user.tolist() if user.dtype == object else user,  # text ids: not polars' Object
-                         "item": item.tolist() if item.dtype == object else item,
-                         "timestamp": ds.times[mask]})  # type: ignore[index]
+    return pl.DataFrame(
+        {
+            "user": user.tolist() if user.dtype == object else user,  # text ids: not polars' Object
+            "item": item.tolist() if item.dtype == object else item,
+            "timestamp": ds.times[mask],
+        }
+    )
 
 
 def _score(rec: Recommender, histories: list[list[Any]], targets: list[Any], k: int) -> tuple[float, float]:
@@ -79,9 +84,18 @@ def _score(rec: Recommender, histories: list[list[Any]], targets: list[Any], k: 
     return hits / n, gain / n
 
 
-def replay(ds: Dataset, out: str | Path, period: str = "7d", periods: int = 8, k: int = 10, epochs: int = 20,
-           warm_epochs: int = 3, seed: int = 0, options: dict[str, Any] | None = None,
-           quiet: bool = False) -> list[Period]:
+def replay(
+    ds: Dataset,
+    out: str | Path,
+    period: str = "7d",
+    periods: int = 8,
+    k: int = 10,
+    epochs: int = 20,
+    warm_epochs: int = 3,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    quiet: bool = False,
+) -> list[Period]:
     """Replay the last ``periods`` periods of ``ds`` (see the module's docstring); models, the event store and
     the chart go into ``out`` (a new folder)."""
     from seqrec.api import SASRec
@@ -120,17 +134,25 @@ def replay(ds: Dataset, out: str | Path, period: str = "7d", periods: int = 8, k
         targets = ds.item_ids.to_raw(ds.items[events])
         row = Period(_day(lo), len(events))
         for arm in ARMS:
-            rec = (Recommender.from_folder(models[arm], backend="torch") if arm in models
-                   else Recommender(fitted[arm], data[arm], name=arm))
+            rec = (
+                Recommender.from_folder(models[arm], backend="torch")
+                if arm in models
+                else Recommender(fitted[arm], data[arm], name=arm)
+            )
             row.hits[arm], row.ndcg[arm] = _score(rec, histories, targets, k)
         with EventStore(store_path) as store:
-            store.append([(str(ds.user_ids.raw[user_of[j]]), str(ds.item_ids.raw[ds.items[j] - 1]),
-                           float(ds.times[j])) for j in events])
+            store.append(
+                [
+                    (str(ds.user_ids.raw[user_of[j]]), str(ds.item_ids.raw[ds.items[j] - 1]), float(ds.times[j]))
+                    for j in events
+                ]
+            )
         stored, _ = read_marked(store_path)
         grown = with_events(base, stored, source=str(store_path))
         t = time.perf_counter()
-        SASRec(**{**opts, "epochs": warm_epochs}).fit(grown, out_dir=out / f"warm-{p}", valid=False,
-                                                       init_from=models["warm"])
+        SASRec(**{**opts, "epochs": warm_epochs}).fit(
+            grown, out_dir=out / f"warm-{p}", valid=False, init_from=models["warm"]
+        )
         row.train_seconds["warm"] = time.perf_counter() - t
         t = time.perf_counter()
         SASRec(**{**opts, "epochs": epochs}).fit(grown, out_dir=out / f"scratch-{p}", valid=False)
@@ -141,8 +163,11 @@ def replay(ds: Dataset, out: str | Path, period: str = "7d", periods: int = 8, k
             fitted[arm], data[arm] = make_baseline(arm, _Everything(grown)), grown
             row.train_seconds[arm] = time.perf_counter() - t
         rows.append(row)
-        log(f"period {p + 1}/{periods} from {row.start}: {row.events:,} events; HR@{k} "
-            + ", ".join(f"{a} {row.hits[a]:.3f}" for a in ARMS), flush=True)
+        log(
+            f"period {p + 1}/{periods} from {row.start}: {row.events:,} events; HR@{k} "
+            + ", ".join(f"{a} {row.hits[a]:.3f}" for a in ARMS),
+            flush=True,
+        )
     _chart(rows, out / "replay.png", k)
     return rows
 

@@ -34,8 +34,18 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_bytes(value: Any, name: str = "memory_budget") -> int:
@@ -47,7 +57,7 @@ def parse_bytes(value: Any, name: str = "memory_budget") -> int:
     if isinstance(value, str):
         text = value.strip().lower().replace(" ", "").replace("_", "")
         number = text.rstrip("kmgtib")
-        unit = text[len(number):]
+        unit = text[len(number) :]
         try:
             size = float(number) * _UNITS[unit] if number else math.nan
         except (KeyError, ValueError):
@@ -64,7 +74,7 @@ def parse_duration(text: str, field_name: str = "horizon") -> int:
     """Seconds of ``7d``, ``12h``, ``30m``, ``3600s`` or ``2w``."""
     s = str(text).strip().lower()
     unit = s[-1:] if s[-1:] in _DURATION else ""
-    number = s[: -1] if unit else s
+    number = s[:-1] if unit else s
     try:
         value = float(number)
     except ValueError:
@@ -72,5 +82,3 @@ def parse_duration(text: str, field_name: str = "horizon") -> int:
     if not (value > 0 and math.isfinite(value)):
         raise SeqrecError(f"{field_name} must be a positive duration such as 7d, 12h, 30m or 3600s, got {text!r}")
     return int(round(value * _DURATION[unit or "s"]))
-
-

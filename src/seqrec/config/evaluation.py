@@ -28,15 +28,21 @@ class EvalConfig:
     seed: int = _opt(0, "seed of the sampled protocol's negatives and of max_users' sample")
     max_users: int | None = _opt(None, "evaluate a seeded sample of this many users (None: all)")
     seen_target: Literal["miss", "drop", "keep"] = _opt(
-        "miss", "full protocol, a target already in the user's history: miss (removed like every seen item, counts "
-                "as a miss), drop (leave out users with a seen or cold target) or keep (always scored)")
+        "miss",
+        "full protocol, a target already in the user's history: miss (removed like every seen item, counts "
+        "as a miss), drop (leave out users with a seen or cold target) or keep (always scored)",
+    )
     targets: Literal["all", "cold", "warm"] = _opt(
-        "all", "which users to evaluate by their target: all, cold (a target that never occurs in the training part, "
-               "e.g. a new item) or warm (the others)")
+        "all",
+        "which users to evaluate by their target: all, cold (a target that never occurs in the training part, "
+        "e.g. a new item) or warm (the others)",
+    )
     memory_budget: str | int = _opt(
-        "2GB", "memory evaluation may use: the scorer's own (a baseline's matrices, a model's weights) plus the "
-               "scores of the users ranked at a time, whose number follows from it and the catalogue size "
-               "(KB, MB, GB: powers of 1000; KiB, MiB, GiB: of 1024)")
+        "2GB",
+        "memory evaluation may use: the scorer's own (a baseline's matrices, a model's weights) plus the "
+        "scores of the users ranked at a time, whose number follows from it and the catalogue size "
+        "(KB, MB, GB: powers of 1000; KiB, MiB, GiB: of 1024)",
+    )
 
     def __post_init__(self) -> None:
         parse_bytes(self.memory_budget)
@@ -73,5 +79,3 @@ class EvalConfig:
     def budget_bytes(self) -> int:
         """``memory_budget`` in bytes."""
         return parse_bytes(self.memory_budget)
-
-

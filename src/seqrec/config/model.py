@@ -29,12 +29,21 @@ class SASRecConfig:
     dropout: float = _opt(0.2, "dropout rate (paper: 0.2 for MovieLens, 0.5 for sparse data)")
     activation: str = _opt("gelu", "feed-forward activation: gelu | relu")
     norm: str = _opt("pre", "LayerNorm placement: pre | post (the paper's text) | paper (the authors' code)")
-    item_features: str | None = _opt(None, "item side features from the catalogue: comma-separated fields (genres, "
-                                           "year, attributes, any list, text or numeric column) or all; None: ids only")
-    feature_fusion: str = _opt("sum", "how an item's feature embedding joins its id embedding: sum | gated (a "
-                                      "learned gate on the features) | concat (both, projected back to hidden)")
-    feature_output: bool = _opt(False, "the item representation that scores items includes their features too "
-                                       "(needed to rank items nobody has interacted with)")
+    item_features: str | None = _opt(
+        None,
+        "item side features from the catalogue: comma-separated fields (genres, "
+        "year, attributes, any list, text or numeric column) or all; None: ids only",
+    )
+    feature_fusion: str = _opt(
+        "sum",
+        "how an item's feature embedding joins its id embedding: sum | gated (a "
+        "learned gate on the features) | concat (both, projected back to hidden)",
+    )
+    feature_output: bool = _opt(
+        False,
+        "the item representation that scores items includes their features too "
+        "(needed to rank items nobody has interacted with)",
+    )
     feature_dropout: float = _opt(0.0, "training: drop each item's whole feature contribution with this probability")
 
     def __post_init__(self) -> None:
@@ -46,8 +55,13 @@ class SASRecConfig:
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
             raise SeqrecError(f"model config: dropout must be a number, got {self.dropout!r}")
         self.dropout = float(self.dropout)
-        for name, hi in (("n_items", MAX_ITEMS), ("hidden", MAX_HIDDEN), ("blocks", MAX_BLOCKS), ("heads", MAX_HEADS),
-                         ("max_len", MAX_LEN)):
+        for name, hi in (
+            ("n_items", MAX_ITEMS),
+            ("hidden", MAX_HIDDEN),
+            ("blocks", MAX_BLOCKS),
+            ("heads", MAX_HEADS),
+            ("max_len", MAX_LEN),
+        ):
             value = getattr(self, name)
             if value < 1:
                 raise SeqrecError(f"model config: {name} must be >= 1, got {value}")
@@ -60,7 +74,8 @@ class SASRecConfig:
             raise SeqrecError(
                 f"model config: {self.parameter_count():,} parameters ({size / 2**30:.1f} GiB as float32) is more "
                 f"than the {MAX_PARAM_BYTES / 2**30:.0f} GiB seqrec allows (n_items={self.n_items}, "
-                f"hidden={self.hidden}, blocks={self.blocks}, max_len={self.max_len})")
+                f"hidden={self.hidden}, blocks={self.blocks}, max_len={self.max_len})"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise SeqrecError(f"model config: dropout must be in [0, 1), got {self.dropout}")
         if self.activation not in ACTIVATIONS:
@@ -73,8 +88,10 @@ class SASRecConfig:
         if spec is not None:
             names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else []
             if not names or not all(names) or len(set(names)) < len(names) or ("all" in names and len(names) > 1):
-                raise SeqrecError(f"model config: item_features must be 'all' or distinct comma-separated catalogue "
-                                  f"fields (e.g. 'genres,year'), or None, got {spec!r}")
+                raise SeqrecError(
+                    f"model config: item_features must be 'all' or distinct comma-separated catalogue "
+                    f"fields (e.g. 'genres,year'), or None, got {spec!r}"
+                )
             self.item_features = ",".join(names)
         if self.feature_fusion not in FUSIONS:
             raise SeqrecError(f"model config: feature_fusion must be one of {FUSIONS}, got {self.feature_fusion!r}")
@@ -91,8 +108,13 @@ class SASRecConfig:
         layer but not the feature embeddings, whose size comes from the data)."""
         d = self.hidden
         fusion = {"sum": 0, "gated": 2 * d * d + d, "concat": 2 * d * d}[self.feature_fusion]
-        return ((self.n_items + 1) * d + self.max_len * d + self.blocks * (6 * d * d + 10 * d) + 2 * d
-                + (fusion if self.item_features is not None else 0))
+        return (
+            (self.n_items + 1) * d
+            + self.max_len * d
+            + self.blocks * (6 * d * d + 10 * d)
+            + 2 * d
+            + (fusion if self.item_features is not None else 0)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON; without item features the feature fields are left out, so an id-only
@@ -109,5 +131,3 @@ class SASRecConfig:
         if "n_items" not in d:
             raise SeqrecError("model config: n_items is missing")
         return cls(**d)
-
-

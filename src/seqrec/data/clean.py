@@ -152,7 +152,9 @@ def _codes(s: pl.Series, in_order: bool = False) -> tuple[np.ndarray, pl.Series]
         return (np.cumsum(new, dtype=np.int32) - 1), s.filter(pl.Series(new))
     if len(s) and s.dtype.is_integer():
         lo, hi = _int(s.min()), _int(s.max())
-        if -(1 << 62) < lo and hi < 1 << 62 and hi - lo <= max(2 * len(s), 1 << 20) and hi - lo < 1 << 25:  # a small range of ids: a lookup table
+        if (
+            -(1 << 62) < lo and hi < 1 << 62 and hi - lo <= max(2 * len(s), 1 << 20) and hi - lo < 1 << 25
+        ):  # a small range of ids: a lookup table
             x = (s.to_numpy() - lo).astype(np.int64, copy=False)
             present = np.bincount(x, minlength=hi - lo + 1) > 0
             code = np.cumsum(present, dtype=np.int32) - 1
@@ -160,8 +162,9 @@ def _codes(s: pl.Series, in_order: bool = False) -> tuple[np.ndarray, pl.Series]
     return (s.rank("dense").cast(pl.Int32) - 1).to_numpy(), s.unique().sort()
 
 
-def _k_core_codes(users: np.ndarray, items: np.ndarray, times: np.ndarray | None, n_users: int, n_items: int,
-                  k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[dict[str, int]]]:
+def _k_core_codes(
+    users: np.ndarray, items: np.ndarray, times: np.ndarray | None, n_users: int, n_items: int, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[dict[str, int]]]:
     """Iterated k-core on code arrays (users, items in 0..n-1; times alongside, if any): the rows kept and
     one record per pass (users, items, interactions left)."""
     steps: list[dict[str, int]] = []
@@ -175,8 +178,12 @@ def _k_core_codes(users: np.ndarray, items: np.ndarray, times: np.ndarray | None
         keep = np.bincount(items, minlength=n_items)[items] >= k
         if not keep.all():
             users, items, times = users[keep], items[keep], None if times is None else times[keep]
-        steps.append({"users": int(np.count_nonzero(np.bincount(users, minlength=n_users))),
-                      "items": int(np.count_nonzero(np.bincount(items, minlength=n_items))),
-                      "interactions": len(users)})
+        steps.append(
+            {
+                "users": int(np.count_nonzero(np.bincount(users, minlength=n_users))),
+                "items": int(np.count_nonzero(np.bincount(items, minlength=n_items))),
+                "interactions": len(users),
+            }
+        )
         if len(users) == before or len(users) == 0:
             return users, items, times, steps

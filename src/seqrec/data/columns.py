@@ -48,8 +48,9 @@ ROLE_NAMES = {
 FLAG_NAMES = {"user": "user_col", "item": "item_col", "timestamp": "time_col", "rating": "rating_col"}
 
 
-def _pick(columns: list[str], cols: dict[str, str | None], label: str,
-          header: list[str] | None = None) -> dict[str, str]:
+def _pick(
+    columns: list[str], cols: dict[str, str | None], label: str, header: list[str] | None = None
+) -> dict[str, str]:
     """Which column plays which role (user, item, timestamp, rating): flags first, then common names.
     ``header``: the names as the file writes them (a reader may have renamed repeated ones); a role column
     named twice there is refused."""
@@ -63,8 +64,10 @@ def _pick(columns: list[str], cols: dict[str, str | None], label: str,
             continue
         shown = written[same[0]] if len({written[i] for i in same}) == 1 else " / ".join(written[i] for i in same)
         where = ", ".join(str(i + 1) for i in same)
-        raise SeqrecError(f"{label}: the header names column {shown!r} {len(same)} times (columns {where}); "
-                          f"which one is meant is unclear: rename or remove the others")
+        raise SeqrecError(
+            f"{label}: the header names column {shown!r} {len(same)} times (columns {where}); "
+            f"which one is meant is unclear: rename or remove the others"
+        )
     lower = {c.lower(): c for c in reversed(columns)}  # the first of equal names wins
     found = ", ".join(repr(c) for c in columns if c != "_line")
     chosen: dict[str, str] = {}
@@ -83,10 +86,12 @@ def _pick(columns: list[str], cols: dict[str, str | None], label: str,
         known = "; ".join(f"for {r}: {', '.join(ROLE_NAMES[r])}" for r in missing)
         numeric = all(re.fullmatch(r"[-+.\deE]+", c) for c in columns if c != "_line")
         hint = " (the first line looks like data: a header line naming the columns is needed)" if numeric else ""
-        raise SeqrecError(f"{label}: no {' or '.join(missing)} column{hint}; columns found: {found}; names "
-                          f"recognised (any case) {known}; or name the columns with "
-                          f"{', '.join(FLAG_NAMES[r] + '=' for r in missing)} "
-                          f"({', '.join(f'--{r}-col' for r in missing)})")
+        raise SeqrecError(
+            f"{label}: no {' or '.join(missing)} column{hint}; columns found: {found}; names "
+            f"recognised (any case) {known}; or name the columns with "
+            f"{', '.join(FLAG_NAMES[r] + '=' for r in missing)} "
+            f"({', '.join(f'--{r}-col' for r in missing)})"
+        )
     return chosen
 
 
@@ -115,6 +120,7 @@ def _standardise(frame: pl.DataFrame, cols: dict[str, str | None], label: str, w
                 shown = "is empty" if empty else f"is {str(value)!r}"
                 where = f"{label} {word} {df['_line'][i]}"
                 raise SeqrecError(f"{where}: {role} column {roles[role]!r} {shown}; expected {expected}")
+
         return refuse
 
     def check(converted: pl.Series, role: str, expected: str) -> pl.Series:
@@ -147,8 +153,11 @@ def id_problem(raw: Any) -> str | None:
     if isinstance(raw, bool) or not isinstance(raw, (int, str, np.integer)):
         return f"expected an integer or a string, got {type(raw).__name__}"
     if not isinstance(raw, str):
-        return None if abs(int(raw)) < _EXACT else (
-            f"{int(raw)} is beyond +-(2**53 - 1), which JSON readers cannot hold exactly; send it as a string")
+        return (
+            None
+            if abs(int(raw)) < _EXACT
+            else (f"{int(raw)} is beyond +-(2**53 - 1), which JSON readers cannot hold exactly; send it as a string")
+        )
     if len(raw) > MAX_ID_CHARS:
         return f"an id holds at most {MAX_ID_CHARS} characters, this one {len(raw)}"
     if raw.strip().lower() in MISSING_IDS:
@@ -193,8 +202,10 @@ def _ids(s: pl.Series, refuse: Callable[[pl.Series, str], None], what: str) -> p
         return out
     if s.dtype.is_float():
         refuse(s.is_null() | s.is_nan() | s.is_infinite(), expected_id)
-        refuse(s != s.round(0), "an id: a whole number or text (a float column of ids holds no fractions; "
-                                "is this the right column?)")
+        refuse(
+            s != s.round(0),
+            "an id: a whole number or text (a float column of ids holds no fractions; is this the right column?)",
+        )
         whole = (s == s.round(0)) & (s.abs() <= _EXACT)
         return _merge(whole, s, s.cast(pl.String))
     if s.dtype != pl.String:
@@ -202,8 +213,10 @@ def _ids(s: pl.Series, refuse: Callable[[pl.Series, str], None], what: str) -> p
     s = s.str.strip_chars()
     refuse(s.is_null() | s.str.to_lowercase().is_in(MISSING_IDS), expected_id)
     refuse(s.str.contains("\x00", literal=True), "an id without NUL characters")
-    refuse(s.str.contains("\ufffd", literal=True),
-           "UTF-8 text (the file holds bytes that are not UTF-8 here, read as U+FFFD; convert it to UTF-8)")
+    refuse(
+        s.str.contains("\ufffd", literal=True),
+        "UTF-8 text (the file holds bytes that are not UTF-8 here, read as U+FFFD; convert it to UTF-8)",
+    )
     n = s.str.to_integer(strict=False)
     if n.null_count() == 0 and (n.cast(pl.String) == s).all():  # the common case: plain integers
         return n
@@ -212,8 +225,13 @@ def _ids(s: pl.Series, refuse: Callable[[pl.Series, str], None], what: str) -> p
     f = text.cast(pl.Float64, strict=False)
     plain = text.str.contains(_PLAIN_INT)
     number = ~plain & text.str.contains(_NUMBER) & (f == f.round(0)) & (f.abs() <= _EXACT)
-    value = (pl.when(plain).then(text.str.to_integer(strict=False))
-             .when(number).then(f.cast(pl.Int64, strict=False)).otherwise(None))
+    value = (
+        pl.when(plain)
+        .then(text.str.to_integer(strict=False))
+        .when(number)
+        .then(f.cast(pl.Int64, strict=False))
+        .otherwise(None)
+    )
     ints = frame.select(value.alias("n"))["n"]
     return _merge(ints.is_not_null(), ints, s)
 

@@ -117,8 +117,11 @@ def _normalise_catalog(catalog: pl.DataFrame | None, raw_items: pl.Series) -> pl
             pl.lit(None, dtype=pl.String).alias("title"),
             pl.lit([], dtype=pl.List(pl.String)).alias("genres"),
             pl.lit(None, dtype=pl.Int32).alias("year"),
-            *([pl.lit([], dtype=pl.List(pl.String)).alias("attributes")] if catalog is not None
-              and "attributes" in catalog.columns else []),
+            *(
+                [pl.lit([], dtype=pl.List(pl.String)).alias("attributes")]
+                if catalog is not None and "attributes" in catalog.columns
+                else []
+            ),
         )
     cat = catalog.select(
         pl.col("raw_id").cast(pl.String).alias("_key"),
@@ -128,8 +131,11 @@ def _normalise_catalog(catalog: pl.DataFrame | None, raw_items: pl.Series) -> pl
         *([pl.col("attributes").cast(pl.List(pl.String))] if "attributes" in catalog.columns else []),
     ).unique("_key", keep="first", maintain_order=True)
     out = base.with_columns(pl.col("raw_id").cast(pl.String).alias("_key")).join(cat, on="_key", how="left")
-    return out.sort("item").drop("_key").with_columns(pl.col(c).fill_null([]) for c in ("genres", "attributes")
-                                                      if c in cat.columns)
+    return (
+        out.sort("item")
+        .drop("_key")
+        .with_columns(pl.col(c).fill_null([]) for c in ("genres", "attributes") if c in cat.columns)
+    )
 
 
 @dataclass
@@ -158,8 +164,9 @@ class Dataset:
         return cls.build(clean(frame, config, source or name), catalog, name=name, source=source)
 
     @classmethod
-    def build(cls, cleaned: Cleaned, catalog: pl.DataFrame | None = None, name: str = "data",
-              source: str = "") -> Dataset:
+    def build(
+        cls, cleaned: Cleaned, catalog: pl.DataFrame | None = None, name: str = "data", source: str = ""
+    ) -> Dataset:
         """The CSR data set of cleaned interactions: users 0..U-1 and items 1..N by raw id, the catalogue
         aligned with the items, and ``meta`` (what cleaning did, counts)."""
         per_user = np.bincount(cleaned.users, minlength=len(cleaned.raw_users))

@@ -34,8 +34,14 @@ DOWNLOAD_MARKER = ".seqrec-download"  # written in every folder download makes: 
 TIMEOUT_S = 60
 
 
-def download(name: str, dir: str | os.PathLike | None = None, *, base_url: str | None = None,
-             quiet: bool = False, force: bool = False) -> Path:
+def download(
+    name: str,
+    dir: str | os.PathLike | None = None,
+    *,
+    base_url: str | None = None,
+    quiet: bool = False,
+    force: bool = False,
+) -> Path:
     """Fetch and unpack MovieLens ``name`` into ``<dir>/<name>`` (default dir: ``$SEQREC_DATA`` or
     ``~/.cache/seqrec``) and return that folder. An existing folder is returned as is unless ``force``."""
     if name not in DOWNLOADABLE:
@@ -47,8 +53,9 @@ def download(name: str, dir: str | os.PathLike | None = None, *, base_url: str |
     if target.exists() or target.is_symlink():
         problem = _not_a_download(target)
         if problem:
-            raise SeqrecError(f"{target} exists and {problem}, so --force will not replace it; move it away "
-                              f"or give another folder")
+            raise SeqrecError(
+                f"{target} exists and {problem}, so --force will not replace it; move it away or give another folder"
+            )
     base = (base_url or os.environ.get("SEQREC_DOWNLOAD_URL") or BASE_URL).rstrip("/")
     url = f"{base}/{name}.zip"
     root.mkdir(parents=True, exist_ok=True)
@@ -71,8 +78,10 @@ def download(name: str, dir: str | os.PathLike | None = None, *, base_url: str |
             raise SeqrecError(f"{url}: the archive could not be unpacked ({e})") from e
         entries = list(unpack.iterdir())
         content = entries[0] if len(entries) == 1 and entries[0].is_dir() else unpack  # zips hold one folder
-        atomic_write_text(content / DOWNLOAD_MARKER, json.dumps(
-            {"created_by": "seqrec", "kind": "download", "url": url, "md5": digest}, sort_keys=True) + "\n")
+        atomic_write_text(
+            content / DOWNLOAD_MARKER,
+            json.dumps({"created_by": "seqrec", "kind": "download", "url": url, "md5": digest}, sort_keys=True) + "\n",
+        )
         publish_dir(content, target)  # swapped in: the old copy stays readable until the new one is there
         _say(f"{name} ready in {target}", quiet)
         return target
@@ -101,8 +110,9 @@ def _fetch(url: str, out, quiet: bool) -> str:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=quiet,
-                      file=sys.stderr) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=quiet, file=sys.stderr
+            ) as bar:
                 while chunk := resp.read(CHUNK):
                     out.write(chunk)
                     md5.update(chunk)

@@ -59,8 +59,16 @@ def _head(path: Path) -> bytes:
 
 def _lines(source: Any) -> pl.DataFrame:
     """Non-blank lines with their 1-based line numbers: columns lineno, line."""
-    df = pl.read_csv(source, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String},
-                     encoding="utf8-lossy", raise_if_empty=False, truncate_ragged_lines=True)
+    df = pl.read_csv(
+        source,
+        has_header=False,
+        separator="\x1f",
+        quote_char=None,
+        schema={"line": pl.String},
+        encoding="utf8-lossy",
+        raise_if_empty=False,
+        truncate_ragged_lines=True,
+    )
     return df.with_row_index("lineno", 1).filter(pl.col("line").fill_null("").str.strip_chars() != "")
 
 
@@ -92,8 +100,10 @@ def line_layout(path: Path, head: bytes) -> str | None:
         return SEQUENCES
     if unique and len(head) == _HEAD:  # all pairs with distinct users so far: the whole file decides
         df = _lines(path).select(_fields().alias("_p"))
-        wide, repeats = df.select((pl.col("_p").list.len() >= 3).any().alias("wide"),
-                                  pl.col("_p").list.first().is_duplicated().any().alias("repeats")).row(0)
+        wide, repeats = df.select(
+            (pl.col("_p").list.len() >= 3).any().alias("wide"),
+            pl.col("_p").list.first().is_duplicated().any().alias("repeats"),
+        ).row(0)
         return SEQUENCES if wide and not repeats else PAIRS
     return PAIRS
 
@@ -125,11 +135,19 @@ def attributes_file(path: Path) -> Path | None:
     if exact.is_file():
         return exact
     stem = path.stem.lower()
-    found = sorted(p for p in path.parent.iterdir() if p.name.lower().endswith(ATTRIBUTES_SUFFIX) and p.is_file()
-                   and (pre := _prefix(p.name)) and (stem.startswith(pre) or pre.startswith(stem)))
+    found = sorted(
+        p
+        for p in path.parent.iterdir()
+        if p.name.lower().endswith(ATTRIBUTES_SUFFIX)
+        and p.is_file()
+        and (pre := _prefix(p.name))
+        and (stem.startswith(pre) or pre.startswith(stem))
+    )
     if len(found) > 1:
-        raise SeqrecError(f"{path}: several item attribute files beside it ({', '.join(p.name for p in found)}); "
-                          f"keep one, or name it {exact.name}")
+        raise SeqrecError(
+            f"{path}: several item attribute files beside it ({', '.join(p.name for p in found)}); "
+            f"keep one, or name it {exact.name}"
+        )
     return found[0] if found else None
 
 
@@ -148,15 +166,21 @@ def read_attributes(path: Path) -> pl.DataFrame:
         if not isinstance(value, list) or not all(type(a) in (int, str) for a in value):  # bool is no id
             shown = json.dumps(value)
             shown = shown if len(shown) <= 80 else shown[:80] + "..."
-            raise SeqrecError(f"{path}: item {key!r}: expected a list of attribute ids (integers or strings), "
-                              f"got {shown}")
+            raise SeqrecError(
+                f"{path}: item {key!r}: expected a list of attribute ids (integers or strings), got {shown}"
+            )
     lengths = [len(v) for v in data.values()]  # built flat: polars makes list columns slowly from Python lists
-    flat = pl.DataFrame({"_r": np.repeat(np.arange(len(data), dtype=np.uint32), lengths),
-                         "attributes": [str(a) for v in data.values() for a in v]},
-                        schema={"_r": pl.UInt32, "attributes": pl.String})
+    flat = pl.DataFrame(
+        {
+            "_r": np.repeat(np.arange(len(data), dtype=np.uint32), lengths),
+            "attributes": [str(a) for v in data.values() for a in v],
+        },
+        schema={"_r": pl.UInt32, "attributes": pl.String},
+    )
     keys = pl.DataFrame({"raw_id": [id_key(k) for k in data]}, schema={"raw_id": pl.String}).with_row_index("_r")
     out = keys.join(flat.group_by("_r").agg("attributes"), on="_r", how="left").sort("_r").drop("_r")
     return out.with_columns(pl.col("attributes").fill_null(pl.lit([], dtype=pl.List(pl.String))))
+
 
 def attributes_beside(path: Path) -> pl.DataFrame | None:
     """The item attributes beside a data file as a catalogue (raw_id, attributes), or None."""
@@ -184,8 +208,10 @@ def _parse_lines(path: Path, sep: str | None, fields: list, expected: str, skip:
     """Split lines by ``sep`` (None: whitespace) into typed fields; the first bad line raises."""
     df = _lines(path).filter(pl.col("lineno") > skip).with_columns(_split(sep).alias("_p"))
     part = pl.col("_p").list
-    df = df.with_columns(part.get(i, null_on_oob=True).str.strip_chars().cast(dtype, strict=False).alias(name)
-                         for i, (name, dtype) in enumerate(fields))
+    df = df.with_columns(
+        part.get(i, null_on_oob=True).str.strip_chars().cast(dtype, strict=False).alias(name)
+        for i, (name, dtype) in enumerate(fields)
+    )
     bad = (part.len() != len(fields)) | pl.any_horizontal(pl.col(n).is_null() for n, _ in fields)
     _fail(path, df.filter(bad).head(1), expected)
     if df.height == 0:
@@ -205,12 +231,11 @@ def _fixed(path: Path, sep: str | None, fields: list, expected: str, skip: int =
             clean = df.select(gaps).null_count().sum_horizontal()[0] == df.height * len(gaps)
             df = df.select(list(schema)) if clean else df.clear()  # text between the ':' pairs: check by line
         else:
-            df = pl.read_csv(path, separator=sep or " ", has_header=False, quote_char=None, schema=schema,
-                             skip_rows=skip)
+            df = pl.read_csv(
+                path, separator=sep or " ", has_header=False, quote_char=None, schema=schema, skip_rows=skip
+            )
         if df.height and df.null_count().sum_horizontal()[0] == 0:
             return df
     except pl.exceptions.PolarsError:
         pass
     return _parse_lines(path, sep, fields, expected, skip)
-
-

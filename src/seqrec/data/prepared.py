@@ -36,8 +36,15 @@ from seqrec.files import (
 FORMAT_VERSION = 1
 
 
-def write_prepared(folder: Path, offsets: np.ndarray, items: np.ndarray, user_raw: Any, catalog: pl.DataFrame,
-                   meta: dict[str, Any], times: np.ndarray | None = None) -> None:
+def write_prepared(
+    folder: Path,
+    offsets: np.ndarray,
+    items: np.ndarray,
+    user_raw: Any,
+    catalog: pl.DataFrame,
+    meta: dict[str, Any],
+    times: np.ndarray | None = None,
+) -> None:
     """The files of a prepared folder into ``folder`` (new, holding only its marker), manifest last."""
     arrays = dict(offsets=offsets, items=items, **({} if times is None else {"times": times}))
     _files._op(f"write {SEQUENCES}", _write_npz, folder / SEQUENCES, **arrays)
@@ -48,8 +55,9 @@ def write_prepared(folder: Path, offsets: np.ndarray, items: np.ndarray, user_ra
     write_manifest(folder, DATA_FILES)
 
 
-def read_prepared(path: Path) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, pl.DataFrame, dict[str, Any],
-                                       np.ndarray | None]:
+def read_prepared(
+    path: Path,
+) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, pl.DataFrame, dict[str, Any], np.ndarray | None]:
     """``(offsets, items, users, catalog, meta, times or None)`` of the prepared folder ``path``, checked."""
     meta_file = path / META
     if not meta_file.is_file():
@@ -76,8 +84,10 @@ def read_prepared(path: Path) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, pl.
     _check_catalog(catalog, path / CATALOG)
     n_items = catalog.height
     if len(items) and (int(items.min()) < 1 or int(items.max()) > n_items):
-        raise SeqrecError(f"{path / SEQUENCES}: item ids must be in 1..{n_items} (the catalogue's rows), "
-                          f"got {int(items.min())}..{int(items.max())}")
+        raise SeqrecError(
+            f"{path / SEQUENCES}: item ids must be in 1..{n_items} (the catalogue's rows), "
+            f"got {int(items.min())}..{int(items.max())}"
+        )
     for key, value in (("users", n_users), ("items", n_items), ("interactions", len(items))):
         if key in meta and meta[key] != value:
             raise SeqrecError(f"{meta_file}: says {meta[key]} {key} but the folder's files hold {value}")
@@ -90,8 +100,13 @@ def _write_npz(file: Path, **arrays: np.ndarray) -> None:
 
 
 def _check_meta(meta: dict[str, Any], file: Path) -> None:
-    for key, kind, expected in (("name", str, "text"), ("source", str, "text"), ("has_timestamps", bool, "true or false"),
-                                ("before", dict, "a JSON object"), ("cleaning", dict, "a JSON object")):
+    for key, kind, expected in (
+        ("name", str, "text"),
+        ("source", str, "text"),
+        ("has_timestamps", bool, "true or false"),
+        ("before", dict, "a JSON object"),
+        ("cleaning", dict, "a JSON object"),
+    ):
         if key in meta and not isinstance(meta[key], kind):
             raise SeqrecError(f"{file}: '{key}' must be {expected}, got {meta[key]!r}")
     for key in ("users", "items", "interactions"):
@@ -113,15 +128,17 @@ def _read_sequences(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     except Exception as e:  # numpy and zipfile raise many types for a damaged archive
         raise SeqrecError(f"{file}: not a readable sequences file ({type(e).__name__}: {e})") from e
     if times is not None and (times.shape != items.shape or times.dtype.kind not in "iu"):
-        raise SeqrecError(f"{file}: 'times' must be integers, one per item ({len(items)}), got {times.dtype} of "
-                          f"shape {times.shape}")
+        raise SeqrecError(
+            f"{file}: 'times' must be integers, one per item ({len(items)}), got {times.dtype} of shape {times.shape}"
+        )
     for name, a in (("offsets", offsets), ("items", items)):
         if a.ndim != 1 or a.dtype.kind not in "iu":
             raise SeqrecError(f"{file}: '{name}' must be a 1-D integer array, got {a.dtype} of shape {a.shape}")
     offsets, items = offsets.astype(np.int64, copy=False), items.astype(np.int32, copy=False)
     if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(items) or np.any(np.diff(offsets) < 0):
-        raise SeqrecError(f"{file}: 'offsets' must rise from 0 to the number of items ({len(items)}), one entry per "
-                          f"user plus one")
+        raise SeqrecError(
+            f"{file}: 'offsets' must rise from 0 to the number of items ({len(items)}), one entry per user plus one"
+        )
     return offsets, items, None if times is None else times.astype(np.int64, copy=False)
 
 
@@ -147,11 +164,13 @@ def _check_catalog(catalog: pl.DataFrame, file: Path) -> None:
         raise SeqrecError(f"{file}: missing columns {missing}; a catalogue has item, raw_id, title, genres, year")
     types = catalog.schema
     text_lists = (pl.List(pl.String), pl.List(pl.Null))
-    checks = (("item", types["item"].is_integer(), "integers"),
-              ("title", types["title"] in (pl.String, pl.Null), "text"),
-              ("genres", types["genres"] in text_lists, "lists of text"),
-              ("year", types["year"].is_integer() or types["year"] == pl.Null, "integers"),
-              ("attributes", "attributes" not in types or types["attributes"] in text_lists, "lists of text"))
+    checks = (
+        ("item", types["item"].is_integer(), "integers"),
+        ("title", types["title"] in (pl.String, pl.Null), "text"),
+        ("genres", types["genres"] in text_lists, "lists of text"),
+        ("year", types["year"].is_integer() or types["year"] == pl.Null, "integers"),
+        ("attributes", "attributes" not in types or types["attributes"] in text_lists, "lists of text"),
+    )
     for column, ok, expected in checks:
         if not ok:
             raise SeqrecError(f"{file}: column '{column}' must hold {expected}, got {types[column]}")

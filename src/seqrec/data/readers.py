@@ -49,9 +49,17 @@ from seqrec.data.movielens import MOVIELENS, RATINGS
 from seqrec.data.source import NAMES, Source, data_home, format_of, locate, sniff
 from seqrec.errors import SeqrecError
 
-__all__ = ["NAMES", "Columns", "Raw", "data_home", "format_of", "load_dataset", "locate", "read_interactions",
-           "read_raw"]
-
+__all__ = [
+    "NAMES",
+    "Columns",
+    "Raw",
+    "data_home",
+    "format_of",
+    "load_dataset",
+    "locate",
+    "read_interactions",
+    "read_raw",
+]
 
 
 class Columns(NamedTuple):
@@ -84,9 +92,16 @@ class Raw:
 
 
 # ----------------------------------------------------------------------------------------- public API
-def load_dataset(spec: Any, config: CleanConfig = CleanConfig(), *, user_col: str | None = None,
-                 item_col: str | None = None, time_col: str | None = None, rating_col: str | None = None,
-                 sep: str | None = None) -> Dataset:
+def load_dataset(
+    spec: Any,
+    config: CleanConfig = CleanConfig(),
+    *,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = None,
+    rating_col: str | None = None,
+    sep: str | None = None,
+) -> Dataset:
     """Read any input (name, path, prepared folder, model folder: its data, DataFrame) and clean it into a
     Dataset. ``k_core=None`` means the format's default: 5, or 0 for the already-filtered line files
     (``user item`` pairs and one user per line); prepared folders load as saved."""
@@ -101,9 +116,15 @@ def load_dataset(spec: Any, config: CleanConfig = CleanConfig(), *, user_col: st
     return ds
 
 
-def read_interactions(spec: Any, *, user_col: str | None = None, item_col: str | None = None,
-                      time_col: str | None = None, rating_col: str | None = None,
-                      sep: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame | None, int]:
+def read_interactions(
+    spec: Any,
+    *,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = None,
+    rating_col: str | None = None,
+    sep: str | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame | None, int]:
     """The raw interactions before cleaning: (frame, catalogue or None, the format's default k-core)."""
     raw = read_raw(locate(spec), Columns(user_col, item_col, time_col, rating_col), sep)
     return raw.frame, raw.catalog, raw.k_core
@@ -141,8 +162,11 @@ def _read_file(source: Source, cols: dict[str, str | None], sep: str | None) -> 
         catalog = read_catalog(folder / meta) if (folder / meta).is_file() else None
         return Raw(frame, catalog, DEFAULT_K_CORE, name, src, fmt)
     if fmt in LINE_LAYOUTS:  # already filtered by their authors: no k-core by default
-        frame = (_fixed(path, None, RATINGS[:2], "expected two integers 'user item'") if fmt == PAIRS
-                 else read_sequences(path))
+        frame = (
+            _fixed(path, None, RATINGS[:2], "expected two integers 'user item'")
+            if fmt == PAIRS
+            else read_sequences(path)
+        )
         return Raw(frame, attributes_beside(path), 0, name, src, fmt)
     if fmt == "parquet":
         frame = _standardise(pl.read_parquet(path).with_row_index("_line", 1), cols, src, "row")
@@ -170,8 +194,11 @@ def _text_table(path: Path, cols: dict[str, str | None], sep: str | None) -> pl.
         header = df["_p"][0].to_list()
         _pick(header, cols, str(path))  # a column named twice is refused here, naming it
         body = df.slice(1)
-        _fail(path, body.filter(pl.col("_p").list.len() != len(header)).head(1),
-              f"expected {len(header)} whitespace-separated fields like the header")
+        _fail(
+            path,
+            body.filter(pl.col("_p").list.len() != len(header)).head(1),
+            f"expected {len(header)} whitespace-separated fields like the header",
+        )
         fields = (pl.col("_p").list.get(i).alias(h) for i, h in enumerate(header))
         frame = body.select(pl.col("lineno").alias("_line"), *fields)
         return _standardise(frame, cols, str(path), "line")
@@ -183,12 +210,22 @@ def _text_table(path: Path, cols: dict[str, str | None], sep: str | None) -> pl.
         return plain
     wanted = list(dict.fromkeys(roles.values()))
     try:
-        frame = pl.read_csv(path, separator=sep, infer_schema=False, columns=wanted, row_index_name="_line",
-                            row_index_offset=2, encoding="utf8-lossy")
+        frame = pl.read_csv(
+            path,
+            separator=sep,
+            infer_schema=False,
+            columns=wanted,
+            row_index_name="_line",
+            row_index_offset=2,
+            encoding="utf8-lossy",
+        )
     except pl.exceptions.ComputeError:
         count = pl.col("line").str.count_matches(re.escape(sep), literal=True)
-        _fail(path, _lines(path).filter(count != len(header) - 1).head(1),
-              f"expected {len(header)} fields separated by {sep!r}")
+        _fail(
+            path,
+            _lines(path).filter(count != len(header) - 1).head(1),
+            f"expected {len(header)} fields separated by {sep!r}",
+        )
         raise
     return _standardise(frame, cols, str(path), "line")
 

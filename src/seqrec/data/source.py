@@ -75,7 +75,6 @@ def data_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "seqrec"
 
 
-
 def _file_format(path: Path) -> str:
     head = _head(path)
     if path.name in ("u.data", "ratings.dat"):
@@ -101,8 +100,10 @@ def _resolve(spec: Any) -> Path | str | pl.DataFrame:
         names = [str(c) for c in spec.columns]
         if len(set(names)) < len(names):
             twice = next(c for c in names if names.count(c) > 1)
-            raise SeqrecError(f"DataFrame: column {twice!r} appears {names.count(twice)} times; which one is meant "
-                              f"is unclear: rename or drop the others")
+            raise SeqrecError(
+                f"DataFrame: column {twice!r} appears {names.count(twice)} times; which one is meant "
+                f"is unclear: rename or drop the others"
+            )
         try:
             return pl.from_pandas(spec)
         except (TypeError, ValueError, pl.exceptions.PolarsError) as e:
@@ -123,8 +124,10 @@ def _resolve(spec: Any) -> Path | str | pl.DataFrame:
         places = list(dict.fromkeys([data_home() / spec, Path.home() / ".cache" / "seqrec" / spec]))
         if found := next((p for p in places if p.is_dir()), None):
             return found
-        raise SeqrecError(f"data set {spec!r} is not downloaded (looked in {', '.join(map(str, places))}); "
-                          f"run `seqrec download {spec}` first")
+        raise SeqrecError(
+            f"data set {spec!r} is not downloaded (looked in {', '.join(map(str, places))}); "
+            f"run `seqrec download {spec}` first"
+        )
     raise SeqrecError(f"{spec!r}: no such file or folder, and not a known data set name ({', '.join(NAMES)})")
 
 
@@ -133,8 +136,10 @@ def _ratings_file(folder: Path) -> Path:
         if (folder / name).is_file():
             return folder / name
     found = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
-    raise SeqrecError(f"{folder}: not a recognised data folder (found {found}); expected a prepared data set "
-                      "(meta.json) or a MovieLens folder (u.data, ratings.dat or ratings.csv)")
+    raise SeqrecError(
+        f"{folder}: not a recognised data folder (found {found}); expected a prepared data set "
+        "(meta.json) or a MovieLens folder (u.data, ratings.dat or ratings.csv)"
+    )
 
 
 _QUOTED = re.compile(r'(?m)(?:^|(?<=[,\t;|]))"(?:[^"]|"")*(?:"|\Z)')  # a quoted field (to the end of a cut sample)
@@ -153,5 +158,3 @@ def sniff(text: str) -> str | None:
         if counts and min(counts) > 0 and counts[0] > best_n:
             best, best_n = cand, counts[0]
     return best
-
-

@@ -146,17 +146,23 @@ class TemporalSplit:
         times = data.times
         name = data.meta.get("name", "the data set")
         if times is None or len(times) == 0:
-            raise SeqrecError(f"the temporal scheme needs a time for every interaction; {name} has none (its "
-                              f"format {data.meta.get('format', '')!r} carries no timestamps): use --scheme loo")
+            raise SeqrecError(
+                f"the temporal scheme needs a time for every interaction; {name} has none (its "
+                f"format {data.meta.get('format', '')!r} carries no timestamps): use --scheme loo"
+            )
         cut = _cut_time(times, 0.9 if cutoff is None else cutoff)
         first, last = int(times.min()), int(times.max())
         if not first < cut <= last:
-            raise SeqrecError(f"cutoff {cutoff!r} ({_date(cut)}) leaves no events on one side: the data runs from "
-                              f"{_date(first)} to {_date(last)}")
+            raise SeqrecError(
+                f"cutoff {cutoff!r} ({_date(cut)}) leaves no events on one side: the data runs from "
+                f"{_date(first)} to {_date(last)}"
+            )
         valid_cut = cut - (horizon if horizon is not None else last + 1 - cut)
         if valid_cut <= first:
-            raise SeqrecError(f"cutoff {cutoff!r}: the validation cut ({_date(valid_cut)}) falls before the first "
-                              f"event ({_date(first)}); choose a later cut or a shorter horizon")
+            raise SeqrecError(
+                f"cutoff {cutoff!r}: the validation cut ({_date(valid_cut)}) falls before the first "
+                f"event ({_date(first)}); choose a later cut or a shorter horizon"
+            )
         return cls(data, cut, valid_cut, horizon)
 
     def _position(self, t: int) -> np.ndarray:
@@ -203,11 +209,17 @@ class TemporalSplit:
         users, _, targets = self.inputs("test")
         seen = np.bincount(items[self.data.times < self.cut], minlength=n + 1)  # type: ignore[operator]
         after = o[1:] > cut_pos
-        return {"scheme": "temporal", "cut": _date(self.cut), "valid_cut": _date(self.valid_cut),
-                "horizon_s": self.horizon, "events_before": int((cut_pos - o[:-1]).sum()),
-                "events_after": int((o[1:] - cut_pos).sum()), "test_users": int(len(users)),
-                "cold_users": int((after & (cut_pos == o[:-1])).sum()),
-                "cold_targets": int((seen[targets] == 0).sum())}
+        return {
+            "scheme": "temporal",
+            "cut": _date(self.cut),
+            "valid_cut": _date(self.valid_cut),
+            "horizon_s": self.horizon,
+            "events_before": int((cut_pos - o[:-1]).sum()),
+            "events_after": int((o[1:] - cut_pos).sum()),
+            "test_users": int(len(users)),
+            "cold_users": int((after & (cut_pos == o[:-1])).sum()),
+            "cold_targets": int((seen[targets] == 0).sum()),
+        }
 
 
 Split = LeaveOneOut | TemporalSplit

@@ -49,8 +49,15 @@ def feature_rows(catalog: pl.DataFrame, n_items: int) -> torch.Tensor | None:
 class ListStats:
     """Accumulates the top-k lists of an evaluation (see the module's docstring)."""
 
-    def __init__(self, ks: tuple[int, ...], n_items: int, device: torch.device | str = "cpu",
-                 takers: np.ndarray | None = None, users: int = 1, features: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        ks: tuple[int, ...],
+        n_items: int,
+        device: torch.device | str = "cpu",
+        takers: np.ndarray | None = None,
+        users: int = 1,
+        features: torch.Tensor | None = None,
+    ) -> None:
         self.ks, self.n_items = ks, n_items
         self.counts = {k: torch.zeros(n_items + 1, dtype=torch.int64, device=device) for k in ks}
         self.takers, self.users = takers, max(int(users), 1)

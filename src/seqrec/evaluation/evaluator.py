@@ -170,7 +170,8 @@ def block_users(scorer: Scorer, n_items: int, config: EvalConfig, n_users: int =
             f"memory_budget {config.memory_budget!r} ({_size(budget)}) is too small: the {name} scorer holds "
             f"{_size(fixed)}, the evaluation of {n_users:,} users over {n_items:,} items needs {_size(own)} and "
             f"each user scored {_size(per_row)}; give at least {_size(fixed + own + per_row)} (more users at a "
-            f"time need more)")
+            f"time need more)"
+        )
     return int(min(rows, config.batch_size))
 
 
@@ -179,8 +180,10 @@ def check_budget(n_items: int, config: EvalConfig) -> None:
     over ``n_items + 1`` columns and the buffers that rank them."""
     need = (4 + _RANK_BYTES) * (n_items + 1)
     if config.budget_bytes < need:
-        raise SeqrecError(f"memory_budget {config.memory_budget!r} ({_size(config.budget_bytes)}) is too small: "
-                          f"one user's scores over {n_items:,} items and their ranking need {_size(need)}")
+        raise SeqrecError(
+            f"memory_budget {config.memory_budget!r} ({_size(config.budget_bytes)}) is too small: "
+            f"one user's scores over {n_items:,} items and their ranking need {_size(need)}"
+        )
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -203,7 +206,8 @@ def _product_scorer(scorer: Scorer) -> Any:
     the evaluator then takes that product a chunk of rows at a time straight into its ranking buffer, and crops
     the histories' leading all-PAD columns. None for any other scorer (its ``score`` is called)."""
     if not isinstance(scorer, torch.nn.Module) or not all(
-            callable(getattr(scorer, name, None)) for name in ("last_hidden", "item_embeddings")):
+        callable(getattr(scorer, name, None)) for name in ("last_hidden", "item_embeddings")
+    ):
         return None
     weights = scorer.item_embeddings()  # type: ignore[operator]  # checked callable above
     return scorer if weights.device.type == "cpu" and weights.dtype == torch.float32 else None
@@ -219,9 +223,7 @@ def _target_seen(segs: Segments, targets: np.ndarray) -> np.ndarray:
     return out
 
 
-def evaluate(
-    scorer: Scorer, loo: Split, config: EvalConfig = EvalConfig(), progress: bool = False
-) -> dict[str, float]:
+def evaluate(scorer: Scorer, loo: Split, config: EvalConfig = EvalConfig(), progress: bool = False) -> dict[str, float]:
     """Evaluate ``scorer`` on the validation or test targets of ``loo``; see the module notes.
 
     Returns ``HR@K, NDCG@K, Precision@K, Recall@K, Coverage@K`` for each K in ``config.ks``, ``MRR``,
@@ -244,8 +246,10 @@ def evaluate(
         other = ~cold if config.targets == "cold" else cold
         excluded, sel = int(other.sum()), sel[~other]
         if len(sel) == 0:
-            raise SeqrecError(f"no users to evaluate: targets={config.targets!r} left out all {excluded} users (no "
-                              f"{config.targets} target in the {config.split} split)")
+            raise SeqrecError(
+                f"no users to evaluate: targets={config.targets!r} left out all {excluded} users (no "
+                f"{config.targets} target in the {config.split} split)"
+            )
     if not sampled and config.seen_target == "drop":
         cold = loo.train().counts(n_items)[targets[sel]] == 0
         left_out = cold | _target_seen(segs.subset(sel), targets[sel])
@@ -336,7 +340,7 @@ def evaluate(
     out.update(beyond)
     out["users"], out["dropped_users"] = len(sel), dropped
     keys = _key_order(config.ks)
-    keys[keys.index("MRR"):keys.index("MRR")] = [key for key in beyond if not key.startswith("Coverage")]
+    keys[keys.index("MRR") : keys.index("MRR")] = [key for key in beyond if not key.startswith("Coverage")]
     keys += ["excluded_users"] if config.targets != "all" else []
     out["excluded_users"] = excluded
     return {key: out[key] for key in keys}

@@ -18,8 +18,9 @@ from seqrec.data.split import TemporalSplit
 from seqrec.evaluation.evaluator import Scorer
 
 
-def evaluate_horizon(scorer: Scorer, split: TemporalSplit, ks: tuple[int, ...] = (10,), batch_size: int = 512,
-                     exclude_seen: bool = True) -> dict[str, float]:
+def evaluate_horizon(
+    scorer: Scorer, split: TemporalSplit, ks: tuple[int, ...] = (10,), batch_size: int = 512, exclude_seen: bool = True
+) -> dict[str, float]:
     """``{"horizon_users", "horizon_items", "Recall@k (horizon)", "NDCG@k (horizon)"}`` (see the module)."""
     users, history, _ = split.inputs("test")
     sets = split.horizon_targets(users)

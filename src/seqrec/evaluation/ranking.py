@@ -14,7 +14,9 @@ from seqrec.evaluation.beyond import ListStats
 NEG_INF = float("-inf")
 _MISS = -1  # rank recorded for a target removed as seen (seen_target="miss"); reported as math.inf
 _EXACT_COUNT = 2**24  # float32 holds every whole number below this: counts of columns summed as floats are exact
-_GROUP = 64  # top-K lists: columns taken in groups of this many; only the K groups with the highest maxima can hold them
+_GROUP = (
+    64  # top-K lists: columns taken in groups of this many; only the K groups with the highest maxima can hold them
+)
 
 
 def rank_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -31,8 +33,16 @@ def _ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (scores >= t).sum(1) - 1
 
 
-def _full_chunk(work, targets, seen_rows, seen_items, flags, miss: bool = False, finite: bool = False,
-                cover: ListStats | None = None) -> torch.Tensor:
+def _full_chunk(
+    work,
+    targets,
+    seen_rows,
+    seen_items,
+    flags,
+    miss: bool = False,
+    finite: bool = False,
+    cover: ListStats | None = None,
+) -> torch.Tensor:
     """Ranks for one chunk of rows whose scores were copied into ``work`` (modified in place).
 
     Seen items and PAD are set to -inf, the target's own score is restored, then every other
@@ -106,8 +116,9 @@ def _update_coverage(cover: ListStats, scores: torch.Tensor, item_ids: torch.Ten
     cover.update(idx, ~torch.isneginf(vals))
 
 
-def _rank_block(fill, rows, tgt, segs, exclude_seen, miss, work, flags, cover, out: np.ndarray,
-                finite: bool = False) -> None:
+def _rank_block(
+    fill, rows, tgt, segs, exclude_seen, miss, work, flags, cover, out: np.ndarray, finite: bool = False
+) -> None:
     """Full-protocol ranks of one block's rows, ``len(work)`` rows at a time, written to ``out[:len(rows)]``;
     ``fill(lo, hi, w)`` writes the scores of rows ``lo:hi`` into ``w``."""
     dev, chunk = work.device, len(work)

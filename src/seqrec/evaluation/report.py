@@ -37,7 +37,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     return "\n".join([line(columns), rule, *(line(r) for r in cells)])
 
 
-def bar_chart(rows: Sequence[dict[str, Any]], metric: str, path: str | Path, group: str = "data", label: str = "model") -> Path:
+def bar_chart(
+    rows: Sequence[dict[str, Any]], metric: str, path: str | Path, group: str = "data", label: str = "model"
+) -> Path:
     """Grouped bar chart of one metric (e.g. NDCG@10) per model, one group per data set."""
     import matplotlib
 

@@ -235,8 +235,9 @@ class AR2(_Baseline):
         self.markov.fit(loo)
         width = self.n_items + 1
         self.pair_keys, _ = _key_counts(a * width + b for a, b, _ in _grams(train, 2))
-        keys, counts = _key_counts(np.searchsorted(self.pair_keys, a * width + b) * width + c
-                                   for a, b, c in _grams(train, 2))
+        keys, counts = _key_counts(
+            np.searchsorted(self.pair_keys, a * width + b) * width + c for a, b, c in _grams(train, 2)
+        )
         self.pairs = _count_matrix(keys, counts, len(self.pair_keys), width)
         return self
 

@@ -17,6 +17,7 @@ from seqrec.models.features import dtype_text
 
 ID_COLUMNS = ("item_id", "item", "raw_id", "id", "itemid", "movieid", "asin")  # an item-features file's id column
 
+
 def read_item_features(path: str | Path) -> tuple[pl.DataFrame, str]:
     """The frame of an item-features file (CSV / TSV / Parquet / JSON) and the name of its id column."""
     path = Path(path)
@@ -37,8 +38,9 @@ def read_item_features(path: str | Path) -> tuple[pl.DataFrame, str]:
     lower = {c.lower(): c for c in frame.columns}
     id_col = next((lower[c] for c in ID_COLUMNS if c in lower), None)
     if id_col is None:
-        raise SeqrecError(f"{path}: no item id column (one of {', '.join(ID_COLUMNS)}); its columns are "
-                          f"{', '.join(frame.columns)}")
+        raise SeqrecError(
+            f"{path}: no item id column (one of {', '.join(ID_COLUMNS)}); its columns are {', '.join(frame.columns)}"
+        )
     if frame.width < 2:
         raise SeqrecError(f"{path}: only the id column {id_col!r}; expected feature columns beside it")
     return frame, id_col
@@ -62,15 +64,19 @@ def _read_json_records(path: Path) -> pl.DataFrame:
 def _feature_column(col: pl.Series, like: pl.DataType | None, where: str) -> pl.Series:
     """A file's column as a catalogue column: ``|``-separated text as a list (always for a list column)."""
     if col.dtype == pl.String and (isinstance(like, pl.List) or bool(col.str.contains("|", literal=True).any())):
-        col = col.str.split("|").list.eval(pl.element().str.strip_chars()).list.eval(
-            pl.element().filter(pl.element() != ""))
+        col = (
+            col.str.split("|")
+            .list.eval(pl.element().str.strip_chars())
+            .list.eval(pl.element().filter(pl.element() != ""))
+        )
     if like is None:
         return col
     try:
         return col.cast(like, strict=True)
     except Exception as e:  # polars raises several types for a failed cast
-        raise SeqrecError(f"{where}: column {col.name!r} must hold {dtype_text(like)} like the catalogue's, "
-                          f"got {col.dtype}") from e
+        raise SeqrecError(
+            f"{where}: column {col.name!r} must hold {dtype_text(like)} like the catalogue's, got {col.dtype}"
+        ) from e
 
 
 def add_item_features(ds: Dataset, path: str | Path) -> Dataset:
@@ -106,6 +112,13 @@ def add_item_features(ds: Dataset, path: str | Path) -> Dataset:
         for i, v in zip(target.tolist(), col.to_list()):
             values[i] = [] if v is None and is_list else v
         updates.append(pl.Series(c, values, dtype=col.dtype))
-    meta = {**ds.meta, "item_features_file": {"path": where, "columns": columns, "items": int(found.sum()),
-                                              "unknown_items": int((~found).sum())}}
+    meta = {
+        **ds.meta,
+        "item_features_file": {
+            "path": where,
+            "columns": columns,
+            "items": int(found.sum()),
+            "unknown_items": int((~found).sum()),
+        },
+    }
     return replace(ds, catalog=catalog.with_columns(updates), meta=meta)

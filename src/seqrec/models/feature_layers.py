@@ -78,8 +78,10 @@ class FeatureLayers(nn.Module):
         """Fill the buffers: ``table`` int [N+1, columns] (checked against the vocabulary), ``trained`` bool [N+1]."""
         table = torch.as_tensor(np.asarray(table), dtype=torch.long)
         if tuple(table.shape) != tuple(self.table.shape) or len(trained) != len(self.id_weight):
-            raise SeqrecError(f"feature table of shape {tuple(table.shape)} (and {len(trained)} items trained "
-                              f"or not) for a model of {tuple(self.table.shape)}")
+            raise SeqrecError(
+                f"feature table of shape {tuple(table.shape)} (and {len(trained)} items trained "
+                f"or not) for a model of {tuple(self.table.shape)}"
+            )
         self.vocab.check_table(table.numpy(), "item features")
         with torch.no_grad():
             self.table.copy_(table)
@@ -115,16 +117,27 @@ class FeatureLayers(nn.Module):
             w = self._weights(keep).to(dtype)
             rows, cols = keep.nonzero(as_tuple=True)
             shape = (table.shape[0], self.vocab.size + 1)
-            coo = torch.sparse_coo_tensor(torch.stack([rows, table[rows, cols]]), w[rows, cols], shape,
-                                          check_invariants=False).coalesce()
+            coo = torch.sparse_coo_tensor(
+                torch.stack([rows, table[rows, cols]]), w[rows, cols], shape, check_invariants=False
+            ).coalesce()
             counts = keep.sum(1)
-            return (coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr(), table[keep], w[keep],
-                    torch.cumsum(counts, 0) - counts)
+            return (
+                coo.to_sparse_csr(),
+                coo.t().coalesce().to_sparse_csr(),
+                table[keep],
+                w[keep],
+                torch.cumsum(counts, 0) - counts,
+            )
 
     def _stamp(self, id_rows: torch.Tensor) -> tuple | None:
         try:
-            return (id_rows.data_ptr(), id_rows._version, self.training, torch.is_grad_enabled(),
-                    *(p._version for p in self.parameters()))
+            return (
+                id_rows.data_ptr(),
+                id_rows._version,
+                self.training,
+                torch.is_grad_enabled(),
+                *(p._version for p in self.parameters()),
+            )
         except RuntimeError:  # inference tensors keep no version counter: nothing is remembered
             return None
 
@@ -152,8 +165,9 @@ class FeatureLayers(nn.Module):
             return None
         return kept[1]
 
-    def neighbour_rows(self, rows: np.ndarray | torch.Tensor, id_rows: torch.Tensor,
-                       chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    def neighbour_rows(
+        self, rows: np.ndarray | torch.Tensor, id_rows: torch.Tensor, chunk: int = 256
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Id rows for items with feature ids ``rows`` [k, columns]: the mean id row of the trained items
         whose features overlap theirs most (Jaccard of feature ids), and whether each had such items."""
         from scipy import sparse

@@ -87,37 +87,67 @@ class FeatureVocab:
         return [i for i, f in enumerate(self.fields) for _ in range(f.width)]
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": VOCAB_FORMAT, "fields": [
-            {"name": f.name, "kind": f.kind, "width": f.width,
-             **({"values": list(f.values)} if f.kind == CATEGORICAL else {"edges": list(f.edges)})}
-            for f in self.fields]}
+        return {
+            "format": VOCAB_FORMAT,
+            "fields": [
+                {
+                    "name": f.name,
+                    "kind": f.kind,
+                    "width": f.width,
+                    **({"values": list(f.values)} if f.kind == CATEGORICAL else {"edges": list(f.edges)}),
+                }
+                for f in self.fields
+            ],
+        }
 
     @classmethod
     def from_json(cls, doc: Any, where: str) -> FeatureVocab:
         """The vocabulary ``to_json`` wrote; anything else is a ``SeqrecError`` naming ``where``."""
-        if not isinstance(doc, dict) or doc.get("format") != VOCAB_FORMAT or not isinstance(doc.get("fields"), list) \
-                or not doc["fields"]:
-            raise SeqrecError(f"{where}: expected a JSON object with format {VOCAB_FORMAT} and a non-empty 'fields' list")
+        if (
+            not isinstance(doc, dict)
+            or doc.get("format") != VOCAB_FORMAT
+            or not isinstance(doc.get("fields"), list)
+            or not doc["fields"]
+        ):
+            raise SeqrecError(
+                f"{where}: expected a JSON object with format {VOCAB_FORMAT} and a non-empty 'fields' list"
+            )
         fields = []
         for i, f in enumerate(doc["fields"]):
             kind = f.get("kind") if isinstance(f, dict) else None
             key = "values" if kind == CATEGORICAL else "edges"
             items: Any = f.get(key) if isinstance(f, dict) else None
             width: Any = f.get("width") if isinstance(f, dict) else None
-            ok = (kind in (CATEGORICAL, NUMERIC) and isinstance(f.get("name"), str) and isinstance(items, list)
-                  and set(f) == {"name", "kind", "width", key} and isinstance(width, int)
-                  and not isinstance(width, bool) and 1 <= width <= (MAX_WIDTH if kind == CATEGORICAL else 1))
+            ok = (
+                kind in (CATEGORICAL, NUMERIC)
+                and isinstance(f.get("name"), str)
+                and isinstance(items, list)
+                and set(f) == {"name", "kind", "width", key}
+                and isinstance(width, int)
+                and not isinstance(width, bool)
+                and 1 <= width <= (MAX_WIDTH if kind == CATEGORICAL else 1)
+            )
             if ok and kind == CATEGORICAL:
                 ok = len(items) > 0 and all(isinstance(v, str) for v in items) and len(set(items)) == len(items)
             elif ok:
-                ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items) \
-                    and all(a < b for a, b in zip(items, items[1:]))
+                ok = all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items
+                ) and all(a < b for a, b in zip(items, items[1:]))
             if not ok:
-                raise SeqrecError(f"{where}: field {i} must be an object with name, kind (categorical or numeric), "
-                                  f"width (1..{MAX_WIDTH}) and distinct text values or rising finite edges")
+                raise SeqrecError(
+                    f"{where}: field {i} must be an object with name, kind (categorical or numeric), "
+                    f"width (1..{MAX_WIDTH}) and distinct text values or rising finite edges"
+                )
             assert isinstance(f, dict) and kind is not None
-            fields.append(FeatureField(f["name"], kind, tuple(items) if kind == CATEGORICAL else (),
-                                       tuple(float(e) for e in items) if kind == NUMERIC else (), width))
+            fields.append(
+                FeatureField(
+                    f["name"],
+                    kind,
+                    tuple(items) if kind == CATEGORICAL else (),
+                    tuple(float(e) for e in items) if kind == NUMERIC else (),
+                    width,
+                )
+            )
         vocab = cls(tuple(fields))
         if len({f.name for f in fields}) < len(fields) or vocab.size > MAX_VOCAB:
             raise SeqrecError(f"{where}: field names must be distinct and hold at most {MAX_VOCAB:,} values in all")
@@ -130,8 +160,10 @@ class FeatureVocab:
         for f, (lo, hi), off in zip(self.fields, self.column_slices(), self.offsets()):
             part = table[:, lo:hi]
             if ((part != 0) & ((part <= off) | (part > off + f.size))).any() or (part[0] != 0).any():
-                raise SeqrecError(f"{where}: the feature table's {f.name} columns hold ids outside "
-                                  f"{off + 1}..{off + f.size} (or the padding row has features)")
+                raise SeqrecError(
+                    f"{where}: the feature table's {f.name} columns hold ids outside "
+                    f"{off + 1}..{off + f.size} (or the padding row has features)"
+                )
 
     # ------------------------------------------------------------------------- encoding
     def encode(self, catalog: pl.DataFrame) -> tuple[np.ndarray, dict[str, list[str]]]:
@@ -180,8 +212,9 @@ def _place(out: np.ndarray, rows: np.ndarray, ids: np.ndarray, lo: int, width: i
 
 def _kind(col: pl.Series) -> str | None:
     dtype = col.dtype
-    if dtype in (pl.Boolean, pl.String, pl.Categorical) or (isinstance(dtype, pl.List) and (
-            dtype.inner in (pl.String, pl.Null, pl.Categorical) or dtype.inner.is_numeric())):
+    if dtype in (pl.Boolean, pl.String, pl.Categorical) or (
+        isinstance(dtype, pl.List) and (dtype.inner in (pl.String, pl.Null, pl.Categorical) or dtype.inner.is_numeric())
+    ):
         return CATEGORICAL
     return NUMERIC if dtype.is_numeric() else None
 
@@ -200,8 +233,10 @@ def _field(col: pl.Series, name: str, every: bool = False) -> FeatureField | Non
     if kind is None and every:
         return None
     if kind is None:
-        raise SeqrecError(f"item feature {name!r}: a {col.dtype} column is neither categorical (text, lists of "
-                          f"text, booleans) nor numeric")
+        raise SeqrecError(
+            f"item feature {name!r}: a {col.dtype} column is neither categorical (text, lists of "
+            f"text, booleans) nor numeric"
+        )
     if kind == NUMERIC:
         values = _numbers(col, name)
         values = values[np.isfinite(values)]
@@ -240,8 +275,10 @@ def build_vocab(catalog: pl.DataFrame, spec: str) -> FeatureVocab:
         if f is not None:
             fields.append(f)
     if not fields:
-        raise SeqrecError("item_features='all': no catalogue field holds any item's features (a catalogue with "
-                          "genres, attributes or years, or --item-features-file, gives some)")
+        raise SeqrecError(
+            "item_features='all': no catalogue field holds any item's features (a catalogue with "
+            "genres, attributes or years, or --item-features-file, gives some)"
+        )
     vocab = FeatureVocab(tuple(fields))
     if vocab.size > MAX_VOCAB:
         raise SeqrecError(f"item_features: {vocab.size:,} feature values, more than the {MAX_VOCAB:,} seqrec allows")
@@ -261,8 +298,9 @@ def item_features(ds: Dataset, spec: str) -> tuple[FeatureVocab, np.ndarray, np.
     return vocab, table, LeaveOneOut(ds).train().counts(ds.n_items) > 0
 
 
-def encode_items(vocab: FeatureVocab, records: Sequence[Mapping[str, Any]],
-                 schema: Mapping[str, pl.DataType]) -> tuple[pl.DataFrame, np.ndarray, dict[str, list[str]]]:
+def encode_items(
+    vocab: FeatureVocab, records: Sequence[Mapping[str, Any]], schema: Mapping[str, pl.DataType]
+) -> tuple[pl.DataFrame, np.ndarray, dict[str, list[str]]]:
     """Catalogue rows (columns and types of ``schema``, without item and raw_id) of item facts, their
     feature ids and the values ``vocab`` does not know. A field that is not a catalogue column, or a
     value of the wrong type, is a ``SeqrecError`` naming the item and the field."""
@@ -270,8 +308,9 @@ def encode_items(vocab: FeatureVocab, records: Sequence[Mapping[str, Any]],
     for r in records:
         extra = sorted(set(r) - set(columns) - {"item_id"})
         if extra:
-            raise SeqrecError(f"item {r.get('item_id')!r}: unknown field(s) {extra}; the catalogue has "
-                              f"{', '.join(columns)}")
+            raise SeqrecError(
+                f"item {r.get('item_id')!r}: unknown field(s) {extra}; the catalogue has {', '.join(columns)}"
+            )
     data: dict[str, pl.Series] = {}
     for c in columns:
         dtype = schema[c]

@@ -96,9 +96,16 @@ def _kind(scorer: Any) -> str:
     raise SeqrecError(f"cannot store a {type(scorer).__name__} in a model folder: expected SASRecModel or a baseline")
 
 
-def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: dict[str, Any] | TrainConfig | None,
-                metrics: dict[str, Any], force: bool = False, keep_files: tuple[str, ...] = (),
-                recipe: dict[str, Any] | None = None) -> Path:
+def save_folder(
+    path: str | os.PathLike,
+    scorer: Any,
+    dataset: Dataset,
+    config: dict[str, Any] | TrainConfig | None,
+    metrics: dict[str, Any],
+    force: bool = False,
+    keep_files: tuple[str, ...] = (),
+    recipe: dict[str, Any] | None = None,
+) -> Path:
     """Write a model folder; ``config`` is the training configuration (``{}`` for baselines).
 
     The folder is built complete beside ``path`` (marker first, manifest last) and swapped in
@@ -134,8 +141,9 @@ def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: 
         if kind == "sasrec":
             from safetensors.torch import save_model
 
-            _files._op(f"write {WEIGHTS}", save_model, scorer, str(tmp / WEIGHTS),
-                      metadata={"format": "pt", "kind": "sasrec"})
+            _files._op(
+                f"write {WEIGHTS}", save_model, scorer, str(tmp / WEIGHTS), metadata={"format": "pt", "kind": "sasrec"}
+            )
         if vocab is not None:
             text = json.dumps(vocab.to_json(), indent=1, sort_keys=True) + "\n"
             _files._op(f"write {FEATURES}", _write_file, tmp / FEATURES, text.encode())
@@ -156,8 +164,12 @@ def save_folder(path: str | os.PathLike, scorer: Any, dataset: Dataset, config: 
 
 def _content_files(kind: str, features: bool = False) -> list[str]:
     """What a model folder's manifest lists: everything but the run's files and an ONNX export."""
-    return [CONFIG, METRICS] + ([WEIGHTS] if kind == "sasrec" else []) + ([FEATURES] if features else []) + \
-        [f"{DATA}/{n}" for n in DATA_FILES]
+    return (
+        [CONFIG, METRICS]
+        + ([WEIGHTS] if kind == "sasrec" else [])
+        + ([FEATURES] if features else [])
+        + [f"{DATA}/{n}" for n in DATA_FILES]
+    )
 
 
 def _carry(src: Path, dst: Path) -> None:
@@ -190,8 +202,12 @@ def _check_config(doc: Any, file: Path) -> None:
         raise SeqrecError(f"{file}: format_version {version} is not a version seqrec ever wrote")
     missing, unknown = sorted(set(CONFIG_KEYS) - set(doc)), sorted(set(doc) - set(CONFIG_KEYS) - set(OPTIONAL_KEYS))
     if missing or unknown:
-        raise SeqrecError(f"{file}: " + "; ".join(
-            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])))
+        raise SeqrecError(
+            f"{file}: "
+            + "; ".join(
+                ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])
+            )
+        )
     if not isinstance(doc["kind"], str) or (doc["kind"] != "sasrec" and doc["kind"] not in BASELINES):
         raise SeqrecError(f"{file}: kind {doc['kind']!r} is not 'sasrec' or a baseline ({', '.join(BASELINES)})")
     for key in ("model", "train", "data"):
@@ -257,8 +273,9 @@ def load_folder(path: str | os.PathLike, *, check_onnx: bool = True) -> ModelBun
     content = _content_files(kind, vocab is not None)
     files = read_manifest(path, content)
     if files is not None:  # an ONNX export may be deleted (and exported again) without touching the rest
-        verify_manifest(path, files, [n for n in files if "/" not in n and (n != ONNX or (check_onnx and
-                                                                                    (path / ONNX).exists()))])
+        verify_manifest(
+            path, files, [n for n in files if "/" not in n and (n != ONNX or (check_onnx and (path / ONNX).exists()))]
+        )
     if not (path / DATA).is_dir():
         raise SeqrecError(f"{path}: the training data folder '{DATA}/' is missing")
     in_data = [n for n in files if n.startswith(f"{DATA}/")] if files is not None else []
@@ -266,8 +283,10 @@ def load_folder(path: str | os.PathLike, *, check_onnx: bool = True) -> ModelBun
         verify_manifest(path, files, in_data)  # nothing else guards data/ before it is parsed
     dataset = Dataset.load(path / DATA)
     if dataset.fingerprint() != doc["data"]["fingerprint"]:
-        raise SeqrecError(f"{path / DATA}: data fingerprint {dataset.fingerprint()} does not match "
-                          f"{doc['data']['fingerprint']} in {CONFIG}; the folder was altered")
+        raise SeqrecError(
+            f"{path / DATA}: data fingerprint {dataset.fingerprint()} does not match "
+            f"{doc['data']['fingerprint']} in {CONFIG}; the folder was altered"
+        )
     if files is not None:
         verify_manifest(path, files, in_data)
     onnx = None
@@ -306,8 +325,11 @@ def _check_weights_header(path: Path, cfg: SASRecConfig, vocab: FeatureVocab | N
         expected = {k: (tuple(v.shape), _DTYPES[v.dtype]) for k, v in SASRecModel(cfg, vocab).state_dict().items()}
     problems = [f"{k} is missing" for k in expected if k not in found]
     problems += [f"unexpected {k}" for k in found if k not in expected]
-    problems += [f"{k} is {found[k][1]}{list(found[k][0])}, the config needs {v[1]}{list(v[0])}"
-                 for k, v in expected.items() if k in found and found[k] != v]
+    problems += [
+        f"{k} is {found[k][1]}{list(found[k][0])}, the config needs {v[1]}{list(v[0])}"
+        for k, v in expected.items()
+        if k in found and found[k] != v
+    ]
     if problems:
         raise SeqrecError(f"{file}: weights do not fit the configured model in {CONFIG} ({_few(problems, 3)})")
 
@@ -333,8 +355,10 @@ def _check_finite(model: SASRecModel, where: str) -> None:
     for name, tensor in model.state_dict().items():
         bad = int((~torch.isfinite(tensor)).sum())
         if bad:
-            raise SeqrecError(f"{where}: tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
-                              f"the weights are damaged (or came from a diverged training run)")
+            raise SeqrecError(
+                f"{where}: tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                f"the weights are damaged (or came from a diverged training run)"
+            )
 
 
 def register_onnx(path: str | os.PathLike) -> Path:

@@ -26,8 +26,10 @@ def checked_onnx(path: Path, model: SASRecModel, files: dict[str, dict[str, Any]
     if files is not None and ONNX in files:  # its size and sha256 were checked with the other files
         recorded, weights = files[ONNX].get("weights_sha256"), files.get(WEIGHTS, {}).get("sha256")
         if recorded != weights:
-            raise SeqrecError(f"{file}: exported from other weights than {WEIGHTS} (sha256 {recorded!r}, the "
-                              f"weights have {weights}); run seqrec export-onnx again or delete it")
+            raise SeqrecError(
+                f"{file}: exported from other weights than {WEIGHTS} (sha256 {recorded!r}, the "
+                f"weights have {weights}); run seqrec export-onnx again or delete it"
+            )
         return file
     if onnx_holds(file, model) is None:
         log.warning("%s: cannot tell which weights it was exported from; it is not used", file)
@@ -44,8 +46,9 @@ def onnx_holds(file: Path, model: SASRecModel) -> bool | None:
     try:
         proto = onnx.load(str(file), load_external_data=False)
     except Exception as e:  # protobuf raises several types for a damaged file
-        raise SeqrecError(f"{file}: not a readable ONNX model ({type(e).__name__}: {e}); run seqrec export-onnx "
-                          f"again or delete it") from e
+        raise SeqrecError(
+            f"{file}: not a readable ONNX model ({type(e).__name__}: {e}); run seqrec export-onnx again or delete it"
+        ) from e
     emb = model.item_emb.weight.detach().numpy()
     shapes = {tuple(emb.shape), tuple(emb.shape[::-1])}
     candidates = [init for init in proto.graph.initializer if tuple(init.dims) in shapes]
@@ -57,6 +60,8 @@ def onnx_holds(file: Path, model: SASRecModel) -> bool | None:
         if a.dtype == emb.dtype and (np.array_equal(a, emb) or np.array_equal(a.T, emb)):
             return True
     if candidates:
-        raise SeqrecError(f"{file}: exported from other weights than {WEIGHTS} (its item embeddings differ); "
-                          f"run seqrec export-onnx again or delete it")
+        raise SeqrecError(
+            f"{file}: exported from other weights than {WEIGHTS} (its item embeddings differ); "
+            f"run seqrec export-onnx again or delete it"
+        )
     return None

@@ -163,9 +163,12 @@ class SASRecModel(nn.Module):
             self.item_emb.weight[PAD].zero_()
         self.features: FeatureLayers | None = None
         if (config.item_features is None) != (vocab is None):
-            raise SeqrecError("a SASRec with item_features needs their vocabulary (build it with "
-                              "SASRecModel.for_data(config, dataset)); one without takes none"
-                              if vocab is None else "a SASRec without item_features takes no feature vocabulary")
+            raise SeqrecError(
+                "a SASRec with item_features needs their vocabulary (build it with "
+                "SASRecModel.for_data(config, dataset)); one without takes none"
+                if vocab is None
+                else "a SASRec without item_features takes no feature vocabulary"
+            )
         if vocab is not None:
             self.features = FeatureLayers(config, vocab)
 
@@ -240,8 +243,11 @@ class SASRecModel(nn.Module):
         keep = histories != PAD  # [B, L]
         keep_f = keep.unsqueeze(-1).to(self.item_emb.weight.dtype)  # [B, L, 1]
         pos = self.pos_emb.weight[self.max_len - L :]  # [L, d], counted from the right
-        emb = self.item_emb(histories) if self.features is None else \
-            F.embedding(histories, self.features.items(self.item_emb.weight, remember=self.config.feature_output))
+        emb = (
+            self.item_emb(histories)
+            if self.features is None
+            else F.embedding(histories, self.features.items(self.item_emb.weight, remember=self.config.feature_output))
+        )
         x = emb * self.scale + pos  # [B, L, d]
         x = self.emb_drop(x) * keep_f
         mask = self.attention_mask(keep)  # [B, 1, L, L]

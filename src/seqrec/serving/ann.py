@@ -71,9 +71,11 @@ def check_kind(kind: str, scorer: Any) -> None:
     from seqrec.models.sasrec import SASRecModel
 
     if not isinstance(scorer, SASRecModel):
-        raise SeqrecError(f"index {kind!r} needs a SASRec model (its scores are inner products of a history's "
-                          f"state with item embeddings, which the index searches); {type(scorer).__name__} ranks "
-                          f"otherwise: use index 'exact'")
+        raise SeqrecError(
+            f"index {kind!r} needs a SASRec model (its scores are inner products of a history's "
+            f"state with item embeddings, which the index searches); {type(scorer).__name__} ranks "
+            f"otherwise: use index 'exact'"
+        )
 
 
 def item_vectors(scorer: Any) -> np.ndarray:
@@ -189,8 +191,9 @@ def fetch_size(base: int, n: int, n_allowed: int) -> int | None:
     return None if fetch > MAX_FETCH or fetch >= n_allowed else fetch
 
 
-def subset_top(index: ItemIndex, queries: np.ndarray, cand: np.ndarray, ban: list[np.ndarray],
-               k: int) -> list[tuple[list[float], list[int]]]:
+def subset_top(
+    index: ItemIndex, queries: np.ndarray, cand: np.ndarray, ban: list[np.ndarray], k: int
+) -> list[tuple[list[float], list[int]]]:
     """Exact top ``k`` of the (sorted) internal ids ``cand`` for each query [B, d], scored with the index's rows,
     without the ids in ``ban[j]`` for query j: (scores, ids) per query, a dropped id's score -inf."""
     if not len(cand):

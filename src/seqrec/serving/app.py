@@ -41,7 +41,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -75,12 +75,23 @@ log = logging.getLogger("seqrec.serve")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-def create_app(recommender: Recommender | None, *, limits: Limits | None = None, max_batch: int | None = None,
-               max_body_bytes: int | None = None, store: AnyStore | None = None, api_key: str | None = None,
-               protect_reads: bool = False, cors_origins: Sequence[str] = (),
-               model_path: str | os.PathLike | None = None, backend: str = "auto",
-               reload_on_sighup: bool = False, close_store: bool = False,
-               models_dir: str | os.PathLike | None = None, event_policy: EventPolicy | None = None) -> FastAPI:
+def create_app(
+    recommender: Recommender | None,
+    *,
+    limits: Limits | None = None,
+    max_batch: int | None = None,
+    max_body_bytes: int | None = None,
+    store: AnyStore | None = None,
+    api_key: str | None = None,
+    protect_reads: bool = False,
+    cors_origins: Sequence[str] = (),
+    model_path: str | os.PathLike | None = None,
+    backend: str = "auto",
+    reload_on_sighup: bool = False,
+    close_store: bool = False,
+    models_dir: str | os.PathLike | None = None,
+    event_policy: EventPolicy | None = None,
+) -> FastAPI:
     """The service around one loaded ``Recommender`` (``None``: alive but not ready, 503 elsewhere).
 
     ``limits`` defaults to ``Limits()``; ``max_batch`` and ``max_body_bytes`` change those two fields.
@@ -101,6 +112,53 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
         raise SeqrecError("the API key is empty; give a secret of a few dozen random characters")
     if models_dir is not None:
         models_dir = _models_dir(models_dir)
+
+    lifespan = _lifespan(reload_on_sighup, store, close_store)
+
+    app = FastAPI(
+        title="seqrec",
+        version="1",
+        description="Sequential recommendations (SASRec) over raw item ids.",
+        lifespan=lifespan,
+    )
+    app.router.route_class = _StrictRoute
+    app.state.recommender = recommender
+    if recommender is not None:
+        apply_availability(recommender, store)
+    app.state.limits = limits
+    app.state.store = store
+    app.state.model_path = None if model_path is None else str(model_path)
+    app.state.backend = backend
+    app.state.models_dir = None if models_dir is None else str(models_dir)
+    app.state.reload_lock = asyncio.Lock()
+    app.state.generation = None  # the recorded model generation this worker holds (seqrec.serving.generation)
+    app.state.served_digest = None if model_path is None else folder_digest(model_path)
+    writes = [Depends(key_check(api_key))]
+    svc = Service(
+        app,
+        limits,
+        store,
+        singles=_Pool(limits.score_workers, None, "seqrec-score"),
+        batches=_Pool(limits.batch_workers, limits.batch_workers + limits.batch_queue, "seqrec-batch"),
+        writes=writes,
+        reads=writes if protect_reads else [],
+        read_errors=AUTH_ERRORS if protect_reads else ERRORS,
+        registry=CollectorRegistry(),
+        policy=event_policy or load_policy(None),
+    )
+    _add_middleware(app, svc, limits, cors_origins)
+    _add_error_handlers(app)
+    for routes in (recommendations, items, events, admin, operations):
+        app.include_router(routes.router(svc))
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    app.openapi = _openapi(app, svc, limits)  # type: ignore[method-assign]
+    return app
+
+
+def _lifespan(reload_on_sighup: bool, store: Any, close_store: bool) -> Callable[[FastAPI], Any]:
+    """The app's lifespan: SIGHUP reloads (``reload_on_sighup``), the generation watcher over ``store``, and the
+    store closed at the end (``close_store``)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,38 +184,38 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
             if close_store and store is not None:
                 await asyncio.to_thread(store.close)
 
-    app = FastAPI(title="seqrec", version="1", description="Sequential recommendations (SASRec) over raw item ids.",
-                  lifespan=lifespan)
-    app.router.route_class = _StrictRoute
-    app.state.recommender = recommender
-    if recommender is not None:
-        apply_availability(recommender, store)
-    app.state.limits = limits
-    app.state.store = store
-    app.state.model_path = None if model_path is None else str(model_path)
-    app.state.backend = backend
-    app.state.models_dir = None if models_dir is None else str(models_dir)
-    app.state.reload_lock = asyncio.Lock()
-    app.state.generation = None  # the recorded model generation this worker holds (seqrec.serving.generation)
-    app.state.served_digest = None if model_path is None else folder_digest(model_path)
-    writes = [Depends(key_check(api_key))]
-    svc = Service(app, limits, store, singles=_Pool(limits.score_workers, None, "seqrec-score"),
-                  batches=_Pool(limits.batch_workers, limits.batch_workers + limits.batch_queue, "seqrec-batch"),
-                  writes=writes, reads=writes if protect_reads else [],
-                  read_errors=AUTH_ERRORS if protect_reads else ERRORS, registry=CollectorRegistry(),
-                  policy=event_policy or load_policy(None))
-    requests = Counter("seqrec_http_requests", "HTTP requests by method, route template and status",
-                       ["method", "route", "status"], registry=svc.registry)
-    latency = Histogram("seqrec_http_request_duration_seconds", "HTTP request latency by method and route template",
-                        ["method", "route"], buckets=LATENCY_BUCKETS, registry=svc.registry)
+    return lifespan
+
+
+def _add_middleware(app: FastAPI, svc: Service, limits: Limits, cors_origins: Sequence[str]) -> None:
+    """The guard (body limit, metrics, last word on errors) and, for the origins given, CORS."""
+    requests = Counter(
+        "seqrec_http_requests",
+        "HTTP requests by method, route template and status",
+        ["method", "route", "status"],
+        registry=svc.registry,
+    )
+    latency = Histogram(
+        "seqrec_http_request_duration_seconds",
+        "HTTP request latency by method and route template",
+        ["method", "route"],
+        buckets=LATENCY_BUCKETS,
+        registry=svc.registry,
+    )
     app.add_middleware(_Guard, max_body_bytes=limits.max_body_bytes, requests=requests, latency=latency)
     if cors_origins:  # outside the guard: its answers (413, 500) carry the headers too
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST", "PUT"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type"], max_age=600)
-    _add_error_handlers(app)
-    for routes in (recommendations, items, events, admin, operations):
-        app.include_router(routes.router(svc))
-    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            max_age=600,
+        )
+
+
+def _openapi(app: FastAPI, svc: Service, limits: Limits) -> Callable[[], dict[str, Any]]:
+    """``app.openapi``: the generated schema, plus what the routes check themselves (see ``openapi``)."""
+    max_batch = limits.max_batch
 
     def openapi() -> dict[str, Any]:
         """The generated schema, plus the batch and events limits as ``maxItems`` (checked in the routes as 413),
@@ -166,8 +224,10 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             batch = schema["components"]["schemas"]["BatchRequest"]["properties"]["histories"]
             batch["maxItems"] = max_batch
-            batch["description"] = (f"alias: user_histories; at most {max_batch} histories and "
-                                    f"{limits.max_batch_results:,} results (histories x k) per request")
+            batch["description"] = (
+                f"alias: user_histories; at most {max_batch} histories and "
+                f"{limits.max_batch_results:,} results (histories x k) per request"
+            )
             events = schema["components"]["schemas"]["EventsRequest"]
             one = events.pop("items")
             events.pop("type")
@@ -178,9 +238,7 @@ def create_app(recommender: Recommender | None, *, limits: Limits | None = None,
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
-    return app
-
+    return openapi
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -190,8 +248,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _seqrec_error(request: Request, exc: SeqrecError) -> JSONResponse:
         if isinstance(exc, FilterError):  # a filter that does not fit the catalogue: a validation error naming it
             where = "query" if request.method == "GET" else "body"
-            return JSONResponse({"detail": [{"type": "filter", "loc": [where, "filter", *exc.loc], "msg": exc.message,
-                                             "input": None}]}, status_code=422)
+            return JSONResponse(
+                {"detail": [{"type": "filter", "loc": [where, "filter", *exc.loc], "msg": exc.message, "input": None}]},
+                status_code=422,
+            )
         return _json_error(404 if isinstance(exc, UnknownIdError) else 400, str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -205,8 +265,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(_Busy)
     async def _busy(request: Request, exc: _Busy) -> JSONResponse:
-        return _json_error(503, f"busy: {exc.args[0]} batch requests are already running or waiting "
-                                f"(batch_workers + batch_queue); retry shortly", headers={"Retry-After": "1"})
+        return _json_error(
+            503,
+            f"busy: {exc.args[0]} batch requests are already running or waiting "
+            f"(batch_workers + batch_queue); retry shortly",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
@@ -226,5 +290,3 @@ def _models_dir(path: str | os.PathLike) -> str:
     except (OSError, ValueError) as e:
         raise SeqrecError(f"--models-dir {path}: cannot read this path ({e})") from None
     raise SeqrecError(f"--models-dir {path}: no such folder")
-
-

@@ -56,10 +56,16 @@ class Item:
     score: float
     title: str | None
     genres: list[str]
-    features: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "the item's catalogue fields that can be features, e.g. {\"genres\": [...], \"year\": 1994}"})
-    interactions: int = field(default=0, metadata={
-        "help": "interactions in the training data; 0: nobody has interacted with it yet (ranked by its features)"})
+    features: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": 'the item\'s catalogue fields that can be features, e.g. {"genres": [...], "year": 1994}'},
+    )
+    interactions: int = field(
+        default=0,
+        metadata={
+            "help": "interactions in the training data; 0: nobody has interacted with it yet (ranked by its features)"
+        },
+    )
 
 
 class Catalogue:
@@ -80,12 +86,14 @@ class Catalogue:
         self.interactions: list[int] = counts.tolist()
         self._fields = [(c, cat[c].to_list()) for c in cat.columns if c not in RESERVED]
         self._features: dict[int, dict[str, Any]] = {}
-        self._search = pl.DataFrame({
-            "item": np.arange(1, self.n_items + 1, dtype=np.int64),
-            "title": cat["title"].fill_null("").str.to_lowercase(),
-            "raw": pl.Series([str(r) for r in self.raw[1:]], dtype=pl.String).str.to_lowercase(),
-            "pop": counts[1:],
-        })
+        self._search = pl.DataFrame(
+            {
+                "item": np.arange(1, self.n_items + 1, dtype=np.int64),
+                "title": cat["title"].fill_null("").str.to_lowercase(),
+                "raw": pl.Series([str(r) for r in self.raw[1:]], dtype=pl.String).str.to_lowercase(),
+                "pop": counts[1:],
+            }
+        )
         self._unit_emb: torch.Tensor | None = None
         self._cooc: Any = None
 
@@ -130,8 +138,13 @@ class Catalogue:
 
     def facts(self, i: int) -> dict[str, Any]:
         """Catalogue facts of internal id ``i``: raw id, title, genres, year, training popularity."""
-        return {"item_id": self.raw[i], "title": self.titles[i], "genres": self.genres[i],
-                "year": self.years[i], "popularity": int(self.counts[i])}
+        return {
+            "item_id": self.raw[i],
+            "title": self.titles[i],
+            "genres": self.genres[i],
+            "year": self.years[i],
+            "popularity": int(self.counts[i]),
+        }
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         """Items whose title (or raw id) contains ``query``, case-insensitive; prefix matches first,
@@ -139,10 +152,14 @@ class Catalogue:
         q = str(query).strip().lower()
         frame = self._search
         if q:
-            frame = frame.filter(pl.col("title").str.contains(q, literal=True) | pl.col("raw").str.contains(q, literal=True))
-        frame = frame.with_columns(
-            (pl.col("title").str.starts_with(q) | (pl.col("raw") == q)).alias("prefix")
-        ).sort(["prefix", "pop", "item"], descending=[True, True, False]).head(max(0, int(limit)))
+            frame = frame.filter(
+                pl.col("title").str.contains(q, literal=True) | pl.col("raw").str.contains(q, literal=True)
+            )
+        frame = (
+            frame.with_columns((pl.col("title").str.starts_with(q) | (pl.col("raw") == q)).alias("prefix"))
+            .sort(["prefix", "pop", "item"], descending=[True, True, False])
+            .head(max(0, int(limit)))
+        )
         return [self.facts(i) for i in frame["item"].to_list()]
 
     def similar(self, item_id: Any, k: int = 10) -> list[Item]:
@@ -213,7 +230,9 @@ def _new_raw_ids(dataset: Dataset, records: Sequence[Mapping[str, Any]]) -> list
     seen: set[str] = set()
     for n, r in enumerate(records):
         if not isinstance(r, Mapping):
-            raise SeqrecError(f"items[{n}]: expected an object with item_id and the item's facts, got {type(r).__name__}")
+            raise SeqrecError(
+                f"items[{n}]: expected an object with item_id and the item's facts, got {type(r).__name__}"
+            )
         raw = r.get("item_id")
         problem = "it is missing" if raw is None else id_problem(raw)  # the rule of events (seqrec.data.columns)
         if problem is not None:
@@ -233,14 +252,17 @@ def _new_raw_ids(dataset: Dataset, records: Sequence[Mapping[str, Any]]) -> list
     return raws
 
 
-def add_to_catalogue(dataset: Dataset, records: Sequence[Mapping[str, Any]],
-                     vocab: FeatureVocab) -> tuple[Dataset, np.ndarray, AddedItems]:
+def add_to_catalogue(
+    dataset: Dataset, records: Sequence[Mapping[str, Any]], vocab: FeatureVocab
+) -> tuple[Dataset, np.ndarray, AddedItems]:
     """``dataset`` with ``records`` (``{"item_id": ..., "title"?, "genres"?, ...}``: the catalogue's columns)
     appended as items ``n_items + 1 ..`` without interactions, their feature ids [len(records), columns]
     under ``vocab``, and what was added. Histories and users are unchanged."""
     raws = _new_raw_ids(dataset, records)
-    text: dict[str, Any] = {c: pl.List(pl.String) if t == pl.List(pl.Null) else pl.String if t == pl.Null else t
-            for c, t in dataset.catalog.schema.items()}  # a column that held no value yet takes text
+    text: dict[str, Any] = {
+        c: pl.List(pl.String) if t == pl.List(pl.Null) else pl.String if t == pl.Null else t
+        for c, t in dataset.catalog.schema.items()
+    }  # a column that held no value yet takes text
     frame, rows, unknown = encode_items(vocab, records, text)
     old = dataset.item_ids.raw
     keys = [id_key(r) for r in raws]
@@ -254,14 +276,16 @@ def add_to_catalogue(dataset: Dataset, records: Sequence[Mapping[str, Any]],
         raw = np.array([id_key(r) for r in old.tolist()] + keys, dtype=object)
     n = dataset.n_items
     column = raw.tolist() if raw.dtype.kind in "iu" else [id_key(r) for r in raw.tolist()]  # the catalogue's: one type
-    new = frame.with_columns(pl.Series("item", np.arange(n + 1, n + 1 + len(raws)), dtype=pl.Int32),
-                             pl.Series("raw_id", column[n:]))
+    new = frame.with_columns(
+        pl.Series("item", np.arange(n + 1, n + 1 + len(raws)), dtype=pl.Int32), pl.Series("raw_id", column[n:])
+    )
     catalog = dataset.catalog.sort("item").cast({c: t for c, t in text.items() if c != "raw_id"})
     catalog = catalog.with_columns(pl.Series("raw_id", column[:n]))
     catalog = pl.concat([catalog, new.select(catalog.columns).cast(catalog.schema)], how="vertical")
     meta = dict(dataset.meta)
-    grown = Dataset(dataset.offsets, dataset.items, dataset.user_ids, IdMap(raw, offset=1), catalog, meta,
-                    dataset.times)
+    grown = Dataset(
+        dataset.offsets, dataset.items, dataset.user_ids, IdMap(raw, offset=1), catalog, meta, dataset.times
+    )
     meta.update(grown.counts())
     meta["added_items"] = int(meta.get("added_items", 0)) + len(raws)
     bare = [r for r, ids in zip(raws, rows) if not ids.any()]

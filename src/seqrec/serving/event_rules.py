@@ -48,13 +48,15 @@ def normalise_id(raw: Any, what: str = "id") -> str:
     if isinstance(raw, str) and "\x00" in raw:
         raise SeqrecError(f"{what}: {id_problem(raw)}")
     if key.lower() in MISSING_IDS:
-        raise SeqrecError(f"{what}: {raw!r} is not an id (empty values and missing-value markers such as NaN "
-                          f"are not ids)")
+        raise SeqrecError(
+            f"{what}: {raw!r} is not an id (empty values and missing-value markers such as NaN are not ids)"
+        )
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:
-        raise SeqrecError(f"{what}: {key.encode('utf-8', 'backslashreplace').decode()!r} holds an unpaired "
-                          f"surrogate") from None
+        raise SeqrecError(
+            f"{what}: {key.encode('utf-8', 'backslashreplace').decode()!r} holds an unpaired surrogate"
+        ) from None
     return key
 
 
@@ -83,9 +85,15 @@ def _row(event: Any, now: float, n: int) -> tuple[str, str, float, str | None]:
         user, item, ts = event[0], event[1], event[2] if len(event) >= 3 else None
         kind = event[3] if len(event) == 4 else None
     else:
-        raise SeqrecError(f"event {n}: expected (user_id, item_id[, ts[, type]]) or a mapping with those keys, "
-                          f"got {type(event).__name__}")
+        raise SeqrecError(
+            f"event {n}: expected (user_id, item_id[, ts[, type]]) or a mapping with those keys, "
+            f"got {type(event).__name__}"
+        )
     if kind is not None and not isinstance(kind, str):
         raise SeqrecError(f"event {n}: type: expected a short name, got {kind!r}")
-    return (normalise_id(user, f"event {n}: user_id"), normalise_id(item, f"event {n}: item_id"),
-            now if ts is None else normalise_ts(ts, f"event {n}: ts"), kind)
+    return (
+        normalise_id(user, f"event {n}: user_id"),
+        normalise_id(item, f"event {n}: item_id"),
+        now if ts is None else normalise_ts(ts, f"event {n}: ts"),
+        kind,
+    )

@@ -40,8 +40,11 @@ def last_states(model: Any, batch: torch.Tensor) -> torch.Tensor:
     keep = h != PAD
     keep_f = keep.unsqueeze(-1).to(model.item_emb.weight.dtype)
     pos = model.pos_emb.weight[model.max_len - L :]
-    emb = model.item_emb(h) if model.features is None else \
-        F.embedding(h, model.features.items(model.item_emb.weight, remember=model.config.feature_output))
+    emb = (
+        model.item_emb(h)
+        if model.features is None
+        else F.embedding(h, model.features.items(model.item_emb.weight, remember=model.config.feature_output))
+    )
     x = (emb * model.scale + pos) * keep_f
     mask = model.attention_mask(keep)  # [B, 1, L, L]
     *first, block = model.blocks
@@ -94,8 +97,9 @@ def _target_scores(rec: Recommender, batch: torch.Tensor, targets: np.ndarray) -
     return rec._score(batch)[:, cols].numpy()
 
 
-def explain_items(rec: Recommender, history: np.ndarray, items: list[Item],
-                  top: int = MAX_BECAUSE) -> list[list[dict[str, Any]]]:
+def explain_items(
+    rec: Recommender, history: np.ndarray, items: list[Item], top: int = MAX_BECAUSE
+) -> list[list[dict[str, Any]]]:
     """Per item of ``items`` (ranked after the internal-id ``history``): up to ``top`` history items that raised
     its score most, as ``{"item_id", "title", "drop", "share"}``, largest drop first."""
     history = np.asarray(history, dtype=np.int64)
@@ -117,6 +121,15 @@ def explain_items(rec: Recommender, history: np.ndarray, items: list[Item],
         d = drops[:, c]
         positive = d[d > 0].sum()
         order = [int(v) for v in np.argsort(-d, kind="stable")[:top] if d[v] > 0]
-        out.append([{"item_id": cat.raw[int(distinct[v])], "title": cat.titles[int(distinct[v])],
-                     "drop": round(float(d[v]), 6), "share": round(float(d[v] / positive), 4)} for v in order])
+        out.append(
+            [
+                {
+                    "item_id": cat.raw[int(distinct[v])],
+                    "title": cat.titles[int(distinct[v])],
+                    "drop": round(float(d[v]), 6),
+                    "share": round(float(d[v] / positive), 4),
+                }
+                for v in order
+            ]
+        )
     return out

@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 def export_items(dataset: Dataset, path: str | os.PathLike) -> Path:
     """Write items.csv (item = internal id, raw_id, title, genres joined with ``|``) atomically."""
     frame = dataset.catalog.sort("item").select(
-        pl.col("item"), pl.col("raw_id").cast(pl.String), pl.col("title"), pl.col("genres").list.join("|"),
+        pl.col("item"),
+        pl.col("raw_id").cast(pl.String),
+        pl.col("title"),
+        pl.col("genres").list.join("|"),
     )
     atomic_write_bytes(path, frame.write_csv().encode("utf-8"))
     return Path(path)
@@ -29,13 +32,21 @@ def export_items(dataset: Dataset, path: str | os.PathLike) -> Path:
 
 def model_facts(rec: Recommender) -> dict[str, Any]:
     """Facts about ``rec``'s model and data for ``GET /model``; non-finite numbers become None."""
-    return _json_safe({
-        "name": rec.name, "backend": rec.backend, "index": rec.index_kind, "scorer": type(rec.scorer).__name__,
-        "max_len": rec.max_len, "n_items": rec.n_items,
-        "has_embeddings": hasattr(rec.scorer, "item_embeddings"),
-        "config": rec.config, "metrics": rec.metrics, "data": rec.dataset.counts(),
-        "data_name": rec.dataset.meta.get("name"),
-    })
+    return _json_safe(
+        {
+            "name": rec.name,
+            "backend": rec.backend,
+            "index": rec.index_kind,
+            "scorer": type(rec.scorer).__name__,
+            "max_len": rec.max_len,
+            "n_items": rec.n_items,
+            "has_embeddings": hasattr(rec.scorer, "item_embeddings"),
+            "config": rec.config,
+            "metrics": rec.metrics,
+            "data": rec.dataset.counts(),
+            "data_name": rec.dataset.meta.get("name"),
+        }
+    )
 
 
 def _json_safe(value: Any) -> Any:

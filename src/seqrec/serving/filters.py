@@ -56,7 +56,8 @@ class _Values:
         ends = np.cumsum(sizes)
         self.ids = groups["item"].explode().to_numpy() if len(sizes) else np.zeros(0, np.int64)
         self.lookup: dict[str, tuple[int, int]] = {
-            v: (int(e - n), int(e)) for v, n, e in zip(groups[name].to_list(), sizes, ends)}
+            v: (int(e - n), int(e)) for v, n, e in zip(groups[name].to_list(), sizes, ends)
+        }
 
     def items(self, value: str) -> np.ndarray:
         lo, hi = self.lookup.get(value, (0, 0))
@@ -106,7 +107,7 @@ class FilterIndex:
             if kind is None:
                 raise FilterError((str(name),), f"unknown field; the catalogue's fields are {', '.join(kinds)}")
             if not isinstance(cond, Mapping) or not cond:
-                raise FilterError((name,), "expected an object of operators, e.g. {\"any\": [...]} or {\"gte\": 1990}")
+                raise FilterError((name,), 'expected an object of operators, e.g. {"any": [...]} or {"gte": 1990}')
             ops = RANGE_OPS if kind == "number" else SET_OPS if kind == "list" else ("any", "none")
             for op, value in cond.items():
                 if op not in ops:

@@ -35,8 +35,10 @@ from seqrec.serving.store_pg import PgEventStore
 log = logging.getLogger("seqrec.serve")
 GENERATION_CHECK_S = 1.0  # seconds between a worker's reads of the recorded generation
 REFUSED_RETRY_S = 30.0  # a generation a worker could not load is tried again after this long (a late copy)
-_TABLE = ("CREATE TABLE IF NOT EXISTS generation (id INTEGER PRIMARY KEY CHECK (id = 1), counter INTEGER NOT NULL, "
-          "path TEXT NOT NULL, digest TEXT NOT NULL, ts REAL NOT NULL)")
+_TABLE = (
+    "CREATE TABLE IF NOT EXISTS generation (id INTEGER PRIMARY KEY CHECK (id = 1), counter INTEGER NOT NULL, "
+    "path TEXT NOT NULL, digest TEXT NOT NULL, ts REAL NOT NULL)"
+)
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,11 @@ def record_generation(store: Any, path: str, digest: str) -> Generation:
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(_TABLE)
-        conn.execute("INSERT INTO generation VALUES (1, 1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                     "counter = counter + 1, path = excluded.path, digest = excluded.digest, ts = excluded.ts",
-                     (path, digest, time.time()))
+        conn.execute(
+            "INSERT INTO generation VALUES (1, 1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "counter = counter + 1, path = excluded.path, digest = excluded.digest, ts = excluded.ts",
+            (path, digest, time.time()),
+        )
         counter = conn.execute("SELECT counter FROM generation WHERE id = 1").fetchone()[0]
         conn.execute("COMMIT")
     except sqlite3.Error as e:
@@ -137,20 +141,27 @@ async def follow(app: FastAPI) -> bool:
             new = await asyncio.to_thread(load_checked, recorded.path, app.state.backend, index)
             digest = await asyncio.to_thread(folder_digest, recorded.path)
             if digest != recorded.digest:
-                raise SeqrecError(f"{recorded.path}: its manifest changed since generation {recorded.counter} was "
-                                  f"recorded")
+                raise SeqrecError(
+                    f"{recorded.path}: its manifest changed since generation {recorded.counter} was recorded"
+                )
         except SeqrecError as e:
             app.state.refused_generation = (recorded.counter, time.monotonic())
-            log.error("worker %d: generation %s refused, keeping %s: %s", os.getpid(), recorded.counter,
-                      None if old is None else old.name, e)
+            log.error(
+                "worker %d: generation %s refused, keeping %s: %s",
+                os.getpid(),
+                recorded.counter,
+                None if old is None else old.name,
+                e,
+            )
             return False
         await asyncio.to_thread(apply_availability, new, store)
         app.state.recommender = new  # requests that took the old reference finish on it
         app.state.model_path, app.state.generation = recorded.path, recorded
         app.state.served_digest = recorded.digest
         del old
-        log.warning("worker %d: generation %s: now serving %s from %s", os.getpid(), recorded.counter, new.name,
-                    recorded.path)
+        log.warning(
+            "worker %d: generation %s: now serving %s from %s", os.getpid(), recorded.counter, new.name, recorded.path
+        )
         return True
 
 

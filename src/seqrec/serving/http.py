@@ -82,8 +82,9 @@ def _validation_detail(errors: Sequence[Any]) -> list[Any]:
     shown = [_safe(e, text=2**62) for e in list(errors)[:MAX_BODY_ERRORS]]  # what JSON can carry, then cut
     detail = _safe(jsonable_encoder(shown), text=MAX_QUOTE)
     if len(_dumps(detail)) > MAX_ERROR_BYTES:
-        detail = [{k: v for k, v in e.items() if k not in ("input", "ctx")} if isinstance(e, dict) else e
-                  for e in detail]
+        detail = [
+            {k: v for k, v in e.items() if k not in ("input", "ctx")} if isinstance(e, dict) else e for e in detail
+        ]
     return detail
 
 
@@ -163,7 +164,8 @@ class _Guard:
             body = await self._read_body(scope, receive)
             if body is None:
                 await _json_error(413, f"request body is larger than {self.max_body} bytes (max_body_bytes)")(
-                    scope, receive, send_and_record)
+                    scope, receive, send_and_record
+                )
                 return
             replayed = False
 

@@ -17,8 +17,14 @@ if TYPE_CHECKING:
     from seqrec.serving.recommender import Recommender
 
 
-def ann_top(rec: Recommender, seqs: Sequence[np.ndarray], k: int, exclude_seen: bool,
-             banned: np.ndarray | None = None, allowed: np.ndarray | None = None) -> list[list[Item]]:
+def ann_top(
+    rec: Recommender,
+    seqs: Sequence[np.ndarray],
+    k: int,
+    exclude_seen: bool,
+    banned: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
+) -> list[list[Item]]:
     """``Recommender._top`` through the item index: each history with a known item asks it for ``k`` + its excluded
     items + ``margin`` candidates (over-fetched by the share of items ``allowed`` lets through); the excluded
     (and unfilled) ones are dropped; a history left with fewer than it may get, and an empty history
@@ -32,8 +38,7 @@ def ann_top(rec: Recommender, seqs: Sequence[np.ndarray], k: int, exclude_seen: 
     assert rec.index is not None
     n_ok = rec.n_items if allowed is None else int(allowed.sum())
     if len(rows):
-        ban = [np.union1d(np.asarray(seqs[int(r)], dtype=np.int64), banned) if exclude_seen else banned
-               for r in rows]
+        ban = [np.union1d(np.asarray(seqs[int(r)], dtype=np.int64), banned) if exclude_seen else banned for r in rows]
         fetch = fetch_size(k + max(len(b) for b in ban) + rec.index_params.margin, rec.n_items, n_ok)
         queries = query_vectors(rec.scorer, rec._batch(seqs, rows, lengths))
         if fetch is None:  # few items allowed: score them all from the index's rows
@@ -59,8 +64,16 @@ def ann_top(rec: Recommender, seqs: Sequence[np.ndarray], k: int, exclude_seen: 
             out[i] = items
     return out  # type: ignore[return-value]
 
-def ann_include(rec: Recommender, ids: np.ndarray, k: int, exclude_seen: bool, include: np.ndarray,
-                 banned: np.ndarray | None, allowed: np.ndarray | None = None) -> list[Item]:
+
+def ann_include(
+    rec: Recommender,
+    ids: np.ndarray,
+    k: int,
+    exclude_seen: bool,
+    include: np.ndarray,
+    banned: np.ndarray | None,
+    allowed: np.ndarray | None = None,
+) -> list[Item]:
     """The top ``k`` of the ``include``d items, scored exactly with the index's rows."""
     drop = np.asarray(ids if exclude_seen else [], dtype=np.int64)
     if banned is not None:

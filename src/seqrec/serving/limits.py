@@ -29,8 +29,9 @@ class Limits:
     max_body_bytes: int = _limit(1_000_000, "request body in bytes, by Content-Length or as streamed")
     max_batch: int = _limit(1000, "histories in one batch request")
     max_batch_results: int = _limit(100_000, "histories x k in one batch request")
-    max_response_bytes: int = _limit(16_000_000, "estimated size in bytes of one answer, from the catalogue's "
-                                                 "mean item size")
+    max_response_bytes: int = _limit(
+        16_000_000, "estimated size in bytes of one answer, from the catalogue's mean item size"
+    )
     # One at a time: a second concurrent batch request adds a thread contending for the GIL, and
     # cheap requests beside two heavy ones had p99 70 ms with 2 against 49 ms with 1 (one worker, 2 cores).
     batch_workers: int = _limit(1, "batch requests scored at once")
@@ -54,6 +55,7 @@ class Limits:
         try:
             changes = json.loads(text)
         except json.JSONDecodeError as e:
-            raise SeqrecError(f"{ENV_LIMITS}: not valid JSON ({e.msg}); expected an object like "
-                              f'{{"max_batch_results": 50000}}') from e
+            raise SeqrecError(
+                f'{ENV_LIMITS}: not valid JSON ({e.msg}); expected an object like {{"max_batch_results": 50000}}'
+            ) from e
         return cls(**check_config_keys(cls, changes, ENV_LIMITS))

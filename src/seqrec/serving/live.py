@@ -59,15 +59,22 @@ def key_check(api_key: str | None) -> Callable[..., Any]:
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's API key")
     expected = api_key.encode("utf-8") if api_key else None
 
-    async def check(credentials: HTTPAuthorizationCredentials | None = Security(bearer),
-                    x_api_key: str | None = Security(header)) -> None:
+    async def check(
+        credentials: HTTPAuthorizationCredentials | None = Security(bearer), x_api_key: str | None = Security(header)
+    ) -> None:
         if expected is None:
-            raise HTTPException(403, "this route needs an API key and the service has none: start it with "
-                                     f"--api-key KEY or set {ENV_API_KEY}")
+            raise HTTPException(
+                403,
+                "this route needs an API key and the service has none: start it with "
+                f"--api-key KEY or set {ENV_API_KEY}",
+            )
         given = credentials.credentials if credentials is not None else x_api_key
         if not given:
-            raise HTTPException(401, "an API key is needed: send Authorization: Bearer KEY or X-API-Key: KEY",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "an API key is needed: send Authorization: Bearer KEY or X-API-Key: KEY",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         # header values arrive decoded as Latin-1: encoding them back gives the bytes sent
         if not hmac.compare_digest(given.encode("latin-1", "replace"), expected):
             raise HTTPException(403, "wrong API key")
@@ -111,8 +118,9 @@ def trained_mark(r: Recommender, store: AnyStore) -> int:
     return 0
 
 
-def live_history(r: Recommender, store: AnyStore | None, user_id: str, limit: int = MAX_HISTORY,
-                 policy: EventPolicy = DEFAULT_POLICY) -> LiveHistory:
+def live_history(
+    r: Recommender, store: AnyStore | None, user_id: str, limit: int = MAX_HISTORY, policy: EventPolicy = DEFAULT_POLICY
+) -> LiveHistory:
     """The training history of ``user_id`` followed by their latest ``limit`` stored events; a user in neither
     is an ``UnknownIdError``."""
     user = r.dataset.user_ids.get(user_id)
@@ -125,8 +133,9 @@ def live_history(r: Recommender, store: AnyStore | None, user_id: str, limit: in
         if key is not None:
             events = store.history(key, limit, after=trained_mark(r, store))
     if user is None and not events:
-        raise UnknownIdError(f"unknown user id: {user_id!r} (not in the training data"
-                             f"{'' if store is None else ', no stored events'})")
+        raise UnknownIdError(
+            f"unknown user id: {user_id!r} (not in the training data{'' if store is None else ', no stored events'})"
+        )
     training = r.dataset.sequence(user) if user is not None else np.zeros(0, dtype=np.int64)
     return LiveHistory(user, training, events, policy)
 
@@ -150,11 +159,23 @@ def history_answer(r: Recommender, h: LiveHistory, user_id: str, limit: int, n_e
         out.append({"item_id": raw, "ts": None, "source": "training", "known": True, "title": titles[i]})
     for e in h.events[-limit:]:
         i = items.get(e.item_id)
-        out.append({"item_id": shown_id(e.item_id) if i is None else items.to_raw([i])[0], "ts": e.ts,
-                    "source": "store", "known": i is not None, "title": None if i is None else titles[i],
-                    "type": e.type})
-    return {"user_id": user_id, "items": out[-limit:], "training_items": len(h.training), "store_events": n_events,
-            "model": r.name}
+        out.append(
+            {
+                "item_id": shown_id(e.item_id) if i is None else items.to_raw([i])[0],
+                "ts": e.ts,
+                "source": "store",
+                "known": i is not None,
+                "title": None if i is None else titles[i],
+                "type": e.type,
+            }
+        )
+    return {
+        "user_id": user_id,
+        "items": out[-limit:],
+        "training_items": len(h.training),
+        "store_events": n_events,
+        "model": r.name,
+    }
 
 
 # ---------------------------------------------------------------------------- availability
@@ -190,8 +211,10 @@ def model_folder(path: str, models_dir: str | None = None) -> Path:
             root = Path(models_dir).resolve()
             folder = (root / path).resolve()
             if not folder.is_relative_to(root):
-                raise SeqrecError(f"{path}: not inside the models folder {models_dir} (the service loads model "
-                                  f"folders from there only: --models-dir)")
+                raise SeqrecError(
+                    f"{path}: not inside the models folder {models_dir} (the service loads model "
+                    f"folders from there only: --models-dir)"
+                )
         if not folder.is_dir():
             raise SeqrecError(f"{path}: no such model folder")
     except (OSError, ValueError) as e:
@@ -214,8 +237,10 @@ def load_checked(path: str, backend: str, index: str = "exact", models_dir: str 
         raise SeqrecError(f"{path}: cannot serve this folder ({type(e).__name__}: {e})") from None
     n, mapped, rows = new.n_items, len(new.dataset.item_ids), new.dataset.catalog.height
     if not (n == mapped == rows == int(new.scorer.n_items)):
-        raise SeqrecError(f"{path}: the model scores {new.scorer.n_items} items but its id map holds {mapped} "
-                          f"and its catalogue {rows}")
+        raise SeqrecError(
+            f"{path}: the model scores {new.scorer.n_items} items but its id map holds {mapped} "
+            f"and its catalogue {rows}"
+        )
     try:
         probe = new.dataset.item_ids.to_raw([1])
         for history in (probe, []):
@@ -238,8 +263,9 @@ async def reload_model(app: FastAPI, path: str | None = None) -> dict[str, Any]:
     async with lock:
         target = path or app.state.model_path
         if not target:
-            raise SeqrecError('give the model folder to load: {"path": "FOLDER"} (the service was not started '
-                              'from a folder)')
+            raise SeqrecError(
+                'give the model folder to load: {"path": "FOLDER"} (the service was not started from a folder)'
+            )
         old = app.state.recommender
         index = "exact" if old is None else old.index_kind  # the new model is searched as the old one was
         models_dir = getattr(app.state, "models_dir", None) if path else None  # the served folder was the operator's
@@ -260,8 +286,13 @@ async def reload_model(app: FastAPI, path: str | None = None) -> dict[str, Any]:
         log.info("reloaded %s from %s (was %s)", new.name, target, previous)
         if gc.get_freeze_count():  # the old model was frozen with the process (serve._settle): let it go
             await asyncio.to_thread(_refreeze)
-        return {"model": new.name, "previous": previous, "path": str(target), "n_items": new.n_items,
-                "took_ms": round((time.perf_counter() - start) * 1000, 3)}
+        return {
+            "model": new.name,
+            "previous": previous,
+            "path": str(target),
+            "n_items": new.n_items,
+            "took_ms": round((time.perf_counter() - start) * 1000, 3),
+        }
 
 
 async def reload_on_signal(app: FastAPI) -> None:

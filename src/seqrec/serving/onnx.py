@@ -50,10 +50,17 @@ def export_onnx(scorer: Any, path: str | os.PathLike, opset: int = 17) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example,), tmp, input_names=["histories"], output_names=["scores"],
-                              dynamic_axes={"histories": {0: "batch"}, "scores": {0: "batch"}},
-                              opset_version=opset, dynamo=False,
-                              do_constant_folding=getattr(scorer, "features", None) is None)
+            torch.onnx.export(
+                module,
+                (example,),
+                tmp,
+                input_names=["histories"],
+                output_names=["scores"],
+                dynamic_axes={"histories": {0: "batch"}, "scores": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=getattr(scorer, "features", None) is None,
+            )
         os.replace(tmp, path)
     except Exception as e:
         raise SeqrecError(f"could not export {type(scorer).__name__} to ONNX: {e}") from e

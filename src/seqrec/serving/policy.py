@@ -81,8 +81,10 @@ class EventPolicy:
         kinds = {}
         for name, spec in value.items():
             if not isinstance(spec, Mapping) or set(spec) - {"history", "exclude"}:
-                raise SeqrecError(f"{source}: type {name!r}: expected {{\"history\": true|false, "
-                                  f"\"exclude\": \"always\"|\"seen\"}}, got {spec!r}")
+                raise SeqrecError(
+                    f'{source}: type {name!r}: expected {{"history": true|false, '
+                    f'"exclude": "always"|"seen"}}, got {spec!r}'
+                )
             history = spec.get("history", True)
             if not isinstance(history, bool):
                 raise SeqrecError(f"{source}: type {name!r}: history must be true or false, got {history!r}")
@@ -102,8 +104,9 @@ class EventPolicy:
         return cls.from_dict(value, str(path))
 
 
-DEFAULT_POLICY = EventPolicy({"view": EventKind(True, "seen"), "purchase": EventKind(True, "always"),
-                              "dislike": EventKind(False, "always")})
+DEFAULT_POLICY = EventPolicy(
+    {"view": EventKind(True, "seen"), "purchase": EventKind(True, "always"), "dislike": EventKind(False, "always")}
+)
 
 
 def load_policy(path: str | os.PathLike | None) -> EventPolicy:

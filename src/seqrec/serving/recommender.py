@@ -45,8 +45,18 @@ from seqrec.serving.filters import FilterIndex, FilterSpec, ShopRules
 from seqrec.serving.indexed import ann_include, ann_top
 from seqrec.serving.onnx import onnx_session
 
-__all__ = ["BACKENDS", "INDEX_KINDS", "SCORE_CHUNK", "AddedItems", "IndexParams", "Item", "RecommendResult",
-           "Recommender", "UnknownIdError", "export_items"]
+__all__ = [
+    "BACKENDS",
+    "INDEX_KINDS",
+    "SCORE_CHUNK",
+    "AddedItems",
+    "IndexParams",
+    "Item",
+    "RecommendResult",
+    "Recommender",
+    "UnknownIdError",
+    "export_items",
+]
 BACKENDS = ("torch", "onnx")
 log = logging.getLogger("seqrec.recommend")
 SCORE_CHUNK = 256  # histories per scorer call in batch paths (bounds memory at chunk x (N+1) floats)
@@ -65,17 +75,30 @@ class Recommender(ShopRules):
     """Top-k recommendations over raw ids for one scorer and its training data set (with the shop rules of
     ``seqrec.serving.filters.ShopRules``: filters on item facts, availability)."""
 
-    def __init__(self, scorer: Any, dataset: Dataset, name: str = "model", backend: str = "torch", *,
-                 config: dict | None = None, metrics: dict | None = None, onnx_path: str | os.PathLike | None = None,
-                 onnx_threads: int = 1, index: str = "exact", index_params: IndexParams | None = None) -> None:
+    def __init__(
+        self,
+        scorer: Any,
+        dataset: Dataset,
+        name: str = "model",
+        backend: str = "torch",
+        *,
+        config: dict | None = None,
+        metrics: dict | None = None,
+        onnx_path: str | os.PathLike | None = None,
+        onnx_threads: int = 1,
+        index: str = "exact",
+        index_params: IndexParams | None = None,
+    ) -> None:
         if backend not in BACKENDS:
             raise SeqrecError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if int(scorer.n_items) != dataset.n_items:
             raise SeqrecError(f"scorer has {scorer.n_items} items but the data set has {dataset.n_items}")
         check_kind(index, scorer)
         if index != "exact" and backend == "onnx":
-            raise SeqrecError(f"index {index!r} ranks from the model's state, which the torch backend computes; the "
-                              f"onnx backend scores every item: use backend 'torch' (or 'auto') with an index")
+            raise SeqrecError(
+                f"index {index!r} ranks from the model's state, which the torch backend computes; the "
+                f"onnx backend scores every item: use backend 'torch' (or 'auto') with an index"
+            )
         self.scorer, self.dataset, self.name, self.backend = scorer, dataset, name, backend
         self.max_len = int(scorer.max_len)
         self.n_items = dataset.n_items
@@ -99,9 +122,15 @@ class Recommender(ShopRules):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_folder(cls, path: str | os.PathLike, backend: str = "auto", name: str | None = None,
-                    onnx_threads: int = 1, index: str = "exact",
-                    index_params: IndexParams | None = None) -> Recommender:
+    def from_folder(
+        cls,
+        path: str | os.PathLike,
+        backend: str = "auto",
+        name: str | None = None,
+        onnx_threads: int = 1,
+        index: str = "exact",
+        index_params: IndexParams | None = None,
+    ) -> Recommender:
         """Load a model folder (``seqrec.models.folder``); the ONNX backend uses the folder's ``model.onnx`` when
         ``load_folder`` found it holds these weights (``ModelBundle.onnx``), else a private export.
 
@@ -114,9 +143,18 @@ class Recommender(ShopRules):
         bundle = load_folder(path)
 
         def build(chosen: str) -> Recommender:
-            return cls(bundle.scorer, bundle.dataset, name=name or Path(path).resolve().name, backend=chosen,
-                       config=bundle.config, metrics=bundle.metrics,
-                       onnx_path=bundle.onnx, onnx_threads=onnx_threads, index=index, index_params=index_params)
+            return cls(
+                bundle.scorer,
+                bundle.dataset,
+                name=name or Path(path).resolve().name,
+                backend=chosen,
+                config=bundle.config,
+                metrics=bundle.metrics,
+                onnx_path=bundle.onnx,
+                onnx_threads=onnx_threads,
+                index=index,
+                index_params=index_params,
+            )
 
         if index != "exact" and backend == "auto":
             return build("torch")
@@ -167,8 +205,15 @@ class Recommender(ShopRules):
         ends = np.cumsum(lengths[rows])
         return left_pad(flat, ends - lengths[rows], ends, self.max_len)
 
-    def _top(self, scores: torch.Tensor, seqs: Sequence[np.ndarray], k: int, exclude_seen: bool,
-             allowed: np.ndarray | None = None, banned: np.ndarray | None = None) -> list[list[Item]]:
+    def _top(
+        self,
+        scores: torch.Tensor,
+        seqs: Sequence[np.ndarray],
+        k: int,
+        exclude_seen: bool,
+        allowed: np.ndarray | None = None,
+        banned: np.ndarray | None = None,
+    ) -> list[list[Item]]:
         """Mask padding, seen, non-allowed and banned items in place, take the top k of every row."""
         scores[:, PAD] = NEG_INF
         if exclude_seen:
@@ -190,9 +235,16 @@ class Recommender(ShopRules):
         return None if raws is None else self.dataset.item_ids.lookup(raws)[0]
 
     # ------------------------------------------------------------------ public API
-    def recommend(self, history: Sequence[Any], k: int = 10, exclude_seen: bool = True,
-                  include: Sequence[Any] | None = None, exclude: Sequence[Any] | None = None,
-                  filter: FilterSpec = None, explain: bool = False) -> RecommendResult:
+    def recommend(
+        self,
+        history: Sequence[Any],
+        k: int = 10,
+        exclude_seen: bool = True,
+        include: Sequence[Any] | None = None,
+        exclude: Sequence[Any] | None = None,
+        filter: FilterSpec = None,
+        explain: bool = False,
+    ) -> RecommendResult:
         """Top-k raw ids after ``history`` (oldest first). Only the last ``max_len`` known items are read.
 
         ``include`` restricts the candidates to those raw ids, ``exclude`` removes raw ids; unknown ids
@@ -226,15 +278,28 @@ class Recommender(ShopRules):
             because = explain_items(self, ids, items) if explain else None
         return RecommendResult(items, unknown, fallback, len(items) < k, because)
 
-    def recommend_many(self, histories: Sequence[Sequence[Any]], k: int = 10, exclude_seen: bool = True,
-                       filter: FilterSpec = None, explain: bool = False) -> list[RecommendResult]:
+    def recommend_many(
+        self,
+        histories: Sequence[Sequence[Any]],
+        k: int = 10,
+        exclude_seen: bool = True,
+        filter: FilterSpec = None,
+        explain: bool = False,
+    ) -> list[RecommendResult]:
         """``recommend`` for many histories, vectorised: one scorer call and one top-k per chunk of 256."""
         looked = [self.dataset.item_ids.lookup(h) for h in histories]
-        return self._recommend_internal([ids for ids, _ in looked], [u for _, u in looked], k, exclude_seen,
-                                        filter, explain)
+        return self._recommend_internal(
+            [ids for ids, _ in looked], [u for _, u in looked], k, exclude_seen, filter, explain
+        )
 
-    def recommend_users(self, user_ids: Sequence[Any], k: int = 10, exclude_seen: bool = True,
-                        filter: FilterSpec = None, explain: bool = False) -> list[RecommendResult]:
+    def recommend_users(
+        self,
+        user_ids: Sequence[Any],
+        k: int = 10,
+        exclude_seen: bool = True,
+        filter: FilterSpec = None,
+        explain: bool = False,
+    ) -> list[RecommendResult]:
         """Recommendations for users of the training data, from their stored sequences."""
         users = self.dataset.user_ids
         internal = [users.get(u) for u in user_ids]
@@ -244,8 +309,15 @@ class Recommender(ShopRules):
         seqs = [self.dataset.sequence(u).astype(np.int64) for u in internal if u is not None]
         return self._recommend_internal(seqs, [[] for _ in seqs], k, exclude_seen, filter, explain)
 
-    def _recommend_internal(self, seqs: list[np.ndarray], unknown: list[list], k: int, exclude_seen: bool,
-                            filter: FilterSpec = None, explain: bool = False) -> list[RecommendResult]:
+    def _recommend_internal(
+        self,
+        seqs: list[np.ndarray],
+        unknown: list[list],
+        k: int,
+        exclude_seen: bool,
+        filter: FilterSpec = None,
+        explain: bool = False,
+    ) -> list[RecommendResult]:
         _check_k(k)
         allowed = self.allowed(filter)
         out: list[RecommendResult] = []
@@ -258,8 +330,10 @@ class Recommender(ShopRules):
                 else:
                     scores, empty = self._scores_for(part)
                     tops, fallback = self._top(scores, part, k, exclude_seen, allowed), empty.tolist()
-                out += [RecommendResult(t, u, f, len(t) < k, explain_items(self, s, t) if explain else None)
-                        for t, u, f, s in zip(tops, unknown[lo : lo + SCORE_CHUNK], fallback, part)]
+                out += [
+                    RecommendResult(t, u, f, len(t) < k, explain_items(self, s, t) if explain else None)
+                    for t, u, f, s in zip(tops, unknown[lo : lo + SCORE_CHUNK], fallback, part)
+                ]
         return out
 
     def score(self, history: Sequence[Any], items: Sequence[Any]) -> list[float]:

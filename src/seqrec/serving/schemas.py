@@ -34,8 +34,7 @@ MAX_K = 1000
 MAX_HISTORY = 10_000
 
 
-RawId = (Annotated[int, Strict(), Field(ge=-(2**53 - 1), le=2**53 - 1)]
-         | Annotated[str, Strict(), Field(max_length=256)])
+RawId = Annotated[int, Strict(), Field(ge=-(2**53 - 1), le=2**53 - 1)] | Annotated[str, Strict(), Field(max_length=256)]
 K = Annotated[int, Strict(), Field(ge=1, le=MAX_K, description="how many items to return (1..1000)")]
 QueryK = Annotated[int, Field(ge=1, le=MAX_K, description="how many items to return (1..1000)")]  # "10" in a URL
 
@@ -51,7 +50,8 @@ class RecommendRequest(BaseModel):
     model_config = ConfigDict(populate_by_name=True, strict=True)
 
     history: list[RawId] = Field(
-        validation_alias=_alias("history", "user_history"), max_length=MAX_HISTORY,
+        validation_alias=_alias("history", "user_history"),
+        max_length=MAX_HISTORY,
         description="raw item ids, oldest first (alias: user_history)",
     )
     k: K = Field(10, validation_alias=_alias("k", "top_k"))
@@ -81,8 +81,13 @@ def _model_of(cls: type, name: str) -> type[BaseModel]:
     """A pydantic model named ``name`` with the fields of dataclass ``cls``: same order, types, all required,
     a field's ``help`` metadata as its description."""
     hints = typing.get_type_hints(cls)
-    return create_model(name, __module__=__name__, **{  # type: ignore[call-overload]
-        f.name: (hints[f.name], Field(..., description=f.metadata.get("help"))) for f in dataclasses.fields(cls)})
+    return create_model(
+        name,
+        __module__=__name__,
+        **{  # type: ignore[call-overload]
+            f.name: (hints[f.name], Field(..., description=f.metadata.get("help"))) for f in dataclasses.fields(cls)
+        },
+    )
 
 
 if TYPE_CHECKING:
@@ -169,7 +174,9 @@ class ModelResponse(BaseModel):
     metrics: dict[str, Any]
     data: dict[str, Any]
     data_name: str | None
-    generation: dict[str, Any] | None = None  # the recorded model generation this worker holds (counter, path, digest, worker)
+    generation: dict[str, Any] | None = (
+        None  # the recorded model generation this worker holds (counter, path, digest, worker)
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -179,8 +186,10 @@ class ErrorResponse(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "bad input"},
     404: {"model": ErrorResponse, "description": "unknown user or item"},
-    413: {"model": ErrorResponse, "description": "request body, batch or answer over a limit of the service "
-                                                 "(the message names it)"},
+    413: {
+        "model": ErrorResponse,
+        "description": "request body, batch or answer over a limit of the service (the message names it)",
+    },
     503: {"model": ErrorResponse, "description": "model not loaded yet, or too many batch requests waiting"},
 }
 
@@ -212,9 +221,11 @@ class EventIn(BaseModel):
     item_id: EventId
     type: EventType = None
     ts: Annotated[float, Strict(), Field(ge=0, le=MAX_TS)] | None = Field(
-        None, validation_alias=_alias("ts", "timestamp"),
+        None,
+        validation_alias=_alias("ts", "timestamp"),
         description="epoch seconds (alias: timestamp); absent: the time the server received the request. "
-                    "Send it to make a retried request idempotent: (user_id, item_id, ts) is stored once")
+        "Send it to make a retried request idempotent: (user_id, item_id, ts) is stored once",
+    )
 
 
 class EventsRequest(RootModel[list[EventIn]]):
@@ -231,8 +242,9 @@ class EventsRequest(RootModel[list[EventIn]]):
 class EventsResponse(BaseModel):
     stored: int = Field(description="events newly stored (durable when this answer is sent)")
     duplicates: int = Field(description="events already stored, or repeated in this request (not stored again)")
-    unknown_items: list[int | str] = Field(description="item ids the model does not know (stored, but skipped "
-                                                       "when scoring until a model knows them)")
+    unknown_items: list[int | str] = Field(
+        description="item ids the model does not know (stored, but skipped when scoring until a model knows them)"
+    )
     took_ms: float
 
 
@@ -247,16 +259,18 @@ class HistoryItem(BaseModel):
 
 class HistoryResponse(BaseModel):
     user_id: str
-    items: list[HistoryItem] = Field(description="the latest items, oldest first: the training history, "
-                                                 "then the user's stored events by ts")
+    items: list[HistoryItem] = Field(
+        description="the latest items, oldest first: the training history, then the user's stored events by ts"
+    )
     training_items: int = Field(description="length of the user's training history (0 for a new user)")
     store_events: int = Field(description="the user's events in the store")
     model: str
 
 
 class UserRecommendations(UserRecommendResponse):
-    unknown_items: list[int | str] = Field(description="item ids from the user's stored events that the model "
-                                                       "does not know (skipped)")
+    unknown_items: list[int | str] = Field(
+        description="item ids from the user's stored events that the model does not know (skipped)"
+    )
     store_events: int = Field(description="the user's stored events read after the training history")
 
 
@@ -264,7 +278,8 @@ class ReloadRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     path: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
-        None, description="a model folder on the server; absent: the folder the service was started with")
+        None, description="a model folder on the server; absent: the folder the service was started with"
+    )
 
 
 class NewItem(BaseModel):
@@ -272,8 +287,10 @@ class NewItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: EventId = Field(description="an id by the rule of POST /events: an integer within +-(2**53 - 1) or "
-                                        "text (at most 256 characters; not empty, NaN, null or holding NUL)")
+    item_id: EventId = Field(
+        description="an id by the rule of POST /events: an integer within +-(2**53 - 1) or "
+        "text (at most 256 characters; not empty, NaN, null or holding NUL)"
+    )
     title: Annotated[str, Field(max_length=2000)] | None = None
     genres: Annotated[list[Annotated[str, Field(max_length=400)]], Field(max_length=1000)] | None = None
     attributes: Annotated[list[Annotated[str, Field(max_length=400)]], Field(max_length=1000)] | None = None
@@ -288,8 +305,9 @@ class ItemsRequest(BaseModel):
 
 class ItemsResponse(BaseModel):
     added: list[int | str] = Field(description="the ids added, in order")
-    unknown_values: dict[str, list[str]] = Field(description="feature values the model's vocabulary does not know "
-                                                             "(left out), per field")
+    unknown_values: dict[str, list[str]] = Field(
+        description="feature values the model's vocabulary does not know (left out), per field"
+    )
     without_features: list[int | str] = Field(description="added items with no known feature (ranked low)")
     n_items: int
     took_ms: float

@@ -59,11 +59,19 @@ def app_from_env() -> FastAPI:
     store = open_store(os.environ[ENV_STORE]) if os.environ.get(ENV_STORE) else None
     index = os.environ.get(ENV_INDEX) or "exact"
     policy = load_policy(os.environ.get(ENV_POLICY) or None)
-    app = create_app(Recommender.from_folder(path, backend=backend, index=index), limits=Limits.from_env(), store=store,
-                     event_policy=policy,
-                     api_key=os.environ.get(ENV_API_KEY) or None, protect_reads=os.environ.get(ENV_PROTECT_READS) == "1",
-                     cors_origins=json.loads(os.environ.get(ENV_CORS) or "[]"), model_path=path, backend=backend,
-                     close_store=True, models_dir=os.environ.get(ENV_MODELS_DIR) or None)
+    app = create_app(
+        Recommender.from_folder(path, backend=backend, index=index),
+        limits=Limits.from_env(),
+        store=store,
+        event_policy=policy,
+        api_key=os.environ.get(ENV_API_KEY) or None,
+        protect_reads=os.environ.get(ENV_PROTECT_READS) == "1",
+        cors_origins=json.loads(os.environ.get(ENV_CORS) or "[]"),
+        model_path=path,
+        backend=backend,
+        close_store=True,
+        models_dir=os.environ.get(ENV_MODELS_DIR) or None,
+    )
     _settle()
     return app
 
@@ -94,11 +102,23 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-        backend: str = "auto", threads: int | None = 1, access_log: bool = True, limits: Limits | None = None,
-        store: str | os.PathLike | None = None, api_key: str | None = None, protect_reads: bool = False,
-        cors_origins: Sequence[str] = (), index: str = "exact", models_dir: str | os.PathLike | None = None,
-        event_policy: str | os.PathLike | None = None) -> None:
+def run(
+    model_path: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    backend: str = "auto",
+    threads: int | None = 1,
+    access_log: bool = True,
+    limits: Limits | None = None,
+    store: str | os.PathLike | None = None,
+    api_key: str | None = None,
+    protect_reads: bool = False,
+    cors_origins: Sequence[str] = (),
+    index: str = "exact",
+    models_dir: str | os.PathLike | None = None,
+    event_policy: str | os.PathLike | None = None,
+) -> None:
     """Serve a model folder with uvicorn; several workers each load the model (via ``app_from_env``).
 
     ``limits`` default to ``Limits.from_env()`` (``SEQREC_LIMITS``, else the defaults). ``store`` is the
@@ -132,30 +152,53 @@ def run(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
     if workers > 1:
         if store is not None:
             open_store(store).close()  # created and checked once, before the workers open it
-        os.environ.update({ENV_MODEL: str(model_path), ENV_BACKEND: backend, ENV_INDEX: index,
-                           ENV_LIMITS: json.dumps(asdict(limits)),
-                           ENV_STORE: "" if store is None else str(store), ENV_API_KEY: api_key or "",
-                           ENV_PROTECT_READS: "1" if protect_reads else "", ENV_CORS: json.dumps(list(cors_origins)),
-                           ENV_MODELS_DIR: "" if models_dir is None else str(models_dir),
-                           ENV_POLICY: "" if event_policy is None else str(event_policy)})
+        os.environ.update(
+            {
+                ENV_MODEL: str(model_path),
+                ENV_BACKEND: backend,
+                ENV_INDEX: index,
+                ENV_LIMITS: json.dumps(asdict(limits)),
+                ENV_STORE: "" if store is None else str(store),
+                ENV_API_KEY: api_key or "",
+                ENV_PROTECT_READS: "1" if protect_reads else "",
+                ENV_CORS: json.dumps(list(cors_origins)),
+                ENV_MODELS_DIR: "" if models_dir is None else str(models_dir),
+                ENV_POLICY: "" if event_policy is None else str(event_policy),
+            }
+        )
         if threads:
             os.environ[ENV_THREADS] = str(threads)
         from uvicorn.supervisors import Multiprocess
 
-        config = uvicorn.Config("seqrec.serving.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                                access_log=access_log)
+        config = uvicorn.Config(
+            "seqrec.serving.server:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+        )
         Multiprocess(config, sockets=[_listen_socket(host, port)]).run()
         return
     _set_threads(threads)
     events = open_store(store) if store is not None else None
     try:
-        app = create_app(Recommender.from_folder(model_path, backend=backend, index=index), limits=limits, store=events,
-                         api_key=api_key, protect_reads=protect_reads, cors_origins=cors_origins,
-                         model_path=model_path, backend=backend, reload_on_sighup=True, close_store=True,
-                         models_dir=models_dir, event_policy=policy)
+        app = create_app(
+            Recommender.from_folder(model_path, backend=backend, index=index),
+            limits=limits,
+            store=events,
+            api_key=api_key,
+            protect_reads=protect_reads,
+            cors_origins=cors_origins,
+            model_path=model_path,
+            backend=backend,
+            reload_on_sighup=True,
+            close_store=True,
+            models_dir=models_dir,
+            event_policy=policy,
+        )
         _settle()
         uvicorn.run(app, host=host, port=port, access_log=access_log)
     finally:
         if events is not None:
             events.close()
-

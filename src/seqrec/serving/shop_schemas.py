@@ -14,19 +14,35 @@ from seqrec.serving.filters import FilterError
 MAX_FILTER_TEXT = 8000  # characters of a filter given in a URL
 
 Filter = Annotated[dict[str, Annotated[dict[str, Any], Field(max_length=8)]], Field(max_length=64)] | None
-FILTER_HELP = ('conditions on catalogue fields, all of which must hold, e.g. {"genres": {"any": ["Comedy"]}, '
-               '"year": {"gte": 1990, "lte": 1999}, "item_id": {"none": [50]}}; operators any, all, none (list '
-               'fields; item_id and text fields: any, none), gte, lte (numeric fields). An unknown field or a '
-               'wrong type is a 422 naming it')
+FILTER_HELP = (
+    'conditions on catalogue fields, all of which must hold, e.g. {"genres": {"any": ["Comedy"]}, '
+    '"year": {"gte": 1990, "lte": 1999}, "item_id": {"none": [50]}}; operators any, all, none (list '
+    "fields; item_id and text fields: any, none), gte, lte (numeric fields). An unknown field or a "
+    "wrong type is a 422 naming it"
+)
 FILTER_FIELD: Any = Field(None, description=FILTER_HELP)
 FilterQuery = Annotated[str | None, Query(max_length=MAX_FILTER_TEXT, description="as JSON text: " + FILTER_HELP)]
-EXPLAIN_FIELD: Any = Field(False, description="add to each item 'because': up to 3 history items that raised its "
-                           "score most, with their share (leave-one-out score drops)")
-FEWER: Any = Field(False, description="fewer than k items passed the filter, the exclusions and availability: "
-                                      "the answer holds what there is")
-EventType = Annotated[str, Strict(), Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$",
-                                           description="the kind of event (view, purchase, dislike, or a type "
-                                                       "of the service's event policy); absent: as a view")] | None
+EXPLAIN_FIELD: Any = Field(
+    False,
+    description="add to each item 'because': up to 3 history items that raised its "
+    "score most, with their share (leave-one-out score drops)",
+)
+FEWER: Any = Field(
+    False,
+    description="fewer than k items passed the filter, the exclusions and availability: the answer holds what there is",
+)
+EventType = (
+    Annotated[
+        str,
+        Strict(),
+        Field(
+            pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+            description="the kind of event (view, purchase, dislike, or a type "
+            "of the service's event policy); absent: as a view",
+        ),
+    ]
+    | None
+)
 
 
 def query_filter(text: str | None) -> dict[str, Any] | None:
@@ -66,11 +82,20 @@ def _filter_schema(fields: dict[str, str]) -> dict[str, Any]:
     """The JSON schema of a filter over a catalogue with ``fields`` (``FilterIndex.fields``)."""
     text = {"type": "array", "items": {"type": "string"}}
     raw = {"type": "array", "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}
-    ops = {"id": {"any": raw, "none": raw}, "list": {"any": text, "all": text, "none": text},
-           "text": {"any": text, "none": text}, "number": {"gte": {"type": "number"}, "lte": {"type": "number"}}}
-    return {"type": "object", "additionalProperties": False, "properties": {
-        name: {"type": "object", "properties": ops[kind], "additionalProperties": False, "minProperties": 1}
-        for name, kind in fields.items()}}
+    ops = {
+        "id": {"any": raw, "none": raw},
+        "list": {"any": text, "all": text, "none": text},
+        "text": {"any": text, "none": text},
+        "number": {"gte": {"type": "number"}, "lte": {"type": "number"}},
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            name: {"type": "object", "properties": ops[kind], "additionalProperties": False, "minProperties": 1}
+            for name, kind in fields.items()
+        },
+    }
 
 
 def openapi_rules(schema: dict[str, Any], fields: dict[str, str] | None, types: list[str]) -> None:

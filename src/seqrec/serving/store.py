@@ -46,15 +46,20 @@ READ_CHUNK = 50_000  # rows per fetch when iterating
 EXPORT_SUFFIXES = (".parquet", ".csv")
 COLUMNS = {"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Float64, "type": pl.String}
 _SCHEMA = (
-    ("CREATE TABLE IF NOT EXISTS events (user_id TEXT NOT NULL, item_id TEXT NOT NULL, ts REAL NOT NULL, "
-     "type TEXT, UNIQUE (user_id, item_id, ts))"),
+    (
+        "CREATE TABLE IF NOT EXISTS events (user_id TEXT NOT NULL, item_id TEXT NOT NULL, ts REAL NOT NULL, "
+        "type TEXT, UNIQUE (user_id, item_id, ts))"
+    ),
     "CREATE INDEX IF NOT EXISTS events_user ON events (user_id, ts)",
 )
-_AVAILABILITY = ("CREATE TABLE IF NOT EXISTS availability (item_id TEXT PRIMARY KEY, available INTEGER NOT NULL, "
-                 "ts REAL NOT NULL)")
+_AVAILABILITY = (
+    "CREATE TABLE IF NOT EXISTS availability (item_id TEXT PRIMARY KEY, available INTEGER NOT NULL, ts REAL NOT NULL)"
+)
 _INSERT = "INSERT OR IGNORE INTO events (user_id, item_id, ts, type) VALUES (?, ?, ?, ?)"
-_SET_AVAILABLE = ("INSERT INTO availability (item_id, available, ts) VALUES (?, ?, ?) "
-                  "ON CONFLICT (item_id) DO UPDATE SET available = excluded.available, ts = excluded.ts")
+_SET_AVAILABLE = (
+    "INSERT INTO availability (item_id, available, ts) VALUES (?, ?, ?) "
+    "ON CONFLICT (item_id) DO UPDATE SET available = excluded.available, ts = excluded.ts"
+)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -102,8 +107,10 @@ class EventStore:
         except sqlite3.DatabaseError as e:
             raise SeqrecError(f"{path}: not an event store (SQLite says: {e})") from None
         if tables and app_id != APPLICATION_ID:
-            raise SeqrecError(f"{path}: an SQLite file that seqrec did not make (tables: {', '.join(sorted(tables))}); "
-                              f"give a new file name for the event store")
+            raise SeqrecError(
+                f"{path}: an SQLite file that seqrec did not make (tables: {', '.join(sorted(tables))}); "
+                f"give a new file name for the event store"
+            )
         if version > FORMAT:
             raise SeqrecError(f"{path}: event store format {version}; this seqrec reads format {FORMAT}")
         if not tables and not create:
@@ -126,8 +133,10 @@ class EventStore:
             raise StoreError(f"{path}: cannot set up the event store ({e})") from None
         columns = [r[1] for r in conn.execute("PRAGMA table_info(events)")]
         if columns not in (["user_id", "item_id", "ts"], ["user_id", "item_id", "ts", "type"]):
-            raise SeqrecError(f"{path}: not an event store (the events table has columns {columns}, "
-                              f"expected user_id, item_id, ts, type)")
+            raise SeqrecError(
+                f"{path}: not an event store (the events table has columns {columns}, "
+                f"expected user_id, item_id, ts, type)"
+            )
         if len(columns) == 3 or version < FORMAT:  # a format 1 store: gains event types and availability
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -267,8 +276,10 @@ class EventStore:
         key = normalise_id(user, "user_id")
         if limit is not None and limit < 1:
             return []
-        rows = self._query("SELECT item_id, ts, type FROM events WHERE user_id = ? AND rowid > ? "
-                           "ORDER BY ts DESC, rowid DESC LIMIT ?", (key, int(after), -1 if limit is None else int(limit)))
+        rows = self._query(
+            "SELECT item_id, ts, type FROM events WHERE user_id = ? AND rowid > ? ORDER BY ts DESC, rowid DESC LIMIT ?",
+            (key, int(after), -1 if limit is None else int(limit)),
+        )
         return [Event(key, item, ts, kind) for item, ts, kind in reversed(rows)]
 
     def count(self, user: Any | None = None) -> int:
@@ -286,8 +297,9 @@ class EventStore:
         conn = _connect(self.path)  # its own connection: one read transaction for the whole walk
         try:
             conn.execute("BEGIN")
-            cursor = conn.execute(f"SELECT user_id, item_id, ts, type{', rowid' if rowid else ''} FROM events "
-                                  f"ORDER BY rowid")
+            cursor = conn.execute(
+                f"SELECT user_id, item_id, ts, type{', rowid' if rowid else ''} FROM events ORDER BY rowid"
+            )
             while rows := cursor.fetchmany(chunk):
                 yield rows
             conn.execute("COMMIT")

@@ -44,19 +44,29 @@ POOL_MAX = 8
 CONNECT_S = 10.0
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS seqrec_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ("CREATE TABLE IF NOT EXISTS events (id BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL, item_id TEXT NOT NULL, "
-     "ts DOUBLE PRECISION NOT NULL, type TEXT, UNIQUE (user_id, item_id, ts))"),
+    (
+        "CREATE TABLE IF NOT EXISTS events (id BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL, item_id TEXT NOT NULL, "
+        "ts DOUBLE PRECISION NOT NULL, type TEXT, UNIQUE (user_id, item_id, ts))"
+    ),
     "CREATE INDEX IF NOT EXISTS events_user ON events (user_id, ts)",
-    ("CREATE TABLE IF NOT EXISTS availability (item_id TEXT PRIMARY KEY, available BOOLEAN NOT NULL, "
-     "ts DOUBLE PRECISION NOT NULL, seq BIGSERIAL)"),
-    ("CREATE TABLE IF NOT EXISTS generation (id INTEGER PRIMARY KEY CHECK (id = 1), counter BIGINT NOT NULL, "
-     "path TEXT NOT NULL, digest TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL)"),
+    (
+        "CREATE TABLE IF NOT EXISTS availability (item_id TEXT PRIMARY KEY, available BOOLEAN NOT NULL, "
+        "ts DOUBLE PRECISION NOT NULL, seq BIGSERIAL)"
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS generation (id INTEGER PRIMARY KEY CHECK (id = 1), counter BIGINT NOT NULL, "
+        "path TEXT NOT NULL, digest TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL)"
+    ),
 )
-_INSERT = ("INSERT INTO events (user_id, item_id, ts, type) SELECT * FROM unnest(%s::text[], %s::text[], "
-           "%s::float8[], %s::text[]) ON CONFLICT DO NOTHING")
-_SET_AVAILABLE = ("INSERT INTO availability (item_id, available, ts) SELECT * FROM unnest(%s::text[], %s::bool[], "
-                  "%s::float8[]) ON CONFLICT (item_id) DO UPDATE SET available = excluded.available, ts = excluded.ts, "
-                  "seq = nextval(pg_get_serial_sequence('availability', 'seq'))")
+_INSERT = (
+    "INSERT INTO events (user_id, item_id, ts, type) SELECT * FROM unnest(%s::text[], %s::text[], "
+    "%s::float8[], %s::text[]) ON CONFLICT DO NOTHING"
+)
+_SET_AVAILABLE = (
+    "INSERT INTO availability (item_id, available, ts) SELECT * FROM unnest(%s::text[], %s::bool[], "
+    "%s::float8[]) ON CONFLICT (item_id) DO UPDATE SET available = excluded.available, ts = excluded.ts, "
+    "seq = nextval(pg_get_serial_sequence('availability', 'seq'))"
+)
 _PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
 
 
@@ -95,8 +105,9 @@ class PgEventStore:
         self.url, self.path = url, shown_url(url)  # ``path``: what messages and marks name
         self._errors = psycopg.Error
         try:
-            self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_max, open=False,
-                                                     kwargs={"autocommit": True}, name="seqrec-store")
+            self._pool = psycopg_pool.ConnectionPool(
+                url, min_size=1, max_size=pool_max, open=False, kwargs={"autocommit": True}, name="seqrec-store"
+            )
             self._pool.open(wait=True, timeout=CONNECT_S)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
             raise StoreError(f"{self.path}: cannot connect to the event store ({e})") from None
@@ -117,14 +128,18 @@ class PgEventStore:
                 exists = conn.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()[0]
                 meta = conn.execute("SELECT to_regclass('seqrec_meta') IS NOT NULL").fetchone()[0]
                 if exists and not meta:
-                    raise SeqrecError(f"{self.path}: holds an events table that seqrec did not make; give another "
-                                      f"database for the event store")
+                    raise SeqrecError(
+                        f"{self.path}: holds an events table that seqrec did not make; give another "
+                        f"database for the event store"
+                    )
                 if not exists and not create:
                     raise SeqrecError(f"{self.path}: not an event store (it holds no events table)")
                 if meta:
                     row = conn.execute("SELECT value FROM seqrec_meta WHERE key = 'format'").fetchone()
                     if row and int(row[0]) > FORMAT:
-                        raise SeqrecError(f"{self.path}: event store format {row[0]}; this seqrec reads format {FORMAT}")
+                        raise SeqrecError(
+                            f"{self.path}: event store format {row[0]}; this seqrec reads format {FORMAT}"
+                        )
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute("INSERT INTO seqrec_meta VALUES ('format', %s) ON CONFLICT DO NOTHING", (str(FORMAT),))
@@ -246,8 +261,10 @@ class PgEventStore:
         key = normalise_id(user, "user_id")
         if (limit is not None and limit < 1) or "\x00" in key:
             return []
-        rows = self._query("SELECT item_id, ts, type FROM events WHERE user_id = %s AND id > %s "
-                           "ORDER BY ts DESC, id DESC LIMIT %s", (key, int(after), limit))
+        rows = self._query(
+            "SELECT item_id, ts, type FROM events WHERE user_id = %s AND id > %s ORDER BY ts DESC, id DESC LIMIT %s",
+            (key, int(after), limit),
+        )
         return [Event(key, item, ts, kind) for item, ts, kind in reversed(rows)]
 
     def count(self, user: Any | None = None) -> int:
@@ -268,8 +285,9 @@ class PgEventStore:
                 conn.autocommit = False  # a named cursor lives in a transaction; its one statement is one snapshot
                 try:
                     with conn.cursor(name="seqrec_events") as cursor:
-                        cursor.execute(f"SELECT user_id, item_id, ts, type{', id' if rowid else ''} FROM events "
-                                       f"ORDER BY id")
+                        cursor.execute(
+                            f"SELECT user_id, item_id, ts, type{', id' if rowid else ''} FROM events ORDER BY id"
+                        )
                         while rows := cursor.fetchmany(chunk):
                             yield rows
                     conn.commit()
@@ -298,7 +316,9 @@ class PgEventStore:
                 row = conn.execute(
                     "INSERT INTO generation VALUES (1, 1, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
                     "counter = generation.counter + 1, path = excluded.path, digest = excluded.digest, ts = excluded.ts "
-                    "RETURNING counter", (path, digest, time.time())).fetchone()
+                    "RETURNING counter",
+                    (path, digest, time.time()),
+                ).fetchone()
                 return int(row[0])
         except self._errors as e:
             raise StoreError(f"{self.path}: could not record the model generation ({e})") from None

@@ -62,8 +62,16 @@ def parse_json_body(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BodyError([{"type": "json_invalid", "loc": ["body"], "input": None,
-                          "msg": f"the body is not UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})"}]) from None
+        raise BodyError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body"],
+                    "input": None,
+                    "msg": f"the body is not UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})",
+                }
+            ]
+        ) from None
     marked: list[int] = []
 
     def constant(name: str) -> _NonFinite:  # NaN, Infinity, -Infinity
@@ -84,14 +92,32 @@ def parse_json_body(body: bytes) -> Any:
     try:
         value = json.JSONDecoder(parse_constant=constant, parse_float=number).decode(text)
     except json.JSONDecodeError as e:
-        raise BodyError([{"type": "json_invalid", "loc": ["body", e.pos], "input": None, "ctx": {"error": e.msg},
-                          "msg": f"JSON decode error: {e.msg} at line {e.lineno} column {e.colno}"}]) from None
+        raise BodyError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body", e.pos],
+                    "input": None,
+                    "ctx": {"error": e.msg},
+                    "msg": f"JSON decode error: {e.msg} at line {e.lineno} column {e.colno}",
+                }
+            ]
+        ) from None
     except RecursionError:
-        raise BodyError([{"type": "json_invalid", "loc": ["body"], "input": None,
-                          "msg": "JSON nested too deeply"}]) from None
+        raise BodyError(
+            [{"type": "json_invalid", "loc": ["body"], "input": None, "msg": "JSON nested too deeply"}]
+        ) from None
     except ValueError as e:  # e.g. an integer of more than 4300 digits
-        raise BodyError([{"type": "json_invalid", "loc": ["body"], "input": None,
-                          "msg": f"JSON value out of range ({str(e).split(':')[0].split(';')[0]})"}]) from None
+        raise BodyError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body"],
+                    "input": None,
+                    "msg": f"JSON value out of range ({str(e).split(':')[0].split(';')[0]})",
+                }
+            ]
+        ) from None
     if marked or _SURROGATE_ESCAPE.search(text):
         errors = _strict_problems(value)
         if errors:
@@ -106,15 +132,33 @@ def _strict_problems(value: Any) -> list[dict[str, Any]]:
     while stack and len(errors) < MAX_BODY_ERRORS:
         v, path = stack.pop()
         if isinstance(v, _NonFinite):
-            errors.append({"type": "finite_number", "loc": list(path), "input": v.text,
-                           "msg": f"Input should be a finite number; {v.text} is not a JSON number"})
+            errors.append(
+                {
+                    "type": "finite_number",
+                    "loc": list(path),
+                    "input": v.text,
+                    "msg": f"Input should be a finite number; {v.text} is not a JSON number",
+                }
+            )
         elif isinstance(v, str):
             if _unpaired(v):
-                errors.append({"type": "string_unicode", "loc": list(path), "input": _shown(v),
-                               "msg": "String should be valid Unicode; it holds an unpaired surrogate escape"})
+                errors.append(
+                    {
+                        "type": "string_unicode",
+                        "loc": list(path),
+                        "input": _shown(v),
+                        "msg": "String should be valid Unicode; it holds an unpaired surrogate escape",
+                    }
+                )
         elif isinstance(v, _BadKey):
-            errors.append({"type": "string_unicode", "loc": list(path), "input": v.text,
-                           "msg": "Key should be valid Unicode; it holds an unpaired surrogate escape"})
+            errors.append(
+                {
+                    "type": "string_unicode",
+                    "loc": list(path),
+                    "input": v.text,
+                    "msg": "Key should be valid Unicode; it holds an unpaired surrogate escape",
+                }
+            )
         elif isinstance(v, dict):
             for key in reversed(list(v)):
                 bad = _unpaired(key)

@@ -64,7 +64,9 @@ def _users(rec: Recommender, users: Sequence[Any] | None) -> np.ndarray:
     return np.asarray(found, dtype=np.int64)
 
 
-def _block_scores(rec: Recommender, seqs: list[np.ndarray], k: int, exclude_seen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _block_scores(
+    rec: Recommender, seqs: list[np.ndarray], k: int, exclude_seen: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(scores, internal ids) [B, k] of one block, seen items and PAD left out."""
     if rec.index is not None:
         fetch = k + (max(len(s) for s in seqs) if exclude_seen else 0) + rec.index_params.margin
@@ -88,16 +90,23 @@ def _block_scores(rec: Recommender, seqs: list[np.ndarray], k: int, exclude_seen
     return torch.topk(scores, min(k, rec.n_items), dim=1)
 
 
-def _frames(rec: Recommender, users: np.ndarray, k: int, exclude_seen: bool, blocks_at_once: int,
-            progress: bool) -> Iterator[pl.DataFrame]:
+def _frames(
+    rec: Recommender, users: np.ndarray, k: int, exclude_seen: bool, blocks_at_once: int, progress: bool
+) -> Iterator[pl.DataFrame]:
     from tqdm.auto import tqdm
 
     ds = rec.dataset
     raw_users, raw_items = ds.user_ids.raw, ds.item_ids.raw
     bar = tqdm(total=len(users), unit="user", desc="recommendations", disable=not progress)
     if len(users) == 0:  # a shard with no users: an empty table with the columns
-        yield pl.DataFrame({"user_id": raw_users[:1], "rank": np.ones(1, np.int32), "item_id": raw_items[:1],
-                            "score": np.ones(1, np.float32)}).head(0)
+        yield pl.DataFrame(
+            {
+                "user_id": raw_users[:1],
+                "rank": np.ones(1, np.int32),
+                "item_id": raw_items[:1],
+                "score": np.ones(1, np.float32),
+            }
+        ).head(0)
     try:
         for lo in range(0, len(users), BLOCK * blocks_at_once):
             parts = []
@@ -110,18 +119,33 @@ def _frames(rec: Recommender, users: np.ndarray, k: int, exclude_seen: bool, blo
                 keep = np.isfinite(vals_np) & (ids_np != PAD)  # fewer unseen items than k: a shorter list
                 rank = np.broadcast_to(np.arange(1, ids_np.shape[1] + 1, dtype=np.int32), ids_np.shape)
                 who = np.repeat(block, ids_np.shape[1]).reshape(ids_np.shape)
-                parts.append(pl.DataFrame({"user_id": raw_users[who[keep]], "rank": rank[keep],
-                                           "item_id": raw_items[ids_np[keep] - 1],
-                                           "score": vals_np[keep].astype(np.float32)}))
+                parts.append(
+                    pl.DataFrame(
+                        {
+                            "user_id": raw_users[who[keep]],
+                            "rank": rank[keep],
+                            "item_id": raw_items[ids_np[keep] - 1],
+                            "score": vals_np[keep].astype(np.float32),
+                        }
+                    )
+                )
                 bar.update(len(block))
             yield pl.concat(parts)
     finally:
         bar.close()
 
 
-def recommend_table(rec: Recommender, out: str | os.PathLike, k: int = 100, users: Sequence[Any] | None = None,
-                    shard: str | None = None, exclude_seen: bool = True, memory_budget: str | int = "2GB",
-                    force: bool = False, progress: bool = True) -> TableResult:
+def recommend_table(
+    rec: Recommender,
+    out: str | os.PathLike,
+    k: int = 100,
+    users: Sequence[Any] | None = None,
+    shard: str | None = None,
+    exclude_seen: bool = True,
+    memory_budget: str | int = "2GB",
+    force: bool = False,
+    progress: bool = True,
+) -> TableResult:
     """Write the table (see the module's docstring) to ``out`` (``.parquet`` or ``.csv``): ``users`` (raw ids;
     None: every user of the data set), ``shard`` ``"i/n"``; as many blocks at once as ``memory_budget`` holds
     (each needs its scores, float32 over the catalogue, about three times over)."""

@@ -29,9 +29,17 @@ def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def save_checkpoint(path: Path, meta: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, scaler: Any = None, best: dict[str, torch.Tensor] | None = None,
-                    extra: dict[str, torch.Tensor] | None = None, device: torch.device | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    meta: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any = None,
+    best: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
+    device: torch.device | None = None,
+) -> None:
     """Write ``path`` atomically; ``meta`` must be JSON-serialisable, ``extra`` tensors go in as ``extra.*``."""
     from safetensors.torch import save
 
@@ -49,9 +57,14 @@ def save_checkpoint(path: Path, meta: dict[str, Any], model: torch.nn.Module, op
     tensors["rng.torch"] = torch.get_rng_state()
     if device is not None and device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    doc = {**meta, "version": VERSION, "optim_groups": osd["param_groups"], "optim_scalars": scalars,
-           "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
-           "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}}
+    doc = {
+        **meta,
+        "version": VERSION,
+        "optim_groups": osd["param_groups"],
+        "optim_scalars": scalars,
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
+    }
     atomic_write_bytes(path, save(tensors, metadata={_META_KEY: json.dumps(doc)}))
 
 
@@ -70,9 +83,15 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     return meta, tensors
 
 
-def restore_checkpoint(meta: dict[str, Any], tensors: dict[str, torch.Tensor], model: torch.nn.Module,
-                       optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any = None,
-                       device: torch.device | None = None) -> tuple[dict[str, torch.Tensor] | None, dict[str, torch.Tensor]]:
+def restore_checkpoint(
+    meta: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any = None,
+    device: torch.device | None = None,
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, torch.Tensor]]:
     """Load weights, optimizer, scheduler, scaler and RNG states in place; returns (best weights or None, extra tensors)."""
     device = device or torch.device("cpu")
     model.load_state_dict(_part(tensors, "model."))

@@ -82,8 +82,9 @@ class Solo:
     def share(self, rows: np.ndarray) -> Share:
         return Share(rows, rows, None, 1.0)
 
-    def prepare(self, objective: Any, data: Any, share: Share, targets: torch.Tensor, epoch: int,
-                index: int) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, objective: Any, data: Any, share: Share, targets: torch.Tensor, epoch: int, index: int
+    ) -> tuple[torch.Tensor, ...]:
         return objective.prepare(targets, epoch, index)
 
     def no_sync(self, module: Any, last: bool) -> contextlib.AbstractContextManager:
@@ -124,22 +125,32 @@ class Group(Solo):
         self.main = self.rank == 0
         if device.type == "cuda":
             if self.local_rank >= torch.cuda.device_count():
-                raise SeqrecError(f"rank {self.rank}: local rank {self.local_rank} but only "
-                                  f"{torch.cuda.device_count()} CUDA devices on this machine")
+                raise SeqrecError(
+                    f"rank {self.rank}: local rank {self.local_rank} but only "
+                    f"{torch.cuda.device_count()} CUDA devices on this machine"
+                )
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
         elif device.type != "cpu":
-            raise SeqrecError(f"training on several processes runs on CPUs (gloo) or CUDA GPUs (NCCL), not {device.type}")
+            raise SeqrecError(
+                f"training on several processes runs on CPUs (gloo) or CUDA GPUs (NCCL), not {device.type}"
+            )
         self.device = device
         self.owns = not dist.is_initialized()
         if self.owns:
             try:
                 seconds = float(os.environ.get(TIMEOUT_ENV, "1800"))
             except ValueError:
-                raise SeqrecError(f"{TIMEOUT_ENV} must be a number of seconds, got {os.environ[TIMEOUT_ENV]!r}") from None
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
-                                    rank=self.rank, world_size=self.size,
-                                    timeout=datetime.timedelta(seconds=seconds))
+                raise SeqrecError(
+                    f"{TIMEOUT_ENV} must be a number of seconds, got {os.environ[TIMEOUT_ENV]!r}"
+                ) from None
+            dist.init_process_group(
+                "nccl" if device.type == "cuda" else "gloo",
+                init_method="env://",
+                rank=self.rank,
+                world_size=self.size,
+                timeout=datetime.timedelta(seconds=seconds),
+            )
 
     def threads(self) -> int | None:
         given = os.environ.get(THREADS_ENV)
@@ -165,8 +176,9 @@ class Group(Solo):
         # fewer examples than processes: train on the first one with weight 0, so every process joins the all-reduce
         return Share(rows[:1], rows, np.zeros(1, dtype=np.int64), 0.0)
 
-    def prepare(self, objective: Any, data: Any, share: Share, targets: torch.Tensor, epoch: int,
-                index: int) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, objective: Any, data: Any, share: Share, targets: torch.Tensor, epoch: int, index: int
+    ) -> tuple[torch.Tensor, ...]:
         """The negatives of the whole micro-batch, as one process draws them, cut to this share's positions."""
         if objective.sampler is None:
             return objective.prepare(targets, epoch, index)
@@ -248,11 +260,15 @@ def join(cfg: Any) -> Solo:
     device = resolve_device(cfg.device)
     if not launched() or int(os.environ["WORLD_SIZE"]) == 1:
         if cfg.nproc > 1 and not launched():
-            raise SeqrecError(f"train config: nproc={cfg.nproc}: train() runs in the process it is called from; "
-                              "start the workers with SASRec(nproc=N).fit, seqrec train --nproc N or torchrun")
+            raise SeqrecError(
+                f"train config: nproc={cfg.nproc}: train() runs in the process it is called from; "
+                "start the workers with SASRec(nproc=N).fit, seqrec train --nproc N or torchrun"
+            )
         return Solo(device)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
     if cfg.nproc not in (1, local):
-        raise SeqrecError(f"train config: nproc={cfg.nproc}, but the launcher started {local} processes on this "
-                          "machine (under torchrun leave nproc out)")
+        raise SeqrecError(
+            f"train config: nproc={cfg.nproc}, but the launcher started {local} processes on this "
+            "machine (under torchrun leave nproc out)"
+        )
     return Group(device)

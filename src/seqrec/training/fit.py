@@ -112,9 +112,16 @@ class Fitted:
     recipe: Recipe | None
 
 
-def fit_model(recipe: str, options: dict[str, Any], ds: Dataset, out_dir: str | os.PathLike | None = None,
-              resume: bool = False, valid: bool = True, init_from: str | os.PathLike | None = None,
-              split: SplitConfig | None = None) -> Fitted:
+def fit_model(
+    recipe: str,
+    options: dict[str, Any],
+    ds: Dataset,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    valid: bool = True,
+    init_from: str | os.PathLike | None = None,
+    split: SplitConfig | None = None,
+) -> Fitted:
     """Train a SASRec on ``ds`` under ``recipe`` and ``options`` (see the module's docstring), validated and
     tested on ``split`` (leave-one-out by default; a temporal split's horizon adds set metrics to the test)."""
     split = split or SplitConfig()
@@ -166,16 +173,17 @@ def warm_start(ds: Dataset, path: str | os.PathLike, options: dict[str, Any]) ->
     old = bundle.scorer.config.to_dict()
     differ = sorted(k for k, v in given.items() if old.get(k) != v)
     if differ:
-        raise SeqrecError(f"init_from: the model in {path} has {', '.join(f'{k}={old[k]!r}' for k in differ)}; "
-                          f"a warm start keeps the model's shape, so leave out {', '.join(differ)}")
+        raise SeqrecError(
+            f"init_from: the model in {path} has {', '.join(f'{k}={old[k]!r}' for k in differ)}; "
+            f"a warm start keeps the model's shape, so leave out {', '.join(differ)}"
+        )
     return extend_items(ds, bundle.dataset)[0], bundle.scorer
 
 
 def metrics_of(result: TrainResult | None) -> dict[str, Any]:
     if result is None:
         return {}
-    return {"best_epoch": result.best_epoch, "valid": result.best_valid, "test": result.test,
-            "seconds": result.seconds}
+    return {"best_epoch": result.best_epoch, "valid": result.best_valid, "test": result.test, "seconds": result.seconds}
 
 
 def save(fitted: Fitted, path: str | os.PathLike, force: bool = False, keep_files: tuple[str, ...] = ()) -> Path:
@@ -183,8 +191,16 @@ def save(fitted: Fitted, path: str | os.PathLike, force: bool = False, keep_file
     from seqrec.models.folder import save_folder
 
     recipe = fitted.recipe.to_dict() if fitted.recipe is not None else None
-    return save_folder(path, fitted.model, fitted.dataset, fitted.fitted_config.to_dict(), metrics_of(fitted.result),
-                       force=force, keep_files=keep_files, recipe=recipe)
+    return save_folder(
+        path,
+        fitted.model,
+        fitted.dataset,
+        fitted.fitted_config.to_dict(),
+        metrics_of(fitted.result),
+        force=force,
+        keep_files=keep_files,
+        recipe=recipe,
+    )
 
 
 def load(path: str | os.PathLike) -> tuple[str, dict[str, Any], Fitted]:
@@ -193,26 +209,46 @@ def load(path: str | os.PathLike) -> tuple[str, dict[str, Any], Fitted]:
 
     bundle = load_folder(path)
     if bundle.config["kind"] != "sasrec":
-        raise SeqrecError(f"{path}: holds the {bundle.config['kind']} baseline, not SASRec; "
-                          "use seqrec.models.folder.load_folder")
+        raise SeqrecError(
+            f"{path}: holds the {bundle.config['kind']} baseline, not SASRec; use seqrec.models.folder.load_folder"
+        )
     model_cfg = {k: v for k, v in bundle.config["model"].items() if k != "n_items"}
     stored = bundle.config.get("recipe") or {}
     name, options = stored.get("name", "auto"), {**model_cfg, **bundle.config["train"]}
     model_options, train_config = check_options(name, options)
     recipe = Recipe(stored["name"], stored.get("options", {}), stored.get("reasons", {})) if stored else None
     m = bundle.metrics
-    result = TrainResult(int(m.get("best_epoch", 0)), dict(m.get("valid", {})), dict(m.get("test", {})), [],
-                         float(m.get("seconds", 0.0)))
+    result = TrainResult(
+        int(m.get("best_epoch", 0)), dict(m.get("valid", {})), dict(m.get("test", {})), [], float(m.get("seconds", 0.0))
+    )
     assert isinstance(bundle.scorer, SASRecModel)
-    return name, options, Fitted(bundle.scorer, bundle.dataset, result, model_options, train_config, train_config,
-                                 recipe)
+    return (
+        name,
+        options,
+        Fitted(bundle.scorer, bundle.dataset, result, model_options, train_config, train_config, recipe),
+    )
 
 
 # ----------------------------------------------------------------------------- several processes
-def _fit_in_workers(recipe: str, options: dict[str, Any], given: TrainConfig, ds: Dataset, out_dir: Any,
-                    resume: bool, valid: bool, init_from: Any, split: SplitConfig) -> Fitted:
-    spec = {"recipe": recipe, "options": options, "resume": resume, "valid": valid,
-            "init_from": None if init_from is None else str(init_from), "split": dataclasses.asdict(split)}
+def _fit_in_workers(
+    recipe: str,
+    options: dict[str, Any],
+    given: TrainConfig,
+    ds: Dataset,
+    out_dir: Any,
+    resume: bool,
+    valid: bool,
+    init_from: Any,
+    split: SplitConfig,
+) -> Fitted:
+    spec = {
+        "recipe": recipe,
+        "options": options,
+        "resume": resume,
+        "valid": valid,
+        "init_from": None if init_from is None else str(init_from),
+        "split": dataclasses.asdict(split),
+    }
     fitted, history = launcher.fit_in_workers(__name__, spec, given, ds, out_dir, lambda run: load(run)[2])
     fitted.result.history = history
     return fitted
@@ -225,9 +261,16 @@ def _worker(job: Path) -> int:
     launcher.orphan_guard()
     try:
         spec = json.loads((job / "job.json").read_text())
-        fit_model(spec["recipe"], spec["options"], Dataset.load(job / "data"), out_dir=spec["out_dir"],
-                  resume=spec["resume"], valid=spec["valid"], init_from=spec["init_from"],
-                  split=SplitConfig(**spec["split"]))
+        fit_model(
+            spec["recipe"],
+            spec["options"],
+            Dataset.load(job / "data"),
+            out_dir=spec["out_dir"],
+            resume=spec["resume"],
+            valid=spec["valid"],
+            init_from=spec["init_from"],
+            split=SplitConfig(**spec["split"]),
+        )
     except SeqrecError as e:
         (job / f"rank{rank}.error").write_text(str(e))
         return 2

@@ -30,8 +30,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def fit_in_workers(module: str, spec: dict[str, Any], cfg: Any, ds: Any, out_dir: Any,
-                   read: Callable[[Path], T]) -> tuple[T, list[dict[str, Any]]]:
+def fit_in_workers(
+    module: str, spec: dict[str, Any], cfg: Any, ds: Any, out_dir: Any, read: Callable[[Path], T]
+) -> tuple[T, list[dict[str, Any]]]:
     """A fit on ``cfg.nproc`` worker processes of this machine, each running ``python -m module JOB`` (the
     job folder holds ``spec`` as ``job.json`` with ``out_dir`` added, and the data set); then ``read`` of the
     run folder they wrote (a temporary one without ``out_dir``) and its metrics rows."""
@@ -63,15 +64,30 @@ def _run_workers(module: str, job: Path, n: int, threads: int, run: Path | None)
     logs = []
     try:
         for r in range(n):
-            env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(n), "LOCAL_RANK": str(r),
-                   "LOCAL_WORLD_SIZE": str(n), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                   "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(threads), THREADS_ENV: str(threads),
-                   _LAUNCHER_ENV: str(os.getpid()),
-                   "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
+            env = {
+                **os.environ,
+                "RANK": str(r),
+                "WORLD_SIZE": str(n),
+                "LOCAL_RANK": str(r),
+                "LOCAL_WORLD_SIZE": str(n),
+                "GROUP_RANK": "0",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "OMP_NUM_THREADS": str(threads),
+                THREADS_ENV: str(threads),
+                _LAUNCHER_ENV: str(os.getpid()),
+                "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]),
+            }
             log = None if r == 0 else open(job / f"rank{r}.log", "wb")  # rank 0 shows its progress here
             logs.append(log)
-            procs.append(subprocess.Popen([sys.executable, "-m", module, str(job)], env=env,
-                                          stdout=log, stderr=subprocess.STDOUT if log else None))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", module, str(job)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT if log else None,
+                )
+            )
         _watch(procs, job, run)
     finally:
         _stop(procs)
@@ -100,8 +116,11 @@ def _watch(procs: list[subprocess.Popen], job: Path, run: Path | None) -> None:
             else:
                 err = job / f"rank{r}.error"
                 log = job / f"rank{r}.log"
-                detail = err.read_text().strip() if err.is_file() else (
-                    log.read_text(errors="replace").strip()[-600:] if log.is_file() else "")
+                detail = (
+                    err.read_text().strip()
+                    if err.is_file()
+                    else (log.read_text(errors="replace").strip()[-600:] if log.is_file() else "")
+                )
                 if code == 2 and err.is_file():  # a SeqrecError (every rank raises rank 0's): as one process says it
                     raise SeqrecError(detail)
                 how = f"failed (exit status {code})" + (f": {detail}" if detail else "")

@@ -52,8 +52,15 @@ class TrainingDiverged(SeqrecError):
 class Run(Resumable):
     """One training run: its objects, its state (``RunState``) and its checkpoint."""
 
-    def __init__(self, model: SASRecModel, loo: Split, cfg: TrainConfig, out_dir: str | Path | None,
-                 group: Any = None, resume: bool = False) -> None:
+    def __init__(
+        self,
+        model: SASRecModel,
+        loo: Split,
+        cfg: TrainConfig,
+        out_dir: str | Path | None,
+        group: Any = None,
+        resume: bool = False,
+    ) -> None:
         if model.n_items != loo.data.n_items:
             raise SeqrecError(f"the model has {model.n_items} items but the data set has {loo.data.n_items}")
         self.group: Any = group or Solo(resolve_device(cfg.device))  # rank 0 alone writes
@@ -82,8 +89,10 @@ class Run(Resumable):
         self.clock = 0.0  # wall seconds of the run so far (training and validation), when there is a time limit
         self.reserve = 0.0  # wall seconds kept back at the end of a time limit: the last validation and the test
         self.started = time.perf_counter()  # the run's wall clock starts (a resumed run: minus its seconds so far)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(
-            s, warmup, total, cfg.schedule, self.clock / self.budget() if cfg.time_limit else None))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt,
+            lambda s: lr_factor(s, warmup, total, cfg.schedule, self.clock / self.budget() if cfg.time_limit else None),
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
@@ -106,8 +115,10 @@ class Run(Resumable):
 
     def diverged(self, where: str) -> TrainingDiverged:
         kept = f"the last good checkpoint {self.ckpt} is kept" if self.ckpt and self.ckpt.exists() else "no checkpoint"
-        return TrainingDiverged(f"training diverged: the loss became {float(self.loss_sum)} in {where}; {kept}. "
-                                f"Try a lower lr (now {self.cfg.lr}), warm-up, or grad_clip.")
+        return TrainingDiverged(
+            f"training diverged: the loss became {float(self.loss_sum)} in {where}; {kept}. "
+            f"Try a lower lr (now {self.cfg.lr}), warm-up, or grad_clip."
+        )
 
     # ------------------------------------------------------------------ loop
     def epoch(self, epoch: int, tqdm: Callable) -> dict[str, Any]:
@@ -119,8 +130,14 @@ class Run(Resumable):
         plan = self.data.plan(epoch)
         real = [int(self.data.n[rows].sum()) for rows, _ in plan]  # real positions per micro-batch
         self.model.train()
-        bar = tqdm(total=len(plan), initial=st.step_in_epoch, desc=f"epoch {epoch}", unit="batch", leave=False,
-                   disable=cfg.quiet)
+        bar = tqdm(
+            total=len(plan),
+            initial=st.step_in_epoch,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            leave=False,
+            disable=cfg.quiet,
+        )
         t0 = time.perf_counter() - st.epoch_seconds
         for bi in range(st.step_in_epoch, len(plan)):
             rows, last = plan[bi]
@@ -141,9 +158,14 @@ class Run(Resumable):
         seconds = time.perf_counter() - t0
         steps = st.step_in_epoch
         sequences = len(self.data.n) * steps / len(plan)  # over all processes
-        row = {"epoch": epoch, "loss": float(self.group.sum(self.loss_sum)) / max(1, sum(real[:steps])),
-               "lr": self.opt.param_groups[0]["lr"], "seconds": round(seconds, 4),
-               "seq_per_s": round(sequences / max(seconds, 1e-9), 1), "threads": torch.get_num_threads()}
+        row = {
+            "epoch": epoch,
+            "loss": float(self.group.sum(self.loss_sum)) / max(1, sum(real[:steps])),
+            "lr": self.opt.param_groups[0]["lr"],
+            "seconds": round(seconds, 4),
+            "seq_per_s": round(sequences / max(seconds, 1e-9), 1),
+            "threads": torch.get_num_threads(),
+        }
         return row if self.group.size == 1 else {**row, "processes": self.group.size}
 
     def _step(self, epoch: int, index: int, rows: np.ndarray, last: bool, t0: float) -> None:
@@ -157,7 +179,9 @@ class Run(Resumable):
         x, flat, *extra = (t.to(dev, non_blocking=True) for t in (x, flat, *prepared))
         with group.no_sync(self.fwd, last), self.autocast():
             h = self.fwd(x)
-            loss = self.objective(h.reshape(-1, h.shape[-1]).index_select(0, flat), self.model.item_embeddings(), *extra)
+            loss = self.objective(
+                h.reshape(-1, h.shape[-1]).index_select(0, flat), self.model.item_embeddings(), *extra
+            )
             # summed over the share's positions and scaled by the processes: DDP's mean is then the whole batch's sum
             weight = len(flat) * share.weight * group.size
             self.scaler.scale(loss * (weight / self.data.positions_per_step)).backward()
@@ -273,8 +297,14 @@ class Run(Resumable):
         return result
 
 
-def train(model: SASRecModel, loo: Split, config: TrainConfig, out_dir: str | Path | None = None,
-          resume: bool = False, callback: Callable[[dict[str, Any]], Any] | None = None) -> TrainResult:
+def train(
+    model: SASRecModel,
+    loo: Split,
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    callback: Callable[[dict[str, Any]], Any] | None = None,
+) -> TrainResult:
     """Train ``model`` on ``loo.train()``; validate, stop early, reload the best weights, test once.
 
     ``callback(row)`` runs after each epoch (after its checkpoint); returning False stops training.
@@ -303,4 +333,3 @@ def train(model: SASRecModel, loo: Split, config: TrainConfig, out_dir: str | Pa
             torch.set_num_threads(before)
     group.close()  # after a failure the process ends instead (a group torn down mid-collective can hang)
     return result
-

@@ -93,12 +93,18 @@ class Objective:
         self.cfg, self.n_items = cfg, n_items
         self.loss = LOSS_FUNCTIONS[cfg.loss]
         self.gen = torch.Generator()
-        self.sampler = None if cfg.loss == "ce" else losses.NegativeSampler(
-            n_items, counts, mode=cfg.negative_sampling, alpha=cfg.pop_alpha, mix=cfg.mix, generator=self.gen)
+        self.sampler = (
+            None
+            if cfg.loss == "ce"
+            else losses.NegativeSampler(
+                n_items, counts, mode=cfg.negative_sampling, alpha=cfg.pop_alpha, mix=cfg.mix, generator=self.gen
+            )
+        )
         self.in_batch = cfg.in_batch_negatives if cfg.loss == "sampled-softmax" else 0
         # Uniform negatives with the positive corrected too shift every logit by the same log N: nothing to do.
         self.log_q = cfg.loss == "sampled-softmax" and (
-            cfg.negative_sampling != "uniform" or self.in_batch > 0 or not cfg.logq_positive)
+            cfg.negative_sampling != "uniform" or self.in_batch > 0 or not cfg.logq_positive
+        )
         if self.in_batch:  # the share of training interactions per item id: how in-batch negatives are drawn
             c = np.asarray(counts, dtype=np.float64)[-n_items:]
             self.popularity = torch.from_numpy(np.concatenate([[0.0], c / max(c.sum(), 1.0)]))
@@ -153,8 +159,15 @@ class Objective:
             return self.sampler.log_prob(items)
         return (self.sampler.probs[items - 1] * k + self.popularity[items] * take).log().float()
 
-    def __call__(self, h: torch.Tensor, emb: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None = None,
-                 rows: torch.Tensor | None = None, *log_q: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        h: torch.Tensor,
+        emb: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        *log_q: torch.Tensor,
+    ) -> torch.Tensor:
         if rows is not None:
             # [R, d]: pos and neg index these rows. A sparse gradient adds into the embedding's dense
             # one (from the model's input lookup) row by row instead of via a second [N+1, d] buffer.

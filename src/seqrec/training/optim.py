@@ -115,11 +115,15 @@ def _optimizer(model: torch.nn.Module, cfg: Any, device: torch.device) -> torch.
     sparse = getattr(cfg, "sparse_embeddings", False)
     emb = getattr(model, "item_emb", None)
     if sparse and not isinstance(emb, torch.nn.Embedding):
-        raise SeqrecError("train config: sparse_embeddings needs the SASRec model itself (its item_emb), not a "
-                          "wrapper of it; train without sparse_embeddings")
+        raise SeqrecError(
+            "train config: sparse_embeddings needs the SASRec model itself (its item_emb), not a "
+            "wrapper of it; train without sparse_embeddings"
+        )
     if sparse and getattr(model, "features", None) is not None:
-        raise SeqrecError("train config: sparse_embeddings needs a SASRec without item_features (its feature "
-                          "layers read every item row each step)")
+        raise SeqrecError(
+            "train config: sparse_embeddings needs a SASRec without item_features (its feature "
+            "layers read every item row each step)"
+        )
     if isinstance(emb, torch.nn.Embedding):
         emb.sparse = bool(sparse)
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]

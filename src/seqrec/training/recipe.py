@@ -90,8 +90,11 @@ class Recipe:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
-                "reasons": dict(self.reasons)}
+        return {
+            "name": self.name,
+            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
+            "reasons": dict(self.reasons),
+        }
 
 
 def _max_len(s: DataStats) -> tuple[int, str]:
@@ -103,12 +106,29 @@ def paper(s: DataStats) -> Recipe:
     """Kang & McAuley 2018: d=50, 2 blocks, 1 head, BCE with one negative, Adam (0.9, 0.98) at 1e-3,
     batch 128; max length 200 and dropout 0.2 for MovieLens-like data, 50 and 0.5 for sparse data."""
     long = s.length_p50 >= LONG_HISTORIES
-    why = f"median training history {s.length_p50:.0f} items: " + ("long (paper's ML-1M setting)" if long else
-                                                                   "short (paper's sparse-data setting)")
-    opts = dict(hidden=50, blocks=2, heads=1, max_len=200 if long else 50, dropout=0.2 if long else 0.5,
-                activation="relu", norm="paper", loss="bce", n_negatives=1, lr=1e-3, betas=(0.9, 0.98),
-                batch_size=128, schedule="constant", warmup_steps=0, grad_clip=None, epochs=200, patience=20,
-                bucket=False)
+    why = f"median training history {s.length_p50:.0f} items: " + (
+        "long (paper's ML-1M setting)" if long else "short (paper's sparse-data setting)"
+    )
+    opts = dict(
+        hidden=50,
+        blocks=2,
+        heads=1,
+        max_len=200 if long else 50,
+        dropout=0.2 if long else 0.5,
+        activation="relu",
+        norm="paper",
+        loss="bce",
+        n_negatives=1,
+        lr=1e-3,
+        betas=(0.9, 0.98),
+        batch_size=128,
+        schedule="constant",
+        warmup_steps=0,
+        grad_clip=None,
+        epochs=200,
+        patience=20,
+        bucket=False,
+    )
     return Recipe("paper", opts, {"max_len": why, "dropout": why})
 
 
@@ -117,9 +137,25 @@ def sasrec_plus(s: DataStats) -> Recipe:
     Adam's default betas at a constant 1e-3, batch 128, up to 100 epochs with patience 10; max length
     200 for MovieLens-like data, 50 otherwise."""
     long = s.length_p50 >= LONG_HISTORIES
-    opts = dict(hidden=64, blocks=2, heads=1, max_len=200 if long else 50, dropout=0.1, activation="relu",
-                norm="paper", loss="ce", lr=1e-3, betas=(0.9, 0.999), batch_size=128, schedule="constant",
-                warmup_steps=0, grad_clip=None, epochs=100, patience=10, bucket=False)
+    opts = dict(
+        hidden=64,
+        blocks=2,
+        heads=1,
+        max_len=200 if long else 50,
+        dropout=0.1,
+        activation="relu",
+        norm="paper",
+        loss="ce",
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        batch_size=128,
+        schedule="constant",
+        warmup_steps=0,
+        grad_clip=None,
+        epochs=100,
+        patience=10,
+        bucket=False,
+    )
     return Recipe("sasrec+", opts, {"max_len": f"median training history {s.length_p50:.0f} items"})
 
 
@@ -131,13 +167,16 @@ def auto(s: DataStats) -> Recipe:
     sparse = s.length_p50 < LONG_HISTORIES
     if not sparse:
         opts["dropout"] = 0.1 if s.interactions >= LARGE else 0.2
-        reasons["dropout"] = (f"dense data (median training history {s.length_p50:.0f} items), "
-                              f"{s.interactions:,} training interactions")
+        reasons["dropout"] = (
+            f"dense data (median training history {s.length_p50:.0f} items), {s.interactions:,} training interactions"
+        )
     else:
         opts["dropout"] = SPARSE_DROPOUT
-        reasons["dropout"] = (f"sparse data (median training history {s.length_p50:.0f} items): heavy dropout keeps "
-                              f"the model from memorising, as the best published full cross-entropy runs on 5-core "
-                              f"Amazon data (0.5-0.7)")
+        reasons["dropout"] = (
+            f"sparse data (median training history {s.length_p50:.0f} items): heavy dropout keeps "
+            f"the model from memorising, as the best published full cross-entropy runs on 5-core "
+            f"Amazon data (0.5-0.7)"
+        )
     if s.items <= CE_MAX_ITEMS:
         opts["loss"] = "ce"
         reasons["loss"] = f"{s.items:,} items: full cross-entropy is affordable (at most {CE_MAX_ITEMS:,})"
@@ -152,8 +191,10 @@ def auto(s: DataStats) -> Recipe:
     reasons["batch_size"] = f"{s.users:,} users: about {max(1, s.users // batch)} optimizer steps per epoch"
     if sparse and batch < SPARSE_MIN_BATCH:
         batch = SPARSE_MIN_BATCH
-        reasons["batch_size"] = (f"{s.users:,} users: {max(1, s.users // batch)} optimizer steps per epoch; at least "
-                                 f"{SPARSE_MIN_BATCH} sequences a step under heavy dropout")
+        reasons["batch_size"] = (
+            f"{s.users:,} users: {max(1, s.users // batch)} optimizer steps per epoch; at least "
+            f"{SPARSE_MIN_BATCH} sequences a step under heavy dropout"
+        )
     reasons["lr"] = f"peak rate for batches of {batch} with Adam's default betas, decayed by the cosine"
     steps = max(1, s.users // batch)
     scored = s.items if opts["loss"] == "ce" else SAMPLED_NEGATIVES
@@ -162,29 +203,48 @@ def auto(s: DataStats) -> Recipe:
         # on short histories the validation peak comes after a number of optimizer steps, not of FLOPs: the
         # cosine is planned to end there, so the rate is low when the model would start to memorise
         epochs = int(np.clip(round(SPARSE_STEPS / steps), 10, 200))
-        reasons["epochs"] = (f"sparse data: the cosine spans about {SPARSE_STEPS:,} optimizer steps ({steps} a epoch), "
-                             "annealing before the model overfits (within 10..200 epochs)")
+        reasons["epochs"] = (
+            f"sparse data: the cosine spans about {SPARSE_STEPS:,} optimizer steps ({steps} a epoch), "
+            "annealing before the model overfits (within 10..200 epochs)"
+        )
     else:
         epochs = int(np.clip(round(COMPUTE_BUDGET / max(flops, 1.0)), 20, 200))
-        reasons["epochs"] = (f"about {flops / 1e12:.2f} TFLOP per epoch; {COMPUTE_BUDGET / 1e12:.0f} TFLOP in all "
-                             "(within 20..200 epochs), the cosine decaying over them")
-    opts.update(activation="relu", norm="paper", lr=1e-3, betas=(0.9, 0.999), grad_clip=None, batch_size=batch,
-                schedule="cosine", warmup_steps=0, epochs=epochs, patience=10, bucket=True)
+        reasons["epochs"] = (
+            f"about {flops / 1e12:.2f} TFLOP per epoch; {COMPUTE_BUDGET / 1e12:.0f} TFLOP in all "
+            "(within 20..200 epochs), the cosine decaying over them"
+        )
+    opts.update(
+        activation="relu",
+        norm="paper",
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        grad_clip=None,
+        batch_size=batch,
+        schedule="cosine",
+        warmup_steps=0,
+        epochs=epochs,
+        patience=10,
+        bucket=True,
+    )
     # validation: at most EVAL_SHARE of the wall time; spaced out by its measured cost, on a sample of users when
     # it would cost more than a few epochs' share
     ratio = s.eval_flops(opts["hidden"], opts["blocks"], max_len) / max(flops, 1.0)
     opts["eval_share"] = EVAL_SHARE
-    reasons["eval_share"] = (f"one validation costs about {ratio:.2f} epochs: validated every epoch when that takes at "
-                             f"most {EVAL_SHARE:.0%} of the wall time, else every few epochs (from the measured "
-                             "seconds)")
+    reasons["eval_share"] = (
+        f"one validation costs about {ratio:.2f} epochs: validated every epoch when that takes at "
+        f"most {EVAL_SHARE:.0%} of the wall time, else every few epochs (from the measured "
+        "seconds)"
+    )
     users = int((s.lengths >= 3).sum())
     allowed = 3 * EVAL_SHARE / (1 - EVAL_SHARE)  # validations at most 3 epochs apart
     if ratio > allowed and users > MIN_EVAL_USERS:
         sample = max(MIN_EVAL_USERS, int(round(users * allowed / ratio, -3)))
         if sample < users:
             opts["eval_max_users"] = sample
-            reasons["eval_max_users"] = (f"validating all {users:,} users costs about {ratio:.1f} epochs: a seeded "
-                                         f"sample of {sample:,} keeps validations at most 3 epochs apart")
+            reasons["eval_max_users"] = (
+                f"validating all {users:,} users costs about {ratio:.1f} epochs: a seeded "
+                f"sample of {sample:,} keeps validations at most 3 epochs apart"
+            )
     return Recipe("auto", opts, reasons)
 
 

@@ -18,9 +18,19 @@ from seqrec.files import CHECKPOINT, CONFIG, RESULT, SUMMARY, WEIGHTS, read_mark
 from seqrec.models.sasrec import SASRecModel
 from seqrec.training.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 
-_RESUME_MAY_CHANGE = {"epochs", "patience", "quiet", "device", "threads", "compile", "eval_max_users",
-                      "checkpoint_every_steps", "eval_every", "eval_share", "nproc"}
-
+_RESUME_MAY_CHANGE = {
+    "epochs",
+    "patience",
+    "quiet",
+    "device",
+    "threads",
+    "compile",
+    "eval_max_users",
+    "checkpoint_every_steps",
+    "eval_every",
+    "eval_share",
+    "nproc",
+}
 
 
 @dataclass
@@ -81,10 +91,15 @@ class Resumable:
             extra = {"loss_sum": self.group.sum(self.loss_sum).reshape(1), **self.group.rng_states(self.device)}
             if not self.group.main:
                 return
-            meta = {**asdict(self.st), "train": self.cfg.to_dict(), "model": self.model.config.to_dict(),
-                    "fingerprint": self.loo.data.fingerprint()}
-            save_checkpoint(self.ckpt, meta, self.model, self.opt, self.sched, self.scaler, self.best_state,
-                            extra, self.device)
+            meta = {
+                **asdict(self.st),
+                "train": self.cfg.to_dict(),
+                "model": self.model.config.to_dict(),
+                "fingerprint": self.loo.data.fingerprint(),
+            }
+            save_checkpoint(
+                self.ckpt, meta, self.model, self.opt, self.sched, self.scaler, self.best_state, extra, self.device
+            )
 
     def restore(self) -> None:
         """Continue from ``out_dir/checkpoint.safetensors``, or raise saying why not. A fresh start
@@ -98,12 +113,14 @@ class Resumable:
             return
         meta, tensors = found
         try:
-            self.best_state, extra = restore_checkpoint(meta, tensors, self.model, self.opt, self.sched, self.scaler,
-                                                        self.device)
+            self.best_state, extra = restore_checkpoint(
+                meta, tensors, self.model, self.opt, self.sched, self.scaler, self.device
+            )
             self.loss_sum = extra["loss_sum"].reshape(()).to(self.device, torch.float64)
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
-            raise SeqrecError(f"{self.ckpt}: cannot resume: its saved state does not fit this run "
-                              f"({type(e).__name__}: {e})") from e
+            raise SeqrecError(
+                f"{self.ckpt}: cannot resume: its saved state does not fit this run ({type(e).__name__}: {e})"
+            ) from e
         if not self.group.main:  # the loss so far is counted once, on rank 0; dropout continues per rank
             self.loss_sum.zero_()
             self.group.restore_rng(extra, self.device)
@@ -116,13 +133,14 @@ class Resumable:
         if not self.ckpt.is_file():
             assert self.out is not None  # the checkpoint lives in it
             rows = self.out / METRICS
-            present = [n for n in (CONFIG, WEIGHTS, SUMMARY, RESULT)
-                       if (self.out / n).exists()]
+            present = [n for n in (CONFIG, WEIGHTS, SUMMARY, RESULT) if (self.out / n).exists()]
             if rows.is_file() and rows.stat().st_size > 0:
                 present.insert(0, METRICS)
             if present:
-                raise SeqrecError(f"{self.out}: cannot resume: there is no {CHECKPOINT} (the folder holds "
-                                  f"{', '.join(present)}); train without --resume to start over")
+                raise SeqrecError(
+                    f"{self.out}: cannot resume: there is no {CHECKPOINT} (the folder holds "
+                    f"{', '.join(present)}); train without --resume to start over"
+                )
             if not self.cfg.quiet:  # a run was set up but finished no epoch: the same as a fresh start, said so
                 print(f"{self.out}: no epoch finished yet: training from epoch 1", file=sys.stderr, flush=True)
             return None
@@ -143,11 +161,12 @@ class Resumable:
         return meta, tensors
 
 
-
 def held_a_run(out: Path) -> None:
     """``--resume`` into ``out``: refused when no run was ever set up there (the folder is absent, or holds
     no seqrec marker), saying how to start a fresh run."""
     if not out.exists() or read_marker(out) is None:
         state = "does not exist" if not out.exists() else "never held a run"
-        raise SeqrecError(f"{out}: cannot resume: the folder {state}, so there is nothing to continue; to start a "
-                          f"fresh run there, train without --resume (resume=False)")
+        raise SeqrecError(
+            f"{out}: cannot resume: the folder {state}, so there is nothing to continue; to start a "
+            f"fresh run there, train without --resume (resume=False)"
+        )

@@ -54,15 +54,29 @@ def extend_items(ds: Dataset, old: Dataset) -> tuple[Dataset, int]:
     old_raw, new_raw = old.item_ids.raw, ds.item_ids.raw[fresh]
     if old_raw.dtype != new_raw.dtype and len(new_raw):  # e.g. integer ids before, text ids now: text for all
         old_raw, new_raw = np.array(_keys(old_raw)), np.array(_keys(new_raw))
-    raw = np.concatenate([old_raw, new_raw]) if len(new_raw) else old_raw.copy()  # no new items: the old ids as they were
+    raw = (
+        np.concatenate([old_raw, new_raw]) if len(new_raw) else old_raw.copy()
+    )  # no new items: the old ids as they were
     # catalogue: ds's row for every item it has, the old row for old items the new data lacks
     new_rows = ds.catalog.with_columns(pl.Series("item", to_final[1:].astype(np.int32)))
     missing = np.setdiff1d(np.arange(1, m + 1), to_final[1:][known])
     old_rows = old.catalog.filter(pl.col("item").is_in(missing.tolist()))
-    catalog = pl.concat([new_rows, old_rows.select([c for c in old_rows.columns if c in new_rows.columns])],
-                        how="diagonal_relaxed").sort("item").with_columns(pl.Series("raw_id", raw))
-    out = Dataset(offsets=ds.offsets, items=to_final[ds.items].astype(np.int32), user_ids=ds.user_ids,
-                  item_ids=IdMap(raw, offset=1), catalog=catalog, meta=dict(ds.meta), times=ds.times)
+    catalog = (
+        pl.concat(
+            [new_rows, old_rows.select([c for c in old_rows.columns if c in new_rows.columns])], how="diagonal_relaxed"
+        )
+        .sort("item")
+        .with_columns(pl.Series("raw_id", raw))
+    )
+    out = Dataset(
+        offsets=ds.offsets,
+        items=to_final[ds.items].astype(np.int32),
+        user_ids=ds.user_ids,
+        item_ids=IdMap(raw, offset=1),
+        catalog=catalog,
+        meta=dict(ds.meta),
+        times=ds.times,
+    )
     out.meta.update(out.counts())
     out.meta["warm_start"] = {"old_items": m, "new_items": int(len(fresh)), "old_items_absent": int(len(missing))}
     return out, int(len(fresh))
@@ -74,8 +88,10 @@ def warm_model(old: SASRecModel, n_items: int, seed: int = 0, dataset: Dataset |
     item features needs ``dataset`` (``extend_items``' result): its catalogue gives the feature table, under
     the old vocabulary grown by the values it did not know (``dataset.meta["warm_start"]`` counts them)."""
     if n_items < old.n_items:
-        raise SeqrecError(f"warm start: the new catalogue has {n_items} items, fewer than the model's "
-                          f"{old.n_items}; a warm start only adds items")
+        raise SeqrecError(
+            f"warm start: the new catalogue has {n_items} items, fewer than the model's "
+            f"{old.n_items}; a warm start only adds items"
+        )
     state = old.state_dict()
     emb = state["item_emb.weight"]
     rows = emb[1:].float()
@@ -86,8 +102,9 @@ def warm_model(old: SASRecModel, n_items: int, seed: int = 0, dataset: Dataset |
     vocab = None
     if old.features is not None:
         if dataset is None or dataset.n_items != n_items:
-            raise SeqrecError("warm start: a SASRec with item features needs the grown data set to encode the new "
-                              "items' facts")
+            raise SeqrecError(
+                "warm start: a SASRec with item features needs the grown data set to encode the new items' facts"
+            )
         vocab, features = _warm_features(old, dataset, gen)
         state.update({f"features.{k}": v for k, v in features.items()})
     model = SASRecModel(replace(old.config, n_items=n_items), vocab)
@@ -106,19 +123,25 @@ def _warm_features(old: SASRecModel, ds: Dataset, gen: torch.Generator) -> tuple
     vocab = layers.vocab
     catalog = ds.catalog.sort("item")
     _, unknown = vocab.encode(catalog)
-    grown = FeatureVocab(tuple(replace(f, values=f.values + tuple(unknown.get(f.name, [])))
-                               if f.kind == CATEGORICAL else f for f in vocab.fields))
+    grown = FeatureVocab(
+        tuple(
+            replace(f, values=f.values + tuple(unknown.get(f.name, []))) if f.kind == CATEGORICAL else f
+            for f in vocab.fields
+        )
+    )
     if grown.size > MAX_VOCAB:
         raise SeqrecError(f"warm start: {grown.size:,} feature values, more than the {MAX_VOCAB:,} seqrec allows")
     weight = layers.emb.weight.detach()
     rows = [weight[:1]]
     for f, g, off in zip(vocab.fields, grown.fields, vocab.offsets()):
-        own = weight[off + 1: off + 1 + f.size]
+        own = weight[off + 1 : off + 1 + f.size]
         rows.append(own)
         if g.size > f.size:
             spread = own.float().std(0, keepdim=True) if f.size > 1 else torch.zeros(1, weight.shape[1])
-            fresh = own.float().mean(0, keepdim=True) + torch.randn(g.size - f.size, weight.shape[1], generator=gen) \
-                * spread * NEW_ITEM_NOISE
+            fresh = (
+                own.float().mean(0, keepdim=True)
+                + torch.randn(g.size - f.size, weight.shape[1], generator=gen) * spread * NEW_ITEM_NOISE
+            )
             rows.append(fresh.to(weight.dtype))
     encoded, _ = grown.encode(catalog)
     table = np.zeros((ds.n_items + 1, grown.columns), dtype=np.int64)
@@ -127,22 +150,28 @@ def _warm_features(old: SASRecModel, ds: Dataset, gen: torch.Generator) -> tuple
     before = layers.table.detach().cpu().numpy()
     shift = np.zeros(vocab.size + 1, dtype=np.int64)
     for f, old_off, new_off in zip(vocab.fields, vocab.offsets(), grown.offsets()):
-        shift[old_off + 1: old_off + 1 + f.size] = new_off - old_off
+        shift[old_off + 1 : old_off + 1 + f.size] = new_off - old_off
     lacking = np.flatnonzero(~table[: len(before)].any(1) & before.any(1))
     table[lacking] = np.where(before[lacking] > 0, before[lacking] + shift[before[lacking]], 0)
     grown.check_table(table, "warm start: item features")
     trained = LeaveOneOut(ds).train().counts(ds.n_items) > 0
     state = {k: v.detach().clone() for k, v in layers.state_dict().items()}
-    state.update({"emb.weight": torch.cat(rows), "table": torch.from_numpy(table),
-                  "id_weight": torch.as_tensor(trained, dtype=torch.float32).reshape(-1, 1)})
+    state.update(
+        {
+            "emb.weight": torch.cat(rows),
+            "table": torch.from_numpy(table),
+            "id_weight": torch.as_tensor(trained, dtype=torch.float32).reshape(-1, 1),
+        }
+    )
     info = ds.meta.get("warm_start")
     if isinstance(info, dict):
         info["new_feature_values"] = {k: len(v) for k, v in unknown.items()}
     return grown, state
 
 
-def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event store",
-                mark: dict[str, Any] | None = None) -> Dataset:
+def with_events(
+    ds: Dataset, events: pl.DataFrame, source: str = "the event store", mark: dict[str, Any] | None = None
+) -> Dataset:
     """``ds``'s histories with ``events`` (columns user_id, item_id, timestamp) appended in time order;
     users and items seen first in the events are added. No cleaning is applied (the data set was
     cleaned when it was made; events are kept as they came). ``mark`` (``{"store": path, "rowid": n}``,
@@ -153,15 +182,20 @@ def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event stor
     users = np.repeat(np.arange(ds.n_users), ds.lengths)
     user_raw = np.array(_keys(ds.user_ids.raw), dtype=object)
     item_raw = np.array(_keys(ds.item_ids.raw), dtype=object)
-    base = pl.DataFrame({"user": user_raw[users].tolist(), "item": item_raw[ds.items.astype(np.int64) - 1].tolist()},
-                        schema={"user": pl.String, "item": pl.String})
+    base = pl.DataFrame(
+        {"user": user_raw[users].tolist(), "item": item_raw[ds.items.astype(np.int64) - 1].tolist()},
+        schema={"user": pl.String, "item": pl.String},
+    )
     new = events.sort("timestamp", maintain_order=True) if "timestamp" in events.columns else events
-    new = new.select(pl.col("user_id").map_elements(id_key, return_dtype=pl.String).alias("user"),
-                     pl.col("item_id").map_elements(id_key, return_dtype=pl.String).alias("item"))
+    new = new.select(
+        pl.col("user_id").map_elements(id_key, return_dtype=pl.String).alias("user"),
+        pl.col("item_id").map_elements(id_key, return_dtype=pl.String).alias("item"),
+    )
     frame = pl.concat([base, new])  # no timestamps: each user's rows keep this order, old history first
     catalog = ds.catalog.with_columns(pl.Series("raw_id", item_raw.tolist(), dtype=pl.String))
-    out = Dataset.from_interactions(frame, catalog=catalog, config=CleanConfig(k_core=0),
-                                    name=str(ds.meta.get("name", "data")), source=source)
+    out = Dataset.from_interactions(
+        frame, catalog=catalog, config=CleanConfig(k_core=0), name=str(ds.meta.get("name", "data")), source=source
+    )
     out.meta["events_added"] = new.height
     if mark is not None:
         out.meta["store_mark"] = mark
@@ -171,6 +205,8 @@ def with_events(ds: Dataset, events: pl.DataFrame, source: str = "the event stor
 def describe(info: dict[str, Any]) -> str:
     values = info.get("new_feature_values") or {}
     added = "; new feature values: " + ", ".join(f"{n} {k}" for k, n in values.items()) if values else ""
-    return (f"warm start: {info['old_items']:,} items kept at their ids, {info['new_items']:,} new items "
-            f"(rows initialised at the mean item), {info['old_items_absent']:,} old items absent from the new data"
-            f"{added}")
+    return (
+        f"warm start: {info['old_items']:,} items kept at their ids, {info['new_items']:,} new items "
+        f"(rows initialised at the mean item), {info['old_items_absent']:,} old items absent from the new data"
+        f"{added}"
+    )

@@ -71,8 +71,7 @@ def write_frames(path: Path, frames: Iterator[pl.DataFrame], created_by: bytes =
 
                     table = frame.to_arrow()
                     if writer is None:
-                        writer = pq.ParquetWriter(f, table.schema.with_metadata({_KEY: created_by}),
-                                                  compression="zstd")
+                        writer = pq.ParquetWriter(f, table.schema.with_metadata({_KEY: created_by}), compression="zstd")
                     pending = pool.submit(writer.write_table, table)
                 else:
                     pending = pool.submit(frame.write_csv, f, include_header=i == 0)
@@ -90,9 +89,15 @@ def _catalog_csv(catalog: pl.DataFrame) -> pl.DataFrame:
     return catalog.with_columns(pl.col("genres").list.join("|"))
 
 
-def write_synthetic(out: str | os.PathLike, n_users: int | None = None, n_items: int | None = None,
-                    n_interactions: int | None = None, seed: int = 0, catalog: str | os.PathLike | None = None,
-                    force: bool = False) -> dict[str, Any]:
+def write_synthetic(
+    out: str | os.PathLike,
+    n_users: int | None = None,
+    n_items: int | None = None,
+    n_interactions: int | None = None,
+    seed: int = 0,
+    catalog: str | os.PathLike | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
     """Write a synthetic log to ``out`` (and its catalogue to ``catalog``); without sizes the embedded
     data set (``seqrec.data.synthetic.story.generate(seed)``), else ``seqrec.data.synthetic.scale`` at those sizes
     (all three needed). Returns counts and seconds."""
@@ -122,5 +127,10 @@ def write_synthetic(out: str | os.PathLike, n_users: int | None = None, n_items:
     rows = write_frames(out, frames)
     if cat_path is not None:
         write_frames(cat_path, iter([cat if cat_path.suffix.lower() == ".parquet" else _catalog_csv(cat)]))
-    return {"out": str(out), "interactions": rows, "items": cat.height, "catalog": str(cat_path or ""),
-            "seconds": time.perf_counter() - t}
+    return {
+        "out": str(out),
+        "interactions": rows,
+        "items": cat.height,
+        "catalog": str(cat_path or ""),
+        "seconds": time.perf_counter() - t,
+    }

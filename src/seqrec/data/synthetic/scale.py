@@ -91,8 +91,9 @@ def _cdfs(pop: np.ndarray, member: np.ndarray, curiosity: float) -> tuple[np.nda
     return (cdf + np.arange(len(cdf))[:, None]).ravel(), mass
 
 
-def layout(seed: int, n_items: int, n_genres: int = len(GENRES), series_share: float = 0.1,
-           zipf_exponent: float = 1.0) -> Layout:
+def layout(
+    seed: int, n_items: int, n_genres: int = len(GENRES), series_share: float = 0.1, zipf_exponent: float = 1.0
+) -> Layout:
     """The catalogue of ``n_items`` films: about ``series_share x n_items`` series, a hub per five series."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
         raise SeqrecError(f"synthetic: seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
@@ -103,8 +104,10 @@ def layout(seed: int, n_items: int, n_genres: int = len(GENRES), series_share: f
     n_series_items = int(n_parts.sum())
     n_free = n_items - n_series_items
     if n_free < max(2 * n_hubs, 20):
-        raise SeqrecError(f"synthetic: --items {n_items} is too few: {n_series_items} go to series, leaving "
-                          f"{n_free} films; use at least 100 items")
+        raise SeqrecError(
+            f"synthetic: --items {n_items} is too few: {n_series_items} go to series, leaving "
+            f"{n_free} films; use at least 100 items"
+        )
     series_start = (np.cumsum(n_parts) - n_parts).astype(np.int64)
     genre_w = 1.0 / (np.arange(n_genres) + 1.0) ** 0.6
     log_gw = np.log(genre_w / genre_w.sum())
@@ -128,22 +131,49 @@ def layout(seed: int, n_items: int, n_genres: int = len(GENRES), series_share: f
     free_cdf, free_mass = _cdfs(free_pop, free_genres, CURIOSITY)
     series_cdf, series_mass = _cdfs(series_pop, series_genres, CURIOSITY / 2) if n_series else (np.zeros(0),) * 2
     raw_of = rng.permutation(n_items).astype(np.int64) + 1
-    catalog = _catalog(rng, n_parts, series_start, np.concatenate([series_genres[np.repeat(np.arange(n_series), n_parts)],
-                                                                   free_genres]), n_genres, raw_of)
-    return Layout(n_items, n_series_items, n_parts, series_start, series_hubs, n_tied, free_cdf, free_mass,
-                  series_cdf, series_mass, log_gw, raw_of, catalog)
+    catalog = _catalog(
+        rng,
+        n_parts,
+        series_start,
+        np.concatenate([series_genres[np.repeat(np.arange(n_series), n_parts)], free_genres]),
+        n_genres,
+        raw_of,
+    )
+    return Layout(
+        n_items,
+        n_series_items,
+        n_parts,
+        series_start,
+        series_hubs,
+        n_tied,
+        free_cdf,
+        free_mass,
+        series_cdf,
+        series_mass,
+        log_gw,
+        raw_of,
+        catalog,
+    )
 
 
-def _catalog(rng: np.random.Generator, n_parts: np.ndarray, series_start: np.ndarray, item_genres: np.ndarray,
-             n_genres: int, raw_of: np.ndarray) -> pl.DataFrame:
+def _catalog(
+    rng: np.random.Generator,
+    n_parts: np.ndarray,
+    series_start: np.ndarray,
+    item_genres: np.ndarray,
+    n_genres: int,
+    raw_of: np.ndarray,
+) -> pl.DataFrame:
     n_items, n_series = len(item_genres), len(n_parts)
     n_series_items = int(n_parts.sum())
     base = _titles(rng, n_series + n_items - n_series_items)
     series_of_part = np.repeat(np.arange(n_series), n_parts)
     part = np.arange(n_series_items) - series_start[series_of_part]
     sub = rng.integers(0, len(_SUBTITLES), size=n_series_items)
-    series_titles = [base[s] if k == 0 else f"{base[s]} {_ROMAN[k + 1]}: {_SUBTITLES[j]}"
-                     for s, k, j in zip(series_of_part.tolist(), part.tolist(), sub.tolist())]
+    series_titles = [
+        base[s] if k == 0 else f"{base[s]} {_ROMAN[k + 1]}: {_SUBTITLES[j]}"
+        for s, k, j in zip(series_of_part.tolist(), part.tolist(), sub.tolist())
+    ]
     first_year = rng.integers(1970, 2011, size=n_series)
     gap = rng.integers(2, 5, size=n_series_items)
     gap[series_start] = 0
@@ -153,17 +183,24 @@ def _catalog(rng: np.random.Generator, n_parts: np.ndarray, series_start: np.nda
     rows, cols = np.nonzero(item_genres)
     names = pl.Series(np.asarray(_genre_names(n_genres), dtype=object)[cols].tolist(), dtype=pl.String)
     genres = pl.DataFrame({"row": rows, "g": names}).group_by("row", maintain_order=True).agg("g")["g"]
-    return pl.DataFrame({
-        "raw_id": raw_of, "title": series_titles + base[n_series:], "genres": genres,
-        "year": np.minimum(np.concatenate([series_years, free_years]), 2024).astype(np.int64),
-    }, schema={"raw_id": pl.Int64, "title": pl.String, "genres": pl.List(pl.String), "year": pl.Int64}).sort("raw_id")
+    return pl.DataFrame(
+        {
+            "raw_id": raw_of,
+            "title": series_titles + base[n_series:],
+            "genres": genres,
+            "year": np.minimum(np.concatenate([series_years, free_years]), 2024).astype(np.int64),
+        },
+        schema={"raw_id": pl.Int64, "title": pl.String, "genres": pl.List(pl.String), "year": pl.Int64},
+    ).sort("raw_id")
 
 
 def lengths_for(rng: np.random.Generator, n_users: int, total: int, min_length: int, max_length: int) -> np.ndarray:
     """Long-tailed history lengths in [min_length, max_length] summing to ``total`` exactly."""
     if not n_users * min_length <= total <= n_users * max_length:
-        raise SeqrecError(f"synthetic: --interactions {total:,} must be between {min_length} and {max_length:,} "
-                          f"per user ({n_users * min_length:,} .. {n_users * max_length:,} for {n_users:,} users)")
+        raise SeqrecError(
+            f"synthetic: --interactions {total:,} must be between {min_length} and {max_length:,} "
+            f"per user ({n_users * min_length:,} .. {n_users * max_length:,} for {n_users:,} users)"
+        )
     raw = rng.lognormal(0.0, 1.1, size=n_users)
     span, extra = max_length - min_length, total - n_users * min_length
     scale = extra / raw.sum()
@@ -183,8 +220,9 @@ def lengths_for(rng: np.random.Generator, n_users: int, total: int, min_length: 
     return min_length + got
 
 
-def _mixture(rng: np.random.Generator, who: np.ndarray, comp: np.ndarray, cum_w: np.ndarray, cdf: np.ndarray,
-             n: int) -> np.ndarray:
+def _mixture(
+    rng: np.random.Generator, who: np.ndarray, comp: np.ndarray, cum_w: np.ndarray, cdf: np.ndarray, n: int
+) -> np.ndarray:
     """One draw per entry of ``who`` (local user): a component by the user's cumulative weights, then an
     index in 0..n-1 by that component's CDF."""
     r = rng.random(len(who)) * cum_w[who, -1]
@@ -277,10 +315,15 @@ def _chunk(lay: Layout, rng: np.random.Generator, lengths: np.ndarray, user0: in
             break
         draws = np.ceil(deficit[short] * (1.3 if round_ == 0 else 2.0)).astype(np.int64) + 2
         who = np.repeat(short, draws)
-        cand = (_mixture(rng, who, comp, free_w, lay.free_cdf, n_free) if round_ < 10
-                else rng.integers(0, n_free, size=len(who))) + lay.n_series_items
+        cand = (
+            _mixture(rng, who, comp, free_w, lay.free_cdf, n_free)
+            if round_ < 10
+            else rng.integers(0, n_free, size=len(who))
+        ) + lay.n_series_items
         mine = deficit > 0
-        kept = np.concatenate([hubs_met[mine[hubs_met // lay.n_items]], (got_user * lay.n_items + got_item)[mine[got_user]]])
+        kept = np.concatenate(
+            [hubs_met[mine[hubs_met // lay.n_items]], (got_user * lay.n_items + got_item)[mine[got_user]]]
+        )
         take = _first_per_user(np.concatenate([kept, who * lay.n_items + cand]), len(kept), who, deficit)
         got_user, got_item = np.concatenate([got_user, who[take]]), np.concatenate([got_item, cand[take]])
         deficit -= np.bincount(who[take], minlength=n)
@@ -291,8 +334,9 @@ def _chunk(lay: Layout, rng: np.random.Generator, lengths: np.ndarray, user0: in
     single = rank < singles[got_user]
     filler = got_item[~single]  # grouped by user, as the placeholders are
     if deficit.any() or len(filler) != len(placeholders):
-        raise SeqrecError(f"synthetic: {int(deficit.max())} films short for a history; raise --items or lower "
-                          f"the longest history")
+        raise SeqrecError(
+            f"synthetic: {int(deficit.max())} films short for a history; raise --items or lower the longest history"
+        )
     item[placeholders] = filler
     # ------------------------------------------------------------ blocks shuffled per user, elements in order
     run_key = np.where(ending & fits, 2.0, rng.random(n_runs))
@@ -306,19 +350,30 @@ def _chunk(lay: Layout, rng: np.random.Generator, lengths: np.ndarray, user0: in
     # ------------------------------------------------------------ timestamps
     counts = np.bincount(el_user, minlength=n)
     day = 3 * _DAY * np.minimum(1.0, 200.0 / np.maximum(counts, 1))[el_user]
-    gaps = 60 + np.where(new_block, rng.exponential(1.0, len(el_user)) * day,
-                         rng.exponential(8 * _HOUR, len(el_user))).astype(np.int64)
+    gaps = 60 + np.where(
+        new_block, rng.exponential(1.0, len(el_user)) * day, rng.exponential(8 * _HOUR, len(el_user))
+    ).astype(np.int64)
     starts = np.cumsum(counts) - counts  # every user has at least one interaction
     gaps[starts] = rng.integers(_T0, _T1, size=n)
     cum = np.cumsum(gaps)
     ts = cum - np.repeat(cum[starts] - gaps[starts], counts)
-    return pl.DataFrame({"user": el_user + user0 + 1, "item": lay.raw_of[el_item], "timestamp": ts},
-                        schema={"user": pl.Int64, "item": pl.Int64, "timestamp": pl.Int64})
+    return pl.DataFrame(
+        {"user": el_user + user0 + 1, "item": lay.raw_of[el_item], "timestamp": ts},
+        schema={"user": pl.Int64, "item": pl.Int64, "timestamp": pl.Int64},
+    )
 
 
-def iter_chunks(n_users: int, n_items: int, n_interactions: int, seed: int = 0, *, min_length: int = 5,
-                max_length: int | None = None, chunk_rows: int = CHUNK_ROWS,
-                lay: Layout | None = None) -> Iterator[pl.DataFrame]:
+def iter_chunks(
+    n_users: int,
+    n_items: int,
+    n_interactions: int,
+    seed: int = 0,
+    *,
+    min_length: int = 5,
+    max_length: int | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    lay: Layout | None = None,
+) -> Iterator[pl.DataFrame]:
     """The interactions (``user``, ``item``, ``timestamp``; sorted by user and time) a chunk of users at a time."""
     if n_users < 1 or n_items < 1:
         raise SeqrecError(f"synthetic: --users and --items must be >= 1, got {n_users} and {n_items}")
@@ -333,8 +388,9 @@ def iter_chunks(n_users: int, n_items: int, n_interactions: int, seed: int = 0, 
         yield _chunk(lay, np.random.default_rng([seed, 2, c]), lengths[a:b], a)
 
 
-def generate_large(n_users: int, n_items: int, n_interactions: int, seed: int = 0,
-                   **kwargs) -> tuple[pl.DataFrame, pl.DataFrame]:
+def generate_large(
+    n_users: int, n_items: int, n_interactions: int, seed: int = 0, **kwargs
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``(interactions, catalog)`` in memory, in the form of ``seqrec.data.synthetic.story.generate``."""
     lay = layout(seed, n_items)
     frames = list(iter_chunks(n_users, n_items, n_interactions, seed, lay=lay, **kwargs))

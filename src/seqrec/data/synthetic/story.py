@@ -317,8 +317,8 @@ def generate(
     first_year = rng.integers(1970, 2011, size=n_series)
     part_gap = rng.integers(2, 5, size=n_series_items)
     part_gap[series_start] = 0
-    series_years = np.repeat(first_year, n_parts) + np.cumsum(part_gap) - np.repeat(
-        np.cumsum(part_gap)[series_start], n_parts
+    series_years = (
+        np.repeat(first_year, n_parts) + np.cumsum(part_gap) - np.repeat(np.cumsum(part_gap)[series_start], n_parts)
     )
     free_years = 1970 + np.floor(55 * rng.beta(2.0, 1.3, size=n_free_items)).astype(np.int64)
     years = np.minimum(np.concatenate([series_years, free_years]), 2024)

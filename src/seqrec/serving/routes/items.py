@@ -16,8 +16,9 @@ def router(svc: Service) -> APIRouter:
     api = APIRouter(route_class=_StrictRoute, responses=svc.read_errors, dependencies=svc.reads)
 
     @api.get("/items", response_model=SearchResponse, tags=["items"])
-    async def search_items(query: Annotated[str, Query(max_length=200)] = "",
-                           limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
+    async def search_items(
+        query: Annotated[str, Query(max_length=200)] = "", limit: Annotated[int, Query(ge=1, le=1000)] = 20
+    ) -> dict[str, Any]:
         start = time.perf_counter()
         r = svc.rec()
         items = await svc.singles.run(lambda: r.search(query, limit))
@@ -42,8 +43,13 @@ def router(svc: Service) -> APIRouter:
     async def similar_items(item_id: str, k: QueryK = 10) -> dict[str, Any]:
         return await similar(item_id, k)
 
-    @api.get("/similar_items/{item_id}", response_model=SimilarResponse, tags=["older API"], deprecated=True,
-             summary="Older name of GET /items/{item_id}/similar")
+    @api.get(
+        "/similar_items/{item_id}",
+        response_model=SimilarResponse,
+        tags=["older API"],
+        deprecated=True,
+        summary="Older name of GET /items/{item_id}/similar",
+    )
     async def similar_items_old(item_id: str, top_k: QueryK = 10) -> dict[str, Any]:
         return await similar(item_id, top_k)
 

@@ -24,8 +24,11 @@ def router(svc: Service) -> APIRouter:
     async def health() -> dict[str, Any]:
         return {"status": "ok"}
 
-    @api.get("/ready", response_model=ReadyResponse,
-             responses={503: {"model": ReadyResponse, "description": "model not loaded"}})
+    @api.get(
+        "/ready",
+        response_model=ReadyResponse,
+        responses={503: {"model": ReadyResponse, "description": "model not loaded"}},
+    )
     async def ready() -> Any:
         r = svc.app.state.recommender
         if r is None:
@@ -36,9 +39,14 @@ def router(svc: Service) -> APIRouter:
     async def model_info() -> dict[str, Any]:
         return {**svc.rec().info(), "generation": generation_info(svc.app)}
 
-    @api.get("/metrics", response_class=Response, dependencies=svc.reads,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                              "description": "Prometheus text format"}})
+    @api.get(
+        "/metrics",
+        response_class=Response,
+        dependencies=svc.reads,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}
+        },
+    )
     async def metrics() -> Response:
         return Response(generate_latest(svc.registry), media_type=CONTENT_TYPE_LATEST)
 
