@@ -16,7 +16,7 @@ the explanation took p50 8 to 10 ms on a shared core (``benchmarks/explain_laten
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,9 +24,6 @@ import torch.nn.functional as F
 
 from seqrec.data.dataset import PAD
 from seqrec.serving.catalogue import Item
-
-if TYPE_CHECKING:
-    from seqrec.serving.recommender import Recommender
 
 MAX_BECAUSE = 3
 
@@ -79,7 +76,7 @@ def _attend(attn: Any, q_in: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor)
     return attn.proj(y.transpose(1, 2).reshape(B, Q, d))
 
 
-def _target_scores(rec: Recommender, batch: torch.Tensor, targets: np.ndarray) -> np.ndarray:
+def _target_scores(rec: Any, batch: torch.Tensor, targets: np.ndarray) -> np.ndarray:
     """float [B, len(targets)]: the scores of internal ids ``targets`` after each history of ``batch``."""
     from seqrec.models.sasrec import SASRecModel
 
@@ -98,7 +95,7 @@ def _target_scores(rec: Recommender, batch: torch.Tensor, targets: np.ndarray) -
 
 
 def explain_items(
-    rec: Recommender, history: np.ndarray, items: list[Item], top: int = MAX_BECAUSE
+    rec: Any, history: np.ndarray, items: list[Item], top: int = MAX_BECAUSE
 ) -> list[list[dict[str, Any]]]:
     """Per item of ``items`` (ranked after the internal-id ``history``): up to ``top`` history items that raised
     its score most, as ``{"item_id", "title", "drop", "share"}``, largest drop first."""

@@ -6,16 +6,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from seqrec.data.dataset import Dataset
 from seqrec.files import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from seqrec.serving.recommender import Recommender
 
 
 def export_items(dataset: Dataset, path: str | os.PathLike) -> Path:
@@ -30,7 +27,7 @@ def export_items(dataset: Dataset, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def model_facts(rec: Recommender) -> dict[str, Any]:
+def model_facts(rec: Any) -> dict[str, Any]:
     """Facts about ``rec``'s model and data for ``GET /model``; non-finite numbers become None."""
     return _json_safe(
         {

@@ -117,7 +117,7 @@ def generation_info(app: FastAPI) -> dict[str, Any] | None:
 
 async def follow(app: FastAPI) -> bool:
     """Swap in the recorded generation when it is newer than the one held; whether the model changed."""
-    from seqrec.serving.live import apply_availability, load_checked
+    from seqrec.serving.loading import apply_availability, load_checked
 
     store = app.state.store
     recorded = await asyncio.to_thread(current_generation, store)

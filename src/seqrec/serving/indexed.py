@@ -5,7 +5,7 @@ exactly from the index's rows."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -13,12 +13,9 @@ from seqrec.data.dataset import PAD
 from seqrec.serving.ann import fetch_size, query_vectors, subset_top
 from seqrec.serving.catalogue import Item
 
-if TYPE_CHECKING:
-    from seqrec.serving.recommender import Recommender
-
 
 def ann_top(
-    rec: Recommender,
+    rec: Any,
     seqs: Sequence[np.ndarray],
     k: int,
     exclude_seen: bool,
@@ -66,7 +63,7 @@ def ann_top(
 
 
 def ann_include(
-    rec: Recommender,
+    rec: Any,
     ids: np.ndarray,
     k: int,
     exclude_seen: bool,

@@ -7,19 +7,15 @@ reported; an empty or wholly unknown history gets the popularity ranking (traini
 for by id raise ``UnknownIdError`` (a ``SeqrecError`` and a ``LookupError``; the service answers 404).
 
 The hot path avoids per-call polars work: popularity is a tensor and the item facts are Python lists
-indexed by internal id (``seqrec.serving.catalogue.Catalogue``), so building a top-k answer costs O(k).
-``item``, ``search`` and ``similar_items`` are answered by that catalogue (embedding cosine, else
-adjacent-item co-occurrence). ``Item`` and ``UnknownIdError`` (from ``seqrec.serving.catalogue``) and
-``export_items`` (from ``seqrec.serving.exports``) are importable from here too.
+indexed by internal id (``seqrec.serving.catalogue.Catalogue``, which also answers ``item``, ``search`` and
+``similar_items``), so building a top-k answer costs O(k).
 
 Backends: ``"torch"`` calls ``scorer.score`` under ``torch.inference_mode``; ``"onnx"`` runs the
 graph written by ``seqrec.serving.onnx.export_onnx`` with onnxruntime (scores equal torch within 1e-4).
 
 Indexes (``seqrec.serving.ann``): ``index="exact"`` scores every item; ``"hnsw"`` / ``"ivf"`` (a SASRec only, torch
-backend) build a faiss inner-product index over the item rows when the recommender is made and rank from it:
-each history asks for ``k + (items it excludes) + IndexParams.margin`` candidates, the excluded ones are
-dropped, and a history left with fewer than ``k`` (of those it may still get) is ranked exactly. With
-``include`` the included items are scored exactly from the index's rows; an empty history gets popularity.
+backend) build a faiss inner-product index over the item rows when the recommender is made and rank from it
+(``seqrec.serving.indexed``: over-fetched candidates, exact ranking where too few are left).
 """
 
 from __future__ import annotations
@@ -42,6 +38,7 @@ from seqrec.serving.catalogue import NEG_INF, AddedItems, Catalogue, Item, Unkno
 from seqrec.serving.explain import explain_items
 from seqrec.serving.exports import export_items, model_facts
 from seqrec.serving.filters import FilterIndex, FilterSpec, ShopRules
+from seqrec.serving.growing import grown
 from seqrec.serving.indexed import ann_include, ann_top
 from seqrec.serving.onnx import onnx_session
 
@@ -120,7 +117,6 @@ class Recommender(ShopRules):
         if self.index is not None:
             log.info("%s index over %d items built in %.1f s", index, self.n_items, self.index.build_seconds)
 
-    # ------------------------------------------------------------------ construction
     @classmethod
     def from_folder(
         cls,
@@ -346,7 +342,6 @@ class Recommender(ShopRules):
             scores, _ = self._scores_for([ids])
             return scores[0, torch.from_numpy(cand)].tolist()
 
-    # ------------------------------------------------------------------ items (seqrec.serving.catalogue)
     def item(self, item_id: Any) -> dict[str, Any]:
         """Catalogue facts of one raw item id (``UnknownIdError`` when unknown)."""
         return self.catalogue.item(item_id)
@@ -370,9 +365,20 @@ class Recommender(ShopRules):
         its features alone (``feature_output``) or not at all (score 0). Feature values the vocabulary does
         not know are left out and reported. This recommender is unchanged (a service swaps the new one in
         with one assignment)."""
-        from seqrec.serving.growing import with_items
-
-        return with_items(self, items)
+        model, dataset, config, added = grown(self.scorer, self.dataset, self.config, items)
+        new = Recommender(
+            model,
+            dataset,
+            name=self.name,
+            backend=self.backend,
+            config=config,
+            metrics=self.metrics,
+            onnx_threads=self._onnx_threads,
+            index=self.index_kind,
+            index_params=self.index_params,
+        )
+        new.available[: len(self.available)] = self.available  # the old items keep theirs; new ones are available
+        return new, added
 
     def add_items(self, items: Sequence[Mapping[str, Any]]) -> AddedItems:
         """``with_items``, taking the new model and catalogue into this recommender; not to be called while
@@ -381,7 +387,6 @@ class Recommender(ShopRules):
         self.__dict__.update(rec.__dict__)
         return added
 
-    # ------------------------------------------------------------------ model facts
     def info(self) -> dict[str, Any]:
         """Facts about the model and its data for ``GET /model``; non-finite numbers become None."""
         if self._info is None:
