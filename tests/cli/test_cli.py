@@ -162,7 +162,7 @@ def test_train_evaluate_recommend_round_trip(log_csv, tmp_path, cli):
 def test_serve_takes_a_flag_for_every_limit(tmp_path, cli, monkeypatch):
     import dataclasses
 
-    import seqrec.serving.app as S
+    import seqrec.serving.server as S
     from seqrec.cli.options import _limits
     from seqrec.serving.limits import Limits
 

@@ -550,7 +550,7 @@ def test_models_dir_limits_reload_to_folders_inside_it(tmp_path, tiny_dataset, m
 
 
 def test_serve_takes_models_dir_into_the_workers(tmp_path, monkeypatch, tiny_dataset, make_scorer) -> None:
-    import seqrec.serving.app as A
+    import seqrec.serving.server as A
     from seqrec.cli.commands import build_parser
 
     data = tiny_dataset()

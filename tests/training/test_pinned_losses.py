@@ -1,5 +1,7 @@
-"""The seeded training losses of tiny runs, pinned: a refactor of the training path must leave them
-bit for bit as they were (every loss, sampler and batching option that changes the arithmetic)."""
+"""The seeded training losses of tiny runs, pinned: a refactor of the training path must leave them as they
+were (every loss, sampler and batching option that changes the arithmetic). They were recorded on one CPU;
+another's SIMD kernels round float32 sums differently (measured: 1e-7 relative on an AVX-512 Xeon), so they are
+held to 1e-6 relative, far below what any change of the arithmetic moves them (1e-3 and more)."""
 
 from __future__ import annotations
 
@@ -68,4 +70,4 @@ def losses_of(name: str) -> list[float]:
 
 @pytest.mark.parametrize("name", list(RUNS))
 def test_seeded_losses_are_pinned(name: str) -> None:
-    assert losses_of(name) == PINNED[name]
+    assert losses_of(name) == pytest.approx(PINNED[name], rel=1e-6, abs=0)
