@@ -39,7 +39,10 @@ OPTIONS = dict(
     seed=3,
     quiet=True,
 )
-FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in OPTIONS.items() if k not in ("quiet", "eval_share")] + ["--quiet"]
+FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in OPTIONS.items() if k not in ("quiet", "eval_share")] + [
+    "--quiet",
+    "--eval-share=0",
+]
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 

@@ -55,7 +55,7 @@ class TrainConfig:
         None,
         "validate less often when validating every eval_every epochs would take more "
         "than this share of the wall time: the epochs between validations follow from "
-        "the measured seconds of both (None: every eval_every epochs)",
+        "the measured seconds of both (None or 0: every eval_every epochs)",
     )
     patience: int | None = _opt(5, "stop after this many validations without a better NDCG@10 (None or 0: off)")
     seed: int = _opt(0, "seed for batch order, dropout and negatives")
@@ -114,6 +114,8 @@ class TrainConfig:
         for name in ("n_negatives", "threads", "eval_max_users", "patience", "checkpoint_every_steps"):
             v = getattr(self, name)
             check(name, v is None or (_is_int(v) and v >= 1), "an integer >= 1 or None")
+        if _is_num(self.eval_share) and self.eval_share == 0:  # 0: off, as None (the flag's spelling of it)
+            self.eval_share = None
         check(
             "eval_share",
             self.eval_share is None or (_is_num(self.eval_share) and 0 < self.eval_share < 1),
