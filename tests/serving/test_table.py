@@ -94,13 +94,15 @@ def test_a_strangers_file_is_kept_and_a_kill_leaves_no_part(folder: Path, tmp_pa
     code = (
         "import sys, time; from seqrec.serving import table as t; from seqrec.serving.recommender import Recommender\n"
         "slow = t._block_scores\n"
-        "def sleepy(*a, **k):\n    time.sleep(0.5); return slow(*a, **k)\n"
+        "def sleepy(*a, **k):\n    time.sleep(3); return slow(*a, **k)\n"
         f"t._block_scores = sleepy\nt.recommend_table(Recommender.from_folder({str(folder)!r}, backend='torch'), "
         f"{str(out)!r}, progress=False)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    time.sleep(4)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".killed.parquet.*.tmp")) and time.monotonic() < deadline:  # writing has begun
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()  # the old file or none: never a part
